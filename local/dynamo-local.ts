@@ -1,0 +1,166 @@
+import type { Server } from 'node:http';
+import { mkdir, readFile, unlink, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { CreateTableCommand, DescribeTableCommand, DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import dynalite from 'dynalite';
+import { TABLE } from '../shared/adapters/table.js';
+
+export const LOCAL_TABLE_NAME = 'smart-launch-local';
+
+const TABLE_READY_TIMEOUT_MS = 5_000;
+
+export interface LocalDynamo {
+  /** `http://127.0.0.1:<port>`, for anything else that wants to talk to the same store. */
+  readonly endpoint: string;
+  /** Bound to `endpoint`; destroyed by `close()`. */
+  readonly client: DynamoDBClient;
+  readonly tableName: string;
+  /** Stops the server and closes the store; the data stays on disk for the next start. */
+  close(): Promise<void>;
+}
+
+export interface LocalDynamoOptions {
+  /** The local run's data folder; the store lives in `${dataDir}/dynamo`. */
+  readonly dataDir: string;
+  /** Loopback port; an ephemeral one when absent. */
+  readonly port?: number;
+}
+
+/**
+ * Starts dynalite (DynamoDB on LevelDB) in this process, on loopback only, with the project's table.
+ * It speaks the real DynamoDB protocol, so the production `DynamoSessionStore` runs unchanged
+ * against it. Differences to keep in mind: no TTL deletion (readers check `expiresAt` anyway),
+ * no transactions, no UpdateTimeToLive.
+ */
+export async function startLocalDynamo(options: LocalDynamoOptions): Promise<LocalDynamo> {
+  const storeDir = join(options.dataDir, 'dynamo');
+  await mkdir(storeDir, { recursive: true, mode: 0o700 });
+  const releaseLock = await acquireLock(`${storeDir}.lock`, storeDir);
+
+  // createTableMs 0: the table is ACTIVE almost at once instead of after dynalite's default 500 ms.
+  const server = dynalite({ path: storeDir, createTableMs: 0, deleteTableMs: 0, updateTableMs: 0 });
+  let port: number;
+  try {
+    port = await listen(server, options.port ?? 0);
+  } catch (error) {
+    // dynalite has already opened LevelDB, and its close() refuses a server that never listened,
+    // so the store stays open in this process: keep our lock too, so a retry here gets a clear
+    // "in use" error instead of dynalite's uncaught "Database is closed".
+    throw new Error(`local DynamoDB could not listen on 127.0.0.1:${options.port ?? 0}`, { cause: error });
+  }
+
+  const endpoint = `http://127.0.0.1:${port}`;
+  const client = new DynamoDBClient({
+    endpoint,
+    region: 'us-east-1',
+    // dynalite checks that a signature is present, not what signed it.
+    credentials: { accessKeyId: 'local', secretAccessKey: 'local' },
+  });
+
+  let closed: Promise<void> | undefined;
+  const close = (): Promise<void> => {
+    closed ??= (async () => {
+      client.destroy();
+      await closeServer(server);
+      await releaseLock();
+    })();
+    return closed;
+  };
+
+  try {
+    await ensureTable(client, LOCAL_TABLE_NAME);
+  } catch (error) {
+    await close().catch(() => undefined);
+    throw error;
+  }
+  return { endpoint, client, tableName: LOCAL_TABLE_NAME, close };
+}
+
+async function ensureTable(client: DynamoDBClient, tableName: string): Promise<void> {
+  try {
+    // Same key schema as the CDK table (both read `TABLE`). No UpdateTimeToLive: dynalite answers
+    // UnknownOperationException, and nothing expires locally anyway.
+    await client.send(
+      new CreateTableCommand({
+        TableName: tableName,
+        BillingMode: 'PAY_PER_REQUEST',
+        AttributeDefinitions: [{ AttributeName: TABLE.partitionKey, AttributeType: 'S' }],
+        KeySchema: [{ AttributeName: TABLE.partitionKey, KeyType: 'HASH' }],
+      }),
+    );
+  } catch (error) {
+    // Created on an earlier run: the data folder is reused on purpose.
+    if (!(error instanceof Error && error.name === 'ResourceInUseException')) throw error;
+  }
+
+  const deadline = Date.now() + TABLE_READY_TIMEOUT_MS;
+  for (;;) {
+    const { Table: table } = await client.send(new DescribeTableCommand({ TableName: tableName }));
+    const hashKey = table?.KeySchema?.find((key) => key.KeyType === 'HASH')?.AttributeName;
+    if (hashKey !== TABLE.partitionKey || table?.KeySchema?.length !== 1) {
+      throw new Error(
+        `local table ${tableName} has another key schema than "${TABLE.partitionKey}" alone; delete the data folder's dynamo store to recreate it`,
+      );
+    }
+    if (table.TableStatus === 'ACTIVE') return;
+    if (Date.now() > deadline) throw new Error(`local table ${tableName} did not become ACTIVE`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
+/**
+ * LevelDB allows one opener per folder, and when dynalite is the second one it does not fail at
+ * start: it crashes the process with an uncaught "Database is closed" on the first request. A pid
+ * lock file turns that into a clear error up front.
+ */
+async function acquireLock(lockPath: string, storeDir: string): Promise<() => Promise<void>> {
+  for (let attempt = 0; attempt < 2; attempt += 1) {
+    try {
+      await writeFile(lockPath, String(process.pid), { flag: 'wx', mode: 0o600 });
+      return () => unlink(lockPath).catch(() => undefined);
+    } catch (error) {
+      if (!isErrno(error, 'EEXIST')) throw error;
+    }
+    const holder = Number.parseInt(await readFile(lockPath, 'utf8').catch(() => ''), 10);
+    if (!Number.isSafeInteger(holder) || holder <= 0 || isRunning(holder)) {
+      const who = holder === process.pid ? 'this process' : `process ${Number.isNaN(holder) ? '(unknown)' : holder}`;
+      throw new Error(
+        `local DynamoDB store ${storeDir} is already open in ${who}; stop it first, or delete ${lockPath} if nothing is running`,
+      );
+    }
+    // Left behind by a process that has exited: take it over.
+    await unlink(lockPath).catch(() => undefined);
+  }
+  throw new Error(`could not lock local DynamoDB store ${storeDir}`);
+}
+
+function isRunning(pid: number): boolean {
+  try {
+    process.kill(pid, 0); // signal 0 only checks that the process exists
+    return true;
+  } catch (error) {
+    return !isErrno(error, 'ESRCH');
+  }
+}
+
+function listen(server: Server, port: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, '127.0.0.1', () => {
+      server.off('error', reject);
+      const address = server.address();
+      if (address !== null && typeof address === 'object') resolve(address.port);
+      else reject(new Error('local DynamoDB has no TCP address'));
+    });
+  });
+}
+
+function closeServer(server: Server): Promise<void> {
+  return new Promise((resolve, reject) => {
+    server.close((error) => (error ? reject(error) : resolve()));
+  });
+}
+
+function isErrno(error: unknown, code: string): boolean {
+  return error instanceof Error && (error as NodeJS.ErrnoException).code === code;
+}

@@ -1,0 +1,290 @@
+import {
+  DeleteItemCommand,
+  GetItemCommand,
+  PutItemCommand,
+  type AttributeValue,
+  type DynamoDBClient,
+} from '@aws-sdk/client-dynamodb';
+import { z } from 'zod';
+import { SmartError } from '../core/errors.js';
+import type { AuthServerEndpoints, SessionRecord, SessionStore, TransactionRecord } from '../core/ports.js';
+import { TABLE } from './table.js';
+
+/**
+ * Bumped when the item layout changes. Readers refuse other versions instead of guessing, so an old
+ * Lambda never misreads a record written by a newer one.
+ */
+const FORMAT_VERSION = 1;
+
+const PK = TABLE.partitionKey;
+const TTL = TABLE.ttlAttribute;
+
+// Expression names, not the bare attribute names: `ttl` and friends are easy to collide with
+// DynamoDB's reserved words, and one place builds every condition.
+const PK_NAME = { '#pk': PK } as const;
+const KEY_IS_FREE = 'attribute_not_exists(#pk)';
+const KEY_IS_TAKEN = 'attribute_exists(#pk)';
+
+type Item = Record<string, AttributeValue>;
+
+export interface DynamoSessionStoreOptions {
+  readonly client: DynamoDBClient;
+  readonly tableName: string;
+}
+
+/**
+ * `SessionStore` on one DynamoDB table (low-level client, so the item layout is explicit).
+ * Secrets never reach an attribute in clear: they live in `sealed`, under `wrappedKey`.
+ */
+export class DynamoSessionStore implements SessionStore {
+  readonly #client: DynamoDBClient;
+  readonly #tableName: string;
+
+  constructor(options: DynamoSessionStoreOptions) {
+    this.#client = options.client;
+    this.#tableName = options.tableName;
+  }
+
+  async putTransaction(record: TransactionRecord): Promise<void> {
+    await this.#putNew({
+      ...commonAttributes(record, 'txn'),
+      sessionKey: { S: record.sessionKey },
+    });
+  }
+
+  async takeTransaction(key: string, nowSeconds: number): Promise<TransactionRecord | undefined> {
+    let attributes: Item | undefined;
+    try {
+      // One conditional delete is the whole consumption: of any number of concurrent callbacks
+      // presenting the same `state`, exactly one gets the old item back. The condition turns
+      // "nothing to delete" into an error instead of a silent success with no attributes.
+      const output = await this.#client.send(
+        new DeleteItemCommand({
+          TableName: this.#tableName,
+          Key: { [PK]: { S: key } },
+          ConditionExpression: KEY_IS_TAKEN,
+          ExpressionAttributeNames: PK_NAME,
+          ReturnValues: 'ALL_OLD',
+        }),
+      );
+      attributes = output.Attributes;
+    } catch (error) {
+      if (isConditionalCheckFailure(error)) return undefined;
+      throw storeUnavailable('DeleteItem', error);
+    }
+    if (attributes === undefined) return undefined;
+    const record = parseTransaction(attributes);
+    // TTL deletion is lazy (and absent locally): an expired transaction is gone for good here,
+    // since the delete above already consumed it.
+    return record.expiresAt > nowSeconds ? record : undefined;
+  }
+
+  async putSession(record: SessionRecord): Promise<void> {
+    await this.#putNew({
+      ...commonAttributes(record, 'session'),
+      revision: { N: integerString(record.revision, 'revision') },
+    });
+  }
+
+  async getSession(key: string, nowSeconds: number): Promise<SessionRecord | undefined> {
+    let item: Item | undefined;
+    try {
+      // Strongly consistent: a session written by the callback Lambda must be visible to the
+      // very next request, which may land on another Lambda a few milliseconds later.
+      const output = await this.#client.send(
+        new GetItemCommand({
+          TableName: this.#tableName,
+          Key: { [PK]: { S: key } },
+          ConsistentRead: true,
+        }),
+      );
+      item = output.Item;
+    } catch (error) {
+      throw storeUnavailable('GetItem', error);
+    }
+    if (item === undefined) return undefined;
+    const record = parseSession(item);
+    return record.expiresAt > nowSeconds ? record : undefined;
+  }
+
+  async deleteSession(key: string): Promise<void> {
+    try {
+      // Unconditional: deleting an absent session is the outcome the caller wanted anyway.
+      await this.#client.send(
+        new DeleteItemCommand({
+          TableName: this.#tableName,
+          Key: { [PK]: { S: key } },
+        }),
+      );
+    } catch (error) {
+      throw storeUnavailable('DeleteItem', error);
+    }
+  }
+
+  async #putNew(item: Item): Promise<void> {
+    try {
+      await this.#client.send(
+        new PutItemCommand({
+          TableName: this.#tableName,
+          Item: item,
+          ConditionExpression: KEY_IS_FREE,
+          ExpressionAttributeNames: PK_NAME,
+        }),
+      );
+    } catch (error) {
+      // Keys are hashes of fresh 256-bit secrets: a collision means a bug (a reused id), and
+      // overwriting would hand one browser's record to another.
+      if (isConditionalCheckFailure(error)) {
+        throw new SmartError('INTERNAL', 'a record with this key already exists', {
+          cause: error,
+        });
+      }
+      throw storeUnavailable('PutItem', error);
+    }
+  }
+}
+
+type Kind = 'txn' | 'session';
+
+interface CommonRecord {
+  readonly key: string;
+  readonly iss: string;
+  readonly bindingHash: string;
+  readonly endpoints: AuthServerEndpoints;
+  readonly wrappedKey: Uint8Array;
+  readonly sealed: Uint8Array;
+  readonly createdAt: number;
+  readonly expiresAt: number;
+}
+
+function commonAttributes(record: CommonRecord, kind: Kind): Item {
+  return {
+    [PK]: { S: record.key },
+    kind: { S: kind },
+    formatVersion: { N: String(FORMAT_VERSION) },
+    iss: { S: record.iss },
+    bindingHash: { S: record.bindingHash },
+    endpoints: { S: JSON.stringify(record.endpoints) },
+    wrappedKey: { B: record.wrappedKey },
+    sealed: { B: record.sealed },
+    createdAt: { N: integerString(record.createdAt, 'createdAt') },
+    [TTL]: { N: integerString(record.expiresAt, 'expiresAt') },
+  };
+}
+
+/**
+ * DynamoDB only rejects a bad number once it is on the wire (as a ValidationException, which would
+ * read as an outage); a non-integer epoch is our bug, so say so before sending.
+ */
+function integerString(value: number, field: string): string {
+  if (!Number.isSafeInteger(value)) {
+    throw new SmartError('INTERNAL', `"${field}" must be an integer to be stored`);
+  }
+  return String(value);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading back: the table is outside our trust boundary (a bad deploy, a hand edit, an older
+// format), so every item is checked before it becomes a typed record.
+
+const S = z.object({ S: z.string() });
+const NonEmptyS = z.object({ S: z.string().min(1) });
+const IntegerN = z.object({ N: z.string().regex(/^-?\d{1,15}$/) }).transform((v) => Number(v.N));
+// The SDK hands back views into a shared pooled buffer: copy, so callers own plain bytes.
+const B = z.object({ B: z.instanceof(Uint8Array) }).transform((v) => new Uint8Array(v.B));
+
+const HttpUrl = z.url({ protocol: /^https?$/ });
+
+const EndpointsSchema = z.object({
+  authorizationEndpoint: HttpUrl,
+  tokenEndpoint: HttpUrl,
+  issuer: z.string().min(1).optional(),
+  jwksUri: HttpUrl.optional(),
+  revocationEndpoint: HttpUrl.optional(),
+  issParameterSupported: z.boolean().optional(),
+});
+
+const EndpointsJson = S.transform((v, ctx): unknown => {
+  try {
+    return JSON.parse(v.S) as unknown;
+  } catch {
+    ctx.addIssue({ code: 'custom', message: 'endpoints is not JSON' });
+    return z.NEVER;
+  }
+}).pipe(EndpointsSchema);
+
+const CommonItemSchema = z.object({
+  [PK]: NonEmptyS,
+  formatVersion: z.object({ N: z.literal(String(FORMAT_VERSION)) }),
+  iss: NonEmptyS,
+  bindingHash: NonEmptyS,
+  endpoints: EndpointsJson,
+  wrappedKey: B,
+  sealed: B,
+  createdAt: IntegerN,
+  [TTL]: IntegerN,
+});
+
+const TransactionItemSchema = CommonItemSchema.extend({
+  kind: z.object({ S: z.literal('txn') }),
+  sessionKey: NonEmptyS,
+});
+
+const SessionItemSchema = CommonItemSchema.extend({
+  kind: z.object({ S: z.literal('session') }),
+  revision: IntegerN,
+});
+
+function parseTransaction(item: Item): TransactionRecord {
+  const parsed = TransactionItemSchema.safeParse(item);
+  if (!parsed.success) throw malformed('transaction', parsed.error);
+  const v = parsed.data;
+  return {
+    key: v[PK].S,
+    iss: v.iss.S,
+    sessionKey: v.sessionKey.S,
+    bindingHash: v.bindingHash.S,
+    endpoints: v.endpoints,
+    wrappedKey: v.wrappedKey,
+    sealed: v.sealed,
+    createdAt: v.createdAt,
+    expiresAt: v[TTL],
+  };
+}
+
+function parseSession(item: Item): SessionRecord {
+  const parsed = SessionItemSchema.safeParse(item);
+  if (!parsed.success) throw malformed('session', parsed.error);
+  const v = parsed.data;
+  return {
+    key: v[PK].S,
+    iss: v.iss.S,
+    bindingHash: v.bindingHash.S,
+    endpoints: v.endpoints,
+    wrappedKey: v.wrappedKey,
+    sealed: v.sealed,
+    createdAt: v.createdAt,
+    expiresAt: v[TTL],
+    revision: v.revision,
+  };
+}
+
+function malformed(kind: string, error: z.ZodError): SmartError {
+  // Only the paths of the failing attributes are kept: zod's messages can quote stored values.
+  const fields = [...new Set(error.issues.map((issue) => String(issue.path[0] ?? '(item)')))].join(',');
+  return new SmartError('VAULT_INTEGRITY', `stored ${kind} record has an unexpected shape`, {
+    details: { fields },
+  });
+}
+
+function isConditionalCheckFailure(error: unknown): boolean {
+  // By name rather than `instanceof`: a second copy of the SDK in a bundle would defeat the latter.
+  return error instanceof Error && error.name === 'ConditionalCheckFailedException';
+}
+
+function storeUnavailable(operation: string, error: unknown): SmartError {
+  return new SmartError('STORE_UNAVAILABLE', 'session storage did not answer', {
+    cause: error,
+    details: { operation, awsError: error instanceof Error ? error.name : 'unknown' },
+  });
+}

@@ -1,0 +1,113 @@
+/**
+ * One typed error model. Every failure the product can report has a stable upper-snake `code`
+ * listed in `ERRORS`, with its HTTP status, FHIR IssueType and a hint that says what to do.
+ * Messages never contain tokens, codes, cookies, session ids or patient identifiers.
+ */
+
+/** FHIR IssueType values used in OperationOutcome answers. */
+export type IssueType =
+  | 'invalid'
+  | 'security'
+  | 'login'
+  | 'expired'
+  | 'forbidden'
+  | 'not-found'
+  | 'not-supported'
+  | 'exception'
+  | 'timeout'
+  | 'transient'
+  | 'throttled';
+
+interface ErrorSpec {
+  readonly status: number;
+  readonly issueType: IssueType;
+  readonly hint: string;
+}
+
+const RELAUNCH = 'Open the app again from the EHR, or start a new sign-in.';
+
+export const ERRORS = {
+  // Request shape
+  INVALID_REQUEST: { status: 400, issueType: 'invalid', hint: 'Check the request parameters against the API documentation.' },
+  ROUTE_NOT_FOUND: { status: 404, issueType: 'not-found', hint: 'Check the URL; see the routes table in the README.' },
+  METHOD_NOT_ALLOWED: { status: 405, issueType: 'not-supported', hint: 'Use one of the methods this route accepts.' },
+
+  // Launch
+  LAUNCH_MISSING_ISS: { status: 400, issueType: 'invalid', hint: 'An EHR launch must carry both "iss" and "launch"; open the app from the EHR again.' },
+  ISSUER_NOT_ALLOWED: { status: 403, issueType: 'security', hint: 'This EHR is not configured for this customer. Ask the administrator to add the exact "iss" to the issuers list.' },
+  NO_DEFAULT_ISSUER: { status: 400, issueType: 'invalid', hint: 'Add "iss" to the launch link, or mark one issuer as "default": true in the configuration.' },
+  DISCOVERY_UNAVAILABLE: { status: 502, issueType: 'transient', hint: 'The EHR did not answer its SMART configuration request. Try again in a moment; if it persists, contact the EHR administrator.' },
+  DISCOVERY_INVALID: { status: 502, issueType: 'exception', hint: 'The EHR published a SMART configuration this app cannot use. Contact the EHR administrator with the correlation id.' },
+  PKCE_UNSUPPORTED: { status: 502, issueType: 'not-supported', hint: 'The EHR does not advertise PKCE S256 (code_challenge_methods_supported); it must before this app can sign in.' },
+
+  // Callback
+  CALLBACK_INVALID: { status: 400, issueType: 'invalid', hint: 'The sign-in response was incomplete. Start the launch again.' },
+  STATE_UNKNOWN: { status: 400, issueType: 'expired', hint: 'This sign-in link was already used or has expired. Start the launch again.' },
+  BROWSER_MISMATCH: { status: 403, issueType: 'security', hint: 'Finish the sign-in in the same browser that started it (and allow cookies for this site).' },
+  ISSUER_MISMATCH: { status: 400, issueType: 'security', hint: 'The sign-in response came from a different authorization server than the one the launch used. Start the launch again.' },
+  AUTHORIZATION_DENIED: { status: 403, issueType: 'forbidden', hint: 'Access was not granted at the EHR. Start the launch again and approve access to continue.' },
+  AUTHORIZATION_FAILED: { status: 400, issueType: 'login', hint: 'The EHR refused the sign-in request. Start the launch again; if it persists, contact the administrator with the correlation id.' },
+  TOKEN_REQUEST_REJECTED: { status: 400, issueType: 'login', hint: 'The EHR refused to issue tokens for this sign-in. Start the launch again.' },
+  CLIENT_AUTH_FAILED: { status: 502, issueType: 'security', hint: 'The EHR rejected this app\'s client credentials. The administrator must check the client id and secret or key registration.' },
+  TOKEN_ENDPOINT_UNAVAILABLE: { status: 502, issueType: 'transient', hint: 'The EHR token service did not answer. Try again in a moment.' },
+  TOKEN_RESPONSE_INVALID: { status: 502, issueType: 'exception', hint: 'The EHR answered with a token response this app cannot use. Contact the administrator with the correlation id.' },
+  ID_TOKEN_INVALID: { status: 401, issueType: 'security', hint: 'The identity token from the EHR failed verification. Start the launch again; if it persists, contact the administrator.' },
+
+  // Sessions
+  SESSION_ID_MALFORMED: { status: 400, issueType: 'invalid', hint: 'Use the session id exactly as delivered in the app URL fragment.' },
+  SESSION_NOT_FOUND: { status: 404, issueType: 'not-found', hint: RELAUNCH },
+  SESSION_NOT_BOUND: { status: 401, issueType: 'login', hint: 'This session belongs to another browser, or the session cookie was blocked. ' + RELAUNCH },
+  SESSION_EXPIRED: { status: 401, issueType: 'expired', hint: RELAUNCH },
+  VAULT_INTEGRITY: { status: 401, issueType: 'security', hint: 'The stored session could not be opened. ' + RELAUNCH },
+
+  // FHIR proxy
+  PROXY_PATH_REJECTED: { status: 400, issueType: 'security', hint: 'Use a relative FHIR path under the session\'s fhirBaseUrl, without "..", "//", backslashes or encoded separators.' },
+  UPSTREAM_UNAVAILABLE: { status: 502, issueType: 'transient', hint: 'The FHIR server did not answer. Try again in a moment.' },
+  UPSTREAM_TIMEOUT: { status: 504, issueType: 'timeout', hint: 'The FHIR server took too long to answer. Try again, or narrow the request.' },
+
+  // Dependencies
+  STORE_UNAVAILABLE: { status: 503, issueType: 'transient', hint: 'Session storage is unavailable. Try again in a moment; no session was lost.' },
+  SECRETS_UNAVAILABLE: { status: 503, issueType: 'transient', hint: 'The client secret could not be read. Try again in a moment; the administrator should check the secret and its permissions.' },
+  KEYRING_UNAVAILABLE: { status: 503, issueType: 'transient', hint: 'The key service is unavailable. Try again in a moment; no session was lost.' },
+
+  INTERNAL: { status: 500, issueType: 'exception', hint: 'An unexpected error occurred. Contact the administrator with the correlation id.' },
+} as const satisfies Record<string, ErrorSpec>;
+
+export type ErrorCode = keyof typeof ERRORS;
+
+export class SmartError extends Error {
+  readonly code: ErrorCode;
+  readonly status: number;
+  readonly issueType: IssueType;
+  readonly hint: string;
+  /** Extra, non-secret facts safe to log (never tokens, ids or PHI). */
+  readonly details: Readonly<Record<string, string | number | boolean>> | undefined;
+  /** Where a person can start over (shown as a button on error pages), when known. */
+  readonly retryUrl: string | undefined;
+
+  constructor(
+    code: ErrorCode,
+    message: string,
+    options: { cause?: unknown; hint?: string; details?: Record<string, string | number | boolean>; retryUrl?: string } = {},
+  ) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'SmartError';
+    this.code = code;
+    const spec: ErrorSpec = ERRORS[code];
+    this.status = spec.status;
+    this.issueType = spec.issueType;
+    this.hint = options.hint ?? spec.hint;
+    this.details = options.details;
+    this.retryUrl = options.retryUrl;
+  }
+}
+
+export function isSmartError(value: unknown): value is SmartError {
+  return value instanceof SmartError;
+}
+
+/** Wraps anything thrown into a `SmartError`; unknown errors become `INTERNAL` with a fixed message. */
+export function toSmartError(value: unknown): SmartError {
+  if (isSmartError(value)) return value;
+  return new SmartError('INTERNAL', 'an unexpected error occurred', { cause: value });
+}

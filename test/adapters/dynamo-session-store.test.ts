@@ -1,0 +1,647 @@
+import 'aws-sdk-client-mock-vitest/extend';
+import { randomUUID } from 'node:crypto';
+import { spawnSync } from 'node:child_process';
+import { access, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import {
+  ConditionalCheckFailedException,
+  DeleteItemCommand,
+  DynamoDBClient,
+  GetItemCommand,
+  PutItemCommand,
+  ScanCommand,
+  type AttributeValue,
+} from '@aws-sdk/client-dynamodb';
+import { mockClient } from 'aws-sdk-client-mock';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { startLocalDynamo, type LocalDynamo } from '../../local/dynamo-local.js';
+import { DynamoSessionStore } from '../../shared/adapters/dynamo-session-store.js';
+import { LocalKeyRing } from '../../shared/adapters/local-key-ring.js';
+import { cryptoRandom } from '../../shared/adapters/system.js';
+import { seal } from '../../shared/core/crypto.js';
+import { SmartError } from '../../shared/core/errors.js';
+import type { SessionRecord, TransactionRecord } from '../../shared/core/ports.js';
+
+const TABLE_NAME = 'smart-launch-test';
+const NOW = 1_800_000_000;
+
+const ENDPOINTS = {
+  authorizationEndpoint: 'https://ehr.example/auth/authorize',
+  tokenEndpoint: 'https://ehr.example/auth/token',
+  issuer: 'https://ehr.example/auth',
+  issParameterSupported: true,
+} as const;
+
+function transaction(overrides: Partial<TransactionRecord> = {}): TransactionRecord {
+  return {
+    key: `txn#${randomUUID()}`,
+    iss: 'https://ehr.example/fhir/r4',
+    sessionKey: `ses#${randomUUID()}`,
+    bindingHash: 'binding-hash-of-the-browser',
+    endpoints: ENDPOINTS,
+    wrappedKey: new Uint8Array([1, 2, 3, 4]),
+    sealed: new Uint8Array([9, 8, 7, 6, 5]),
+    createdAt: NOW,
+    expiresAt: NOW + 600,
+    ...overrides,
+  };
+}
+
+function session(overrides: Partial<SessionRecord> = {}): SessionRecord {
+  return {
+    key: `ses#${randomUUID()}`,
+    iss: 'https://ehr.example/fhir/r4',
+    bindingHash: 'binding-hash-of-the-browser',
+    endpoints: ENDPOINTS,
+    wrappedKey: new Uint8Array([11, 12, 13]),
+    sealed: new Uint8Array([21, 22, 23, 24]),
+    createdAt: NOW,
+    expiresAt: NOW + 3600,
+    revision: 0,
+    ...overrides,
+  };
+}
+
+/** The item exactly as the store is expected to lay it out. */
+function transactionItem(record: TransactionRecord): Record<string, AttributeValue> {
+  return {
+    pk: { S: record.key },
+    kind: { S: 'txn' },
+    formatVersion: { N: '1' },
+    iss: { S: record.iss },
+    bindingHash: { S: record.bindingHash },
+    sessionKey: { S: record.sessionKey },
+    endpoints: { S: JSON.stringify(record.endpoints) },
+    wrappedKey: { B: record.wrappedKey },
+    sealed: { B: record.sealed },
+    createdAt: { N: String(record.createdAt) },
+    ttl: { N: String(record.expiresAt) },
+  };
+}
+
+function sessionItem(record: SessionRecord): Record<string, AttributeValue> {
+  return {
+    pk: { S: record.key },
+    kind: { S: 'session' },
+    formatVersion: { N: '1' },
+    iss: { S: record.iss },
+    bindingHash: { S: record.bindingHash },
+    endpoints: { S: JSON.stringify(record.endpoints) },
+    wrappedKey: { B: record.wrappedKey },
+    sealed: { B: record.sealed },
+    createdAt: { N: String(record.createdAt) },
+    ttl: { N: String(record.expiresAt) },
+    revision: { N: String(record.revision) },
+  };
+}
+
+async function caught(promise: Promise<unknown>): Promise<SmartError> {
+  try {
+    await promise;
+  } catch (error) {
+    if (error instanceof SmartError) return error;
+    throw error;
+  }
+  throw new Error('expected a SmartError, but the call succeeded');
+}
+
+function conditionalCheckFailed(): ConditionalCheckFailedException {
+  return new ConditionalCheckFailedException({ message: 'The conditional request failed', $metadata: {} });
+}
+
+describe('DynamoSessionStore (SDK calls, mocked)', () => {
+  // Mock this one instance only: the dynalite suites below use real clients in the same file.
+  const client = new DynamoDBClient({ region: 'us-east-1' });
+  const ddb = mockClient(client);
+  const store = new DynamoSessionStore({ client, tableName: TABLE_NAME });
+
+  beforeEach(() => {
+    ddb.reset();
+  });
+
+  describe('putTransaction', () => {
+    it('writes one item with every attribute typed, only if the key is free', async () => {
+      // Arrange
+      ddb.on(PutItemCommand).resolves({});
+      const record = transaction();
+
+      // Act
+      await store.putTransaction(record);
+
+      // Assert
+      expect(ddb).toHaveReceivedCommandTimes(PutItemCommand, 1);
+      expect(ddb.calls()).toHaveLength(1);
+      expect(ddb.commandCalls(PutItemCommand)[0]?.args[0].input).toStrictEqual({
+        TableName: TABLE_NAME,
+        Item: transactionItem(record),
+        ConditionExpression: 'attribute_not_exists(#pk)',
+        ExpressionAttributeNames: { '#pk': 'pk' },
+      });
+    });
+
+    it('reports a key collision as INTERNAL instead of overwriting', async () => {
+      // Arrange
+      const cause = conditionalCheckFailed();
+      ddb.on(PutItemCommand).rejects(cause);
+
+      // Act
+      const error = await caught(store.putTransaction(transaction()));
+
+      // Assert
+      expect(error.code).toBe('INTERNAL');
+      expect(error.cause).toBe(cause);
+      expect(ddb).toHaveReceivedCommandTimes(PutItemCommand, 1);
+    });
+
+    it('refuses a non-integer expiry before calling DynamoDB', async () => {
+      // Act
+      const error = await caught(store.putTransaction(transaction({ expiresAt: NOW + 0.5 })));
+
+      // Assert
+      expect(error.code).toBe('INTERNAL');
+      expect(ddb.calls()).toHaveLength(0);
+    });
+  });
+
+  describe('putSession', () => {
+    it('writes one item with the revision and without a session key, only if the key is free', async () => {
+      // Arrange
+      ddb.on(PutItemCommand).resolves({});
+      const record = session({ revision: 3 });
+
+      // Act
+      await store.putSession(record);
+
+      // Assert
+      expect(ddb).toHaveReceivedCommandTimes(PutItemCommand, 1);
+      expect(ddb.calls()).toHaveLength(1);
+      expect(ddb.commandCalls(PutItemCommand)[0]?.args[0].input).toStrictEqual({
+        TableName: TABLE_NAME,
+        Item: sessionItem(record),
+        ConditionExpression: 'attribute_not_exists(#pk)',
+        ExpressionAttributeNames: { '#pk': 'pk' },
+      });
+    });
+
+    it('reports a key collision as INTERNAL instead of overwriting', async () => {
+      // Arrange
+      ddb.on(PutItemCommand).rejects(conditionalCheckFailed());
+
+      // Act
+      const error = await caught(store.putSession(session()));
+
+      // Assert
+      expect(error.code).toBe('INTERNAL');
+    });
+  });
+
+  describe('takeTransaction', () => {
+    it('consumes the record with one conditional delete that returns the old item', async () => {
+      // Arrange
+      const record = transaction();
+      ddb.on(DeleteItemCommand).resolves({ Attributes: transactionItem(record) });
+
+      // Act
+      const taken = await store.takeTransaction(record.key, NOW);
+
+      // Assert
+      expect(taken).toEqual(record);
+      expect(taken?.wrappedKey).toBeInstanceOf(Uint8Array);
+      expect(ddb).toHaveReceivedCommandTimes(DeleteItemCommand, 1);
+      expect(ddb.calls()).toHaveLength(1);
+      expect(ddb.commandCalls(DeleteItemCommand)[0]?.args[0].input).toStrictEqual({
+        TableName: TABLE_NAME,
+        Key: { pk: { S: record.key } },
+        ConditionExpression: 'attribute_exists(#pk)',
+        ExpressionAttributeNames: { '#pk': 'pk' },
+        ReturnValues: 'ALL_OLD',
+      });
+    });
+
+    it('returns undefined when the record is absent or already taken', async () => {
+      // Arrange
+      ddb.on(DeleteItemCommand).rejects(conditionalCheckFailed());
+
+      // Act
+      const taken = await store.takeTransaction('txn#gone', NOW);
+
+      // Assert
+      expect(taken).toBeUndefined();
+    });
+
+    it('returns undefined for a record whose expiry has been reached', async () => {
+      // Arrange
+      const record = transaction({ expiresAt: NOW });
+      ddb.on(DeleteItemCommand).resolves({ Attributes: transactionItem(record) });
+
+      // Act
+      const taken = await store.takeTransaction(record.key, NOW);
+
+      // Assert
+      expect(taken).toBeUndefined();
+      expect(ddb).toHaveReceivedCommandTimes(DeleteItemCommand, 1);
+    });
+
+    it('refuses a session item stored under a transaction key as VAULT_INTEGRITY', async () => {
+      // Arrange
+      ddb.on(DeleteItemCommand).resolves({ Attributes: sessionItem(session()) });
+
+      // Act
+      const error = await caught(store.takeTransaction('txn#x', NOW));
+
+      // Assert
+      expect(error.code).toBe('VAULT_INTEGRITY');
+    });
+  });
+
+  describe('getSession', () => {
+    it('reads the record with one strongly consistent GetItem', async () => {
+      // Arrange
+      const record = session({ revision: 7 });
+      ddb.on(GetItemCommand).resolves({ Item: sessionItem(record) });
+
+      // Act
+      const found = await store.getSession(record.key, NOW);
+
+      // Assert
+      expect(found).toEqual(record);
+      expect(found?.sealed).toBeInstanceOf(Uint8Array);
+      expect(ddb).toHaveReceivedCommandTimes(GetItemCommand, 1);
+      expect(ddb.calls()).toHaveLength(1);
+      expect(ddb.commandCalls(GetItemCommand)[0]?.args[0].input).toStrictEqual({
+        TableName: TABLE_NAME,
+        Key: { pk: { S: record.key } },
+        ConsistentRead: true,
+      });
+    });
+
+    it('returns undefined when there is no item', async () => {
+      // Arrange
+      ddb.on(GetItemCommand).resolves({});
+
+      // Act
+      const found = await store.getSession('ses#none', NOW);
+
+      // Assert
+      expect(found).toBeUndefined();
+    });
+
+    it('returns undefined for a session whose expiry has been reached, though TTL has not deleted it', async () => {
+      // Arrange
+      const record = session({ expiresAt: NOW });
+      ddb.on(GetItemCommand).resolves({ Item: sessionItem(record) });
+
+      // Act
+      const found = await store.getSession(record.key, NOW);
+
+      // Assert
+      expect(found).toBeUndefined();
+    });
+
+    it('keeps optional endpoint fields that were stored', async () => {
+      // Arrange
+      const record = session({
+        endpoints: {
+          authorizationEndpoint: 'http://127.0.0.1:8080/authorize',
+          tokenEndpoint: 'http://127.0.0.1:8080/token',
+          jwksUri: 'http://127.0.0.1:8080/jwks',
+          revocationEndpoint: 'http://127.0.0.1:8080/revoke',
+        },
+      });
+      ddb.on(GetItemCommand).resolves({ Item: sessionItem(record) });
+
+      // Act
+      const found = await store.getSession(record.key, NOW);
+
+      // Assert
+      expect(found?.endpoints).toStrictEqual(record.endpoints);
+    });
+  });
+
+  describe('deleteSession', () => {
+    it('deletes the item by key with one unconditional DeleteItem', async () => {
+      // Arrange
+      ddb.on(DeleteItemCommand).resolves({});
+
+      // Act
+      await store.deleteSession('ses#abc');
+
+      // Assert
+      expect(ddb).toHaveReceivedCommandTimes(DeleteItemCommand, 1);
+      expect(ddb.calls()).toHaveLength(1);
+      expect(ddb.commandCalls(DeleteItemCommand)[0]?.args[0].input).toStrictEqual({
+        TableName: TABLE_NAME,
+        Key: { pk: { S: 'ses#abc' } },
+      });
+    });
+  });
+
+  describe('when DynamoDB fails', () => {
+    const failures = [
+      ['a throttled request', Object.assign(new Error('Rate of requests exceeds the allowed throughput'), { name: 'ProvisionedThroughputExceededException' })],
+      ['a missing table', Object.assign(new Error('Requested resource not found'), { name: 'ResourceNotFoundException' })],
+      ['a dropped connection', Object.assign(new Error('socket hang up'), { code: 'ECONNRESET' })],
+    ] as const;
+
+    const calls = [
+      ['putTransaction', (s: DynamoSessionStore) => s.putTransaction(transaction())],
+      ['takeTransaction', (s: DynamoSessionStore) => s.takeTransaction('txn#x', NOW)],
+      ['putSession', (s: DynamoSessionStore) => s.putSession(session())],
+      ['getSession', (s: DynamoSessionStore) => s.getSession('ses#x', NOW)],
+      ['deleteSession', (s: DynamoSessionStore) => s.deleteSession('ses#x')],
+    ] as const;
+
+    for (const [what, cause] of failures) {
+      it.each(calls)(`%s reports ${what} as STORE_UNAVAILABLE and keeps the SDK error as cause`, async (_name, call) => {
+        // Arrange
+        ddb.rejects(cause);
+
+        // Act
+        const error = await caught(call(store));
+
+        // Assert
+        expect(error.code).toBe('STORE_UNAVAILABLE');
+        expect(error.status).toBe(503);
+        expect(error.message).toBe('session storage did not answer');
+        expect(error.cause).toBe(cause);
+      });
+    }
+  });
+
+  describe('when a stored item is malformed', () => {
+    const base = transactionItem(transaction());
+    const without = (name: string): Record<string, AttributeValue> =>
+      Object.fromEntries(Object.entries(base).filter(([attribute]) => attribute !== name));
+
+    const malformed: ReadonlyArray<readonly [string, Record<string, AttributeValue>]> = [
+      ['the sealed data is missing', without('sealed')],
+      ['the wrapped key is a string', { ...base, wrappedKey: { S: 'AQID' } }],
+      ['the format version is unknown', { ...base, formatVersion: { N: '2' } }],
+      ['the kind is not a transaction', { ...base, kind: { S: 'session' } }],
+      ['the expiry is not a number', { ...base, ttl: { S: 'tomorrow' } }],
+      ['the endpoints are not JSON', { ...base, endpoints: { S: '{not json' } }],
+      ['an endpoint is not an http(s) URL', { ...base, endpoints: { S: JSON.stringify({ ...ENDPOINTS, tokenEndpoint: 'javascript:alert(1)' }) } }],
+      ['the session key is missing', without('sessionKey')],
+    ];
+
+    it.each(malformed)('takeTransaction refuses it as VAULT_INTEGRITY when %s', async (_why, item) => {
+      // Arrange
+      ddb.on(DeleteItemCommand).resolves({ Attributes: item });
+
+      // Act
+      const error = await caught(store.takeTransaction('txn#x', NOW));
+
+      // Assert
+      expect(error.code).toBe('VAULT_INTEGRITY');
+    });
+
+    it('getSession refuses a transaction item as VAULT_INTEGRITY', async () => {
+      // Arrange
+      ddb.on(GetItemCommand).resolves({ Item: base });
+
+      // Act
+      const error = await caught(store.getSession('ses#x', NOW));
+
+      // Assert
+      expect(error.code).toBe('VAULT_INTEGRITY');
+    });
+
+    it('getSession refuses a session without a revision as VAULT_INTEGRITY, naming only the field', async () => {
+      // Arrange
+      const item = Object.fromEntries(Object.entries(sessionItem(session())).filter(([name]) => name !== 'revision'));
+      ddb.on(GetItemCommand).resolves({ Item: item });
+
+      // Act
+      const error = await caught(store.getSession('ses#x', NOW));
+
+      // Assert
+      expect(error.code).toBe('VAULT_INTEGRITY');
+      expect(error.details).toEqual({ fields: 'revision' });
+      expect(error.message).not.toContain('binding-hash-of-the-browser');
+    });
+  });
+});
+
+describe('DynamoSessionStore (against dynalite)', () => {
+  let dataDir: string;
+  let dynamo: LocalDynamo;
+  let store: DynamoSessionStore;
+
+  beforeAll(async () => {
+    dataDir = await mkdtemp(join(tmpdir(), 'smart-launch-store-'));
+    dynamo = await startLocalDynamo({ dataDir });
+    store = new DynamoSessionStore({ client: dynamo.client, tableName: dynamo.tableName });
+  });
+
+  afterAll(async () => {
+    try {
+      await dynamo.close();
+    } finally {
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  });
+
+  it('returns the stored transaction, bytes included, when it is taken', async () => {
+    // Arrange
+    const record = transaction({ wrappedKey: cryptoRandom.bytes(184), sealed: cryptoRandom.bytes(300) });
+    await store.putTransaction(record);
+
+    // Act
+    const taken = await store.takeTransaction(record.key, NOW);
+
+    // Assert
+    expect(taken).toEqual(record);
+    // dynalite answers B attributes as views into a pooled buffer; the store hands out plain copies.
+    expect(taken?.sealed.constructor).toBe(Uint8Array);
+    expect(taken?.sealed.byteLength).toBe(taken?.sealed.buffer.byteLength);
+  });
+
+  it('returns undefined when a transaction is taken a second time', async () => {
+    // Arrange
+    const record = transaction();
+    await store.putTransaction(record);
+    await store.takeTransaction(record.key, NOW);
+
+    // Act
+    const second = await store.takeTransaction(record.key, NOW);
+
+    // Assert
+    expect(second).toBeUndefined();
+  });
+
+  it('reads an expired transaction as absent and consumes it anyway', async () => {
+    // Arrange
+    const record = transaction({ expiresAt: NOW + 60 });
+    await store.putTransaction(record);
+
+    // Act
+    const taken = await store.takeTransaction(record.key, NOW + 60);
+
+    // Assert
+    expect(taken).toBeUndefined();
+    expect(await store.takeTransaction(record.key, NOW)).toBeUndefined();
+  });
+
+  it('reads an expired session as absent', async () => {
+    // Arrange
+    const record = session({ expiresAt: NOW + 60 });
+    await store.putSession(record);
+
+    // Act
+    const beforeExpiry = await store.getSession(record.key, NOW + 59);
+    const atExpiry = await store.getSession(record.key, NOW + 60);
+
+    // Assert
+    expect(beforeExpiry).toEqual(record);
+    expect(atExpiry).toBeUndefined();
+  });
+
+  it('never overwrites an existing transaction', async () => {
+    // Arrange
+    const original = transaction();
+    await store.putTransaction(original);
+
+    // Act
+    const error = await caught(store.putTransaction({ ...original, bindingHash: 'another-browser' }));
+
+    // Assert
+    expect(error.code).toBe('INTERNAL');
+    expect(await store.takeTransaction(original.key, NOW)).toEqual(original);
+  });
+
+  it('never overwrites an existing session', async () => {
+    // Arrange
+    const original = session();
+    await store.putSession(original);
+
+    // Act
+    const error = await caught(store.putSession({ ...original, revision: 1, bindingHash: 'another-browser' }));
+
+    // Assert
+    expect(error.code).toBe('INTERNAL');
+    expect(await store.getSession(original.key, NOW)).toEqual(original);
+  });
+
+  it('forgets a deleted session', async () => {
+    // Arrange
+    const record = session();
+    await store.putSession(record);
+
+    // Act
+    await store.deleteSession(record.key);
+
+    // Assert
+    expect(await store.getSession(record.key, NOW)).toBeUndefined();
+    await expect(store.deleteSession(record.key)).resolves.toBeUndefined();
+  });
+
+  it('hands a transaction to exactly one of 20 concurrent takers', async () => {
+    // Arrange
+    const record = transaction();
+    await store.putTransaction(record);
+
+    // Act
+    const results = await Promise.all(Array.from({ length: 20 }, () => store.takeTransaction(record.key, NOW)));
+
+    // Assert
+    const winners = results.filter((result) => result !== undefined);
+    expect(winners).toHaveLength(1);
+    expect(winners[0]).toEqual(record);
+  });
+
+  it('stores no secret in clear in any attribute', async () => {
+    // Arrange: a session sealed the way the core seals one, holding a recognisable secret.
+    const secret = `access-token-${randomUUID()}`;
+    const keyRing = await LocalKeyRing.open(join(dataDir, 'keys'), cryptoRandom);
+    const record = session();
+    const dataKey = await keyRing.generateDataKey({ record: record.key });
+    const sealed = seal(dataKey.plaintext, new TextEncoder().encode(JSON.stringify({ accessToken: secret })), record.key, cryptoRandom);
+    await store.putSession({ ...record, wrappedKey: dataKey.wrapped, sealed });
+
+    // Act
+    const scan = await dynamo.client.send(new ScanCommand({ TableName: dynamo.tableName }));
+
+    // Assert
+    const item = scan.Items?.find((candidate) => candidate['pk']?.S === record.key);
+    expect(item).toBeDefined();
+    const secretBytes = Buffer.from(secret, 'utf8');
+    for (const value of Object.values(item ?? {})) {
+      const bytes = value.B === undefined ? Buffer.from(JSON.stringify(value), 'utf8') : Buffer.from(value.B);
+      expect(bytes.includes(secretBytes)).toBe(false);
+      expect(bytes.includes(Buffer.from(dataKey.plaintext))).toBe(false);
+    }
+    expect(JSON.stringify(scan)).not.toContain(secret);
+  });
+
+  it('refuses to open a data folder whose store is already open', async () => {
+    // Act
+    const second = startLocalDynamo({ dataDir });
+
+    // Assert
+    await expect(second).rejects.toThrow(/already open in this process/);
+  });
+});
+
+describe('startLocalDynamo', () => {
+  it('keeps records across close and a new start on the same data folder', async () => {
+    // Arrange
+    const dataDir = await mkdtemp(join(tmpdir(), 'smart-launch-reopen-'));
+    try {
+      const record = session();
+      const first = await startLocalDynamo({ dataDir });
+      await new DynamoSessionStore({ client: first.client, tableName: first.tableName }).putSession(record);
+      await first.close();
+
+      // Act
+      const second = await startLocalDynamo({ dataDir });
+      let found: SessionRecord | undefined;
+      try {
+        found = await new DynamoSessionStore({ client: second.client, tableName: second.tableName }).getSession(record.key, NOW);
+      } finally {
+        await second.close();
+      }
+
+      // Assert
+      expect(second.tableName).toBe('smart-launch-local');
+      expect(second.endpoint).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
+      expect(found).toEqual(record);
+    } finally {
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  });
+
+  it('takes over a lock left behind by a process that has exited', async () => {
+    // Arrange
+    const dataDir = await mkdtemp(join(tmpdir(), 'smart-launch-stale-'));
+    try {
+      const exited = spawnSync(process.execPath, ['-e', '']).pid;
+      await writeFile(join(dataDir, 'dynamo.lock'), String(exited));
+
+      // Act
+      const dynamo = await startLocalDynamo({ dataDir });
+      await dynamo.close();
+
+      // Assert
+      await expect(access(join(dataDir, 'dynamo.lock'))).rejects.toThrow(/ENOENT/);
+    } finally {
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  });
+
+  it('refuses a lock file it cannot read a process id from', async () => {
+    // Arrange
+    const dataDir = await mkdtemp(join(tmpdir(), 'smart-launch-garbled-'));
+    try {
+      await writeFile(join(dataDir, 'dynamo.lock'), 'not a pid');
+
+      // Act
+      const started = startLocalDynamo({ dataDir });
+
+      // Assert
+      await expect(started).rejects.toThrow(/already open in process \(unknown\)/);
+    } finally {
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  });
+});
