@@ -1,0 +1,28 @@
+import { awsDeps } from '../../shared/runtime/aws-deps.js';
+import type { CoreDeps } from '../../shared/core/deps.js';
+import { completeCallback, startLaunch } from '../../shared/core/launch.js';
+import { apiHandler } from '../../shared/http/api-handler.js';
+import { cookieOf, queryOf } from '../../shared/http/api-event.js';
+import { BINDING_COOKIE, bindingCookie } from '../../shared/http/cookies.js';
+import { createLogger } from '../../shared/http/logger.js';
+import { redirectResponse } from '../../shared/http/responses.js';
+
+const logger = createLogger('smart-launch-launch');
+
+/** `GET /launch` and `GET /callback`: browser navigations, so errors answer an HTML page. */
+export function createLaunchHandler(getDeps: () => Promise<CoreDeps>) {
+  return apiHandler('launch', 'html', logger, async (event) => {
+    const deps = await getDeps();
+    const cookie = cookieOf(event, BINDING_COOKIE);
+    if (event.resource === '/callback') {
+      const result = await completeCallback(queryOf(event), cookie, deps);
+      logger.info('sign-in completed');
+      return redirectResponse(result.appUrl, result.bindingSecret ? [bindingCookie(deps.config, result.bindingSecret)] : []);
+    }
+    const result = await startLaunch(queryOf(event), cookie, deps);
+    logger.info('launch started', { mode: result.mode, iss: result.issuer.iss });
+    return redirectResponse(result.authorizeUrl, result.bindingSecret ? [bindingCookie(deps.config, result.bindingSecret)] : []);
+  });
+}
+
+export const handler = createLaunchHandler(awsDeps);

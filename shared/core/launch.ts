@@ -1,0 +1,229 @@
+import { timingSafeEqual } from 'node:crypto';
+import type { IssuerConfig } from '../config/schema.js';
+import { buildAuthorizeUrl, createPkce, requestedScope, scopeIncludes, type LaunchMode } from './authorize.js';
+import { randomToken } from './crypto.js';
+import type { CoreDeps } from './deps.js';
+import { discover } from './discovery.js';
+import { SmartError } from './errors.js';
+import { verifyIdToken } from './id-token.js';
+import { singleParam, type Query } from './query.js';
+import {
+  bindingHash,
+  encryptionContext,
+  OPAQUE_ID,
+  openJson,
+  sealJson,
+  sessionKey,
+  TransactionSecretsSchema,
+  transactionKey,
+  UNBOUND,
+  type SessionSecrets,
+  type TransactionSecrets,
+} from './records.js';
+import { resolveIssuer } from './issuers.js';
+import { buildTokenRequest, callTokenEndpoint, DEFAULT_EXPIRES_IN_SECONDS } from './token.js';
+
+export const redirectUri = (publicUrl: string) => `${publicUrl}/callback`;
+
+/** A browser-binding secret from the cookie, if it has the shape we issue; anything else is ignored. */
+export function validBindingSecret(value: string | undefined): string | undefined {
+  return value !== undefined && OPAQUE_ID.test(value) ? value : undefined;
+}
+
+export interface LaunchResult {
+  readonly authorizeUrl: string;
+  /** The browser-binding secret to (re)set as the HttpOnly cookie; absent when binding is off. */
+  readonly bindingSecret: string | undefined;
+  readonly mode: LaunchMode;
+  readonly issuer: IssuerConfig;
+}
+
+/**
+ * `GET /launch`: EHR launch (`iss` + `launch`) or standalone launch (optional `iss`). Matches `iss`
+ * against the allow-list before any network call, discovers the EHR, and stores a single-use
+ * transaction (state, PKCE verifier, nonce, endpoints) bound to this browser.
+ */
+export async function startLaunch(query: Query, cookieSecret: string | undefined, deps: CoreDeps): Promise<LaunchResult> {
+  const iss = singleParam(query, 'iss', 2048);
+  const launch = singleParam(query, 'launch', 4096);
+  if (launch !== undefined && iss === undefined) {
+    throw new SmartError('LAUNCH_MISSING_ISS', 'an EHR launch carries "launch" but no "iss"');
+  }
+  const issuer = resolveIssuer(deps.config, iss);
+  const mode: LaunchMode = launch === undefined ? 'standalone' : 'ehr';
+  const smart = await discover(deps.http, issuer.iss, deps.mode);
+
+  const { config, random, clock } = deps;
+  const now = Math.floor(clock.now() / 1000);
+  const state = randomToken(random);
+  const sessionId = randomToken(random);
+  const pkce = createPkce(random);
+  const scope = requestedScope(issuer.scope, mode);
+  const nonce = scopeIncludes(scope, 'openid') ? randomToken(random) : undefined;
+  const bindingSecret = config.cookie.browserBinding ? (validBindingSecret(cookieSecret) ?? randomToken(random)) : undefined;
+
+  const key = transactionKey(state);
+  const sesKey = sessionKey(sessionId);
+  const dataKey = await deps.keyRing.generateDataKey(encryptionContext(config, sesKey));
+  const secrets: TransactionSecrets = {
+    v: 1,
+    sessionId,
+    codeVerifier: pkce.verifier,
+    nonce,
+    launch,
+    scope,
+    redirectUri: redirectUri(config.publicUrl),
+  };
+  await deps.store.putTransaction({
+    key,
+    iss: issuer.iss,
+    sessionKey: sesKey,
+    bindingHash: bindingSecret === undefined ? UNBOUND : bindingHash(bindingSecret),
+    endpoints: smart.endpoints,
+    wrappedKey: dataKey.wrapped,
+    sealed: sealJson(dataKey.plaintext, secrets, key, random),
+    createdAt: now,
+    expiresAt: now + config.session.transactionMinutes * 60,
+  });
+
+  const authorizeUrl = buildAuthorizeUrl({
+    authorizationEndpoint: smart.endpoints.authorizationEndpoint,
+    clientId: issuer.clientId,
+    redirectUri: secrets.redirectUri,
+    scope,
+    state,
+    aud: issuer.iss,
+    codeChallenge: pkce.challenge,
+    launch,
+    nonce,
+  });
+  return { authorizeUrl, bindingSecret, mode, issuer };
+}
+
+export function bindingMatches(stored: string, cookieSecret: string | undefined): boolean {
+  if (stored === UNBOUND) return true;
+  const secret = validBindingSecret(cookieSecret);
+  if (secret === undefined) return false;
+  const a = Buffer.from(stored);
+  const b = Buffer.from(bindingHash(secret));
+  return a.length === b.length && timingSafeEqual(a, b);
+}
+
+export interface CallbackResult {
+  readonly sessionId: string;
+  /** `{app.url}#session={id}`. */
+  readonly appUrl: string;
+  readonly bindingSecret: string | undefined;
+}
+
+/** Where a person can start over after a failed callback, when the issuer is known. */
+export function restartUrl(publicUrl: string, iss: string | undefined): string {
+  return iss === undefined ? `${publicUrl}/launch` : `${publicUrl}/launch?iss=${encodeURIComponent(iss)}`;
+}
+
+/**
+ * `GET /callback`: consumes the transaction named by `state` (once), checks that the same browser
+ * finishes the flow, checks RFC 9207 `iss`, handles `error` answers, redeems the code, verifies the
+ * id_token and stores the new session. Nothing is stored unless every check passed.
+ * @see https://hl7.org/fhir/smart-app-launch/STU2.2/app-launch.html#step-5-access-token
+ */
+export async function completeCallback(query: Query, cookieSecret: string | undefined, deps: CoreDeps): Promise<CallbackResult> {
+  const { config, clock, random } = deps;
+  const state = singleParam(query, 'state', 512, 'CALLBACK_INVALID');
+  const code = singleParam(query, 'code', 4096, 'CALLBACK_INVALID');
+  const error = singleParam(query, 'error', 256, 'CALLBACK_INVALID');
+  const iss = singleParam(query, 'iss', 2048, 'CALLBACK_INVALID');
+  if (state === undefined) throw new SmartError('CALLBACK_INVALID', 'the sign-in response has no "state"');
+  if (code === undefined && error === undefined) throw new SmartError('CALLBACK_INVALID', 'the sign-in response has neither "code" nor "error"');
+
+  const now = clock.now();
+  const txn = await deps.store.takeTransaction(transactionKey(state), Math.floor(now / 1000));
+  if (!txn) throw new SmartError('STATE_UNKNOWN', '"state" does not match a pending launch (already used, expired, or never issued)');
+  const retry = restartUrl(config.publicUrl, txn.iss);
+
+  if (!bindingMatches(txn.bindingHash, cookieSecret)) {
+    throw new SmartError('BROWSER_MISMATCH', 'the sign-in was started in another browser, or its cookie was blocked', { retryUrl: retry });
+  }
+  // RFC 9207 §2.4: compare `iss` with the issuer recorded for this transaction; require it where advertised.
+  const expectedIssuer = txn.endpoints.issuer;
+  if (iss !== undefined && expectedIssuer !== undefined && iss !== expectedIssuer) {
+    throw new SmartError('ISSUER_MISMATCH', '"iss" of the sign-in response is not the issuer this launch used', { retryUrl: retry });
+  }
+  if (iss === undefined && txn.endpoints.issParameterSupported === true) {
+    throw new SmartError('ISSUER_MISMATCH', 'the sign-in response lacks "iss" although the EHR advertises it', { retryUrl: retry });
+  }
+  if (error !== undefined) {
+    const safeError = /^[\x20-\x7e]{1,64}$/.test(error) ? error : 'invalid';
+    if (safeError === 'access_denied') {
+      throw new SmartError('AUTHORIZATION_DENIED', 'access was not granted at the EHR', { retryUrl: retry, details: { oauthError: safeError } });
+    }
+    throw new SmartError('AUTHORIZATION_FAILED', `the EHR answered the sign-in request with "${safeError}"`, {
+      retryUrl: retry,
+      details: { oauthError: safeError },
+    });
+  }
+
+  const issuer = config.issuers.find((candidate) => candidate.iss === txn.iss);
+  if (!issuer) throw new SmartError('ISSUER_NOT_ALLOWED', 'the issuer of this launch is no longer configured');
+  const context = encryptionContext(config, txn.sessionKey);
+  const dataKey = await deps.keyRing.decryptDataKey(txn.wrappedKey, context);
+  const secrets = openJson(TransactionSecretsSchema, dataKey, txn.sealed, txn.key);
+
+  const tokenRequest = buildTokenRequest(txn.endpoints.tokenEndpoint, issuer, await deps.clientSecrets.get(issuer), {
+    grant_type: 'authorization_code',
+    code: code as string,
+    redirect_uri: secrets.redirectUri,
+    code_verifier: secrets.codeVerifier,
+  });
+  const tokens = await callTokenEndpoint(deps.http, tokenRequest).catch((e: unknown) => {
+    throw e instanceof SmartError ? new SmartError(e.code, e.message, { cause: e.cause, retryUrl: retry, details: e.details ?? {} }) : e;
+  });
+
+  let fhirUser: string | undefined;
+  if (tokens.id_token !== undefined) {
+    const claims = await verifyIdToken(deps.http, tokens.id_token, {
+      issuer: txn.endpoints.issuer,
+      jwksUri: txn.endpoints.jwksUri,
+      clientId: issuer.clientId,
+      nonce: secrets.nonce,
+      now: clock.now(),
+    });
+    fhirUser = claims.fhirUser;
+  }
+
+  const expiresIn = tokens.expires_in ?? DEFAULT_EXPIRES_IN_SECONDS;
+  const session: SessionSecrets = {
+    v: 1,
+    accessToken: tokens.access_token,
+    refreshToken: tokens.refresh_token,
+    idToken: tokens.id_token,
+    accessTokenExpiresAt: clock.now() + expiresIn * 1000,
+    // RFC 6749 §5.1: an absent scope means the requested scope was granted as asked.
+    scope: tokens.scope ?? secrets.scope,
+    launchMode: secrets.launch === undefined ? 'standalone' : 'ehr',
+    context: {
+      patient: tokens.patient,
+      encounter: tokens.encounter,
+      fhirContext: tokens.fhirContext,
+      need_patient_banner: tokens.need_patient_banner,
+      smart_style_url: tokens.smart_style_url,
+      intent: tokens.intent,
+      tenant: tokens.tenant,
+      fhirUser,
+    },
+  };
+  const createdAt = Math.floor(clock.now() / 1000);
+  await deps.store.putSession({
+    key: txn.sessionKey,
+    iss: txn.iss,
+    bindingHash: txn.bindingHash,
+    endpoints: txn.endpoints,
+    wrappedKey: txn.wrappedKey,
+    sealed: sealJson(dataKey, session, txn.sessionKey, random),
+    createdAt,
+    expiresAt: createdAt + config.session.lifetimeMinutes * 60,
+    revision: 1,
+  });
+  const appUrl = `${config.app.url}#session=${secrets.sessionId}`;
+  return { sessionId: secrets.sessionId, appUrl, bindingSecret: validBindingSecret(cookieSecret) };
+}

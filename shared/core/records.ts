@@ -1,0 +1,78 @@
+import { z } from 'zod';
+import type { Config } from '../config/schema.js';
+import { open, seal, sha256Base64url } from './crypto.js';
+import { SmartError } from './errors.js';
+import type { EncryptionContext, Random } from './ports.js';
+import { TokenResponseSchema } from './token.js';
+
+/** Opaque ids and cookie values: 32 random octets, base64url. */
+export const OPAQUE_ID = /^[A-Za-z0-9_-]{43}$/;
+
+export const transactionKey = (state: string) => `txn#${sha256Base64url(state)}`;
+export const sessionKey = (sessionId: string) => `ses#${sha256Base64url(sessionId)}`;
+/** Stored in place of a binding hash when the customer turned browser binding off. */
+export const UNBOUND = 'unbound';
+export const bindingHash = (bindingSecret: string) => `b#${sha256Base64url(bindingSecret)}`;
+
+/**
+ * The KMS encryption context of a session's data key. It names the session record, so a wrapped
+ * key (and everything sealed under it) copied into another session does not open (invariant 6).
+ */
+export function encryptionContext(config: Config, key: string): EncryptionContext {
+  return { service: 'smart-launch', customer: config.customer, session: key };
+}
+
+/** Secrets of a pending launch, sealed inside the transaction record. */
+export const TransactionSecretsSchema = z.object({
+  v: z.literal(1),
+  sessionId: z.string().regex(OPAQUE_ID),
+  codeVerifier: z.string().min(43).max(128),
+  nonce: z.string().optional(),
+  launch: z.string().optional(),
+  scope: z.string(),
+  redirectUri: z.string(),
+});
+export type TransactionSecrets = z.infer<typeof TransactionSecretsSchema>;
+
+export const LaunchContextSchema = TokenResponseSchema.pick({
+  patient: true,
+  encounter: true,
+  fhirContext: true,
+  need_patient_banner: true,
+  smart_style_url: true,
+  intent: true,
+  tenant: true,
+}).extend({ fhirUser: z.string().optional() });
+export type LaunchContext = z.infer<typeof LaunchContextSchema>;
+
+/** Tokens and launch context of a session, sealed inside the session record. */
+export const SessionSecretsSchema = z.object({
+  v: z.literal(1),
+  accessToken: z.string(),
+  refreshToken: z.string().optional(),
+  idToken: z.string().optional(),
+  /** Epoch milliseconds. */
+  accessTokenExpiresAt: z.number(),
+  scope: z.string(),
+  launchMode: z.enum(['ehr', 'standalone']),
+  context: LaunchContextSchema,
+});
+export type SessionSecrets = z.infer<typeof SessionSecretsSchema>;
+
+export function sealJson(dataKey: Uint8Array, value: unknown, recordKey: string, random: Random): Uint8Array {
+  return seal(dataKey, Buffer.from(JSON.stringify(value), 'utf8'), recordKey, random);
+}
+
+/** Opens and validates sealed JSON; a record that decrypts but does not parse is treated as tampered. */
+export function openJson<T>(schema: z.ZodType<T>, dataKey: Uint8Array, sealed: Uint8Array, recordKey: string): T {
+  const plaintext = open(dataKey, sealed, recordKey);
+  let value: unknown;
+  try {
+    value = JSON.parse(Buffer.from(plaintext).toString('utf8'));
+  } catch (cause) {
+    throw new SmartError('VAULT_INTEGRITY', 'sealed data is not valid JSON', { cause });
+  }
+  const parsed = schema.safeParse(value);
+  if (!parsed.success) throw new SmartError('VAULT_INTEGRITY', 'sealed data has an unexpected shape');
+  return parsed.data;
+}

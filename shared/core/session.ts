@@ -1,0 +1,65 @@
+import type { Config } from '../config/schema.js';
+import type { CoreDeps } from './deps.js';
+import { SmartError } from './errors.js';
+import { bindingMatches } from './launch.js';
+import { encryptionContext, OPAQUE_ID, openJson, SessionSecretsSchema, sessionKey, type SessionSecrets } from './records.js';
+import type { SessionRecord } from './ports.js';
+
+export interface OpenSession {
+  readonly sessionId: string;
+  readonly record: SessionRecord;
+  readonly secrets: SessionSecrets;
+  readonly dataKey: Uint8Array;
+}
+
+/** Checks the shape of a session id from the request path before it is hashed or looked up. */
+export function checkSessionId(sessionId: string | undefined): string {
+  if (sessionId === undefined || !OPAQUE_ID.test(sessionId)) {
+    throw new SmartError('SESSION_ID_MALFORMED', 'the session id in the path is not a session id this service issues');
+  }
+  return sessionId;
+}
+
+/**
+ * Loads a session for a request: it must exist, be unexpired, and be bound to this browser's cookie
+ * (a session id alone, copied elsewhere, opens nothing). The binding is checked before any KMS call.
+ */
+export async function openSession(sessionIdParam: string | undefined, cookieSecret: string | undefined, deps: CoreDeps): Promise<OpenSession> {
+  const sessionId = checkSessionId(sessionIdParam);
+  const key = sessionKey(sessionId);
+  const record = await deps.store.getSession(key, Math.floor(deps.clock.now() / 1000));
+  if (!record) throw new SmartError('SESSION_NOT_FOUND', 'no active session has this id (it may have ended or expired)');
+  if (!bindingMatches(record.bindingHash, cookieSecret)) {
+    throw new SmartError('SESSION_NOT_BOUND', 'the session is not bound to this browser');
+  }
+  const dataKey = await deps.keyRing.decryptDataKey(record.wrappedKey, encryptionContext(deps.config, key));
+  const secrets = openJson(SessionSecretsSchema, dataKey, record.sealed, key);
+  return { sessionId, record, secrets, dataKey };
+}
+
+/** The public FHIR base of a session: any FHIR client library works against it unchanged. */
+export function fhirBaseUrl(config: Config, sessionId: string): string {
+  return `${config.publicUrl}/sessions/${sessionId}/fhir`;
+}
+
+/** The JSON launch context of `GET /sessions/{id}`. Never a token. */
+export function sessionView(config: Config, session: OpenSession): Record<string, unknown> {
+  const { context, scope, accessTokenExpiresAt, launchMode, refreshToken } = session.secrets;
+  return {
+    patient: context.patient,
+    encounter: context.encounter,
+    fhirUser: context.fhirUser,
+    scope,
+    need_patient_banner: context.need_patient_banner,
+    smart_style_url: context.smart_style_url,
+    intent: context.intent,
+    tenant: context.tenant,
+    fhirContext: context.fhirContext,
+    fhirBaseUrl: fhirBaseUrl(config, session.sessionId),
+    iss: session.record.iss,
+    launchMode,
+    canRefresh: refreshToken !== undefined,
+    expiresAt: new Date(accessTokenExpiresAt).toISOString(),
+    sessionExpiresAt: new Date(session.record.expiresAt * 1000).toISOString(),
+  };
+}

@@ -1,0 +1,145 @@
+import { z } from 'zod';
+import type { IssuerConfig } from '../config/schema.js';
+import { SmartError } from './errors.js';
+import { UPSTREAM_TIMEOUT_MS } from './discovery.js';
+import type { HttpClient } from './ports.js';
+
+/** A FHIR logical id (FHIR R4 `id` datatype), so context values can never smuggle a path. */
+const FhirId = z.string().regex(/^[A-Za-z0-9\-.]{1,64}$/);
+
+const FhirContextItem = z.union([
+  z.string(),
+  z
+    .object({
+      reference: z.string().optional(),
+      canonical: z.string().optional(),
+      identifier: z.record(z.string(), z.unknown()).optional(),
+      type: z.string().optional(),
+      role: z.string().min(1).optional(),
+    })
+    .refine((item) => item.reference !== undefined || item.canonical !== undefined || item.identifier !== undefined, {
+      message: 'each fhirContext item needs reference, canonical or identifier',
+    }),
+]);
+
+const ExpiresIn = z.preprocess(
+  (value) => (typeof value === 'string' && /^\d+$/.test(value) ? Number(value) : value),
+  z.number().int().positive(),
+);
+
+/**
+ * A token response (RFC 6749 §5.1, SMART-TOKEN-03, SMART-CTX-01..05). Unknown members are dropped
+ * (SMART-CTX-05); `token_type` is compared case-insensitively (SMART-TOKEN-04).
+ */
+export const TokenResponseSchema = z.object({
+  access_token: z.string().min(1),
+  token_type: z.string().refine((t) => t.toLowerCase() === 'bearer', 'token_type must be "Bearer"'),
+  expires_in: ExpiresIn.optional(),
+  scope: z.string().optional(),
+  refresh_token: z.string().min(1).optional(),
+  id_token: z.string().min(1).optional(),
+  patient: FhirId.optional(),
+  encounter: FhirId.optional(),
+  fhirContext: z.array(FhirContextItem).optional(),
+  need_patient_banner: z.boolean().optional(),
+  smart_style_url: z.url().optional(),
+  intent: z.string().optional(),
+  tenant: z.string().optional(),
+});
+export type TokenResponse = z.infer<typeof TokenResponseSchema>;
+
+/** Access tokens without `expires_in` are assumed short-lived (SMART-TOKEN-05). */
+export const DEFAULT_EXPIRES_IN_SECONDS = 300;
+
+export interface TokenRequest {
+  readonly url: string;
+  readonly headers: Record<string, string>;
+  readonly body: string;
+}
+
+/**
+ * RFC 6749 §2.3.1 `client_secret_basic`: id and secret are form-urlencoded before base64 (SMART-CAUTH-01/02;
+ * identical to the raw form for ids and secrets of unreserved characters).
+ */
+function basicAuthorization(clientId: string, secret: string): string {
+  const encode = (v: string) => encodeURIComponent(v).replace(/%20/g, '+');
+  return `Basic ${Buffer.from(`${encode(clientId)}:${encode(secret)}`).toString('base64')}`;
+}
+
+/**
+ * Builds a token endpoint request (SMART-TOKEN-01/02). Public clients send `client_id`; confidential
+ * ones authenticate with HTTP Basic and omit it.
+ */
+export function buildTokenRequest(
+  tokenEndpoint: string,
+  issuer: IssuerConfig,
+  clientSecret: string | undefined,
+  params: Record<string, string>,
+): TokenRequest {
+  const body = new URLSearchParams(params);
+  const headers: Record<string, string> = {
+    'content-type': 'application/x-www-form-urlencoded',
+    accept: 'application/json',
+  };
+  if (issuer.clientAuth === 'client_secret_basic') {
+    if (clientSecret === undefined) throw new SmartError('CLIENT_AUTH_FAILED', 'no client secret is available for this issuer');
+    headers.authorization = basicAuthorization(issuer.clientId, clientSecret);
+  } else {
+    body.set('client_id', issuer.clientId);
+  }
+  return { url: tokenEndpoint, headers, body: body.toString() };
+}
+
+const OAuthErrorSchema = z.object({ error: z.string(), error_description: z.string().optional() });
+
+/**
+ * Maps a token endpoint answer (RFC 6749 §5.2, SMART-TOKEN-11): `invalid_client` is a configuration
+ * problem, other 4xx errors refuse this grant, 5xx/429 are the EHR's fault.
+ */
+export async function parseTokenResponse(response: Response): Promise<TokenResponse> {
+  let body: unknown;
+  try {
+    body = await response.json();
+  } catch (cause) {
+    if (response.status >= 500 || response.status === 429) {
+      throw new SmartError('TOKEN_ENDPOINT_UNAVAILABLE', `the token endpoint answered HTTP ${response.status}`, { cause });
+    }
+    throw new SmartError('TOKEN_RESPONSE_INVALID', 'the token endpoint did not answer JSON', { cause });
+  }
+  if (response.status >= 500 || response.status === 429) {
+    throw new SmartError('TOKEN_ENDPOINT_UNAVAILABLE', `the token endpoint answered HTTP ${response.status}`, {
+      details: { status: response.status },
+    });
+  }
+  if (!response.ok) {
+    const error = OAuthErrorSchema.safeParse(body);
+    const oauthError = error.success ? error.data.error.slice(0, 64) : 'unknown';
+    if (oauthError === 'invalid_client' || response.status === 401) {
+      throw new SmartError('CLIENT_AUTH_FAILED', 'the token endpoint rejected the client credentials', { details: { oauthError } });
+    }
+    throw new SmartError('TOKEN_REQUEST_REJECTED', `the token endpoint refused the grant (${oauthError})`, { details: { oauthError } });
+  }
+  const parsed = TokenResponseSchema.safeParse(body);
+  if (!parsed.success) {
+    const field = parsed.error.issues[0]?.path.join('.') || 'body';
+    throw new SmartError('TOKEN_RESPONSE_INVALID', `token response field "${field}" is missing or invalid`, { details: { field } });
+  }
+  return parsed.data;
+}
+
+/** Sends a token request and parses the answer; network failures and timeouts are the EHR's fault. */
+export async function callTokenEndpoint(http: HttpClient, request: TokenRequest): Promise<TokenResponse> {
+  let response: Response;
+  try {
+    response = await http(request.url, {
+      method: 'POST',
+      headers: request.headers,
+      body: request.body,
+      redirect: 'manual',
+      signal: AbortSignal.timeout(UPSTREAM_TIMEOUT_MS),
+    });
+  } catch (cause) {
+    throw new SmartError('TOKEN_ENDPOINT_UNAVAILABLE', 'the token endpoint could not be reached', { cause });
+  }
+  return parseTokenResponse(response);
+}

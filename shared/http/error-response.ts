@@ -1,0 +1,110 @@
+import type { MiddlewareObj } from '@middy/core';
+import type { Logger } from '@aws-lambda-powertools/logger';
+import { SmartError, toSmartError } from '../core/errors.js';
+import { correlationIdOf, type ApiEvent, type ApiResult } from './api-event.js';
+import { escapeHtml, htmlResponse, jsonResponse, BASE_HEADERS } from './responses.js';
+
+/** How a route group answers errors: browser pages, JSON for the app, OperationOutcome for FHIR clients. */
+export type ErrorFormat = 'html' | 'json' | 'fhir';
+
+function page(error: SmartError, correlationId: string): string {
+  const retry = error.retryUrl
+    ? `<p><a class="button" href="${escapeHtml(error.retryUrl)}">Start again</a></p>`
+    : '';
+  return `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
+<title>Sign-in could not be completed</title>
+<style>body{font:16px/1.5 system-ui,sans-serif;max-width:40rem;margin:3rem auto;padding:0 1rem;color:#1f2933}
+h1{font-size:1.4rem}.hint{background:#f0f4f8;padding:.75rem 1rem;border-radius:6px}code{font-size:.9em}
+.button{display:inline-block;background:#2563eb;color:#fff;padding:.5rem 1rem;border-radius:6px;text-decoration:none}
+.meta{color:#52606d;font-size:.85rem}</style></head>
+<body><main>
+<h1>Sign-in could not be completed</h1>
+<p>${escapeHtml(error.message.charAt(0).toUpperCase() + error.message.slice(1))}.</p>
+<p class="hint">${escapeHtml(error.hint)}</p>
+${retry}
+<p class="meta">Error code <code>${escapeHtml(error.code)}</code> · correlation id <code>${escapeHtml(correlationId)}</code></p>
+</main></body></html>
+`;
+}
+
+/** A FHIR OperationOutcome for the proxy (FHIR R4 §3.1.0.6). */
+export function operationOutcome(error: SmartError, correlationId: string): Record<string, unknown> {
+  return {
+    resourceType: 'OperationOutcome',
+    issue: [
+      {
+        severity: 'error',
+        code: error.issueType,
+        details: { coding: [{ system: 'urn:smart-launch:error', code: error.code }], text: error.hint },
+        diagnostics: `${error.message} (correlation id ${correlationId})`,
+      },
+    ],
+  };
+}
+
+export function renderError(error: SmartError, format: ErrorFormat, correlationId: string): ApiResult {
+  const headers = { 'x-correlation-id': correlationId };
+  switch (format) {
+    case 'html':
+      return htmlResponse(error.status, page(error, correlationId), headers);
+    case 'fhir':
+      return {
+        statusCode: error.status,
+        headers: { ...BASE_HEADERS, 'content-type': 'application/fhir+json; charset=utf-8', ...headers },
+        body: JSON.stringify(operationOutcome(error, correlationId)),
+      };
+    case 'json':
+      return jsonResponse(
+        error.status,
+        { error: { code: error.code, message: error.message, hint: error.hint, correlationId } },
+        headers,
+      );
+  }
+}
+
+function describeCause(cause: unknown): Record<string, string> | undefined {
+  if (cause === undefined) return undefined;
+  if (cause instanceof SmartError) return { code: cause.code, message: cause.message };
+  if (cause instanceof Error) return { name: cause.name, message: cause.message.slice(0, 300) };
+  return { type: typeof cause };
+}
+
+/**
+ * The one place errors become responses. Registered right after the request-context middleware so its
+ * `onError` runs after every inner middleware's. Unknown errors become `INTERNAL` with a fixed message.
+ */
+export function errorResponse(format: ErrorFormat, logger: Logger): MiddlewareObj<ApiEvent, ApiResult> {
+  return {
+    onError: async (request) => {
+      const error = toSmartError(request.error);
+      const entry = {
+        code: error.code,
+        status: error.status,
+        message: error.message,
+        ...(error.details ? { details: error.details } : {}),
+        ...(error.cause !== undefined ? { cause: describeCause(error.cause) } : {}),
+      };
+      if (error.status >= 500) logger.error('request failed', entry);
+      else logger.warn('request refused', entry);
+      request.response = renderError(error, format, correlationIdOf(request.event));
+    },
+  };
+}
+
+/** Binds the request's correlation id to every log line and to the `x-correlation-id` answer header. */
+export function requestContext(logger: Logger, route: string): MiddlewareObj<ApiEvent, ApiResult> {
+  return {
+    before: async (request) => {
+      logger.resetKeys();
+      logger.setCorrelationId(correlationIdOf(request.event));
+      logger.appendKeys({ route, method: request.event.httpMethod });
+    },
+    after: async (request) => {
+      if (request.response) {
+        request.response.headers = { ...request.response.headers, 'x-correlation-id': correlationIdOf(request.event) };
+        logger.info('request completed', { status: request.response.statusCode });
+      }
+    },
+  };
+}

@@ -1,0 +1,43 @@
+/**
+ * The HTTP contract (DESIGN.md §2): one table used by the CDK API and by the local runner, so both
+ * serve exactly the same routes with the same function behind each.
+ */
+export type FunctionName = 'launch' | 'sessions' | 'fhir-proxy';
+
+export interface Route {
+  readonly method: 'GET' | 'POST' | 'ANY';
+  /** API Gateway resource path. */
+  readonly resource: string;
+  readonly fn: FunctionName;
+}
+
+export const ROUTES: readonly Route[] = [
+  { method: 'GET', resource: '/launch', fn: 'launch' },
+  { method: 'GET', resource: '/callback', fn: 'launch' },
+  { method: 'GET', resource: '/sessions/{id}', fn: 'sessions' },
+  { method: 'POST', resource: '/sessions/{id}/logout', fn: 'sessions' },
+  { method: 'ANY', resource: '/sessions/{id}/fhir/{proxy+}', fn: 'fhir-proxy' },
+];
+
+export interface RouteMatch {
+  readonly route: Route;
+  readonly pathParameters: Record<string, string>;
+}
+
+/** Matches a raw request path against the resource templates, as API Gateway does. */
+export function matchRoute(path: string): Array<RouteMatch> {
+  const matches: RouteMatch[] = [];
+  for (const route of ROUTES) {
+    const pattern = route.resource
+      .split('/')
+      .map((part) => {
+        if (part.endsWith('+}')) return `(?<${part.slice(1, -2)}>.+)`;
+        if (part.startsWith('{')) return `(?<${part.slice(1, -1)}>[^/]+)`;
+        return part.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+      })
+      .join('/');
+    const found = new RegExp(`^${pattern}$`).exec(path);
+    if (found) matches.push({ route, pathParameters: { ...(found.groups ?? {}) } });
+  }
+  return matches;
+}

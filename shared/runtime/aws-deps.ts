@@ -1,0 +1,63 @@
+import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { KMSClient } from '@aws-sdk/client-kms';
+import { GetSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
+import { DynamoSessionStore } from '../adapters/dynamo-session-store.js';
+import { KmsKeyRing } from '../adapters/kms-key-ring.js';
+import { cryptoRandom, fetchHttpClient, systemClock } from '../adapters/system.js';
+import { ENV } from '../config/env.js';
+import { parseConfigText, type IssuerConfig } from '../config/schema.js';
+import type { ClientSecrets, CoreDeps } from '../core/deps.js';
+import { SmartError } from '../core/errors.js';
+
+function required(name: string): string {
+  const value = process.env[name];
+  if (value === undefined || value === '') throw new Error(`environment variable ${name} is not set`);
+  return value;
+}
+
+/** Client secrets from Secrets Manager, fetched once per container and kept in memory. */
+export class SecretsManagerClientSecrets implements ClientSecrets {
+  readonly #cache = new Map<string, Promise<string>>();
+
+  constructor(private readonly client: SecretsManagerClient) {}
+
+  get(issuer: IssuerConfig): Promise<string | undefined> {
+    const arn = issuer.clientSecret;
+    if (arn === undefined) return Promise.resolve(undefined);
+    let pending = this.#cache.get(arn);
+    if (!pending) {
+      pending = this.client
+        .send(new GetSecretValueCommand({ SecretId: arn }))
+        .then((out) => {
+          if (!out.SecretString) throw new SmartError('CLIENT_AUTH_FAILED', 'the client secret in Secrets Manager is empty');
+          return out.SecretString;
+        })
+        .catch((cause: unknown) => {
+          this.#cache.delete(arn);
+          throw cause instanceof SmartError ? cause : new SmartError('SECRETS_UNAVAILABLE', 'the client secret could not be read', { cause });
+        });
+      this.#cache.set(arn, pending);
+    }
+    return pending;
+  }
+}
+
+let deps: Promise<CoreDeps> | undefined;
+
+/** The adapters of a deployed stack, built once per container from the environment the CDK construct sets. */
+export function awsDeps(): Promise<CoreDeps> {
+  deps ??= Promise.resolve().then(() => {
+    const config = parseConfigText(required(ENV.config), 'aws', `$${ENV.config}`);
+    return {
+      config,
+      mode: 'aws' as const,
+      store: new DynamoSessionStore({ client: new DynamoDBClient({}), tableName: required(ENV.tableName) }),
+      keyRing: new KmsKeyRing({ client: new KMSClient({}), keyId: required(ENV.kmsKeyId) }),
+      http: fetchHttpClient,
+      clock: systemClock,
+      random: cryptoRandom,
+      clientSecrets: new SecretsManagerClientSecrets(new SecretsManagerClient({})),
+    };
+  });
+  return deps;
+}
