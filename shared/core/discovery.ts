@@ -59,6 +59,16 @@ export function parseSmartConfiguration(document: unknown, mode: ConfigMode): Sm
     });
   }
   const doc = parsed.data;
+  // SMART-DISC-02: `issuer` and `jwks_uri` are required when the server offers OpenID Connect sign-in.
+  if (doc.capabilities.includes('sso-openid-connect')) {
+    for (const field of ['issuer', 'jwks_uri'] as const) {
+      if (doc[field] === undefined) {
+        throw new SmartError('DISCOVERY_INVALID', `SMART configuration field "${field}" is required with the sso-openid-connect capability`, {
+          details: { field },
+        });
+      }
+    }
+  }
   if (!doc.code_challenge_methods_supported.includes('S256')) {
     throw new SmartError('PKCE_UNSUPPORTED', 'the SMART configuration does not list "S256" in code_challenge_methods_supported');
   }
@@ -89,7 +99,8 @@ export async function fetchJson(
 ): Promise<unknown> {
   let response: Response;
   try {
-    response = await http(url, { headers: { accept: 'application/json' }, signal: AbortSignal.timeout(UPSTREAM_TIMEOUT_MS) });
+    // Redirects are not followed: only the allow-listed URL is ever contacted.
+    response = await http(url, { headers: { accept: 'application/json' }, redirect: 'manual', signal: AbortSignal.timeout(UPSTREAM_TIMEOUT_MS) });
   } catch (cause) {
     throw new SmartError(codes.unavailable, `${what} could not be fetched`, { cause });
   }

@@ -59,6 +59,11 @@ export async function verifyIdToken(http: HttpClient, idToken: string, expected:
       details: claim ? { reason, claim } : { reason },
     });
   }
+  // OIDC Core §3.1.3.7 (4, 5): when `azp` is present it must be us (a token minted for another client
+  // that merely lists us among its audiences is not ours).
+  if (payload.azp !== undefined && payload.azp !== expected.clientId) {
+    throw new SmartError('ID_TOKEN_INVALID', 'the id_token "azp" claim is not valid', { details: { claim: 'azp' } });
+  }
   if (expected.nonce !== undefined && payload.nonce !== expected.nonce) {
     throw new SmartError('ID_TOKEN_INVALID', 'the id_token "nonce" claim is not valid', { details: { claim: 'nonce' } });
   }

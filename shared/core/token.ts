@@ -97,6 +97,11 @@ const OAuthErrorSchema = z.object({ error: z.string(), error_description: z.stri
  * problem, other 4xx errors refuse this grant, 5xx/429 are the EHR's fault.
  */
 export async function parseTokenResponse(response: Response): Promise<TokenResponse> {
+  if (response.status === 401) {
+    // RFC 6749 §5.2: client authentication failed, whatever the body says (often only WWW-Authenticate).
+    await response.body?.cancel();
+    throw new SmartError('CLIENT_AUTH_FAILED', 'the token endpoint rejected the client credentials', { details: { status: 401 } });
+  }
   let body: unknown;
   try {
     body = await response.json();
@@ -114,7 +119,7 @@ export async function parseTokenResponse(response: Response): Promise<TokenRespo
   if (!response.ok) {
     const error = OAuthErrorSchema.safeParse(body);
     const oauthError = error.success ? error.data.error.slice(0, 64) : 'unknown';
-    if (oauthError === 'invalid_client' || response.status === 401) {
+    if (oauthError === 'invalid_client') {
       throw new SmartError('CLIENT_AUTH_FAILED', 'the token endpoint rejected the client credentials', { details: { oauthError } });
     }
     throw new SmartError('TOKEN_REQUEST_REJECTED', `the token endpoint refused the grant (${oauthError})`, { details: { oauthError } });
