@@ -1,0 +1,266 @@
+import { describe, expect, it } from 'vitest';
+import { ConfigError, parseConfig, parseConfigText, type ConfigMode } from '../../shared/config/schema.js';
+import { sampleConfig, sampleIssuer } from '../fakes/deps.js';
+
+const SECRET_ARN = 'arn:aws:secretsmanager:eu-west-1:123456789012:secret:acme/ehr-client-AbCdEf';
+
+/** The problems a config is refused with; fails the test if it is accepted. */
+function problemsOf(value: unknown, mode: ConfigMode = 'local'): readonly string[] {
+  try {
+    parseConfig(value, mode);
+  } catch (error) {
+    if (error instanceof ConfigError) return error.problems;
+    throw error;
+  }
+  throw new Error('expected the config to be refused, but it parsed');
+}
+
+function withIssuers(...issuers: Array<Record<string, unknown>>): Record<string, unknown> {
+  return sampleConfig({ issuers });
+}
+
+describe('parseConfig', () => {
+  it('parses a valid sample and fills in the session and cookie defaults', () => {
+    const config = parseConfig(sampleConfig(), 'local');
+
+    expect(config.customer).toBe('acme-health');
+    expect(config.session).toEqual({ lifetimeMinutes: 480, transactionMinutes: 10 });
+    expect(config.cookie).toEqual({ sameSite: 'Lax', browserBinding: true });
+    expect(config.issuers).toHaveLength(1);
+    expect(config.issuers[0]?.iss).toBe('https://ehr.example.org/fhir/r4');
+  });
+
+  it('drops trailing slashes from publicUrl so redirect_uri and fhirBaseUrl are built without "//"', () => {
+    const config = parseConfig(sampleConfig({ publicUrl: 'https://smart.acme.example/' }), 'local');
+
+    expect(config.publicUrl).toBe('https://smart.acme.example');
+  });
+
+  it('keeps the issuer string exactly as written, trailing slash included (SMART-AUTHZ-07)', () => {
+    const config = parseConfig(withIssuers(sampleIssuer({ iss: 'https://ehr.example.org/fhir/r4/' })), 'local');
+
+    expect(config.issuers[0]?.iss).toBe('https://ehr.example.org/fhir/r4/');
+  });
+
+  it('returns a frozen config', () => {
+    expect(Object.isFrozen(parseConfig(sampleConfig(), 'local'))).toBe(true);
+  });
+
+  it('lists every problem at once, each with its JSON path (two issuers wrong → both paths)', () => {
+    const problems = problemsOf(
+      withIssuers(
+        sampleIssuer({ iss: 'http://ehr.example.org/fhir', default: undefined }),
+        sampleIssuer({ iss: 'https://other.example.org/fhir', clientSecret: undefined, default: undefined }),
+      ),
+    );
+
+    expect(problems).toHaveLength(2);
+    expect(problems).toContainEqual(expect.stringMatching(/^\$\.issuers\[0\]\.iss: /));
+    expect(problems).toContainEqual(expect.stringMatching(/^\$\.issuers\[1\]\.clientSecret: /));
+  });
+
+  it('reports field problems together with cross-issuer problems', () => {
+    const problems = problemsOf(
+      sampleConfig({ customer: 'ACME Health', issuers: [sampleIssuer(), sampleIssuer()] }),
+    );
+
+    expect(problems).toContainEqual(expect.stringMatching(/^\$\.customer: /));
+    expect(problems).toContainEqual(expect.stringMatching(/^\$\.issuers: at most one issuer may be "default"/));
+    expect(problems).toContainEqual(expect.stringMatching(/^\$\.issuers\[1\]\.iss: .*listed twice/));
+  });
+
+  it('throws a ConfigError with code CONFIG_INVALID and the source name in its message', () => {
+    let caught: unknown;
+    try {
+      parseConfig(sampleConfig({ issuers: [] }), 'local', 'customers/acme.json');
+    } catch (error) {
+      caught = error;
+    }
+
+    expect(caught).toBeInstanceOf(ConfigError);
+    expect(caught).toMatchObject({ code: 'CONFIG_INVALID', problems: ['$.issuers: issuers must list at least one EHR'] });
+    expect((caught as Error).message).toContain('customers/acme.json');
+  });
+
+  it('reports invalid JSON text as a problem at "$"', () => {
+    expect(() => parseConfigText('{ "customer": ', 'local', 'broken.json')).toThrow(ConfigError);
+    try {
+      parseConfigText('{ "customer": ', 'local', 'broken.json');
+    } catch (error) {
+      expect((error as ConfigError).problems).toEqual([expect.stringMatching(/^\$: not valid JSON/)]);
+    }
+  });
+
+  describe('http issuers', () => {
+    it.each(['http://localhost:8080/fhir', 'http://127.0.0.1:9000/fhir/r4', 'http://[::1]:8080/fhir', 'http://127.1.2.3/fhir'])(
+      'accepts http on loopback (%s) in local mode',
+      (iss) => {
+        expect(parseConfig(withIssuers(sampleIssuer({ iss })), 'local').issuers[0]?.iss).toBe(iss);
+      },
+    );
+
+    it('refuses http on loopback in aws mode', () => {
+      const problems = problemsOf(
+        sampleConfig({ issuers: [sampleIssuer({ iss: 'http://localhost:8080/fhir', clientSecret: SECRET_ARN })] }),
+        'aws',
+      );
+
+      expect(problems).toEqual(['$.issuers[0].iss: iss must use https in a deployed stack']);
+    });
+
+    it.each(['http://ehr.example.org/fhir', 'http://localhost.evil.example/fhir', 'http://127.0.0.1.nip.io/fhir', 'http://10.0.0.5/fhir'])(
+      'refuses http on a non-loopback host (%s) even in local mode',
+      (iss) => {
+        expect(problemsOf(withIssuers(sampleIssuer({ iss })))).toEqual([
+          expect.stringMatching(/^\$\.issuers\[0\]\.iss: iss must use https \(http is accepted only on loopback/),
+        ]);
+      },
+    );
+
+    it('refuses http publicUrl and app.url in aws mode', () => {
+      const problems = problemsOf(
+        sampleConfig({
+          publicUrl: 'http://localhost:3000',
+          app: { url: 'http://localhost:3000/app/' },
+          issuers: [sampleIssuer({ clientSecret: SECRET_ARN })],
+        }),
+        'aws',
+      );
+
+      expect(problems).toEqual([
+        '$.publicUrl: publicUrl must use https in a deployed stack',
+        '$.app.url: app.url must use https in a deployed stack',
+      ]);
+    });
+
+    it.each([
+      ['a relative URL', 'ehr.example.org/fhir', /must be an absolute URL/],
+      ['credentials', 'https://user:pw@ehr.example.org/fhir', /must not carry credentials/],
+      ['a fragment', 'https://ehr.example.org/fhir#x', /must not have a #fragment/],
+      ['a query string', 'https://ehr.example.org/fhir?tenant=1', /must not have a query string/],
+      ['another scheme', 'ftp://ehr.example.org/fhir', /must use https/],
+    ])('refuses an iss with %s', (_what, iss, message) => {
+      expect(problemsOf(withIssuers(sampleIssuer({ iss })))).toEqual([expect.stringMatching(message)]);
+    });
+  });
+
+  describe('client authentication', () => {
+    it('requires clientSecret for client_secret_basic', () => {
+      expect(problemsOf(withIssuers(sampleIssuer({ clientSecret: undefined })))).toEqual([
+        '$.issuers[0].clientSecret: clientSecret is required when clientAuth is "client_secret_basic"',
+      ]);
+    });
+
+    it('refuses clientSecret for a public client (clientAuth "none")', () => {
+      expect(problemsOf(withIssuers(sampleIssuer({ clientAuth: 'none' })))).toEqual([
+        '$.issuers[0].clientSecret: clientSecret must be absent when clientAuth is "none"',
+      ]);
+    });
+
+    it('accepts a public client without a secret', () => {
+      const config = parseConfig(withIssuers(sampleIssuer({ clientAuth: 'none', clientSecret: undefined })), 'local');
+
+      expect(config.issuers[0]?.clientAuth).toBe('none');
+      expect(config.issuers[0]?.clientSecret).toBeUndefined();
+    });
+
+    it('refuses a client secret in clear in aws mode', () => {
+      expect(problemsOf(sampleConfig(), 'aws')).toEqual([
+        '$.issuers[0].clientSecret: in a deployed stack clientSecret must be a Secrets Manager secret ARN, never the secret itself',
+      ]);
+    });
+
+    it('accepts a Secrets Manager ARN as clientSecret in aws mode', () => {
+      const config = parseConfig(withIssuers(sampleIssuer({ clientSecret: SECRET_ARN })), 'aws');
+
+      expect(config.issuers[0]?.clientSecret).toBe(SECRET_ARN);
+    });
+
+    it('refuses private_key_jwt with a message that says what to use instead', () => {
+      expect(problemsOf(withIssuers(sampleIssuer({ clientAuth: 'private_key_jwt', clientSecret: undefined })))).toEqual([
+        '$.issuers[0].clientAuth: clientAuth "private_key_jwt" is not available in this version; use "client_secret_basic" or "none"',
+      ]);
+    });
+
+    it('refuses an unknown clientAuth value', () => {
+      expect(problemsOf(withIssuers(sampleIssuer({ clientAuth: 'client_secret_post' })))).toEqual([
+        expect.stringMatching(/^\$\.issuers\[0\]\.clientAuth: /),
+      ]);
+    });
+  });
+
+  describe('issuer list', () => {
+    it('refuses two default issuers', () => {
+      const problems = problemsOf(withIssuers(sampleIssuer(), sampleIssuer({ iss: 'https://other.example.org/fhir' })));
+
+      expect(problems).toEqual(['$.issuers: at most one issuer may be "default": true']);
+    });
+
+    it('refuses the same iss listed twice (SMART-REG-06)', () => {
+      const problems = problemsOf(withIssuers(sampleIssuer(), sampleIssuer({ default: undefined, clientId: 'other' })));
+
+      expect(problems).toEqual(['$.issuers[1].iss: iss "https://ehr.example.org/fhir/r4" is listed twice']);
+    });
+
+    it('accepts two issuers that differ only by a trailing slash, as distinct exact strings', () => {
+      const config = parseConfig(
+        withIssuers(sampleIssuer(), sampleIssuer({ iss: 'https://ehr.example.org/fhir/r4/', default: undefined })),
+        'local',
+      );
+
+      expect(config.issuers.map((i) => i.iss)).toEqual(['https://ehr.example.org/fhir/r4', 'https://ehr.example.org/fhir/r4/']);
+    });
+
+    it('refuses an empty issuer list', () => {
+      expect(problemsOf(withIssuers())).toEqual(['$.issuers: issuers must list at least one EHR']);
+    });
+  });
+
+  describe('unknown keys', () => {
+    it('refuses a misspelt top-level key', () => {
+      expect(problemsOf(sampleConfig({ sesion: { lifetimeMinutes: 60 } }))).toEqual([expect.stringMatching(/^\$: .*"sesion"/)]);
+    });
+
+    it('refuses a misspelt issuer key', () => {
+      expect(problemsOf(withIssuers(sampleIssuer({ defualt: true })))).toEqual([expect.stringMatching(/^\$\.issuers\[0\]: .*"defualt"/)]);
+    });
+
+    it('refuses a misspelt cookie key', () => {
+      expect(problemsOf(sampleConfig({ cookie: { browserBindng: false } }))).toEqual([expect.stringMatching(/^\$\.cookie: .*"browserBindng"/)]);
+    });
+  });
+
+  describe('other fields', () => {
+    it.each([
+      ['double spaces', 'openid  fhirUser'],
+      ['a tab', 'openid\tfhirUser'],
+      ['non-ASCII', 'openid fhirÜser'],
+    ])('refuses a scope with %s', (_what, scope) => {
+      expect(problemsOf(withIssuers(sampleIssuer({ scope })))).toEqual([expect.stringMatching(/^\$\.issuers\[0\]\.scope: /)]);
+    });
+
+    it('refuses an empty clientId', () => {
+      expect(problemsOf(withIssuers(sampleIssuer({ clientId: '' })))).toEqual(['$.issuers[0].clientId: clientId must not be empty']);
+    });
+
+    it('refuses a customer name that is not a lowercase slug', () => {
+      expect(problemsOf(sampleConfig({ customer: 'Acme_Health' }))).toEqual([expect.stringMatching(/^\$\.customer: /)]);
+    });
+
+    it('refuses session lifetimes out of range', () => {
+      const problems = problemsOf(sampleConfig({ session: { lifetimeMinutes: 1, transactionMinutes: 120 } }));
+
+      expect(problems).toEqual([expect.stringMatching(/^\$\.session\.lifetimeMinutes: /), expect.stringMatching(/^\$\.session\.transactionMinutes: /)]);
+    });
+
+    it('accepts SameSite None and binding off for iframe-embedded EHRs', () => {
+      const config = parseConfig(sampleConfig({ cookie: { sameSite: 'None', browserBinding: false } }), 'local');
+
+      expect(config.cookie).toEqual({ sameSite: 'None', browserBinding: false });
+    });
+
+    it('refuses SameSite Strict, which would break the cross-site callback (BFF-11)', () => {
+      expect(problemsOf(sampleConfig({ cookie: { sameSite: 'Strict' } }))).toEqual([expect.stringMatching(/^\$\.cookie\.sameSite: /)]);
+    });
+  });
+});

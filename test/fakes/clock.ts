@@ -1,0 +1,26 @@
+import type { Clock } from '../../shared/core/ports.js';
+
+/** 2026-01-15T12:00:00Z: a fixed, whole-second start so epoch-second arithmetic in tests is exact. */
+export const T0 = Date.UTC(2026, 0, 15, 12, 0, 0);
+
+/** A clock that only moves when a test says so. */
+export class FixedClock implements Clock {
+  #now: number;
+
+  constructor(start: number = T0) {
+    this.#now = start;
+  }
+
+  now(): number {
+    return this.#now;
+  }
+
+  advance(ms: number): void {
+    this.#now += ms;
+  }
+
+  /** Epoch seconds, as the store ports expect them. */
+  nowSeconds(): number {
+    return Math.floor(this.#now / 1000);
+  }
+}

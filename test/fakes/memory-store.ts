@@ -1,0 +1,63 @@
+import { SmartError } from '../../shared/core/errors.js';
+import type { SessionRecord, SessionStore, TransactionRecord } from '../../shared/core/ports.js';
+
+export type StoredRecord =
+  | { readonly kind: 'transaction'; readonly record: TransactionRecord }
+  | { readonly kind: 'session'; readonly record: SessionRecord };
+
+function copyRecord<T extends { wrappedKey: Uint8Array; sealed: Uint8Array }>(record: T): T {
+  return { ...record, wrappedKey: new Uint8Array(record.wrappedKey), sealed: new Uint8Array(record.sealed) };
+}
+
+/**
+ * `SessionStore` in a Map, with the semantics of the DynamoDB adapter: `put*` never overwrite
+ * (a key collision is a bug → `INTERNAL`), `takeTransaction` deletes and returns at most once,
+ * and records whose `expiresAt` has passed read as absent. Records are copied in and out, so a
+ * test cannot change what is stored by mutating a value it holds.
+ */
+export class MemorySessionStore implements SessionStore {
+  readonly #transactions = new Map<string, TransactionRecord>();
+  readonly #sessions = new Map<string, SessionRecord>();
+
+  async putTransaction(record: TransactionRecord): Promise<void> {
+    if (this.#transactions.has(record.key)) throw new SmartError('INTERNAL', 'a record with this key already exists');
+    this.#transactions.set(record.key, copyRecord(record));
+  }
+
+  async takeTransaction(key: string, nowSeconds: number): Promise<TransactionRecord | undefined> {
+    const record = this.#transactions.get(key);
+    if (record === undefined) return undefined;
+    this.#transactions.delete(key);
+    return record.expiresAt > nowSeconds ? copyRecord(record) : undefined;
+  }
+
+  async putSession(record: SessionRecord): Promise<void> {
+    if (this.#sessions.has(record.key)) throw new SmartError('INTERNAL', 'a record with this key already exists');
+    this.#sessions.set(record.key, copyRecord(record));
+  }
+
+  async getSession(key: string, nowSeconds: number): Promise<SessionRecord | undefined> {
+    const record = this.#sessions.get(key);
+    return record !== undefined && record.expiresAt > nowSeconds ? copyRecord(record) : undefined;
+  }
+
+  async deleteSession(key: string): Promise<void> {
+    this.#sessions.delete(key);
+  }
+
+  /** Every stored record, expired or not, transactions first (for "nothing stored" assertions). */
+  records(): StoredRecord[] {
+    return [
+      ...[...this.#transactions.values()].map((record) => ({ kind: 'transaction' as const, record: copyRecord(record) })),
+      ...[...this.#sessions.values()].map((record) => ({ kind: 'session' as const, record: copyRecord(record) })),
+    ];
+  }
+
+  transactions(): TransactionRecord[] {
+    return [...this.#transactions.values()].map(copyRecord);
+  }
+
+  sessions(): SessionRecord[] {
+    return [...this.#sessions.values()].map(copyRecord);
+  }
+}
