@@ -60,4 +60,9 @@ export class MemorySessionStore implements SessionStore {
   sessions(): SessionRecord[] {
     return [...this.#sessions.values()].map(copyRecord);
   }
+
+  /** Overwrites a stored session as someone with write access to the table could (tamper tests). */
+  replace(record: SessionRecord): void {
+    this.#sessions.set(record.key, copyRecord(record));
+  }
 }

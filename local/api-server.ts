@@ -1,0 +1,201 @@
+import { randomUUID } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { extname, join, normalize, sep } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { Context } from 'aws-lambda';
+import type { ApiEvent, ApiResult } from '../shared/http/api-event.js';
+import { matchRoute, type FunctionName } from '../shared/http/routes.js';
+import { BASE_HEADERS } from '../shared/http/responses.js';
+
+export type LambdaHandler = (event: ApiEvent, context: Context) => Promise<ApiResult>;
+
+/** Largest request body the local runner accepts; API Gateway's own limit is 10 MB. */
+const MAX_BODY_BYTES = 10 * 1024 * 1024;
+
+const DEMO_APP_DIR = fileURLToPath(new URL('./demo-app/', import.meta.url));
+const CONTENT_TYPES: Record<string, string> = {
+  '.html': 'text/html; charset=utf-8',
+  '.js': 'text/javascript; charset=utf-8',
+  '.css': 'text/css; charset=utf-8',
+};
+
+function lambdaContext(requestId: string, fn: FunctionName): Context {
+  return {
+    callbackWaitsForEmptyEventLoop: false,
+    functionName: `smart-launch-${fn}`,
+    functionVersion: '$LATEST',
+    invokedFunctionArn: `arn:aws:lambda:local:000000000000:function:smart-launch-${fn}`,
+    memoryLimitInMB: '512',
+    awsRequestId: requestId,
+    logGroupName: `/aws/lambda/smart-launch-${fn}`,
+    logStreamName: 'local',
+    getRemainingTimeInMillis: () => 30_000,
+    done: () => undefined,
+    fail: () => undefined,
+    succeed: () => undefined,
+  };
+}
+
+async function readBody(req: IncomingMessage): Promise<Buffer | 'too-large'> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req) {
+    size += (chunk as Buffer).length;
+    if (size > MAX_BODY_BYTES) return 'too-large';
+    chunks.push(chunk as Buffer);
+  }
+  return Buffer.concat(chunks);
+}
+
+/** Builds the API Gateway REST (payload v1) event for a plain HTTP request, as API Gateway would. */
+export function toApiEvent(
+  req: IncomingMessage,
+  rawPath: string,
+  searchParams: URLSearchParams,
+  body: Buffer,
+  resource: string,
+  pathParameters: Record<string, string>,
+): ApiEvent {
+  const headers: Record<string, string> = {};
+  const multiValueHeaders: Record<string, string[]> = {};
+  for (let i = 0; i < req.rawHeaders.length; i += 2) {
+    const name = req.rawHeaders[i] as string;
+    const value = req.rawHeaders[i + 1] as string;
+    headers[name] = headers[name] === undefined ? value : `${headers[name]}, ${value}`;
+    (multiValueHeaders[name] ??= []).push(value);
+  }
+  const multiValueQuery: Record<string, string[]> = {};
+  for (const [name, value] of searchParams) (multiValueQuery[name] ??= []).push(value);
+  const query: Record<string, string> = {};
+  for (const [name, values] of Object.entries(multiValueQuery)) query[name] = values[values.length - 1] as string;
+  const requestId = randomUUID();
+  return {
+    resource,
+    path: rawPath,
+    httpMethod: req.method ?? 'GET',
+    headers,
+    multiValueHeaders,
+    queryStringParameters: Object.keys(query).length > 0 ? query : null,
+    multiValueQueryStringParameters: Object.keys(multiValueQuery).length > 0 ? multiValueQuery : null,
+    pathParameters: Object.keys(pathParameters).length > 0 ? pathParameters : null,
+    stageVariables: null,
+    body: body.length > 0 ? body.toString('base64') : null,
+    isBase64Encoded: body.length > 0,
+    requestContext: {
+      accountId: '000000000000',
+      apiId: 'local',
+      authorizer: undefined,
+      protocol: `HTTP/${req.httpVersion}`,
+      httpMethod: req.method ?? 'GET',
+      identity: { sourceIp: req.socket.remoteAddress ?? '127.0.0.1' } as ApiEvent['requestContext']['identity'],
+      path: rawPath,
+      stage: 'local',
+      requestId,
+      requestTimeEpoch: Date.now(),
+      resourceId: 'local',
+      resourcePath: resource,
+    },
+  };
+}
+
+function writeResult(res: ServerResponse, result: ApiResult): void {
+  const headers: Record<string, string | string[]> = {};
+  for (const [name, value] of Object.entries(result.headers ?? {})) headers[name.toLowerCase()] = String(value);
+  for (const [name, values] of Object.entries(result.multiValueHeaders ?? {})) {
+    headers[name.toLowerCase()] = values.map(String);
+  }
+  const body = Buffer.from(result.body ?? '', result.isBase64Encoded ? 'base64' : 'utf8');
+  headers['content-length'] = String(body.length);
+  res.writeHead(result.statusCode, headers);
+  res.end(body);
+}
+
+function writeJson(res: ServerResponse, status: number, body: unknown, extra: Record<string, string> = {}): void {
+  const text = Buffer.from(JSON.stringify(body));
+  res.writeHead(status, { ...BASE_HEADERS, 'content-type': 'application/json; charset=utf-8', 'content-length': String(text.length), ...extra });
+  res.end(text);
+}
+
+async function serveDemoApp(res: ServerResponse, relative: string): Promise<boolean> {
+  const file = normalize(join(DEMO_APP_DIR, relative === '' ? 'index.html' : relative));
+  if (!file.startsWith(DEMO_APP_DIR) || file.includes(`${sep}..`)) return false;
+  try {
+    const content = await readFile(file);
+    res.writeHead(200, {
+      'content-type': CONTENT_TYPES[extname(file)] ?? 'application/octet-stream',
+      'cache-control': 'no-cache',
+      'referrer-policy': 'no-referrer',
+      'x-content-type-options': 'nosniff',
+      'content-security-policy': "default-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'",
+    });
+    res.end(content);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export interface ApiServerOptions {
+  readonly handlers: Readonly<Record<FunctionName, LambdaHandler>>;
+  /** Path prefix of the demo app when it is served from this origin (e.g. `/app/`). */
+  readonly appPath?: string | undefined;
+}
+
+/**
+ * The local stand-in for API Gateway: routes a plain HTTP request by the shared route table, builds
+ * the same event API Gateway would, and calls the very same handler the Lambda runs.
+ */
+export function createRequestListener(options: ApiServerOptions) {
+  return async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
+    try {
+      // The raw path, exactly as sent: WHATWG URL parsing would resolve `..` and `%2e%2e` and turn
+      // backslashes into slashes, hiding from the handlers what an attacker really sent.
+      const target = req.url ?? '/';
+      const queryAt = target.indexOf('?');
+      const rawPath = queryAt < 0 ? target : target.slice(0, queryAt);
+      const url = new URL(`http://local.invalid${queryAt < 0 ? '' : target.slice(queryAt)}`);
+      if (!rawPath.startsWith('/')) {
+        writeJson(res, 400, { error: { code: 'INVALID_REQUEST', message: 'the request target must be an absolute path', hint: 'Send origin-form request targets.' } });
+        return;
+      }
+      if (options.appPath && (req.method === 'GET' || req.method === 'HEAD') && rawPath.startsWith(options.appPath)) {
+        if (await serveDemoApp(res, rawPath.slice(options.appPath.length))) return;
+      }
+      const matches = matchRoute(rawPath);
+      if (matches.length === 0) {
+        writeJson(res, 404, { error: { code: 'ROUTE_NOT_FOUND', message: 'no route matches this path', hint: 'See the routes table in the README.' } });
+        return;
+      }
+      const match = matches.find((m) => m.route.method === 'ANY' || m.route.method === req.method);
+      if (!match) {
+        const allow = [...new Set(matches.map((m) => m.route.method))].join(', ');
+        writeJson(res, 405, { error: { code: 'METHOD_NOT_ALLOWED', message: `${req.method} is not supported on this route`, hint: `Use ${allow}.` } }, { allow });
+        return;
+      }
+      const body = await readBody(req);
+      if (body === 'too-large') {
+        writeJson(res, 413, { error: { code: 'INVALID_REQUEST', message: 'the request body is larger than 10 MB', hint: 'Send a smaller request.' } });
+        return;
+      }
+      const pathParameters: Record<string, string> = {};
+      for (const [name, value] of Object.entries(match.pathParameters)) {
+        // API Gateway decodes path parameters; the raw path stays in `event.path`.
+        try {
+          pathParameters[name] = name === 'proxy' ? value : decodeURIComponent(value);
+        } catch {
+          pathParameters[name] = value;
+        }
+      }
+      const event = toApiEvent(req, rawPath, url.searchParams, body, match.route.resource, pathParameters);
+      const handler = options.handlers[match.route.fn];
+      const result = await handler(event, lambdaContext(event.requestContext.requestId, match.route.fn));
+      writeResult(res, result);
+    } catch (error) {
+      // The handlers map their own errors; reaching this means the runner itself failed.
+      process.stderr.write(`${JSON.stringify({ level: 'ERROR', message: 'local runner failed', error: (error as Error).message })}\n`);
+      if (!res.headersSent) writeJson(res, 500, { error: { code: 'INTERNAL', message: 'the local runner failed', hint: 'See the server log.' } });
+      else res.destroy();
+    }
+  };
+}

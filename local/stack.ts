@@ -1,0 +1,180 @@
+import { createServer, type Server } from 'node:http';
+import { once } from 'node:events';
+import { readFile } from 'node:fs/promises';
+import { resolve } from 'node:path';
+import { DynamoSessionStore } from '../shared/adapters/dynamo-session-store.js';
+import { LocalKeyRing } from '../shared/adapters/local-key-ring.js';
+import { cryptoRandom, fetchHttpClient, systemClock } from '../shared/adapters/system.js';
+import { parseConfig, parseConfigText, type Config, type IssuerConfig } from '../shared/config/schema.js';
+import type { CoreDeps } from '../shared/core/deps.js';
+import type { HttpClient } from '../shared/core/ports.js';
+import { createFhirProxyHandler } from '../functions/fhir-proxy/handler.js';
+import { createLaunchHandler } from '../functions/launch/handler.js';
+import { createSessionsHandler } from '../functions/sessions/handler.js';
+import { createRequestListener } from './api-server.js';
+import { startLocalDynamo, type LocalDynamo } from './dynamo-local.js';
+import type { Sandbox, SandboxClient } from './sandbox/index.js';
+
+export const LOCAL_CLIENT = { clientId: 'smart-launch-local', clientSecret: 'local-sandbox-secret' } as const;
+export const LOCAL_PUBLIC_CLIENT = 'smart-launch-public';
+
+/** The embedded defaults: one confidential client at the bundled sandbox EHR. */
+export function sampleConfig(apiUrl: string, fhirBaseUrl: string): unknown {
+  return {
+    customer: 'local-sandbox',
+    publicUrl: apiUrl,
+    app: { url: `${apiUrl}/app/` },
+    issuers: [
+      {
+        iss: fhirBaseUrl,
+        clientId: LOCAL_CLIENT.clientId,
+        clientAuth: 'client_secret_basic',
+        clientSecret: LOCAL_CLIENT.clientSecret,
+        scope: 'launch openid fhirUser patient/*.rs offline_access',
+        default: true,
+      },
+    ],
+  };
+}
+
+export interface LocalStackOptions {
+  /** API port; 0 for an ephemeral one. */
+  readonly port: number;
+  /** The local data folder (store and keys); survives restarts. */
+  readonly dataDir: string;
+  /** A config file; without one the embedded sample config is used with the sandbox. */
+  readonly configPath?: string | undefined;
+  /** Builds the config once the ports are known (tests); takes precedence over `configPath`. */
+  readonly configure?: ((urls: { apiUrl: string; sandbox: Sandbox | undefined }) => unknown) | undefined;
+  /** Start the bundled sandbox EHR: always without a config file, on request with one. */
+  readonly sandbox?: boolean | undefined;
+  /** Sandbox port; 0 for an ephemeral one. */
+  readonly sandboxPort?: number | undefined;
+  /** The sandbox's registered clients; by default a confidential and a public client for this API. */
+  readonly sandboxClients?: ((apiUrl: string) => SandboxClient[]) | undefined;
+  /** Replaces the outbound HTTP client (tests that watch what the API fetches). */
+  readonly http?: HttpClient | undefined;
+}
+
+export interface LocalStack {
+  readonly apiUrl: string;
+  readonly appUrl: string;
+  readonly config: Config;
+  readonly sandbox: Sandbox | undefined;
+  readonly dynamo: LocalDynamo;
+  readonly deps: CoreDeps;
+  close(): Promise<void>;
+}
+
+function defaultClients(apiUrl: string): SandboxClient[] {
+  return [
+    { clientId: LOCAL_CLIENT.clientId, clientAuth: 'client_secret_basic', clientSecret: LOCAL_CLIENT.clientSecret, redirectUris: [`${apiUrl}/callback`] },
+    { clientId: LOCAL_PUBLIC_CLIENT, clientAuth: 'none', redirectUris: [`${apiUrl}/callback`] },
+  ];
+}
+
+async function listen(server: Server, port: number): Promise<number> {
+  server.listen(port, '127.0.0.1');
+  await Promise.race([
+    once(server, 'listening'),
+    once(server, 'error').then(([error]) => {
+      const code = (error as NodeJS.ErrnoException).code;
+      throw new Error(
+        code === 'EADDRINUSE' ? `port ${port} is already in use; choose another with --port N` : `could not listen on port ${port}: ${String(error)}`,
+      );
+    }),
+  ]);
+  const address = server.address();
+  if (address === null || typeof address === 'string') throw new Error('server has no TCP address');
+  return address.port;
+}
+
+/** Client secrets of a local run: from the config file, or `SMART_LAUNCH_CLIENT_SECRET` when the file leaves it out. */
+const localClientSecrets = {
+  get: async (issuer: IssuerConfig) => issuer.clientSecret ?? process.env.SMART_LAUNCH_CLIENT_SECRET,
+};
+
+/**
+ * The whole local stack in one process: the API (the very same handlers as in Lambda, behind a plain
+ * HTTP adapter), dynalite persisted under the data folder, the local key ring, the demo app, and
+ * (unless a config file names other EHRs) the bundled sandbox EHR.
+ */
+export async function startLocalStack(options: LocalStackOptions): Promise<LocalStack> {
+  const dataDir = resolve(options.dataDir);
+  // A config file is validated before anything listens: nothing starts half-configured.
+  const fileConfig =
+    options.configure === undefined && options.configPath !== undefined
+      ? parseConfigText(await readFile(options.configPath, 'utf8'), 'local', options.configPath)
+      : undefined;
+  const server = createServer();
+  const port = await listen(server, options.port);
+  const apiUrl = `http://localhost:${port}`;
+
+  let sandbox: Sandbox | undefined;
+  let dynamo: LocalDynamo | undefined;
+  try {
+    const wantSandbox = options.sandbox ?? (options.configPath === undefined && options.configure === undefined);
+    if (wantSandbox) {
+      // Loaded on demand: the sandbox (oidc-provider, a FHIR server) is not needed against real EHRs.
+      const { startSandbox } = await import('./sandbox/index.js');
+      sandbox = await startSandbox({
+        port: options.sandboxPort ?? 0,
+        clients: (options.sandboxClients ?? defaultClients)(apiUrl),
+        launchUrl: `${apiUrl}/launch`,
+      });
+    }
+    let config: Config;
+    if (options.configure) {
+      config = parseConfig(options.configure({ apiUrl, sandbox }), 'local', '(test)');
+    } else if (fileConfig) {
+      config = fileConfig;
+    } else {
+      config = parseConfig(sampleConfig(apiUrl, (sandbox as Sandbox).fhirBaseUrl), 'local', '(embedded sample)');
+    }
+
+    dynamo = await startLocalDynamo({ dataDir });
+    const deps: CoreDeps = {
+      config,
+      mode: 'local',
+      store: new DynamoSessionStore({ client: dynamo.client, tableName: dynamo.tableName }),
+      keyRing: await LocalKeyRing.open(dataDir, cryptoRandom),
+      http: options.http ?? fetchHttpClient,
+      clock: systemClock,
+      random: cryptoRandom,
+      clientSecrets: localClientSecrets,
+    };
+    const getDeps = () => Promise.resolve(deps);
+    const app = new URL(config.app.url);
+    server.on(
+      'request',
+      createRequestListener({
+        handlers: {
+          launch: createLaunchHandler(getDeps),
+          sessions: createSessionsHandler(getDeps),
+          'fhir-proxy': createFhirProxyHandler(getDeps),
+        },
+        appPath: app.origin === new URL(config.publicUrl).origin ? app.pathname : undefined,
+      }),
+    );
+    const localDynamo = dynamo;
+    return {
+      apiUrl,
+      appUrl: config.app.url,
+      config,
+      sandbox,
+      dynamo: localDynamo,
+      deps,
+      async close() {
+        server.closeAllConnections();
+        await new Promise<void>((done) => server.close(() => done()));
+        await sandbox?.close();
+        await localDynamo.close();
+      },
+    };
+  } catch (error) {
+    server.close();
+    await sandbox?.close();
+    await dynamo?.close();
+    throw error;
+  }
+}

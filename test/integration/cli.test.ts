@@ -1,0 +1,112 @@
+import { spawn } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startSandbox, type Sandbox } from '../../local/sandbox/index.js';
+
+let dir: string;
+let sandbox: Sandbox;
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'smart-launch-cli-'));
+  sandbox = await startSandbox({ port: 0, clients: [{ clientId: 'cli-app', clientAuth: 'none', redirectUris: ['http://localhost:1/callback'] }] });
+});
+afterAll(async () => {
+  await sandbox?.close();
+  await rm(dir, { recursive: true, force: true });
+});
+
+interface Run {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs `npm start -- ARGS` the way npm does (tsx on local/cli.ts); stops it once `until` matches stdout. */
+function runCli(args: string[], until?: RegExp, onReady?: (stdout: string) => Promise<void>): Promise<Run> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', 'local/cli.ts', ...args], { env: { ...process.env, LOG_LEVEL: 'SILENT' } });
+    let stdout = '';
+    let stderr = '';
+    const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+    child.stdout.on('data', (chunk: Buffer) => {
+      stdout += chunk.toString();
+      if (until && until.test(stdout)) {
+        until = undefined;
+        void (onReady ?? (async () => undefined))(stdout)
+          .catch(reject)
+          .finally(() => child.kill('SIGTERM'));
+      }
+    });
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+describe('npm start', () => {
+  it('refuses an invalid config file at start, listing every problem by JSON path, and starts nothing', async () => {
+    const file = join(dir, 'bad.json');
+    await writeFile(
+      file,
+      JSON.stringify({
+        customer: 'Bad Customer',
+        publicUrl: 'http://smart.example.com',
+        app: { url: 'https://app.example.com/' },
+        issuers: [
+          { iss: 'https://ehr.example.org/fhir', clientId: 'a', clientAuth: 'client_secret_basic', scope: 'launch', default: true },
+          { iss: 'https://ehr2.example.org/fhir', clientId: 'b', clientAuth: 'none', scope: 'launch', default: true, extra: 1 },
+        ],
+      }),
+    );
+
+    const run = await runCli(['--config', file, '--port', '0', '--data', join(dir, 'data')]);
+
+    expect(run.code).toBe(1);
+    expect(run.stderr).toContain(`configuration ${file} is invalid`);
+    expect(run.stderr).toContain('$.customer:');
+    expect(run.stderr).toContain('$.publicUrl: publicUrl must use https (http is accepted only on loopback');
+    expect(run.stderr).toContain('$.issuers[0].clientSecret: clientSecret is required');
+    expect(run.stderr).toContain('$.issuers[1]: Unrecognized key: "extra"');
+    expect(run.stderr).toContain('$.issuers: at most one issuer may be "default": true');
+    expect(run.stderr).toContain('Nothing was started');
+    expect(run.stdout).not.toContain('is running');
+  });
+
+  it('refuses a config file that is not JSON', async () => {
+    const file = join(dir, 'broken.json');
+    await writeFile(file, '{ "customer": ');
+    const run = await runCli(['--config', file, '--port', '0', '--data', join(dir, 'data')]);
+    expect(run.code).toBe(1);
+    expect(run.stderr).toMatch(/\$: not valid JSON/);
+  });
+
+  it('serves the API for a given config file on the given port, against the EHR it names', async () => {
+    const file = join(dir, 'good.json');
+    await writeFile(
+      file,
+      JSON.stringify({
+        customer: 'cli-test',
+        publicUrl: 'http://localhost:1',
+        app: { url: 'http://localhost:1/app/' },
+        issuers: [{ iss: sandbox.fhirBaseUrl, clientId: 'cli-app', clientAuth: 'none', scope: 'launch/patient openid fhirUser patient/*.rs' }],
+      }),
+    );
+
+    let location: string | null = null;
+    const run = await runCli(['--config', file, '--port', '0', '--data', join(dir, 'data')], /API\s+http:\/\/localhost:\d+/, async (stdout) => {
+      const api = stdout.match(/API\s+(http:\/\/localhost:\d+)/)![1]!;
+      const response = await fetch(`${api}/launch`, { redirect: 'manual' });
+      location = response.headers.get('location');
+    });
+
+    expect(run.stdout).toContain('customer    cli-test (1 issuer)');
+    expect(run.stdout).not.toContain('sandbox EHR');
+    expect(location).not.toBeNull();
+    expect(new URL(location!).origin).toBe(sandbox.url);
+    expect(new URL(location!).searchParams.get('aud')).toBe(sandbox.fhirBaseUrl);
+  });
+});
