@@ -81,7 +81,7 @@ export function errorResponse(format: ErrorFormat, logger: Logger): MiddlewareOb
       const entry = {
         code: error.code,
         status: error.status,
-        message: error.message,
+        reason: error.message,
         ...(error.details ? { details: error.details } : {}),
         ...(error.cause !== undefined ? { cause: describeCause(error.cause) } : {}),
       };
