@@ -1,0 +1,39 @@
+import { join, resolve } from 'node:path';
+import { App } from 'aws-cdk-lib';
+import { PROJECT_ROOT } from './constructs/smart-launch.js';
+import { CustomerFilesError } from './customers.js';
+import { addCustomerStacks, environmentFromProcess } from './customer-stacks.js';
+import { addNagChecks } from './nag.js';
+
+/**
+ * The CDK app (`cdk.json`: `npx tsx infra/app.ts`): one `SmartLaunch-<customer>` stack per file in
+ * `customers/*.json`, or only the one named by `-c customer=acme` (or SMART_LAUNCH_CUSTOMER).
+ * `-c customersDir=path` (or SMART_LAUNCH_CUSTOMERS_DIR) reads another folder.
+ */
+const app = new App();
+
+function setting(contextKey: string, envName: string): string | undefined {
+  const fromContext: unknown = app.node.tryGetContext(contextKey);
+  if (typeof fromContext === 'string' && fromContext !== '') return fromContext;
+  const fromEnv = process.env[envName];
+  return fromEnv === undefined || fromEnv === '' ? undefined : fromEnv;
+}
+
+const customersDir = setting('customersDir', 'SMART_LAUNCH_CUSTOMERS_DIR');
+try {
+  addCustomerStacks(app, {
+    dir: customersDir ? resolve(customersDir) : join(PROJECT_ROOT, 'customers'),
+    only: setting('customer', 'SMART_LAUNCH_CUSTOMER'),
+    env: environmentFromProcess(),
+  });
+} catch (error) {
+  if (error instanceof CustomerFilesError) {
+    // The problems are the message; a stack trace would only bury them.
+    console.error(error.message);
+    process.exit(1);
+  }
+  throw error;
+}
+
+addNagChecks(app);
+app.synth();

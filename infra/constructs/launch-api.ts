@@ -1,0 +1,177 @@
+import { RemovalPolicy, type Duration } from 'aws-cdk-lib';
+import * as apigw from 'aws-cdk-lib/aws-apigateway';
+import * as acm from 'aws-cdk-lib/aws-certificatemanager';
+import type * as kms from 'aws-cdk-lib/aws-kms';
+import type * as lambda from 'aws-cdk-lib/aws-lambda';
+import * as logs from 'aws-cdk-lib/aws-logs';
+import * as wafv2 from 'aws-cdk-lib/aws-wafv2';
+import { Construct } from 'constructs';
+import { ERRORS } from '../../shared/core/errors.js';
+import { ROUTES, type FunctionName } from '../../shared/http/routes.js';
+import {
+  accessLogFields,
+  DEFAULT_ACCESS_LOG_RETENTION,
+  DEFAULT_BINARY_MEDIA_TYPES,
+  DEFAULT_METHOD_THROTTLING,
+  DEFAULT_STAGE_NAME,
+  DEFAULT_STAGE_THROTTLING,
+} from './launch-api-defaults.js';
+
+export interface Throttle {
+  readonly rateLimit: number;
+  readonly burstLimit: number;
+}
+
+export interface CustomDomainOptions {
+  /** Host name of the config's `publicUrl` (e.g. `smart.acme.example`). */
+  readonly domainName: string;
+  /** A regional ACM certificate (same region as the stack) covering `domainName`. */
+  readonly certificateArn: string;
+}
+
+export interface IntegrationTuning {
+  /** API Gateway's integration timeout (50 ms to 29 s; more only after a quota increase). */
+  readonly timeout?: Duration;
+  /**
+   * `STREAM` invokes the function with response streaming (no 6 MB / 29 s buffering limits). The
+   * handler must then be written with `awslambda.streamifyResponse`; the current ones are not.
+   */
+  readonly responseTransferMode?: apigw.ResponseTransferMode;
+}
+
+export interface LaunchApiProps {
+  readonly customer: string;
+  /** The function behind each `FunctionName` of `ROUTES`. */
+  readonly functions: Readonly<Record<FunctionName, lambda.IFunction>>;
+  readonly logsKey: kms.IKey;
+  /** Base path of the config's `publicUrl` (`/ehr` in `https://host/ehr`), mapped on the custom domain. */
+  readonly basePath?: string;
+  readonly stageName?: string;
+  readonly stageThrottling?: Throttle;
+  /** Per-method throttling keyed `/{resource path}/{METHOD}`; merged over the defaults. */
+  readonly methodThrottling?: Readonly<Record<string, Throttle>>;
+  readonly accessLogRetention?: logs.RetentionDays;
+  /** Log the client IP in the access log (default true; see `accessLogFields`). */
+  readonly accessLogSourceIp?: boolean;
+  /** An existing WAFv2 web ACL (scope REGIONAL) to associate with the stage. */
+  readonly webAclArn?: string;
+  readonly customDomain?: CustomDomainOptions;
+  /** Serve only through the custom domain (default: false, the execute-api URL stays on). */
+  readonly disableExecuteApiEndpoint?: boolean;
+  /**
+   * Create the account-wide API Gateway → CloudWatch Logs role (AWS::ApiGateway::Account). Access
+   * logging needs it once per account and region; it is a singleton, so only one stack (or the
+   * account baseline) should own it. Default: false.
+   */
+  readonly createCloudWatchRole?: boolean;
+  readonly integrations?: Partial<Readonly<Record<FunctionName, IntegrationTuning>>>;
+}
+
+/**
+ * The REST API (payload v1) of DESIGN.md §2: exactly the routes of `ROUTES`, each a Lambda proxy
+ * integration, with stage and per-method throttling, JSON access logs without ids or query strings,
+ * and no execution logging.
+ */
+export class LaunchApi extends Construct {
+  readonly api: apigw.RestApi;
+  readonly stage: apigw.Stage;
+  readonly accessLogs: logs.LogGroup;
+  readonly methods: readonly apigw.Method[];
+  readonly domain: apigw.DomainName | undefined;
+  readonly webAclAssociation: wafv2.CfnWebACLAssociation | undefined;
+
+  constructor(scope: Construct, id: string, props: LaunchApiProps) {
+    super(scope, id);
+    const stageThrottle = props.stageThrottling ?? DEFAULT_STAGE_THROTTLING;
+    const methodThrottle = { ...DEFAULT_METHOD_THROTTLING, ...props.methodThrottling };
+
+    this.accessLogs = new logs.LogGroup(this, 'AccessLogs', {
+      retention: props.accessLogRetention ?? DEFAULT_ACCESS_LOG_RETENTION,
+      encryptionKey: props.logsKey,
+      removalPolicy: RemovalPolicy.RETAIN,
+    });
+
+    this.api = new apigw.RestApi(this, 'Api', {
+      restApiName: `smart-launch-${props.customer}`,
+      description: `smart-launch SMART on FHIR token handler for ${props.customer}`,
+      endpointConfiguration: { types: [apigw.EndpointType.REGIONAL] },
+      binaryMediaTypes: DEFAULT_BINARY_MEDIA_TYPES,
+      disableExecuteApiEndpoint: props.disableExecuteApiEndpoint ?? false,
+      cloudWatchRole: props.createCloudWatchRole ?? false,
+      ...(props.createCloudWatchRole ? { cloudWatchRoleRemovalPolicy: RemovalPolicy.RETAIN } : {}),
+      failOnWarnings: true,
+      deployOptions: {
+        stageName: props.stageName ?? DEFAULT_STAGE_NAME,
+        throttlingRateLimit: stageThrottle.rateLimit,
+        throttlingBurstLimit: stageThrottle.burstLimit,
+        // Execution logs would record query strings (code, state), paths (session ids) and, with
+        // data tracing, whole bodies: off. Access logs and the functions' own logs cover operations.
+        loggingLevel: apigw.MethodLoggingLevel.OFF,
+        dataTraceEnabled: false,
+        metricsEnabled: false,
+        tracingEnabled: false,
+        accessLogDestination: new apigw.LogGroupLogDestination(this.accessLogs),
+        accessLogFormat: apigw.AccessLogFormat.custom(JSON.stringify(accessLogFields(props.accessLogSourceIp ?? true))),
+        methodOptions: Object.fromEntries(
+          Object.entries(methodThrottle).map(([key, t]) => [key, { throttlingRateLimit: t.rateLimit, throttlingBurstLimit: t.burstLimit }]),
+        ),
+      },
+    });
+    this.stage = this.api.deploymentStage;
+
+    const integrations = new Map<FunctionName, apigw.LambdaIntegration>();
+    const integrationFor = (fn: FunctionName): apigw.LambdaIntegration => {
+      let integration = integrations.get(fn);
+      if (!integration) {
+        const tuning = props.integrations?.[fn] ?? {};
+        integration = new apigw.LambdaIntegration(props.functions[fn], {
+          proxy: true,
+          // Each method gets its own invoke permission scoped to its ARN; no console test-invoke.
+          allowTestInvoke: false,
+          ...(tuning.timeout ? { timeout: tuning.timeout } : {}),
+          ...(tuning.responseTransferMode ? { responseTransferMode: tuning.responseTransferMode } : {}),
+        });
+        integrations.set(fn, integration);
+      }
+      return integration;
+    };
+
+    this.methods = ROUTES.map((route) =>
+      this.api.root.resourceForPath(route.resource).addMethod(route.method, integrationFor(route.fn), {
+        // Public by design: launch and callback are browser navigations from the EHR, and every
+        // /sessions route is authorized inside the function (session id + HttpOnly binding cookie).
+        authorizationType: apigw.AuthorizationType.NONE,
+        operationName: `${route.fn}:${route.method} ${route.resource}`,
+      }),
+    );
+
+    // API Gateway answers an unknown route (or method) with 403 "Missing Authentication Token";
+    // say what it is, with the stable code the functions use for the same case.
+    this.api.addGatewayResponse('RouteNotFound', {
+      type: apigw.ResponseType.MISSING_AUTHENTICATION_TOKEN,
+      statusCode: String(ERRORS.ROUTE_NOT_FOUND.status),
+      responseHeaders: { 'Cache-Control': "'no-store'", 'X-Content-Type-Options': "'nosniff'" },
+      templates: {
+        'application/json': JSON.stringify({
+          error: { code: 'ROUTE_NOT_FOUND', message: 'no such route', hint: ERRORS.ROUTE_NOT_FOUND.hint, correlationId: '$context.requestId' },
+        }),
+      },
+    });
+
+    if (props.customDomain) {
+      this.domain = this.api.addDomainName('Domain', {
+        domainName: props.customDomain.domainName,
+        certificate: acm.Certificate.fromCertificateArn(this, 'Certificate', props.customDomain.certificateArn),
+        endpointType: apigw.EndpointType.REGIONAL,
+        securityPolicy: apigw.SecurityPolicy.TLS_1_2,
+        ...(props.basePath ? { basePath: props.basePath } : {}),
+      });
+    } else {
+      this.domain = undefined;
+    }
+
+    this.webAclAssociation = props.webAclArn
+      ? new wafv2.CfnWebACLAssociation(this, 'WebAcl', { resourceArn: this.stage.stageArn, webAclArn: props.webAclArn })
+      : undefined;
+  }
+}

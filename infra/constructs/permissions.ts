@@ -1,0 +1,175 @@
+import { Stack } from 'aws-cdk-lib';
+import * as iam from 'aws-cdk-lib/aws-iam';
+import type { Config } from '../../shared/config/schema.js';
+import { encryptionContext, sessionKey, transactionKey } from '../../shared/core/records.js';
+import type { FunctionName } from '../../shared/http/routes.js';
+
+/**
+ * What each function may do, and nothing else (DESIGN.md §3, STYLE.md §4). Everything here is
+ * derived from the code the functions run (`shared/core/records.ts`, `shared/adapters/*`), so a
+ * change of key prefix or encryption context cannot silently drift away from the IAM conditions.
+ */
+
+/** The partition-key prefix of a record kind, taken from the key builders themselves (`txn#`, `ses#`). */
+function prefixOf(key: string): string {
+  const hash = key.indexOf('#');
+  if (hash <= 0) throw new Error(`record key "${key}" has no "kind#" prefix; the IAM leading-key conditions depend on one`);
+  return key.slice(0, hash + 1);
+}
+
+export const KEY_PREFIX = {
+  transaction: prefixOf(transactionKey('probe')),
+  session: prefixOf(sessionKey('probe')),
+} as const;
+
+type TableAction = 'dynamodb:GetItem' | 'dynamodb:PutItem' | 'dynamodb:DeleteItem' | 'dynamodb:UpdateItem';
+type TokenKeyAction = 'kms:GenerateDataKey' | 'kms:Decrypt';
+
+export interface FunctionAccess {
+  /** DynamoDB item actions, each limited to the partition-key prefixes it is used on. */
+  readonly table: ReadonlyArray<{ readonly actions: readonly TableAction[]; readonly keyPrefixes: readonly string[] }>;
+  /** Envelope-encryption calls on the token key (always under the encryption-context condition). */
+  readonly tokenKey: readonly TokenKeyAction[];
+  /** Reads the client secrets the config names (Secrets Manager `GetSecretValue`). */
+  readonly clientSecrets: boolean;
+}
+
+/** The calls each handler makes (`shared/runtime/aws-deps.ts` → adapters), per function. */
+export const FUNCTION_ACCESS: Readonly<Record<FunctionName, FunctionAccess>> = {
+  // GET /launch: GenerateDataKey + PutItem(txn#). GET /callback: DeleteItem(txn#) (the single-use
+  // `takeTransaction`), Decrypt, the token request (client secret), PutItem(ses#).
+  launch: {
+    table: [
+      { actions: ['dynamodb:PutItem'], keyPrefixes: [KEY_PREFIX.transaction, KEY_PREFIX.session] },
+      { actions: ['dynamodb:DeleteItem'], keyPrefixes: [KEY_PREFIX.transaction] },
+    ],
+    tokenKey: ['kms:GenerateDataKey', 'kms:Decrypt'],
+    clientSecrets: true,
+  },
+  // GET /sessions/{id}: GetItem + Decrypt. POST /sessions/{id}/logout: DeleteItem.
+  // (Revocation at the EHR, when it lands, authenticates the client: it will need `clientSecrets`.)
+  sessions: {
+    table: [{ actions: ['dynamodb:GetItem', 'dynamodb:DeleteItem'], keyPrefixes: [KEY_PREFIX.session] }],
+    tokenKey: ['kms:Decrypt'],
+    clientSecrets: false,
+  },
+  // ANY /sessions/{id}/fhir/{proxy+}: GetItem + Decrypt. UpdateItem is granted ahead of the refresh
+  // feature (a conditional update on `revision`, DESIGN.md invariant 8); refresh will also need
+  // `clientSecrets` for confidential clients.
+  'fhir-proxy': {
+    table: [{ actions: ['dynamodb:GetItem', 'dynamodb:UpdateItem'], keyPrefixes: [KEY_PREFIX.session] }],
+    tokenKey: ['kms:Decrypt'],
+    clientSecrets: false,
+  },
+};
+
+/**
+ * The IAM condition that only lets the token key be used with this customer's encryption context:
+ * exactly the keys `encryptionContext()` produces, `service` and `customer` pinned, and the record
+ * name a session key. A ciphertext of another customer or service cannot be opened with this role.
+ */
+export function encryptionContextCondition(config: Config): Record<string, Record<string, unknown>> {
+  const probe = encryptionContext(config, sessionKey('probe'));
+  const keys = Object.keys(probe).sort();
+  for (const required of ['service', 'customer', 'session']) {
+    if (!keys.includes(required)) throw new Error(`encryption context has no "${required}" key; update the KMS conditions`);
+  }
+  return {
+    StringEquals: {
+      'kms:EncryptionContext:service': probe.service,
+      'kms:EncryptionContext:customer': probe.customer,
+    },
+    StringLike: { 'kms:EncryptionContext:session': `${KEY_PREFIX.session}*` },
+    'ForAllValues:StringEquals': { 'kms:EncryptionContextKeys': keys },
+    // ForAllValues is vacuously true on an empty context: insist that the session key is present.
+    Null: { 'kms:EncryptionContext:session': 'false' },
+  };
+}
+
+/**
+ * IAM matches the full secret ARN, which ends in `-` and six random characters. A config may name
+ * a secret by its partial ARN (no suffix); then the grant covers exactly that name plus any suffix.
+ */
+export function secretResourceArn(arn: string): string {
+  return /-[A-Za-z0-9]{6}$/.test(arn) ? arn : `${arn}-??????`;
+}
+
+export interface PolicyTargets {
+  readonly config: Config;
+  readonly tableArn: string;
+  readonly tableKeyArn: string;
+  readonly tokenKeyArn: string;
+  readonly logGroupArn: string;
+  /** Customer-managed keys that encrypt the client secrets, when not `aws/secretsmanager`. */
+  readonly secretKeyArns?: readonly string[];
+}
+
+/** Every statement of one function's policy: no wildcard action, no `*` resource. */
+export function functionPolicyStatements(scope: Stack, fn: FunctionName, targets: PolicyTargets): iam.PolicyStatement[] {
+  const access = FUNCTION_ACCESS[fn];
+  const statements: iam.PolicyStatement[] = [
+    new iam.PolicyStatement({
+      sid: 'WriteOwnLogs',
+      actions: ['logs:CreateLogStream', 'logs:PutLogEvents'],
+      resources: [targets.logGroupArn],
+    }),
+  ];
+
+  access.table.forEach((grant, index) => {
+    statements.push(
+      new iam.PolicyStatement({
+        sid: `TableItems${index}`,
+        actions: [...grant.actions],
+        resources: [targets.tableArn],
+        conditions: {
+          'ForAllValues:StringLike': { 'dynamodb:LeadingKeys': grant.keyPrefixes.map((p) => `${p}*`) },
+        },
+      }),
+    );
+  });
+
+  // The table is encrypted under its own customer-managed key. DynamoDB uses that key on behalf of
+  // the caller, so the caller needs it too, but only through DynamoDB (never directly).
+  statements.push(
+    new iam.PolicyStatement({
+      sid: 'TableKeyViaDynamoDB',
+      actions: ['kms:Decrypt', 'kms:DescribeKey', 'kms:Encrypt', 'kms:GenerateDataKey'],
+      resources: [targets.tableKeyArn],
+      conditions: { StringEquals: { 'kms:ViaService': `dynamodb.${scope.region}.${scope.urlSuffix}` } },
+    }),
+  );
+
+  statements.push(
+    new iam.PolicyStatement({
+      sid: 'TokenEnvelopeKey',
+      actions: [...access.tokenKey],
+      resources: [targets.tokenKeyArn],
+      conditions: encryptionContextCondition(targets.config),
+    }),
+  );
+
+  const secretArns = [
+    ...new Set(targets.config.issuers.flatMap((issuer) => (issuer.clientSecret === undefined ? [] : [issuer.clientSecret]))),
+  ];
+  if (access.clientSecrets && secretArns.length > 0) {
+    statements.push(
+      new iam.PolicyStatement({
+        sid: 'ClientSecrets',
+        actions: ['secretsmanager:GetSecretValue'],
+        resources: secretArns.map(secretResourceArn),
+      }),
+    );
+    const keys = targets.secretKeyArns ?? [];
+    if (keys.length > 0) {
+      statements.push(
+        new iam.PolicyStatement({
+          sid: 'ClientSecretKeysViaSecretsManager',
+          actions: ['kms:Decrypt'],
+          resources: [...keys],
+          conditions: { StringLike: { 'kms:ViaService': `secretsmanager.*.${scope.urlSuffix}` } },
+        }),
+      );
+    }
+  }
+  return statements;
+}

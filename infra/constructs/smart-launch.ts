@@ -1,0 +1,186 @@
+import { fileURLToPath } from 'node:url';
+import { Annotations, type Duration } from 'aws-cdk-lib';
+import type * as lambda from 'aws-cdk-lib/aws-lambda';
+import type * as logs from 'aws-cdk-lib/aws-logs';
+import { Construct } from 'constructs';
+import { ENV } from '../../shared/config/env.js';
+import type { Config } from '../../shared/config/schema.js';
+import { ROUTES, type FunctionName } from '../../shared/http/routes.js';
+import { SmartLaunchKeys } from './keys.js';
+import { LaunchApi, type LaunchApiProps } from './launch-api.js';
+import { Monitoring } from './monitoring.js';
+import type { AlarmThresholds } from './monitoring-defaults.js';
+import { SessionTable, type SessionTableProps } from './session-table.js';
+import { SmartFunction } from './smart-function.js';
+import { CONFIG_ENVIRONMENT_BUDGET_BYTES, EXECUTE_API_HOST } from './smart-launch-defaults.js';
+
+export interface FunctionOverrides {
+  readonly memorySize?: number;
+  readonly timeout?: Duration;
+  readonly reservedConcurrency?: number;
+}
+
+export type ApiOverrides = Omit<LaunchApiProps, 'customer' | 'functions' | 'logsKey' | 'basePath'>;
+
+export interface SmartLaunchProps {
+  /** The customer config, already validated for AWS (`parseConfigText(text, 'aws', source)`). */
+  readonly config: Config;
+  /** Folder holding `functions/`, `package-lock.json` and `node_modules/` (default: this repository). */
+  readonly projectRoot?: string;
+  readonly runtime?: lambda.Runtime;
+  readonly functions?: Partial<Readonly<Record<FunctionName, FunctionOverrides>>>;
+  readonly logRetention?: logs.RetentionDays;
+  readonly api?: ApiOverrides;
+  readonly table?: SessionTableProps['overrides'];
+  /** Customer-managed KMS keys of the client secrets, if they are not under `aws/secretsmanager`. */
+  readonly secretKeyArns?: readonly string[];
+  readonly alarmEmail?: string;
+  readonly alarmThresholds?: Partial<AlarmThresholds>;
+}
+
+/** This repository's root (the folder above `infra/`). */
+export const PROJECT_ROOT = fileURLToPath(new URL('../../', import.meta.url));
+
+/** One function per distinct `fn` of `ROUTES`, in route order. */
+export const FUNCTION_NAMES: readonly FunctionName[] = [...new Set(ROUTES.map((route) => route.fn))];
+
+/**
+ * Everything one customer needs, from one validated config: the REST API of `ROUTES`, one Lambda per
+ * route group, the session table, the KMS keys, alarms and a dashboard. Embeddable in any CDK app:
+ * `new SmartLaunch(stack, 'SmartLaunch', { config })`.
+ */
+export class SmartLaunch extends Construct {
+  readonly config: Config;
+  readonly keys: SmartLaunchKeys;
+  readonly sessionTable: SessionTable;
+  readonly functions: Readonly<Record<FunctionName, SmartFunction>>;
+  readonly api: LaunchApi;
+  readonly monitoring: Monitoring;
+  /** `{publicUrl}/launch`: the URL to register at the EHR as the app's launch URL. */
+  readonly launchUrl: string;
+  /** `{publicUrl}/callback`: the redirect URI to register at the EHR. */
+  readonly redirectUri: string;
+  /** `{publicUrl}/.well-known/jwks.json`: this client's public keys, for `private_key_jwt`. */
+  readonly jwksUrl: string;
+  /** The stage's execute-api URL (what a custom domain or CDN in front must route to). */
+  readonly apiUrl: string;
+
+  constructor(scope: Construct, id: string, props: SmartLaunchProps) {
+    super(scope, id);
+    const config = props.config;
+    const publicUrl = new URL(config.publicUrl);
+    const basePath = publicUrl.pathname.replace(/^\/+|\/+$/g, '');
+    validateProps(props, publicUrl, basePath);
+    this.config = config;
+
+    this.keys = new SmartLaunchKeys(this, 'Keys', { customer: config.customer });
+    this.sessionTable = new SessionTable(this, 'SessionTable', {
+      encryptionKey: this.keys.table,
+      ...(props.table ? { overrides: props.table } : {}),
+    });
+
+    const environment: Record<string, string> = {
+      [ENV.config]: JSON.stringify(config),
+      [ENV.tableName]: this.sessionTable.table.tableName,
+      // The key ARN, not an alias: the IAM grants name this ARN, and KmsKeyRing passes it to Decrypt
+      // so a ciphertext made under any other key is refused.
+      [ENV.kmsKeyId]: this.keys.tokens.keyArn,
+    };
+
+    const functions = {} as Record<FunctionName, SmartFunction>;
+    for (const name of FUNCTION_NAMES) {
+      const overrides = props.functions?.[name] ?? {};
+      functions[name] = new SmartFunction(this, `${pascal(name)}Function`, {
+        name,
+        projectRoot: props.projectRoot ?? PROJECT_ROOT,
+        environment,
+        logsKey: this.keys.observability,
+        config,
+        tableArn: this.sessionTable.table.tableArn,
+        tableKeyArn: this.keys.table.keyArn,
+        tokenKeyArn: this.keys.tokens.keyArn,
+        ...(props.secretKeyArns ? { secretKeyArns: props.secretKeyArns } : {}),
+        ...(props.runtime ? { runtime: props.runtime } : {}),
+        ...(props.logRetention ? { logRetention: props.logRetention } : {}),
+        sizing: {
+          ...(overrides.memorySize ? { memorySize: overrides.memorySize } : {}),
+          ...(overrides.timeout ? { timeout: overrides.timeout } : {}),
+        },
+        ...(overrides.reservedConcurrency ? { reservedConcurrency: overrides.reservedConcurrency } : {}),
+      });
+    }
+    this.functions = functions;
+
+    this.api = new LaunchApi(this, 'Api', {
+      ...props.api,
+      customer: config.customer,
+      functions: {
+        launch: functions.launch.function,
+        sessions: functions.sessions.function,
+        'fhir-proxy': functions['fhir-proxy'].function,
+      },
+      logsKey: this.keys.observability,
+      ...(basePath ? { basePath } : {}),
+    });
+
+    this.monitoring = new Monitoring(this, 'Monitoring', {
+      customer: config.customer,
+      functions,
+      stage: this.api.stage,
+      table: this.sessionTable.table,
+      topicKey: this.keys.observability,
+      ...(props.alarmEmail ? { alarmEmail: props.alarmEmail } : {}),
+      ...(props.alarmThresholds ? { thresholds: props.alarmThresholds } : {}),
+    });
+
+    this.launchUrl = `${config.publicUrl}/launch`;
+    this.redirectUri = `${config.publicUrl}/callback`;
+    this.jwksUrl = `${config.publicUrl}/.well-known/jwks.json`;
+    this.apiUrl = this.api.api.url;
+
+    if (!props.api?.customDomain && !EXECUTE_API_HOST.test(publicUrl.hostname)) {
+      Annotations.of(this).addWarningV2(
+        '@smart-launch/infra:publicUrlNotServed',
+        `publicUrl ${config.publicUrl} is not an execute-api URL and no custom domain is configured: route it to this API ` +
+          '(a custom domain prop, or a CDN/proxy in front), or the EHR redirect to /callback will not reach the stack',
+      );
+    }
+  }
+}
+
+function validateProps(props: SmartLaunchProps, publicUrl: URL, basePath: string): void {
+  const problems: string[] = [];
+  const configBytes = Buffer.byteLength(JSON.stringify(props.config), 'utf8');
+  if (configBytes > CONFIG_ENVIRONMENT_BUDGET_BYTES) {
+    problems.push(
+      `the config is ${configBytes} bytes as JSON; Lambda environments hold 4 KB in total, so it must stay under ${CONFIG_ENVIRONMENT_BUDGET_BYTES} bytes`,
+    );
+  }
+  const domain = props.api?.customDomain;
+  if (domain) {
+    if (domain.domainName.toLowerCase() !== publicUrl.hostname.toLowerCase()) {
+      problems.push(`api.customDomain.domainName "${domain.domainName}" must be the host of publicUrl (${publicUrl.hostname})`);
+    }
+    if (publicUrl.port) problems.push(`publicUrl must not name a port when a custom domain serves it (${publicUrl.port})`);
+    if (basePath.includes('/')) problems.push(`publicUrl may have at most one path segment on a custom domain ("/${basePath}")`);
+  }
+  for (const [name, overrides] of Object.entries(props.functions ?? {})) {
+    const reserved = overrides?.reservedConcurrency;
+    if (reserved !== undefined && (!Number.isInteger(reserved) || reserved < 1)) {
+      problems.push(`functions.${name}.reservedConcurrency must be a positive integer (got ${reserved})`);
+    }
+  }
+  if (props.api?.webAclArn !== undefined && !/^arn:aws[a-z-]*:wafv2:[a-z0-9-]+:\d{12}:regional\/webacl\/.+/.test(props.api.webAclArn)) {
+    problems.push('api.webAclArn must be the ARN of a REGIONAL WAFv2 web ACL (arn:aws:wafv2:<region>:<account>:regional/webacl/...)');
+  }
+  if (problems.length > 0) {
+    throw new Error(`SmartLaunch for "${props.config.customer}" is misconfigured:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
+  }
+}
+
+function pascal(value: string): string {
+  return value
+    .split('-')
+    .map((part) => part.charAt(0).toUpperCase() + part.slice(1))
+    .join('');
+}

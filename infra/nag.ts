@@ -1,0 +1,140 @@
+import { Validations, type Stage } from 'aws-cdk-lib';
+import { CfnFunction } from 'aws-cdk-lib/aws-lambda';
+import { AwsSolutionsChecks, HIPAASecurityChecks, type NagPack, type NagPackProps } from 'cdk-nag';
+import type { IConstruct } from 'constructs';
+import type { SmartLaunch } from './constructs/smart-launch.js';
+
+/**
+ * cdk-nag v3 wiring: the rule packs (CDK-native validation plugins) and every acknowledgment, each
+ * with the reason a security reviewer reads. Acknowledgments sit on the narrowest construct (the
+ * CloudFormation resource the finding names) and only when the finding applies: supplying a WAF ACL
+ * or reserved concurrency removes the matching acknowledgment and lets the rule pass on its own.
+ *
+ * v3 API: `Validations.of(app).addPlugins(pack)` and `Validations.of(c).acknowledge({ id, reason })`;
+ * `Aspects`/`NagSuppressions` are v2 and must not be used (STACK.md gotcha 4).
+ */
+
+/** The packs this project is held to: AWS Solutions and HIPAA Security. */
+export function nagPacks(scope: Stage, props: NagPackProps = {}): NagPack[] {
+  return [new AwsSolutionsChecks(scope, props), new HIPAASecurityChecks(scope, props)];
+}
+
+/**
+ * Runs both packs at synth: any unacknowledged finding fails `cdk synth` ("Synthesis finished with
+ * errors"; details in `cdk.out/policy-validation-report.json`). Acknowledged rules are also written
+ * into the template metadata (`cdk_nag.rules_to_suppress`), so the reasons travel with it.
+ */
+export function addNagChecks(scope: Stage): void {
+  Validations.of(scope).addPlugins(...nagPacks(scope, { verbose: true, writeSuppressionsToCloudFormation: true }));
+}
+
+export interface NagAcknowledgment {
+  readonly id: string;
+  readonly reason: string;
+}
+
+/** The reasons, by rule, so the README and the tests can list exactly what is acknowledged. */
+export const REASONS = {
+  authorizer:
+    'Public by protocol: /launch and /callback are top-level browser navigations from the EHR (SMART App Launch) that carry no ' +
+    'credential an authorizer could check; every /sessions route is authorized inside its function by the 256-bit session id ' +
+    'in the path plus the HttpOnly __Host- cookie bound to it (DESIGN.md invariant 2). A Cognito or IAM authorizer does not apply ' +
+    'to EHR-launched browser flows.',
+  requestValidation:
+    'All routes are Lambda proxy integrations without request models; every input (query, path, headers, cookies) is validated ' +
+    'with zod inside the function, which answers a clear 4xx with a stable error code (DESIGN.md invariant 9). An API Gateway ' +
+    'validator would have nothing to check.',
+  executionLogging:
+    'Execution logging is off on purpose: at INFO it records method request paths and query strings, i.e. session ids and the ' +
+    'OAuth authorization code and state (DESIGN.md invariant 1); it also needs the account-wide API Gateway CloudWatch role, a ' +
+    'singleton that per-customer stacks in one account would fight over. JSON access logs (route template, status, latencies, ' +
+    'request id) and the functions\' structured logs cover operations.',
+  cache:
+    'Caching is deliberately disabled: every response is specific to one session (launch redirects, session context, FHIR data ' +
+    'proxied with that session\'s token); a stage cache would risk serving one user\'s data to another. Handlers also send ' +
+    'Cache-Control: no-store.',
+  clientCertificate:
+    'A stage client certificate authenticates API Gateway to HTTP backends. All integrations here are AWS_PROXY Lambda ' +
+    'invocations signed with SigV4 by API Gateway, so a client certificate would never be presented to anything. Clients reach ' +
+    'the API over TLS 1.2+ (custom domain security policy TLS_1_2).',
+  xray:
+    'X-Ray tracing is off on purpose: API Gateway trace segments record the request URL, which carries session ids in the path and ' +
+    'the authorization code and state in the callback query (DESIGN.md invariant 1). Correlation ids (the API request id) join ' +
+    'access logs and function logs instead.',
+  waf:
+    'No web ACL is supplied for this stack. Organisations usually attach their managed WAFv2 ACL centrally (Firewall Manager); ' +
+    'set the "webAclArn" stack option to associate one here and this acknowledgment disappears. Stage and per-method throttling ' +
+    'apply meanwhile.',
+  backupPlan:
+    'The table holds only short-lived records (launch transactions for minutes, sessions for at most the configured lifetime, ' +
+    'default 8 h) whose tokens expire with them; restoring a backup would revive nothing usable. Point-in-time recovery (35 days), ' +
+    'deletion protection and RETAIN guard against accidental loss; an AWS Backup plan would only keep encrypted copies of expired tokens longer.',
+  lambdaDlq:
+    'Invoked synchronously by API Gateway only: the caller receives the error response, and Lambda dead-letter queues apply to ' +
+    'asynchronous invocations only, so a DLQ would never receive anything.',
+  lambdaVpc:
+    'The functions call the customer\'s EHRs (SMART discovery, token and FHIR endpoints) on the public internet and AWS services ' +
+    '(DynamoDB, KMS, Secrets Manager) through IAM-authenticated TLS endpoints; they reach no private network resource. A VPC would ' +
+    'add NAT cost and cold-start latency without narrowing any path.',
+  lambdaConcurrency:
+    'Reserved concurrency is not set by default: many customer stacks share one account\'s concurrency pool, and reserving per ' +
+    'function per customer would exhaust it. API Gateway stage and per-method throttling cap the invocation rate instead; set the ' +
+    '"reservedConcurrency" stack option to reserve (this acknowledgment then disappears).',
+  cloudWatchRoleManagedPolicy:
+    'The account-level API Gateway logging role uses AmazonAPIGatewayPushToCloudWatchLogs, the AWS-maintained policy API Gateway ' +
+    'requires for access logging; it is only created when the "createApiGatewayCloudWatchRole" stack option is set.',
+} as const;
+
+function acknowledge(construct: IConstruct | undefined, ...acks: NagAcknowledgment[]): void {
+  if (!construct) throw new Error('cdk-nag acknowledgment target is missing');
+  Validations.of(construct).acknowledge(...acks);
+}
+
+/** Acknowledges the findings `SmartLaunch` has by design, each on the resource it concerns. */
+export function acknowledgeFindings(sl: SmartLaunch): void {
+  for (const method of sl.api.methods) {
+    acknowledge(
+      method.node.defaultChild,
+      { id: 'AwsSolutions-APIG4', reason: REASONS.authorizer },
+      { id: 'AwsSolutions-COG4', reason: REASONS.authorizer },
+    );
+  }
+  acknowledge(sl.api.api.node.defaultChild, { id: 'AwsSolutions-APIG2', reason: REASONS.requestValidation });
+
+  const stage = sl.api.stage.node.defaultChild;
+  acknowledge(
+    stage,
+    { id: 'AwsSolutions-APIG6', reason: REASONS.executionLogging },
+    { id: 'HIPAA.Security-APIGWExecutionLoggingEnabled', reason: REASONS.executionLogging },
+    { id: 'HIPAA.Security-APIGWCacheEnabledAndEncrypted', reason: REASONS.cache },
+    { id: 'HIPAA.Security-APIGWSSLEnabled', reason: REASONS.clientCertificate },
+    { id: 'HIPAA.Security-APIGWXrayEnabled', reason: REASONS.xray },
+  );
+  if (!sl.api.webAclAssociation) acknowledge(stage, { id: 'AwsSolutions-APIG3', reason: REASONS.waf });
+
+  acknowledge(sl.sessionTable.table.node.defaultChild, { id: 'HIPAA.Security-DynamoDBInBackupPlan', reason: REASONS.backupPlan });
+
+  for (const fn of Object.values(sl.functions)) {
+    const cfn = fn.function.node.defaultChild;
+    acknowledge(
+      cfn,
+      { id: 'HIPAA.Security-LambdaDLQ', reason: REASONS.lambdaDlq },
+      { id: 'HIPAA.Security-LambdaInsideVPC', reason: REASONS.lambdaVpc },
+    );
+    if (!hasReservedConcurrency(cfn)) {
+      acknowledge(cfn, { id: 'HIPAA.Security-LambdaConcurrency', reason: REASONS.lambdaConcurrency });
+    }
+  }
+
+  const cloudWatchRole = sl.api.api.node.tryFindChild('CloudWatchRole');
+  if (cloudWatchRole) {
+    acknowledge(cloudWatchRole.node.defaultChild, {
+      id: 'AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs]',
+      reason: REASONS.cloudWatchRoleManagedPolicy,
+    });
+  }
+}
+
+function hasReservedConcurrency(cfn: IConstruct | undefined): boolean {
+  return cfn instanceof CfnFunction && typeof cfn.reservedConcurrentExecutions === 'number' && cfn.reservedConcurrentExecutions > 0;
+}

@@ -1,0 +1,70 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { App, Stack } from 'aws-cdk-lib';
+import { Template } from 'aws-cdk-lib/assertions';
+import { parseConfig, type Config } from '../../shared/config/schema.js';
+import { PROJECT_ROOT } from '../../infra/constructs/smart-launch.js';
+
+// CDK's built-in CloudFormation validation (a wasm linter) costs seconds per synth; the real
+// `cdk synth` test (synth.test.ts) keeps it on, the property tests do not need it.
+process.env.CDK_VALIDATION = 'false';
+
+/** The feature flags of cdk.json, so the tests synthesize what `cdk synth` synthesizes. */
+export const CDK_CONTEXT: Record<string, unknown> = (
+  JSON.parse(readFileSync(join(PROJECT_ROOT, 'cdk.json'), 'utf8')) as { context: Record<string, unknown> }
+).context;
+
+/** An app with cdk.json's context that skips esbuild bundling (the assets are not needed here). */
+export function testApp(): App {
+  return new App({ context: { ...CDK_CONTEXT, 'aws:cdk:bundling-stacks': [] } });
+}
+
+export const SECRET_ARN = 'arn:aws:secretsmanager:us-east-1:111111111111:secret:smart-launch/acme/ehr-AbCdEf';
+
+/** A valid AWS config: one confidential issuer (secret in Secrets Manager), one public client. */
+export function awsConfig(customer = 'acme-health', overrides: Record<string, unknown> = {}): Config {
+  return parseConfig(
+    {
+      customer,
+      publicUrl: `https://smart.${customer}.example`,
+      app: { url: `https://app.${customer}.example/` },
+      issuers: [
+        {
+          iss: `https://ehr.${customer}.example/fhir/r4`,
+          clientId: 'smart-app',
+          clientAuth: 'client_secret_basic',
+          clientSecret: SECRET_ARN,
+          scope: 'launch openid fhirUser patient/*.rs offline_access',
+          default: true,
+        },
+        { iss: `https://portal.${customer}.example/fhir`, clientId: 'portal-app', clientAuth: 'none', scope: 'launch/patient openid' },
+      ],
+      ...overrides,
+    },
+    'aws',
+    '(test)',
+  );
+}
+
+export function templateOf(stack: Stack): Template {
+  return Template.fromStack(stack);
+}
+
+type Resources = Record<string, { Type: string; Properties?: Record<string, unknown>; DeletionPolicy?: string; UpdateReplacePolicy?: string }>;
+
+export function resourcesOf(template: Template, type: string): Resources {
+  return template.findResources(type) as Resources;
+}
+
+/** Statements of a policy document, whatever the shape CloudFormation got. */
+export interface Statement {
+  Sid?: string;
+  Effect: string;
+  Action: string | string[];
+  Resource: unknown;
+  Condition?: Record<string, Record<string, unknown>>;
+}
+
+export function asArray<T>(value: T | T[]): T[] {
+  return Array.isArray(value) ? value : [value];
+}

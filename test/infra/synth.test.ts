@@ -1,0 +1,81 @@
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { PROJECT_ROOT } from '../../infra/constructs/smart-launch.js';
+
+/**
+ * The real thing: `npx cdk synth --quiet` of the sample customer through the CLI and cdk.json, with
+ * esbuild bundling, offline and without AWS credentials. Slow (esbuild x3, cdk-nag, CloudFormation
+ * validation), so it is the only test that bundles.
+ */
+
+const scratch = mkdtempSync(join(tmpdir(), 'smart-launch-synth-'));
+afterAll(() => rmSync(scratch, { recursive: true, force: true }));
+
+function offlineEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...process.env };
+  for (const name of Object.keys(env)) {
+    if (name.startsWith('AWS_') || name.startsWith('CDK_') || name.startsWith('SMART_LAUNCH_')) delete env[name];
+  }
+  // No credentials anywhere: never wait on the EC2 metadata endpoint.
+  return { ...env, AWS_EC2_METADATA_DISABLED: 'true', ...extra };
+}
+
+function run(command: string, args: string[], env: NodeJS.ProcessEnv): { status: number | null; output: string } {
+  const result = spawnSync(command, args, { cwd: PROJECT_ROOT, env, encoding: 'utf8', timeout: 170_000 });
+  return { status: result.status, output: `${result.stdout}\n${result.stderr}` };
+}
+
+describe('cdk synth (CLI, bundling, offline)', () => {
+  it('synthesizes the sample customer with bundled ESM functions and no warning', () => {
+    // Act
+    const out = join(scratch, 'cdk.out');
+    const { status, output } = run('npx', ['cdk', 'synth', '--quiet', '-c', 'customer=example', '--output', out], offlineEnv());
+    // Assert
+    expect(status, output).toBe(0);
+    const templateFile = join(out, 'SmartLaunch-example-health.template.json');
+    expect(existsSync(templateFile)).toBe(true);
+    const template = JSON.parse(readFileSync(templateFile, 'utf8')) as { Resources: Record<string, { Type: string; Properties: Record<string, unknown> }> };
+    const functions = Object.values(template.Resources).filter((r) => r.Type === 'AWS::Lambda::Function');
+    expect(functions).toHaveLength(3);
+    const assets = readdirSync(out).filter((name) => name.startsWith('asset.'));
+    expect(assets).toHaveLength(3);
+    for (const asset of assets) {
+      const files = readdirSync(join(out, asset)).sort();
+      expect(files).toEqual(['index.mjs', 'index.mjs.map']);
+      const bundle = readFileSync(join(out, asset, 'index.mjs'), 'utf8');
+      expect(bundle.startsWith("import { createRequire as __smartLaunchCreateRequire } from 'node:module';")).toBe(true);
+      // The SDK comes from the runtime: imported, not bundled.
+      expect(bundle).toMatch(/from\s*"@aws-sdk\/client-dynamodb"/);
+      expect(bundle.length).toBeLessThan(1_000_000);
+    }
+    expect(output).not.toMatch(/WARNING|deprecated|W2531/i);
+    expect(output).not.toContain('Synthesis finished with errors');
+  }, 180_000);
+
+  it('fails with every problem of an invalid customer file listed', () => {
+    // Arrange
+    const dir = join(scratch, 'customers');
+    rmSync(dir, { recursive: true, force: true });
+    mkdirSync(dir);
+    writeFileSync(
+      join(dir, 'bad.json'),
+      JSON.stringify({
+        customer: 'bad',
+        publicUrl: 'http://smart.bad.example',
+        app: { url: 'https://app.bad.example/' },
+        issuers: [{ iss: 'https://ehr.bad.example/fhir', clientId: 'a', clientAuth: 'client_secret_basic', clientSecret: 'hunter2', scope: 'launch' }],
+      }),
+    );
+    // Act: the app itself (what `cdk synth` runs), without the CLI around it.
+    const { status, output } = run('npx', ['tsx', 'infra/app.ts'], offlineEnv({ SMART_LAUNCH_CUSTOMERS_DIR: dir }));
+    // Assert
+    expect(status).not.toBe(0);
+    expect(output).toContain('customer files are invalid:');
+    expect(output).toContain('$.publicUrl: publicUrl must use https in a deployed stack');
+    expect(output).toContain('$.issuers[0].clientSecret: in a deployed stack clientSecret must be a Secrets Manager secret ARN');
+    expect(output).not.toContain('hunter2');
+  }, 60_000);
+});
