@@ -3,6 +3,7 @@ import { once } from 'node:events';
 import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { DynamoSessionStore } from '../shared/adapters/dynamo-session-store.js';
+import { CachingKeyRing } from '../shared/adapters/caching-key-ring.js';
 import { LocalKeyRing } from '../shared/adapters/local-key-ring.js';
 import { cryptoRandom, fetchHttpClient, systemClock } from '../shared/adapters/system.js';
 import { parseConfig, parseConfigText, type Config, type IssuerConfig } from '../shared/config/schema.js';
@@ -137,7 +138,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
       config,
       mode: 'local',
       store: new DynamoSessionStore({ client: dynamo.client, tableName: dynamo.tableName }),
-      keyRing: await LocalKeyRing.open(dataDir, cryptoRandom),
+      keyRing: new CachingKeyRing(await LocalKeyRing.open(dataDir, cryptoRandom), systemClock),
       http: options.http ?? fetchHttpClient,
       clock: systemClock,
       random: cryptoRandom,

@@ -1,6 +1,8 @@
 import { awsDeps } from '../../shared/runtime/aws-deps.js';
 import type { CoreDeps } from '../../shared/core/deps.js';
 import { SmartError } from '../../shared/core/errors.js';
+import { endSession } from '../../shared/core/logout.js';
+import { ensureFreshSession } from '../../shared/core/refresh.js';
 import { openSession, sessionView } from '../../shared/core/session.js';
 import { apiHandler } from '../../shared/http/api-handler.js';
 import { cookieOf } from '../../shared/http/api-event.js';
@@ -10,7 +12,10 @@ import { jsonResponse } from '../../shared/http/responses.js';
 
 const logger = createLogger('smart-launch-sessions');
 
-/** `GET /sessions/{id}` (launch context, never a token) and `POST /sessions/{id}/logout`. */
+/**
+ * `GET /sessions/{id}` (launch context, never a token), `POST /sessions/{id}/refresh` (renew now)
+ * and `POST /sessions/{id}/logout` (revoke at the EHR, delete the session).
+ */
 export function createSessionsHandler(getDeps: () => Promise<CoreDeps>) {
   return apiHandler('sessions', 'json', logger, async (event) => {
     const deps = await getDeps();
@@ -18,10 +23,25 @@ export function createSessionsHandler(getDeps: () => Promise<CoreDeps>) {
     switch (`${event.httpMethod} ${event.resource}`) {
       case 'GET /sessions/{id}':
         return jsonResponse(200, sessionView(deps.config, session));
-      case 'POST /sessions/{id}/logout':
-        await deps.store.deleteSession(session.record.key);
-        logger.info('session ended');
-        return jsonResponse(200, { loggedOut: true });
+      case 'POST /sessions/{id}/refresh': {
+        if (session.secrets.refreshToken === undefined) {
+          throw new SmartError('REFRESH_NOT_AVAILABLE', 'this session has no refresh token');
+        }
+        const refreshed = await ensureFreshSession(session, deps, { force: true });
+        if (refreshed.refreshNotStored) logger.warn('refreshed tokens could not be stored: the lease lapsed');
+        logger.info('session refreshed', { revision: refreshed.record.revision });
+        return jsonResponse(200, {
+          expiresAt: new Date(refreshed.secrets.accessTokenExpiresAt).toISOString(),
+          sessionExpiresAt: new Date(refreshed.record.expiresAt * 1000).toISOString(),
+          scope: refreshed.secrets.scope,
+        });
+      }
+      case 'POST /sessions/{id}/logout': {
+        const { revocation, status } = await endSession(session, deps);
+        if (revocation === 'failed') logger.warn('revocation at the EHR failed; the session was deleted anyway', { upstreamStatus: status ?? 0 });
+        logger.info('session ended', { revocation });
+        return jsonResponse(200, { loggedOut: true, revocation });
+      }
       default:
         throw new SmartError('METHOD_NOT_ALLOWED', `${event.httpMethod} is not supported on this route`);
     }

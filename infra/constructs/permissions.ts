@@ -46,20 +46,21 @@ export const FUNCTION_ACCESS: Readonly<Record<FunctionName, FunctionAccess>> = {
     tokenKey: ['kms:GenerateDataKey', 'kms:Decrypt'],
     clientSecrets: true,
   },
-  // GET /sessions/{id}: GetItem + Decrypt. POST /sessions/{id}/logout: DeleteItem.
-  // (Revocation at the EHR, when it lands, authenticates the client: it will need `clientSecrets`.)
+  // GET /sessions/{id}: GetItem + Decrypt. POST /sessions/{id}/refresh: the refresh lease and its
+  // completion are conditional UpdateItems (DESIGN.md invariant 8); a refused refresh deletes the
+  // session. POST /sessions/{id}/logout: revocation at the EHR (client authentication) + DeleteItem.
   sessions: {
-    table: [{ actions: ['dynamodb:GetItem', 'dynamodb:DeleteItem'], keyPrefixes: [KEY_PREFIX.session] }],
+    table: [{ actions: ['dynamodb:GetItem', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem'], keyPrefixes: [KEY_PREFIX.session] }],
     tokenKey: ['kms:Decrypt'],
-    clientSecrets: false,
+    clientSecrets: true,
   },
-  // ANY /sessions/{id}/fhir/{proxy+}: GetItem + Decrypt. UpdateItem is granted ahead of the refresh
-  // feature (a conditional update on `revision`, DESIGN.md invariant 8); refresh will also need
-  // `clientSecrets` for confidential clients.
+  // ANY /sessions/{id}/fhir/{proxy+}: GetItem + Decrypt; refreshing near expiry or after an upstream
+  // 401 takes the same lease (UpdateItem), authenticates the client, and deletes a session whose
+  // refresh the EHR refused.
   'fhir-proxy': {
-    table: [{ actions: ['dynamodb:GetItem', 'dynamodb:UpdateItem'], keyPrefixes: [KEY_PREFIX.session] }],
+    table: [{ actions: ['dynamodb:GetItem', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem'], keyPrefixes: [KEY_PREFIX.session] }],
     tokenKey: ['kms:Decrypt'],
-    clientSecrets: false,
+    clientSecrets: true,
   },
 };
 

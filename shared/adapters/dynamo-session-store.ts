@@ -2,12 +2,13 @@ import {
   DeleteItemCommand,
   GetItemCommand,
   PutItemCommand,
+  UpdateItemCommand,
   type AttributeValue,
   type DynamoDBClient,
 } from '@aws-sdk/client-dynamodb';
 import { z } from 'zod';
 import { SmartError } from '../core/errors.js';
-import type { AuthServerEndpoints, SessionRecord, SessionStore, TransactionRecord } from '../core/ports.js';
+import type { AuthServerEndpoints, RefreshLease, RefreshResult, SessionRecord, SessionStore, TransactionRecord } from '../core/ports.js';
 import { TABLE } from './table.js';
 
 /**
@@ -118,6 +119,63 @@ export class DynamoSessionStore implements SessionStore {
       );
     } catch (error) {
       throw storeUnavailable('DeleteItem', error);
+    }
+  }
+
+  async acquireRefreshLease(key: string, lease: RefreshLease): Promise<boolean> {
+    return this.#conditionalUpdate({
+      TableName: this.#tableName,
+      Key: { [PK]: { S: key } },
+      UpdateExpression: 'SET #leaseId = :leaseId, #leaseUntil = :until',
+      // Only at the revision the caller read, and only when no live lease is held: of any number of
+      // concurrent requests on an expired token, exactly one gets to call the token endpoint.
+      ConditionExpression: 'attribute_exists(#pk) AND #revision = :revision AND (attribute_not_exists(#leaseUntil) OR #leaseUntil < :now)',
+      ExpressionAttributeNames: { ...PK_NAME, '#revision': 'revision', '#leaseId': 'leaseId', '#leaseUntil': 'leaseUntil' },
+      ExpressionAttributeValues: {
+        ':leaseId': { S: lease.leaseId },
+        ':until': { N: integerString(lease.untilMs, 'untilMs') },
+        ':revision': { N: integerString(lease.revision, 'revision') },
+        ':now': { N: integerString(lease.nowMs, 'nowMs') },
+      },
+    });
+  }
+
+  async completeRefresh(key: string, result: RefreshResult): Promise<boolean> {
+    return this.#conditionalUpdate({
+      TableName: this.#tableName,
+      Key: { [PK]: { S: key } },
+      UpdateExpression: 'SET #sealed = :sealed, #ttl = :ttl, #revision = :next REMOVE #leaseId, #leaseUntil',
+      ConditionExpression: '#revision = :revision AND #leaseId = :leaseId',
+      ExpressionAttributeNames: { '#sealed': 'sealed', '#ttl': TTL, '#revision': 'revision', '#leaseId': 'leaseId', '#leaseUntil': 'leaseUntil' },
+      ExpressionAttributeValues: {
+        ':sealed': { B: result.sealed },
+        ':ttl': { N: integerString(result.expiresAt, 'expiresAt') },
+        ':next': { N: integerString(result.revision + 1, 'revision') },
+        ':revision': { N: integerString(result.revision, 'revision') },
+        ':leaseId': { S: result.leaseId },
+      },
+    });
+  }
+
+  async releaseRefreshLease(key: string, leaseId: string): Promise<void> {
+    await this.#conditionalUpdate({
+      TableName: this.#tableName,
+      Key: { [PK]: { S: key } },
+      UpdateExpression: 'REMOVE #leaseId, #leaseUntil',
+      ConditionExpression: '#leaseId = :leaseId',
+      ExpressionAttributeNames: { '#leaseId': 'leaseId', '#leaseUntil': 'leaseUntil' },
+      ExpressionAttributeValues: { ':leaseId': { S: leaseId } },
+    });
+  }
+
+  /** One conditional UpdateItem: `true` when it applied, `false` when its condition did not hold. */
+  async #conditionalUpdate(input: ConstructorParameters<typeof UpdateItemCommand>[0]): Promise<boolean> {
+    try {
+      await this.#client.send(new UpdateItemCommand(input));
+      return true;
+    } catch (error) {
+      if (isConditionalCheckFailure(error)) return false;
+      throw storeUnavailable('UpdateItem', error);
     }
   }
 
@@ -233,6 +291,8 @@ const TransactionItemSchema = CommonItemSchema.extend({
 const SessionItemSchema = CommonItemSchema.extend({
   kind: z.object({ S: z.literal('session') }),
   revision: IntegerN,
+  leaseId: NonEmptyS.optional(),
+  leaseUntil: IntegerN.optional(),
 });
 
 function parseTransaction(item: Item): TransactionRecord {
@@ -266,6 +326,7 @@ function parseSession(item: Item): SessionRecord {
     createdAt: v.createdAt,
     expiresAt: v[TTL],
     revision: v.revision,
+    leaseUntil: v.leaseUntil,
   };
 }
 

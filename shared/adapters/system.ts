@@ -4,6 +4,7 @@ import type { Clock, HttpClient, Random } from '../core/ports.js';
 /** The wall clock; the only place outside tests where the core's time comes from. */
 export const systemClock: Clock = {
   now: () => Date.now(),
+  sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
 };
 
 /** The OS CSPRNG. Returns a plain copy: Node may hand out views into a shared pool. */

@@ -76,6 +76,14 @@ function issuerSchema(mode: ConfigMode) {
     });
 }
 
+export const SESSION_DEFAULTS = {
+  lifetimeMinutes: 8 * 60,
+  idleTimeoutMinutes: 60,
+  transactionMinutes: 10,
+  refreshSkewSeconds: 60,
+  refreshLeaseSeconds: 15,
+} as const;
+
 export function configSchema(mode: ConfigMode) {
   return z
     .object({
@@ -89,13 +97,22 @@ export function configSchema(mode: ConfigMode) {
       issuers: z.array(issuerSchema(mode)).min(1, 'issuers must list at least one EHR'),
       session: z
         .object({
-          /** Absolute lifetime of a session record. */
-          lifetimeMinutes: z.number().int().min(5).max(7 * 24 * 60).default(8 * 60),
+          /** Absolute lifetime of a session record; refreshing never extends it. */
+          lifetimeMinutes: z.number().int().min(5).max(7 * 24 * 60).default(SESSION_DEFAULTS.lifetimeMinutes),
+          /** A session unused this long after its access token expired ends (it is not refreshed). */
+          idleTimeoutMinutes: z.number().int().min(1).max(7 * 24 * 60).default(SESSION_DEFAULTS.idleTimeoutMinutes),
           /** How long a started launch waits for the EHR to call back. */
-          transactionMinutes: z.number().int().min(1).max(60).default(10),
+          transactionMinutes: z.number().int().min(1).max(60).default(SESSION_DEFAULTS.transactionMinutes),
+          /** Refresh this long before the access token expires. */
+          refreshSkewSeconds: z.number().int().min(0).max(600).default(SESSION_DEFAULTS.refreshSkewSeconds),
+          /**
+           * How long one refresh may hold the session's lease. A lease left by a crashed invocation
+           * blocks refreshes this long at most; the token endpoint call is bounded below it.
+           */
+          refreshLeaseSeconds: z.number().int().min(3).max(60).default(SESSION_DEFAULTS.refreshLeaseSeconds),
         })
         .strict()
-        .default({ lifetimeMinutes: 8 * 60, transactionMinutes: 10 }),
+        .default(SESSION_DEFAULTS),
       cookie: z
         .object({
           /** `None` (sent with `Partitioned`) for apps embedded in an EHR iframe; `Lax` otherwise. */

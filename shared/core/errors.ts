@@ -58,6 +58,11 @@ export const ERRORS = {
   SESSION_NOT_FOUND: { status: 404, issueType: 'not-found', hint: RELAUNCH },
   SESSION_NOT_BOUND: { status: 401, issueType: 'login', hint: 'This session belongs to another browser, or the session cookie was blocked. ' + RELAUNCH },
   SESSION_EXPIRED: { status: 401, issueType: 'expired', hint: RELAUNCH },
+  TOKEN_EXPIRED: { status: 401, issueType: 'expired', hint: 'The EHR\'s access token expired and the EHR issued no refresh token. ' + RELAUNCH },
+  REFRESH_REJECTED: { status: 401, issueType: 'login', hint: 'The EHR no longer accepts this session (access revoked, expired, or ended elsewhere). ' + RELAUNCH },
+  REFRESH_NOT_AVAILABLE: { status: 409, issueType: 'not-supported', hint: 'The EHR issued no refresh token for this session; sign in again when the access token expires.' },
+  REFRESH_UNAVAILABLE: { status: 503, issueType: 'transient', hint: 'The EHR token service is unavailable; the session is intact. Retry after the number of seconds in Retry-After.' },
+  REFRESH_BUSY: { status: 503, issueType: 'transient', hint: 'Another request is renewing this session\'s tokens; the session is intact. Retry after the number of seconds in Retry-After.' },
   VAULT_INTEGRITY: { status: 401, issueType: 'security', hint: 'The stored session could not be opened. ' + RELAUNCH },
 
   // FHIR proxy
@@ -84,11 +89,19 @@ export class SmartError extends Error {
   readonly details: Readonly<Record<string, string | number | boolean>> | undefined;
   /** Where a person can start over (shown as a button on error pages), when known. */
   readonly retryUrl: string | undefined;
+  /** Seconds after which the same request may succeed (sent as `Retry-After`). */
+  readonly retryAfterSeconds: number | undefined;
 
   constructor(
     code: ErrorCode,
     message: string,
-    options: { cause?: unknown; hint?: string; details?: Record<string, string | number | boolean>; retryUrl?: string } = {},
+    options: {
+      cause?: unknown;
+      hint?: string;
+      details?: Record<string, string | number | boolean>;
+      retryUrl?: string;
+      retryAfterSeconds?: number;
+    } = {},
   ) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.name = 'SmartError';
@@ -99,6 +112,7 @@ export class SmartError extends Error {
     this.hint = options.hint ?? spec.hint;
     this.details = options.details;
     this.retryUrl = options.retryUrl;
+    this.retryAfterSeconds = options.retryAfterSeconds;
   }
 }
 

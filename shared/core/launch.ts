@@ -21,6 +21,7 @@ import {
   type TransactionSecrets,
 } from './records.js';
 import { resolveIssuer } from './issuers.js';
+import { sessionExpiresAt } from './refresh.js';
 import { buildTokenRequest, callTokenEndpoint, DEFAULT_EXPIRES_IN_SECONDS } from './token.js';
 
 export const redirectUri = (publicUrl: string) => `${publicUrl}/callback`;
@@ -221,7 +222,7 @@ export async function completeCallback(query: Query, cookieSecret: string | unde
     wrappedKey: txn.wrappedKey,
     sealed: sealJson(dataKey, session, txn.sessionKey, random),
     createdAt,
-    expiresAt: createdAt + config.session.lifetimeMinutes * 60,
+    expiresAt: sessionExpiresAt(config, createdAt, session.accessTokenExpiresAt),
     revision: 1,
   });
   const appUrl = `${config.app.url}#session=${secrets.sessionId}`;

@@ -3,9 +3,10 @@
  * nothing in `shared/core/` imports an AWS SDK, reads the environment or the wall clock.
  */
 
-/** Wall clock in epoch milliseconds. */
+/** Wall clock in epoch milliseconds, and waiting (so tests can run time forward instead of sleeping). */
 export interface Clock {
   now(): number;
+  sleep(ms: number): Promise<void>;
 }
 
 /** Cryptographically secure random bytes. */
@@ -83,6 +84,28 @@ export interface SessionRecord {
   readonly expiresAt: number;
   /** Incremented on every rewrite; conditional updates compare it. */
   readonly revision: number;
+  /** Epoch milliseconds until which a refresh lease is held, when one is. */
+  readonly leaseUntil?: number | undefined;
+}
+
+/** A refresh lease: one refresh at a time per session, across every concurrent Lambda (invariant 8). */
+export interface RefreshLease {
+  /** The session revision the lease holder read; the lease is only granted at that revision. */
+  readonly revision: number;
+  /** Random id of the holder; only the holder may complete or release. */
+  readonly leaseId: string;
+  /** Epoch milliseconds: now, and when the lease expires if its holder never comes back. */
+  readonly nowMs: number;
+  readonly untilMs: number;
+}
+
+export interface RefreshResult {
+  readonly revision: number;
+  readonly leaseId: string;
+  /** The session's secrets re-sealed with the new tokens. */
+  readonly sealed: Uint8Array;
+  /** Epoch seconds: the record's new TTL. */
+  readonly expiresAt: number;
 }
 
 /**
@@ -99,4 +122,16 @@ export interface SessionStore {
   putSession(record: SessionRecord): Promise<void>;
   getSession(key: string, nowSeconds: number): Promise<SessionRecord | undefined>;
   deleteSession(key: string): Promise<void>;
+  /**
+   * Takes the refresh lease when the session is still at `lease.revision` and no unexpired lease is
+   * held (one conditional write). `false` when someone else holds it or already refreshed.
+   */
+  acquireRefreshLease(key: string, lease: RefreshLease): Promise<boolean>;
+  /**
+   * Stores refreshed tokens, bumps the revision and clears the lease, only if the caller still holds
+   * the lease at the revision it read (one conditional write). `false` when it lost the lease.
+   */
+  completeRefresh(key: string, result: RefreshResult): Promise<boolean>;
+  /** Gives a lease back without changing the session (the refresh failed before anything changed). */
+  releaseRefreshLease(key: string, leaseId: string): Promise<void>;
 }

@@ -10,6 +10,8 @@ export interface OpenSession {
   readonly record: SessionRecord;
   readonly secrets: SessionSecrets;
   readonly dataKey: Uint8Array;
+  /** A refresh got new tokens but lost its lease before storing them (worth a warning in the log). */
+  readonly refreshNotStored?: boolean;
 }
 
 /** Checks the shape of a session id from the request path before it is hashed or looked up. */

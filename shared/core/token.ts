@@ -90,6 +90,12 @@ export function buildTokenRequest(
   return { url: tokenEndpoint, headers, body: body.toString() };
 }
 
+/** `Retry-After` as delay-seconds (RFC 9110 §10.2.3), capped at 5 minutes; the HTTP-date form is ignored. */
+function retryAfter(value: string | null): number | undefined {
+  const trimmed = value?.trim();
+  return trimmed !== undefined && /^\d{1,6}$/.test(trimmed) ? Math.min(Number(trimmed), 300) : undefined;
+}
+
 const OAuthErrorSchema = z.object({ error: z.string(), error_description: z.string().optional() });
 
 /**
@@ -114,6 +120,7 @@ export async function parseTokenResponse(response: Response): Promise<TokenRespo
   if (response.status >= 500 || response.status === 429) {
     throw new SmartError('TOKEN_ENDPOINT_UNAVAILABLE', `the token endpoint answered HTTP ${response.status}`, {
       details: { status: response.status },
+      retryAfterSeconds: retryAfter(response.headers.get('retry-after')),
     });
   }
   if (!response.ok) {
@@ -133,7 +140,7 @@ export async function parseTokenResponse(response: Response): Promise<TokenRespo
 }
 
 /** Sends a token request and parses the answer; network failures and timeouts are the EHR's fault. */
-export async function callTokenEndpoint(http: HttpClient, request: TokenRequest): Promise<TokenResponse> {
+export async function callTokenEndpoint(http: HttpClient, request: TokenRequest, timeoutMs = UPSTREAM_TIMEOUT_MS): Promise<TokenResponse> {
   let response: Response;
   try {
     response = await http(request.url, {
@@ -141,7 +148,7 @@ export async function callTokenEndpoint(http: HttpClient, request: TokenRequest)
       headers: request.headers,
       body: request.body,
       redirect: 'manual',
-      signal: AbortSignal.timeout(UPSTREAM_TIMEOUT_MS),
+      signal: AbortSignal.timeout(timeoutMs),
     });
   } catch (cause) {
     throw new SmartError('TOKEN_ENDPOINT_UNAVAILABLE', 'the token endpoint could not be reached', { cause });

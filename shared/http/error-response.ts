@@ -44,7 +44,8 @@ export function operationOutcome(error: SmartError, correlationId: string): Reco
 }
 
 export function renderError(error: SmartError, format: ErrorFormat, correlationId: string): ApiResult {
-  const headers = { 'x-correlation-id': correlationId };
+  const headers: Record<string, string> = { 'x-correlation-id': correlationId };
+  if (error.retryAfterSeconds !== undefined) headers['retry-after'] = String(error.retryAfterSeconds);
   switch (format) {
     case 'html':
       return htmlResponse(error.status, page(error, correlationId), headers);

@@ -15,6 +15,7 @@ export const ROUTES: readonly Route[] = [
   { method: 'GET', resource: '/launch', fn: 'launch' },
   { method: 'GET', resource: '/callback', fn: 'launch' },
   { method: 'GET', resource: '/sessions/{id}', fn: 'sessions' },
+  { method: 'POST', resource: '/sessions/{id}/refresh', fn: 'sessions' },
   { method: 'POST', resource: '/sessions/{id}/logout', fn: 'sessions' },
   { method: 'ANY', resource: '/sessions/{id}/fhir/{proxy+}', fn: 'fhir-proxy' },
 ];

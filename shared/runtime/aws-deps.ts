@@ -2,6 +2,7 @@ import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { KMSClient } from '@aws-sdk/client-kms';
 import { GetSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import { DynamoSessionStore } from '../adapters/dynamo-session-store.js';
+import { CachingKeyRing } from '../adapters/caching-key-ring.js';
 import { KmsKeyRing } from '../adapters/kms-key-ring.js';
 import { cryptoRandom, fetchHttpClient, systemClock } from '../adapters/system.js';
 import { ENV } from '../config/env.js';
@@ -52,7 +53,8 @@ export function awsDeps(): Promise<CoreDeps> {
       config,
       mode: 'aws' as const,
       store: new DynamoSessionStore({ client: new DynamoDBClient({}), tableName: required(ENV.tableName) }),
-      keyRing: new KmsKeyRing({ client: new KMSClient({}), keyId: required(ENV.kmsKeyId) }),
+      // Decrypt at most once per session per warm container.
+      keyRing: new CachingKeyRing(new KmsKeyRing({ client: new KMSClient({}), keyId: required(ENV.kmsKeyId) }), systemClock),
       http: fetchHttpClient,
       clock: systemClock,
       random: cryptoRandom,

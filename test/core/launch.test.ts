@@ -78,7 +78,8 @@ describe('startLaunch and completeCallback', () => {
       expect(record?.bindingHash).toMatch(/^b#/);
       expect(record?.endpoints).toMatchObject({ tokenEndpoint: h.ehr.tokenEndpoint, issuer: h.ehr.issuer });
       expect(record?.revision).toBe(1);
-      expect(record?.expiresAt).toBe(h.deps.clock.nowSeconds() + 8 * 60 * 60);
+      // The idle timeout (60 min) counted from the access token's expiry (3600 s) comes before the 8 h lifetime.
+      expect(record?.expiresAt).toBe(h.deps.clock.nowSeconds() + 3600 + 60 * 60);
     });
 
     it('redeems the code once with the same redirect_uri, the PKCE verifier of the challenge, and Basic client auth (SMART-AUTHZ-03, SMART-TOKEN-01, SMART-CAUTH-01)', async () => {

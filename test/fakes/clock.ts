@@ -19,6 +19,12 @@ export class FixedClock implements Clock {
     this.#now += ms;
   }
 
+  /** Waiting moves the clock forward at once, then yields so other pending work can run. */
+  async sleep(ms: number): Promise<void> {
+    this.#now += ms;
+    await new Promise<void>((resolve) => setImmediate(resolve));
+  }
+
   /** Epoch seconds, as the store ports expect them. */
   nowSeconds(): number {
     return Math.floor(this.#now / 1000);

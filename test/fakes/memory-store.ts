@@ -1,5 +1,5 @@
 import { SmartError } from '../../shared/core/errors.js';
-import type { SessionRecord, SessionStore, TransactionRecord } from '../../shared/core/ports.js';
+import type { RefreshLease, RefreshResult, SessionRecord, SessionStore, TransactionRecord } from '../../shared/core/ports.js';
 
 export type StoredRecord =
   | { readonly kind: 'transaction'; readonly record: TransactionRecord }
@@ -43,6 +43,39 @@ export class MemorySessionStore implements SessionStore {
 
   async deleteSession(key: string): Promise<void> {
     this.#sessions.delete(key);
+    this.#leases.delete(key);
+  }
+
+  readonly #leases = new Map<string, string>();
+
+  async acquireRefreshLease(key: string, lease: RefreshLease): Promise<boolean> {
+    const record = this.#sessions.get(key);
+    if (!record || record.revision !== lease.revision) return false;
+    if (record.leaseUntil !== undefined && record.leaseUntil >= lease.nowMs) return false;
+    this.#sessions.set(key, { ...record, leaseUntil: lease.untilMs });
+    this.#leases.set(key, lease.leaseId);
+    return true;
+  }
+
+  async completeRefresh(key: string, result: RefreshResult): Promise<boolean> {
+    const record = this.#sessions.get(key);
+    if (!record || record.revision !== result.revision || this.#leases.get(key) !== result.leaseId) return false;
+    this.#sessions.set(key, {
+      ...record,
+      sealed: new Uint8Array(result.sealed),
+      expiresAt: result.expiresAt,
+      revision: result.revision + 1,
+      leaseUntil: undefined,
+    });
+    this.#leases.delete(key);
+    return true;
+  }
+
+  async releaseRefreshLease(key: string, leaseId: string): Promise<void> {
+    const record = this.#sessions.get(key);
+    if (!record || this.#leases.get(key) !== leaseId) return;
+    this.#sessions.set(key, { ...record, leaseUntil: undefined });
+    this.#leases.delete(key);
   }
 
   /** Every stored record, expired or not, transactions first (for "nothing stored" assertions). */

@@ -145,8 +145,8 @@ describe('IAM', () => {
   it('grants each function exactly the actions it uses', () => {
     const expected: Record<FunctionName, string[]> = {
       launch: ['dynamodb:DeleteItem', 'dynamodb:PutItem', 'kms:Decrypt', 'kms:GenerateDataKey', 'secretsmanager:GetSecretValue'],
-      sessions: ['dynamodb:DeleteItem', 'dynamodb:GetItem', 'kms:Decrypt'],
-      'fhir-proxy': ['dynamodb:GetItem', 'dynamodb:UpdateItem', 'kms:Decrypt'],
+      sessions: ['dynamodb:DeleteItem', 'dynamodb:GetItem', 'dynamodb:UpdateItem', 'kms:Decrypt', 'secretsmanager:GetSecretValue'],
+      'fhir-proxy': ['dynamodb:DeleteItem', 'dynamodb:GetItem', 'dynamodb:UpdateItem', 'kms:Decrypt', 'secretsmanager:GetSecretValue'],
     };
     const policies = policiesByFunction();
     expect([...policies.keys()].sort()).toEqual(Object.keys(expected).sort());
@@ -209,12 +209,12 @@ describe('IAM', () => {
     expect(leading('fhir-proxy', 'dynamodb:UpdateItem')).toEqual(['ses#*']);
   });
 
-  it('reads only the configured client secrets, and only from launch', () => {
+  it('reads only the configured client secrets (code exchange, refresh and revocation authenticate the client)', () => {
     const policies = policiesByFunction();
-    const secrets = policies.get('launch')!.find((s) => s.Sid === 'ClientSecrets')!;
-    expect(secrets.Resource).toBe(SECRET_ARN);
-    expect(policies.get('sessions')!.some((s) => s.Sid === 'ClientSecrets')).toBe(false);
-    expect(policies.get('fhir-proxy')!.some((s) => s.Sid === 'ClientSecrets')).toBe(false);
+    for (const fn of ['launch', 'sessions', 'fhir-proxy'] as const) {
+      const secrets = policies.get(fn)!.find((s) => s.Sid === 'ClientSecrets')!;
+      expect(secrets.Resource, fn).toBe(SECRET_ARN);
+    }
     expect(secretResourceArn('arn:aws:secretsmanager:us-east-1:111111111111:secret:partial-name')).toBe(
       'arn:aws:secretsmanager:us-east-1:111111111111:secret:partial-name-??????',
     );

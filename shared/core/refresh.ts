@@ -1,0 +1,200 @@
+import type { Config } from '../config/schema.js';
+import { scopeIncludes } from './authorize.js';
+import { randomToken } from './crypto.js';
+import type { CoreDeps } from './deps.js';
+import { SmartError } from './errors.js';
+import { verifyIdToken } from './id-token.js';
+import { SessionSecretsSchema, openJson, sealJson, type LaunchContext, type SessionSecrets } from './records.js';
+import type { OpenSession } from './session.js';
+import { buildTokenRequest, callTokenEndpoint, DEFAULT_EXPIRES_IN_SECONDS, type TokenResponse } from './token.js';
+
+/**
+ * The record's TTL (epoch seconds): the absolute lifetime from sign-in, or the idle timeout counted
+ * from the access token's expiry, whichever comes first. A request after the token expired would
+ * have refreshed it (moving this forward), so a session past it has been unused for the whole idle
+ * timeout: reads then treat it as absent. Activity before the token's expiry is not recorded (that
+ * would cost a write per request), so the effective idle timeout is up to one token lifetime longer.
+ */
+export function sessionExpiresAt(config: Config, createdAtSeconds: number, accessTokenExpiresAtMs: number): number {
+  const absolute = createdAtSeconds + config.session.lifetimeMinutes * 60;
+  const idle = Math.ceil(accessTokenExpiresAtMs / 1000) + config.session.idleTimeoutMinutes * 60;
+  return Math.min(absolute, idle);
+}
+
+/**
+ * Granted scope after a refresh (SMART-REFRESH-06): it may only shrink. An absent scope means the
+ * same scope (RFC 6749 §5.1); tokens not granted before are dropped, never added.
+ */
+export function refreshedScope(previous: string, granted: string | undefined): string {
+  if (granted === undefined) return previous;
+  return granted
+    .split(' ')
+    .filter((token) => token !== '' && scopeIncludes(previous, token))
+    .join(' ');
+}
+
+/**
+ * Launch context after a refresh: what sign-in established stays (the session is bound to its
+ * patient and encounter, SMART-CTX-01); a refresh may only fill in what was missing.
+ */
+function mergedContext(previous: LaunchContext, tokens: TokenResponse): LaunchContext {
+  const fromRefresh: LaunchContext = {
+    need_patient_banner: tokens.need_patient_banner,
+    smart_style_url: tokens.smart_style_url,
+    intent: tokens.intent,
+    tenant: tokens.tenant,
+    fhirContext: tokens.fhirContext,
+    patient: tokens.patient,
+    encounter: tokens.encounter,
+  };
+  const merged: Record<string, unknown> = { ...previous };
+  for (const [name, value] of Object.entries(fromRefresh)) {
+    if (merged[name] === undefined && value !== undefined) merged[name] = value;
+  }
+  return merged as LaunchContext;
+}
+
+/** Refresh token handling of SMART-REFRESH-02/03/06 and SMART-SCOPE-12. */
+export function refreshedSecrets(previous: SessionSecrets, tokens: TokenResponse, nowMs: number): SessionSecrets {
+  return {
+    ...previous,
+    accessToken: tokens.access_token,
+    // A new refresh token replaces the old; an absent one keeps the old (Oracle Health never rotates).
+    refreshToken: tokens.refresh_token ?? previous.refreshToken,
+    idToken: tokens.id_token ?? previous.idToken,
+    accessTokenExpiresAt: nowMs + (tokens.expires_in ?? DEFAULT_EXPIRES_IN_SECONDS) * 1000,
+    scope: refreshedScope(previous.scope, tokens.scope),
+    context: mergedContext(previous.context, tokens),
+  };
+}
+
+const FIRST_BACKOFF_MS = 25;
+const MAX_BACKOFF_MS = 500;
+
+/**
+ * Returns the session with an access token good for at least the configured skew, refreshing it
+ * when needed (or when `force`d, after the FHIR server answered 401). One refresh at a time per
+ * session across every concurrent Lambda (invariant 8): a conditional write takes a lease on the
+ * session record at the revision read; everyone else waits for the next revision with bounded
+ * backoff and uses the token it carries. A refresh token is therefore never sent twice.
+ */
+export async function ensureFreshSession(session: OpenSession, deps: CoreDeps, options: { force?: boolean } = {}): Promise<OpenSession> {
+  const { secrets } = session;
+  const now = deps.clock.now();
+  if (!options.force && secrets.accessTokenExpiresAt - now > deps.config.session.refreshSkewSeconds * 1000) return session;
+  if (secrets.refreshToken === undefined) {
+    // "Can refresh" is the presence of a refresh token, not offline_access in the scope (SMART-SCOPE-12).
+    if (options.force || secrets.accessTokenExpiresAt <= now) {
+      throw new SmartError('TOKEN_EXPIRED', 'the access token expired and there is no refresh token');
+    }
+    return session;
+  }
+  return refreshSingleFlight(session, deps);
+}
+
+async function refreshSingleFlight(session: OpenSession, deps: CoreDeps): Promise<OpenSession> {
+  const { store, clock, random, config } = deps;
+  const leaseMs = config.session.refreshLeaseSeconds * 1000;
+  // Waiters give up a little after a whole lease: by then a live holder has finished or lost it.
+  const deadline = clock.now() + leaseMs + 2_000;
+  let current = session;
+  let backoff = FIRST_BACKOFF_MS;
+  for (;;) {
+    const leaseId = randomToken(random, 16);
+    const nowMs = clock.now();
+    const acquired = await store.acquireRefreshLease(current.record.key, {
+      revision: current.record.revision,
+      leaseId,
+      nowMs,
+      untilMs: nowMs + leaseMs,
+    });
+    if (acquired) return refreshHoldingLease(current, leaseId, deps);
+
+    // Someone else holds the lease, or already refreshed: wait for a newer revision.
+    for (;;) {
+      if (clock.now() >= deadline) {
+        throw new SmartError('REFRESH_BUSY', 'the session\'s tokens are being renewed by another request', { retryAfterSeconds: 1 });
+      }
+      await clock.sleep(backoff);
+      backoff = Math.min(backoff * 2, MAX_BACKOFF_MS);
+      const record = await store.getSession(current.record.key, Math.floor(clock.now() / 1000));
+      if (!record) throw new SmartError('REFRESH_REJECTED', 'the session ended while its tokens were being renewed');
+      if (record.revision > current.record.revision) {
+        // Same session, same data key: no key ring call needed to open the new tokens.
+        const secrets = openJson(SessionSecretsSchema, current.dataKey, record.sealed, record.key);
+        return { ...current, record, secrets };
+      }
+      if (record.leaseUntil === undefined || record.leaseUntil < clock.now()) {
+        // The holder gave up or died inside its lease: try to take over.
+        current = { ...current, record };
+        break;
+      }
+    }
+  }
+}
+
+async function refreshHoldingLease(session: OpenSession, leaseId: string, deps: CoreDeps): Promise<OpenSession> {
+  const { store, config, clock, random, http } = deps;
+  const { record, secrets } = session;
+  const release = () => store.releaseRefreshLease(record.key, leaseId).catch(() => undefined);
+  const issuer = config.issuers.find((candidate) => candidate.iss === record.iss);
+  if (!issuer) {
+    await release();
+    throw new SmartError('REFRESH_REJECTED', 'the issuer of this session is no longer configured');
+  }
+  let tokens: TokenResponse;
+  try {
+    const request = buildTokenRequest(record.endpoints.tokenEndpoint, issuer, await deps.clientSecrets.get(issuer), {
+      grant_type: 'refresh_token',
+      refresh_token: secrets.refreshToken as string,
+    });
+    // Bounded well inside the lease, so the lease cannot lapse while the refresh token is in flight.
+    tokens = await callTokenEndpoint(http, request, config.session.refreshLeaseSeconds * 1000 - 2_000);
+  } catch (error) {
+    if (error instanceof SmartError && error.code === 'TOKEN_REQUEST_REJECTED') {
+      // invalid_grant (revoked, expired, reused) and friends: renewal is impossible. End the session
+      // so every later request gets the same single answer instead of retrying.
+      await store.deleteSession(record.key);
+      throw new SmartError('REFRESH_REJECTED', 'the EHR refused to renew the session\'s tokens', { cause: error, details: error.details ?? {} });
+    }
+    await release();
+    if (error instanceof SmartError && error.code === 'TOKEN_ENDPOINT_UNAVAILABLE') {
+      throw new SmartError('REFRESH_UNAVAILABLE', 'the EHR token service did not renew the tokens', {
+        cause: error,
+        retryAfterSeconds: error.retryAfterSeconds ?? 5,
+        details: error.details ?? {},
+      });
+    }
+    // CLIENT_AUTH_FAILED (a configuration problem, never retried here) and TOKEN_RESPONSE_INVALID
+    // (the stored tokens stay as they were) pass through.
+    throw error;
+  }
+
+  const nowMs = clock.now();
+  if (tokens.id_token !== undefined) {
+    try {
+      await verifyIdToken(http, tokens.id_token, {
+        issuer: record.endpoints.issuer,
+        jwksUri: record.endpoints.jwksUri,
+        clientId: issuer.clientId,
+        nonce: undefined,
+        now: nowMs,
+      });
+    } catch (error) {
+      await release();
+      throw error;
+    }
+  }
+  const next = refreshedSecrets(secrets, tokens, nowMs);
+  const sealed = sealJson(session.dataKey, next, record.key, random);
+  const expiresAt = sessionExpiresAt(config, record.createdAt, next.accessTokenExpiresAt);
+  // The window between the token endpoint's answer and this write is one seal and one UpdateItem.
+  const stored = await store.completeRefresh(record.key, { revision: record.revision, leaseId, sealed, expiresAt });
+  const updated = { ...record, sealed, expiresAt, revision: record.revision + 1, leaseUntil: undefined };
+  if (!stored) {
+    // Our lease lapsed and another request took over: this request still has a valid token, but the
+    // stored refresh token is stale now; the next refresh will say so and end the session.
+    return { ...session, record: updated, secrets: next, refreshNotStored: true };
+  }
+  return { ...session, record: updated, secrets: next };
+}
