@@ -1,0 +1,182 @@
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import {
+  DeleteItemCommand,
+  DynamoDBClient,
+  GetItemCommand,
+  PutItemCommand,
+  UpdateItemCommand,
+  type DynamoDBClientResolvedConfig,
+  type ServiceInputTypes,
+  type ServiceOutputTypes,
+} from '@aws-sdk/client-dynamodb';
+import { DecryptCommand, GenerateDataKeyCommand, KMSClient } from '@aws-sdk/client-kms';
+import { mockClient, type AwsStub } from 'aws-sdk-client-mock';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { createFhirProxyHandler } from '../../functions/fhir-proxy/handler.js';
+import { createLaunchHandler } from '../../functions/launch/handler.js';
+import { createSessionsHandler } from '../../functions/sessions/handler.js';
+import { CachingKeyRing } from '../../shared/adapters/caching-key-ring.js';
+import { DynamoSessionStore } from '../../shared/adapters/dynamo-session-store.js';
+import { KmsKeyRing } from '../../shared/adapters/kms-key-ring.js';
+import type { CoreDeps } from '../../shared/core/deps.js';
+import { BINDING_COOKIE } from '../../shared/http/cookies.js';
+import { startLocalDynamo, type LocalDynamo } from '../../local/dynamo-local.js';
+import { deps as testDeps } from '../fakes/deps.js';
+import { json } from '../fakes/fake-ehr.js';
+import { ehrLaunchQuery, harness, type Harness } from '../fakes/launch-flow.js';
+import { apiEvent, lambdaContext, setCookieValue } from '../fixtures/api-event.js';
+
+/**
+ * DESIGN.md §5 budgets, counted call by call with aws-sdk-client-mock: the DynamoDB stub forwards
+ * every command to a real (dynalite) table, and the KMS stub behaves like KMS (a blob only opens
+ * with the context it was made with), so the handlers run for real and every call is counted.
+ */
+const KEY_ID = 'arn:aws:kms:us-east-1:111111111111:key/0b5c2d1e-1111-2222-3333-444455556666';
+
+let dynamo: LocalDynamo;
+let dataDir: string;
+const dynamoClient = new DynamoDBClient({ region: 'us-east-1' });
+const dynamoMock: AwsStub<ServiceInputTypes, ServiceOutputTypes, DynamoDBClientResolvedConfig> = mockClient(dynamoClient);
+const kms = new KMSClient({ region: 'us-east-1' });
+const kmsMock = mockClient(kms);
+
+function forwardDynamo(): void {
+  for (const Command of [GetItemCommand, PutItemCommand, DeleteItemCommand, UpdateItemCommand] as const) {
+    // eslint-disable-next-line @typescript-eslint/no-explicit-any
+    dynamoMock.on(Command as any).callsFake((input: any) => dynamo.client.send(new (Command as any)(input)));
+  }
+}
+
+function fakeKms(): void {
+  const issued = new Map<string, { plaintext: Uint8Array; context: string }>();
+  kmsMock.on(GenerateDataKeyCommand).callsFake((input: { EncryptionContext?: Record<string, string> }) => {
+    const plaintext = new Uint8Array(randomBytes(32));
+    const blob = new Uint8Array(randomBytes(64));
+    issued.set(Buffer.from(blob).toString('base64'), { plaintext, context: JSON.stringify(input.EncryptionContext) });
+    return { KeyId: KEY_ID, Plaintext: plaintext, CiphertextBlob: blob };
+  });
+  kmsMock.on(DecryptCommand).callsFake((input: { CiphertextBlob: Uint8Array; EncryptionContext?: Record<string, string> }) => {
+    const entry = issued.get(Buffer.from(input.CiphertextBlob).toString('base64'));
+    if (!entry || entry.context !== JSON.stringify(input.EncryptionContext)) {
+      throw Object.assign(new Error('InvalidCiphertextException'), { name: 'InvalidCiphertextException' });
+    }
+    return { KeyId: KEY_ID, Plaintext: entry.plaintext };
+  });
+}
+
+beforeAll(async () => {
+  dataDir = await mkdtemp(join(tmpdir(), 'smart-launch-budget-'));
+  dynamo = await startLocalDynamo({ dataDir });
+});
+afterAll(async () => {
+  await dynamo?.close();
+  await rm(dataDir, { recursive: true, force: true });
+});
+beforeEach(() => {
+  dynamoMock.reset();
+  kmsMock.reset();
+  forwardDynamo();
+  fakeKms();
+});
+
+const counts = () => ({
+  GenerateDataKey: kmsMock.commandCalls(GenerateDataKeyCommand).length,
+  Decrypt: kmsMock.commandCalls(DecryptCommand).length,
+  GetItem: dynamoMock.commandCalls(GetItemCommand).length,
+  PutItem: dynamoMock.commandCalls(PutItemCommand).length,
+  DeleteItem: dynamoMock.commandCalls(DeleteItemCommand).length,
+  UpdateItem: dynamoMock.commandCalls(UpdateItemCommand).length,
+});
+
+/** A warm Lambda container: one store, one caching key ring, built once and reused. */
+function container(h: Harness): { deps: CoreDeps; getDeps: () => Promise<CoreDeps> } {
+  const base = testDeps({ http: h.ehr.http, clock: h.deps.clock });
+  const deps: CoreDeps = {
+    ...base,
+    store: new DynamoSessionStore({ client: dynamoClient, tableName: dynamo.tableName }),
+    keyRing: new CachingKeyRing(new KmsKeyRing({ client: kms, keyId: KEY_ID }), h.deps.clock),
+  };
+  return { deps, getDeps: () => Promise.resolve(deps) };
+}
+
+async function signIn(h: Harness, getDeps: () => Promise<CoreDeps>, callbackDeps = getDeps) {
+  const launched = await createLaunchHandler(getDeps)(apiEvent({ resource: '/launch', path: '/launch', query: ehrLaunchQuery(h.ehr) as Record<string, string[]> }), lambdaContext);
+  const binding = setCookieValue(launched.multiValueHeaders?.['set-cookie'], BINDING_COOKIE)!;
+  const authorization = h.ehr.authorize(String(launched.headers!.location));
+  const callback = await createLaunchHandler(callbackDeps)(
+    apiEvent({ resource: '/callback', path: '/callback', query: authorization.callbackQuery as Record<string, string[]>, cookies: { [BINDING_COOKIE]: binding } }),
+    lambdaContext,
+  );
+  expect(callback.statusCode).toBe(302);
+  return { sessionId: String(callback.headers!.location).split('#session=')[1]!, cookies: { [BINDING_COOKIE]: binding } };
+}
+
+describe('AWS calls per operation (DESIGN.md §5)', () => {
+  it('a sign-in costs one GenerateDataKey; the callback in another container one Decrypt; three item writes', async () => {
+    const h = await harness();
+    const launchContainer = container(h);
+    const callbackContainer = container(h);
+
+    await signIn(h, launchContainer.getDeps, callbackContainer.getDeps);
+
+    expect(counts()).toEqual({ GenerateDataKey: 1, Decrypt: 1, GetItem: 0, PutItem: 2, DeleteItem: 1, UpdateItem: 0 });
+  });
+
+  it('a sign-in handled by one warm container needs no Decrypt at all', async () => {
+    const h = await harness();
+    const { getDeps } = container(h);
+
+    await signIn(h, getDeps);
+
+    expect(counts()).toEqual({ GenerateDataKey: 1, Decrypt: 0, GetItem: 0, PutItem: 2, DeleteItem: 1, UpdateItem: 0 });
+  });
+
+  it('100 proxied requests in one warm container: one read each, no write, at most one Decrypt', async () => {
+    const h = await harness();
+    h.ehr.fhirAnswer = () => json({ resourceType: 'Patient', id: 'pat-1' }, 200, { 'content-type': 'application/fhir+json' });
+    const { sessionId, cookies } = await signIn(h, container(h).getDeps);
+    const proxyContainer = container(h);
+    const proxy = createFhirProxyHandler(proxyContainer.getDeps);
+    dynamoMock.resetHistory();
+    kmsMock.resetHistory();
+
+    for (let i = 0; i < 100; i++) {
+      const result = await proxy(
+        apiEvent({
+          resource: '/sessions/{id}/fhir/{proxy+}',
+          path: `/sessions/${sessionId}/fhir/Patient/pat-1`,
+          pathParameters: { id: sessionId, proxy: 'Patient/pat-1' },
+          cookies,
+        }),
+        lambdaContext,
+      );
+      expect(result.statusCode).toBe(200);
+    }
+
+    expect(counts()).toEqual({ GenerateDataKey: 0, Decrypt: 1, GetItem: 100, PutItem: 0, DeleteItem: 0, UpdateItem: 0 });
+  });
+
+  it('a refresh costs one read and two conditional writes (lease, result), and no KMS call in a warm container', async () => {
+    const h = await harness();
+    const warm = container(h);
+    const { sessionId, cookies } = await signIn(h, warm.getDeps);
+    h.ehr.tokenAnswer = () =>
+      json({ access_token: 'renewed-access', token_type: 'Bearer', expires_in: 3600, refresh_token: 'renewed-refresh', scope: 'launch openid fhirUser patient/*.rs offline_access' });
+    dynamoMock.resetHistory();
+    kmsMock.resetHistory();
+
+    const result = await createSessionsHandler(warm.getDeps)(
+      apiEvent({ resource: '/sessions/{id}/refresh', path: `/sessions/${sessionId}/refresh`, method: 'POST', pathParameters: { id: sessionId }, cookies }),
+      lambdaContext,
+    );
+
+    expect(result.statusCode).toBe(200);
+    expect(counts()).toEqual({ GenerateDataKey: 0, Decrypt: 0, GetItem: 1, PutItem: 0, DeleteItem: 0, UpdateItem: 2 });
+    const [lease, complete] = dynamoMock.commandCalls(UpdateItemCommand).map((c) => c.args[0].input);
+    expect(lease!.ConditionExpression).toContain('#revision = :revision');
+    expect(complete!.ConditionExpression).toBe('#revision = :revision AND #leaseId = :leaseId');
+  });
+});
