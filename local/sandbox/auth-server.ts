@@ -1,11 +1,13 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { CompactSign, createLocalJWKSet, errors as joseErrors, exportJWK, generateKeyPair, jwtVerify } from 'jose';
+import { Readable } from 'node:stream';
+import { CompactSign, createLocalJWKSet, decodeJwt, errors as joseErrors, exportJWK, generateKeyPair, jwtVerify } from 'jose';
 import type { CryptoKey, JWK as JoseJWK } from 'jose';
 import Provider, { errors, interactionPolicy } from 'oidc-provider';
 import type { Account, ClaimsValue, ClientMetadata, Configuration, Grant, Interaction, InteractionResults, KoaContextWithOIDC } from 'oidc-provider';
 import type { Directory, LaunchStore } from './directory.js';
-import { escapeHtml, page, readForm, sendHtml } from './http-util.js';
+import { accessTokenTtl, countTokenRequest, TokenEndpointFaultCounter, tokenEndpointFaulted } from './faults.js';
+import { escapeHtml, page, readBody, readForm, sendHtml, sendJson } from './http-util.js';
 import { SandboxAdapterStore } from './oidc-adapter.js';
 import { renderErrorPage, renderLoginPage } from './pages.js';
 import type { LoginAccount } from './pages.js';
@@ -26,6 +28,24 @@ export const STATIC_SCOPES = [
 const STATIC_SCOPE_SET: ReadonlySet<string> = new Set(STATIC_SCOPES);
 
 const SIGNING_ALG = 'RS256';
+/** oidc-provider's token route below the issuer (its default `routes.token`). */
+const TOKEN_ROUTE = '/token';
+/** oidc-provider's own limit for urlencoded bodies (lib/shared/selective_body.js). */
+const MAX_TOKEN_BODY_BYTES = 56 * 1024;
+
+/**
+ * Hands a request body the sandbox already read over to oidc-provider, which reads it again from the
+ * request stream (lib/shared/selective_body.js: `req.readable`, then `req.iterator()`). Without this
+ * it would fall back to `req.body` and print its "already parsed request body" warning.
+ */
+function replayBody(req: IncomingMessage, body: Buffer): void {
+  const replay = Readable.from([body]);
+  Object.defineProperties(req, {
+    readable: { value: true, configurable: true },
+    iterator: { value: replay.iterator.bind(replay), configurable: true },
+    [Symbol.asyncIterator]: { value: replay[Symbol.asyncIterator].bind(replay), configurable: true },
+  });
+}
 
 export interface SigningKey {
   readonly privateKey: CryptoKey;
@@ -104,6 +124,12 @@ export interface AuthServer {
   handleInteraction(req: IncomingMessage, res: ServerResponse, uid: string, action: 'show' | 'login' | 'cancel'): Promise<void>;
   /** Verifies a JWT access token for the FHIR server: signature, issuer, audience, expiry, revocation. */
   verifyAccessToken(token: string): Promise<VerifiedAccessToken>;
+  /** Revokes the grant of a JWT access token this server issued; rejects for unknown tokens. */
+  revokeGrantForAccessToken(accessToken: string): Promise<void>;
+  /** Revokes the grant of a refresh token this server holds (current or rotated); rejects for unknown ones. */
+  revokeGrantForRefreshToken(refreshToken: string): Promise<void>;
+  /** Cancels pending token endpoint delays (faults.tokenEndpoint.delayMs); called when the sandbox closes. */
+  dispose(): void;
 }
 
 function isRecord(value: unknown): value is Record<string, unknown> {
@@ -160,8 +186,10 @@ export function createAuthServer(options: AuthServerOptions): AuthServer {
   const revokedGrants = new Set<string>();
   const adapterStore = new SandboxAdapterStore();
 
+  // Read on every issue, so faults.accessTokenTtlSeconds applies to the next token (code or refresh).
+  const currentAccessTokenTtl = (): number => accessTokenTtl(faults, options.accessTokenTtlSeconds);
   const ttl = {
-    AccessToken: options.accessTokenTtlSeconds,
+    AccessToken: (): number => currentAccessTokenTtl(),
     AuthorizationCode: 60,
     IdToken: 3600,
     Interaction: 600,
@@ -253,7 +281,7 @@ export function createAuthServer(options: AuthServerOptions): AuthServer {
           return {
             scope: [...scopes].join(' '),
             audience: fhirBaseUrl,
-            accessTokenTTL: options.accessTokenTtlSeconds,
+            accessTokenTTL: currentAccessTokenTtl(),
             accessTokenFormat: 'jwt',
             jwt: { sign: { alg: SIGNING_ALG } },
           };
@@ -364,22 +392,39 @@ export function createAuthServer(options: AuthServerOptions): AuthServer {
 
   // Post-middleware on oidc-provider's own koa stack: counts calls and adds SMART launch context to
   // token responses (oidc-provider has no configuration hook for token response parameters).
+  // Token requests the sandbox answers itself (faults) never get here; handleFaultedTokenRequest counts them.
   provider.use(async (ctx, next) => {
     await next();
     if (ctx.method !== 'POST' || !ctx.oidc) {
       return;
     }
     if (ctx.oidc.route === 'revocation') {
+      const hint = ctx.oidc.body?.token_type_hint;
+      const key = typeof hint === 'string' && hint !== '' ? hint : 'none';
       stats.revocations += 1;
+      stats.revocationsByTokenType[key] = (stats.revocationsByTokenType[key] ?? 0) + 1;
       return;
     }
     if (ctx.oidc.route !== 'token') {
       return;
     }
     const grantType = typeof ctx.oidc.body?.grant_type === 'string' ? ctx.oidc.body.grant_type : 'unknown';
-    stats.tokenRequests[grantType] = (stats.tokenRequests[grantType] ?? 0) + 1;
-    if (ctx.status === 200 && isRecord(ctx.body)) {
-      await decorateTokenResponse(ctx, ctx.body);
+    // oidc-provider answers a reused refresh token with invalid_grant after loading it as the
+    // RefreshToken entity, already consumed (lib/actions/grants/refresh_token.js); a successful
+    // rotation replaces that entity with the new, unconsumed token.
+    if (grantType === 'refresh_token' && ctx.status >= 400 && ctx.oidc.entities.RefreshToken?.consumed !== undefined) {
+      stats.refreshReuseDetected += 1;
+    }
+    let status = ctx.status;
+    try {
+      if (ctx.status === 200 && isRecord(ctx.body)) {
+        await decorateTokenResponse(ctx, ctx.body);
+      }
+    } catch (error) {
+      status = 500; // koa answers 500 for an error thrown here
+      throw error;
+    } finally {
+      countTokenRequest(stats, grantType, status);
     }
   });
 
@@ -635,7 +680,120 @@ export function createAuthServer(options: AuthServerOptions): AuthServer {
       rest = `/${rest}`;
     }
     Object.assign(req, { originalUrl: original, url: rest });
+    if (req.method === 'POST' && rest.split('?')[0] === TOKEN_ROUTE && tokenEndpointFaulted(faults)) {
+      await handleFaultedTokenRequest(req, res);
+      return;
+    }
     await providerCallback(req, res);
+  }
+
+  /*
+   * Token endpoint faults. They are decided here, in front of oidc-provider, so that a faulted error
+   * answer cannot have touched anything: the authorization code or refresh token presented is neither
+   * consumed nor rotated, and a retry can succeed. Deciding by grant_type means reading the body
+   * first; a request that is not answered here (other grant type, or only delayed) gets the same
+   * bytes handed to oidc-provider (replayBody).
+   */
+  const faultCounter = new TokenEndpointFaultCounter();
+  const pendingDelays = new Set<{ timer: NodeJS.Timeout; resolve: () => void }>();
+  let disposed = false;
+
+  async function handleFaultedTokenRequest(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    let body: Buffer;
+    try {
+      body = await readBody(req, MAX_TOKEN_BODY_BYTES);
+    } catch {
+      answerToken(res, 'unknown', 400, { error: 'invalid_request', error_description: 'the request body could not be read' });
+      return;
+    }
+    const isForm = (req.headers['content-type'] ?? '').toLowerCase().startsWith('application/x-www-form-urlencoded');
+    const grantType = (isForm ? new URLSearchParams(body.toString('utf8')).get('grant_type') : null) || 'unknown';
+
+    if (faults.invalidClient === true) {
+      answerToken(res, grantType, 401, { error: 'invalid_client', error_description: 'client authentication failed (sandbox fault)' }, {
+        'WWW-Authenticate': 'Basic realm="sandbox"',
+      });
+      return;
+    }
+    const action = faultCounter.take(faults, grantType);
+    if (action.kind === 'answer') {
+      answerToken(res, grantType, action.status, action.body, action.headers);
+      return;
+    }
+    if (action.kind === 'delay') {
+      // A client that gives up meanwhile does not stop the request: like a slow real server, the
+      // sandbox still processes it (a refresh still rotates) and the answer is lost.
+      await delay(action.ms);
+      if (disposed) {
+        return;
+      }
+    }
+    if (faults.malformedTokenResponse === true) {
+      answerToken(res, grantType, 200, { token_type: 'Bearer', expires_in: currentAccessTokenTtl(), scope: '' });
+      return;
+    }
+    replayBody(req, body);
+    await providerCallback(req, res);
+  }
+
+  /** An answer the sandbox gives instead of oidc-provider, counted like oidc-provider's own. */
+  function answerToken(res: ServerResponse, grantType: string, status: number, body: Record<string, unknown>, headers: Record<string, string> = {}): void {
+    countTokenRequest(stats, grantType, status);
+    sendJson(res, status, body, { 'Cache-Control': 'no-store', Pragma: 'no-cache', ...headers });
+  }
+
+  function delay(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const entry = {
+        timer: setTimeout(() => {
+          pendingDelays.delete(entry);
+          resolve();
+        }, ms),
+        resolve,
+      };
+      pendingDelays.add(entry);
+    });
+  }
+
+  function dispose(): void {
+    disposed = true;
+    for (const entry of pendingDelays) {
+      clearTimeout(entry.timer);
+      entry.resolve();
+    }
+    pendingDelays.clear();
+  }
+
+  /*
+   * Grant revocation from outside OAuth (an administrator, or the patient revoking the app in a
+   * portal): everything oidc-provider stores for the grant goes, as in its own revoke helper
+   * (lib/helpers/revoke.js), and the FHIR server refuses the grant's JWT access tokens from then on.
+   */
+  function revokeGrant(grantId: string): void {
+    adapterStore.revokeGrant(grantId);
+    revokedGrants.add(grantId);
+  }
+
+  async function revokeGrantForAccessToken(accessToken: string): Promise<void> {
+    let jti: unknown;
+    try {
+      jti = decodeJwt(accessToken).jti;
+    } catch (error) {
+      throw new Error('not a JWT access token of this sandbox', { cause: error });
+    }
+    const grant = typeof jti === 'string' ? tokenGrants.get(jti) : undefined;
+    if (!grant) {
+      throw new Error('unknown access token: this sandbox did not issue it, or it expired long ago');
+    }
+    revokeGrant(grant.grantId);
+  }
+
+  async function revokeGrantForRefreshToken(refreshToken: string): Promise<void> {
+    const grantId = adapterStore.grantIdOf('RefreshToken', refreshToken);
+    if (grantId === undefined) {
+      throw new Error('unknown refresh token: never issued, expired, or its grant is already revoked');
+    }
+    revokeGrant(grantId);
   }
 
   const jwks = createLocalJWKSet({ keys: [signingKey.publicJwk] });
@@ -668,5 +826,13 @@ export function createAuthServer(options: AuthServerOptions): AuthServer {
     };
   }
 
-  return { provider, handleProviderRequest, handleInteraction, verifyAccessToken };
+  return {
+    provider,
+    handleProviderRequest,
+    handleInteraction,
+    verifyAccessToken,
+    revokeGrantForAccessToken,
+    revokeGrantForRefreshToken,
+    dispose,
+  };
 }

@@ -65,6 +65,7 @@ async function main(): Promise<void> {
   console.log(`  FHIR base:   ${sandbox.fhirBaseUrl}   (iss / aud)`);
   console.log(`  OAuth:       ${sandbox.issuer}`);
   console.log(`  Client:      ${values['client-id']} (client_secret_basic), redirect ${redirectUris.join(', ')}`);
+  console.log(`  Admin:       ${sandbox.url}/admin/stats, POST ${sandbox.url}/admin/faults   (loopback only)`);
   if (!values['launch-url']) {
     console.log('  No --launch-url given: the EHR page cannot launch an app.');
   }

@@ -47,23 +47,28 @@ export function sendRedirect(res: ServerResponse, location: string, status = 302
 
 const MAX_FORM_BYTES = 16 * 1024;
 
+/** Reads a whole request body, refusing more than `limit` bytes. */
+export async function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req) {
+    const buffer = chunk as Buffer;
+    size += buffer.length;
+    if (size > limit) {
+      throw new Error('request body too large');
+    }
+    chunks.push(buffer);
+  }
+  return Buffer.concat(chunks);
+}
+
 /** Reads a small `application/x-www-form-urlencoded` body (the sandbox's own login form). */
 export async function readForm(req: IncomingMessage): Promise<URLSearchParams> {
   const type = req.headers['content-type'] ?? '';
   if (!type.toLowerCase().startsWith('application/x-www-form-urlencoded')) {
     throw new Error('expected an application/x-www-form-urlencoded body');
   }
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req) {
-    const buffer = chunk as Buffer;
-    size += buffer.length;
-    if (size > MAX_FORM_BYTES) {
-      throw new Error('form body too large');
-    }
-    chunks.push(buffer);
-  }
-  return new URLSearchParams(Buffer.concat(chunks).toString('utf8'));
+  return new URLSearchParams((await readBody(req, MAX_FORM_BYTES)).toString('utf8'));
 }
 
 /** A minimal, readable page frame shared by the sandbox's HTML pages. `body` must already be escaped. */

@@ -2,16 +2,18 @@ import { createServer } from 'node:http';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { FhirRouter, MemoryRepository } from '@medplum/fhir-router';
+import { ADMIN_PATH, handleAdmin } from './admin.js';
 import { createAuthServer, generateSigningKey } from './auth-server.js';
 import { generateSandboxData } from './data.js';
 import { createDirectory, LaunchStore } from './directory.js';
+import { clearFaults, createStats, resetStats } from './faults.js';
 import { loadFhirDefinitions } from './fhir-definitions.js';
 import { createFhirServer } from './fhir-server.js';
 import type { FhirServer } from './fhir-server.js';
 import { sendHtml, sendJson, sendRedirect } from './http-util.js';
 import { renderEhrPage, renderErrorPage } from './pages.js';
 import { buildCapabilityStatement, buildSmartConfiguration, OidcDiscoverySchema } from './smart-configuration.js';
-import type { Sandbox, SandboxFaults, SandboxOptions, SandboxStats } from './types.js';
+import type { Sandbox, SandboxFaults, SandboxOptions } from './types.js';
 
 export type {
   IdTokenFault,
@@ -22,6 +24,9 @@ export type {
   SandboxOptions,
   SandboxPatient,
   SandboxStats,
+  TokenEndpointDelayFault,
+  TokenEndpointFault,
+  TokenEndpointStatusFault,
 } from './types.js';
 
 /** Opaque organisation id returned as the SMART `tenant` launch parameter. */
@@ -91,7 +96,7 @@ export async function startSandbox(options: SandboxOptions): Promise<Sandbox> {
   const directory = createDirectory(data);
   const launches = new LaunchStore(directory);
   const faults: SandboxFaults = {};
-  const stats: SandboxStats = { tokenRequests: {}, revocations: 0 };
+  const stats = createStats();
   const signingKey = await generateSigningKey();
 
   // The URL (and so the issuer) is only known after listen() picked the port, so requests are
@@ -119,8 +124,10 @@ export async function startSandbox(options: SandboxOptions): Promise<Sandbox> {
   const issuer = `${origin}${OAUTH_PATH}`;
   const smartStyleUrl = `${origin}/smart-style.json`;
 
+  let disposeAuth: (() => void) | undefined;
   const close = (): Promise<void> =>
     new Promise((resolve, reject) => {
+      disposeAuth?.();
       server.close((error) => (error ? reject(error) : resolve()));
       // Keep-alive sockets (fetch keeps them open) would otherwise hold close() for seconds.
       server.closeAllConnections();
@@ -141,6 +148,18 @@ export async function startSandbox(options: SandboxOptions): Promise<Sandbox> {
       tenant: SANDBOX_TENANT,
       smartStyleUrl,
     });
+    disposeAuth = auth.dispose;
+
+    const revokeGrantOf = async (token: string): Promise<void> => {
+      try {
+        await auth.revokeGrantForRefreshToken(token);
+      } catch {
+        await auth.revokeGrantForAccessToken(token).catch((error: unknown) => {
+          throw new Error('unknown token: neither a refresh token nor a JWT access token this sandbox holds', { cause: error });
+        });
+      }
+    };
+    const admin = { faults, stats, resetStats: () => resetStats(stats), revokeGrantOf };
 
     dispatch = async (req, res) => {
       const url = new URL(req.url ?? '/', origin);
@@ -174,6 +193,10 @@ export async function startSandbox(options: SandboxOptions): Promise<Sandbox> {
           return;
         }
         await fhirSide.fhir.handle(req, res, subPath, url.searchParams);
+        return;
+      }
+      if (path === ADMIN_PATH || path.startsWith(`${ADMIN_PATH}/`)) {
+        await handleAdmin(req, res, path.slice(ADMIN_PATH.length), admin);
         return;
       }
       if (req.method !== 'GET') {
@@ -254,6 +277,11 @@ export async function startSandbox(options: SandboxOptions): Promise<Sandbox> {
       createLaunch: (context) => launches.create(context),
       faults,
       stats,
+      resetStats: admin.resetStats,
+      clearFaults: () => clearFaults(faults),
+      revokeGrantForAccessToken: auth.revokeGrantForAccessToken,
+      revokeGrantForRefreshToken: auth.revokeGrantForRefreshToken,
+      revokeGrantOf,
       close,
     };
   } catch (error) {

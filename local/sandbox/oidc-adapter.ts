@@ -70,6 +70,18 @@ export class SandboxAdapterStore {
     }
     this.#byGrant.delete(grantId);
   }
+
+  /** Deletes a grant and everything issued under it (codes, refresh and access tokens). */
+  revokeGrant(grantId: string): void {
+    this.deleteGrantMembers(grantId);
+    this.delete(`Grant:${grantId}`);
+  }
+
+  /** The grant id an artifact of `model` (e.g. RefreshToken, keyed by its opaque value) belongs to. */
+  grantIdOf(model: string, id: string): string | undefined {
+    const grantId = this.get(`${model}:${id}`)?.grantId;
+    return typeof grantId === 'string' ? grantId : undefined;
+  }
 }
 
 class SandboxAdapter implements Adapter {

@@ -44,6 +44,8 @@ declare module 'oidc-provider' {
     clientId?: string;
     scope?: string;
     readonly scopes: Set<string>;
+    /** Epoch seconds at which a code or refresh token was used (set by the adapter's `consume`). */
+    readonly consumed?: number;
   }
 
   export interface Grant {

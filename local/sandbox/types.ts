@@ -28,16 +28,54 @@ export interface SandboxPatient {
 
 export type IdTokenFault = 'wrong-aud' | 'wrong-nonce' | 'wrong-iss' | 'expired' | 'bad-signature';
 
+/** Token endpoint error a test can switch on (`faults.tokenEndpoint`); see `TokenEndpointFault`. */
+export interface TokenEndpointStatusFault {
+  /** 500/503 answer `{ error: 'temporarily_unavailable' }`, 429 answers `{ error: 'slow_down' }`. */
+  status: 500 | 503 | 429;
+  /** Sent as `Retry-After`; 429 always sends one (default 1). */
+  retryAfterSeconds?: number;
+  /** Only requests with one of these `grant_type`s are affected (default: all). */
+  grantTypes?: string[];
+  /** Only the next `times` affected requests, then the fault clears itself (default: until cleared). */
+  times?: number;
+}
+
+/** Token endpoint slowness (`faults.tokenEndpoint`): wait, then answer normally. */
+export interface TokenEndpointDelayFault {
+  delayMs: number;
+  grantTypes?: string[];
+  times?: number;
+}
+
+export type TokenEndpointFault = TokenEndpointStatusFault | TokenEndpointDelayFault;
+
 export interface SandboxFaults {
   /** Tamper the id_token of the next token responses (re-signed with the real key unless 'bad-signature'). */
   idToken?: IdTokenFault | undefined;
+  /** Lifetime (seconds, positive integer) of access tokens issued from now on; overrides the start option. */
+  accessTokenTtlSeconds?: number | undefined;
+  /**
+   * The token endpoint answers an error status, or waits first. A faulted error answer touches nothing:
+   * the code or refresh token presented stays valid, so a retry can succeed.
+   */
+  tokenEndpoint?: TokenEndpointFault | undefined;
+  /** The token endpoint answers every request 401 `{ error: 'invalid_client' }` (nothing is consumed). */
+  invalidClient?: boolean | undefined;
+  /** The token endpoint answers 200 with a JSON body without `access_token` (nothing is consumed). */
+  malformedTokenResponse?: boolean | undefined;
 }
 
 export interface SandboxStats {
-  /** Token endpoint POSTs by grant_type (`unknown` when the body had none). */
+  /** Token endpoint POSTs by grant_type (`unknown` when the body had none), faulted ones included. */
   tokenRequests: Record<string, number>;
-  /** Revocation endpoint POSTs. */
+  /** Token endpoint answers by grant_type, then HTTP status: `{ refresh_token: { '200': 1, '503': 2 } }`. */
+  tokenRequestsAnswered: Record<string, Record<string, number>>;
+  /** Times a rotated (already used) refresh token was presented again, revoking its grant. */
+  refreshReuseDetected: number;
+  /** Revocation endpoint (RFC 7009) POSTs. */
   revocations: number;
+  /** Revocation endpoint POSTs by the `token_type_hint` sent (`none` without one). */
+  revocationsByTokenType: Record<string, number>;
 }
 
 export interface LaunchContext {
@@ -56,9 +94,23 @@ export interface Sandbox {
   practitioner: { id: string; name: string };
   /** Creates an EHR launch id bound to that context (what the EHR would pass as `launch`). */
   createLaunch(context: LaunchContext): string;
-  /** Mutable switches for tests. */
+  /** Mutable switches for tests (set a field, set it back to undefined or call `clearFaults()`). */
   faults: SandboxFaults;
-  /** Counters for tests: token endpoint calls by grant_type, revocation calls. */
+  /** Counters for tests; the same object for the sandbox's whole life (`resetStats()` zeroes it in place). */
   stats: SandboxStats;
+  /** Zeroes every counter of `stats` in place. */
+  resetStats(): void;
+  /** Removes every fault of `faults` in place (`idToken` included). */
+  clearFaults(): void;
+  /**
+   * Revokes the whole grant behind a JWT access token, as an administrator or the patient revoking
+   * the app's access would: its refresh tokens then get `invalid_grant`, its access tokens 401 at
+   * `/fhir`. Rejects when the token is not one this sandbox issued.
+   */
+  revokeGrantForAccessToken(accessToken: string): Promise<void>;
+  /** The same, found by a refresh token of the grant (current or already rotated). */
+  revokeGrantForRefreshToken(refreshToken: string): Promise<void>;
+  /** The same for either kind of token. */
+  revokeGrantOf(token: string): Promise<void>;
   close(): Promise<void>;
 }

@@ -1,0 +1,134 @@
+import { isIP } from 'node:net';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { z } from 'zod';
+import { applyFaultsPatch, FaultsPatchSchema, snapshotStats } from './faults.js';
+import { readBody, sendJson } from './http-util.js';
+import type { SandboxFaults, SandboxStats } from './types.js';
+
+/*
+ * Admin endpoints for manual testing while the sandbox runs (`npm start`, `npm run sandbox`): read the
+ * counters, switch faults, revoke a grant. Loopback only, and only for a loopback Host (a web page
+ * reaching the sandbox through DNS rebinding carries its own host name); state-changing calls need a
+ * JSON body, which a cross-site form cannot send.
+ */
+
+export const ADMIN_PATH = '/admin';
+
+export interface AdminControls {
+  readonly faults: SandboxFaults;
+  readonly stats: SandboxStats;
+  resetStats(): void;
+  revokeGrantOf(token: string): Promise<void>;
+}
+
+const MAX_ADMIN_BODY_BYTES = 16 * 1024;
+const NO_STORE = { 'Cache-Control': 'no-store' } as const;
+const RevokeGrantSchema = z.strictObject({ token: z.string().min(1) });
+
+function isLoopbackAddress(address: string | undefined): boolean {
+  if (address === undefined) {
+    return false;
+  }
+  const ip = address.startsWith('::ffff:') ? address.slice('::ffff:'.length) : address;
+  return ip === '::1' || (isIP(ip) === 4 && ip.startsWith('127.'));
+}
+
+function isLoopbackHost(hostHeader: string | undefined): boolean {
+  const hostname = hostHeader === undefined ? undefined : URL.parse(`http://${hostHeader}`)?.hostname;
+  if (hostname === undefined) {
+    return false;
+  }
+  return hostname === 'localhost' || hostname.endsWith('.localhost') || isLoopbackAddress(hostname.replace(/^\[|\]$/g, ''));
+}
+
+async function readJson(req: IncomingMessage): Promise<{ ok: true; value: unknown } | { ok: false; status: number; message: string }> {
+  const type = (req.headers['content-type'] ?? '').toLowerCase();
+  if (!type.startsWith('application/json')) {
+    return { ok: false, status: 415, message: 'send a JSON body (Content-Type: application/json)' };
+  }
+  try {
+    const text = (await readBody(req, MAX_ADMIN_BODY_BYTES)).toString('utf8');
+    return { ok: true, value: text.trim() === '' ? {} : JSON.parse(text) };
+  } catch (error) {
+    return { ok: false, status: 400, message: `the body is not JSON: ${error instanceof Error ? error.message : String(error)}` };
+  }
+}
+
+function methodNotAllowed(res: ServerResponse, allow: string): void {
+  sendJson(res, 405, { error: 'method_not_allowed', allow }, { ...NO_STORE, Allow: allow });
+}
+
+/** Answers `/admin/*`; `subPath` is the path below `/admin`. */
+export async function handleAdmin(req: IncomingMessage, res: ServerResponse, subPath: string, controls: AdminControls): Promise<void> {
+  if (!isLoopbackAddress(req.socket.remoteAddress) || !isLoopbackHost(req.headers.host)) {
+    sendJson(res, 403, { error: 'forbidden', message: 'the sandbox admin endpoints answer loopback requests only' }, NO_STORE);
+    return;
+  }
+  switch (subPath) {
+    case '/stats':
+      if (req.method !== 'GET') {
+        methodNotAllowed(res, 'GET');
+        return;
+      }
+      sendJson(res, 200, snapshotStats(controls.stats), NO_STORE);
+      return;
+    case '/stats/reset':
+      if (req.method !== 'POST') {
+        methodNotAllowed(res, 'POST');
+        return;
+      }
+      controls.resetStats();
+      sendJson(res, 200, snapshotStats(controls.stats), NO_STORE);
+      return;
+    case '/faults': {
+      if (req.method === 'GET') {
+        sendJson(res, 200, controls.faults, NO_STORE);
+        return;
+      }
+      if (req.method !== 'POST') {
+        methodNotAllowed(res, 'GET, POST');
+        return;
+      }
+      const body = await readJson(req);
+      if (!body.ok) {
+        sendJson(res, body.status, { error: 'invalid_request', message: body.message }, NO_STORE);
+        return;
+      }
+      const patch = FaultsPatchSchema.safeParse(body.value);
+      if (!patch.success) {
+        sendJson(res, 400, { error: 'invalid_request', message: z.prettifyError(patch.error) }, NO_STORE);
+        return;
+      }
+      applyFaultsPatch(controls.faults, patch.data);
+      sendJson(res, 200, controls.faults, NO_STORE);
+      return;
+    }
+    case '/revoke-grant': {
+      if (req.method !== 'POST') {
+        methodNotAllowed(res, 'POST');
+        return;
+      }
+      const body = await readJson(req);
+      if (!body.ok) {
+        sendJson(res, body.status, { error: 'invalid_request', message: body.message }, NO_STORE);
+        return;
+      }
+      const request = RevokeGrantSchema.safeParse(body.value);
+      if (!request.success) {
+        sendJson(res, 400, { error: 'invalid_request', message: z.prettifyError(request.error) }, NO_STORE);
+        return;
+      }
+      try {
+        await controls.revokeGrantOf(request.data.token);
+      } catch (error) {
+        sendJson(res, 404, { error: 'not_found', message: error instanceof Error ? error.message : String(error) }, NO_STORE);
+        return;
+      }
+      res.writeHead(204, NO_STORE);
+      res.end();
+      return;
+    }
+    default:
+      sendJson(res, 404, { error: 'not_found', message: `nothing is served at ${ADMIN_PATH}${subPath}` }, NO_STORE);
+  }
+}
