@@ -19,6 +19,7 @@ const logger = createLogger('smart-launch-sessions');
 export function createSessionsHandler(getDeps: () => Promise<CoreDeps>) {
   return apiHandler('sessions', 'json', logger, async (event) => {
     const deps = await getDeps();
+    const requestStartedAt = deps.clock.now();
     const session = await openSession(event.pathParameters?.id, cookieOf(event, BINDING_COOKIE), deps);
     switch (`${event.httpMethod} ${event.resource}`) {
       case 'GET /sessions/{id}':
@@ -27,7 +28,7 @@ export function createSessionsHandler(getDeps: () => Promise<CoreDeps>) {
         if (session.secrets.refreshToken === undefined) {
           throw new SmartError('REFRESH_NOT_AVAILABLE', 'this session has no refresh token');
         }
-        const refreshed = await ensureFreshSession(session, deps, { force: true });
+        const refreshed = await ensureFreshSession(session, deps, { force: true, requestStartedAt });
         if (refreshed.refreshNotStored) logger.warn('refreshed tokens could not be stored: the lease lapsed');
         logger.info('session refreshed', { revision: refreshed.record.revision });
         return jsonResponse(200, {

@@ -199,6 +199,7 @@ export async function completeCallback(query: Query, cookieSecret: string | unde
     refreshToken: tokens.refresh_token,
     idToken: tokens.id_token,
     accessTokenExpiresAt: clock.now() + expiresIn * 1000,
+    obtainedAt: clock.now(),
     // RFC 6749 §5.1: an absent scope means the requested scope was granted as asked.
     scope: tokens.scope ?? secrets.scope,
     launchMode: secrets.launch === undefined ? 'standalone' : 'ehr',

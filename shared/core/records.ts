@@ -53,6 +53,8 @@ export const SessionSecretsSchema = z.object({
   idToken: z.string().optional(),
   /** Epoch milliseconds. */
   accessTokenExpiresAt: z.number(),
+  /** Epoch milliseconds when the current access token was obtained. */
+  obtainedAt: z.number().optional(),
   scope: z.string(),
   launchMode: z.enum(['ehr', 'standalone']),
   context: LaunchContextSchema,

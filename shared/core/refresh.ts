@@ -63,6 +63,7 @@ export function refreshedSecrets(previous: SessionSecrets, tokens: TokenResponse
     refreshToken: tokens.refresh_token ?? previous.refreshToken,
     idToken: tokens.id_token ?? previous.idToken,
     accessTokenExpiresAt: nowMs + (tokens.expires_in ?? DEFAULT_EXPIRES_IN_SECONDS) * 1000,
+    obtainedAt: nowMs,
     scope: refreshedScope(previous.scope, tokens.scope),
     context: mergedContext(previous.context, tokens),
   };
@@ -73,15 +74,23 @@ const MAX_BACKOFF_MS = 500;
 
 /**
  * Returns the session with an access token good for at least the configured skew, refreshing it
- * when needed (or when `force`d, after the FHIR server answered 401). One refresh at a time per
+ * when needed (or when `force`d: `POST /refresh`, or the FHIR server answered 401; `requestStartedAt`
+ * lets a forced refresh use a token another request obtained meanwhile). One refresh at a time per
  * session across every concurrent Lambda (invariant 8): a conditional write takes a lease on the
  * session record at the revision read; everyone else waits for the next revision with bounded
  * backoff and uses the token it carries. A refresh token is therefore never sent twice.
  */
-export async function ensureFreshSession(session: OpenSession, deps: CoreDeps, options: { force?: boolean } = {}): Promise<OpenSession> {
+export async function ensureFreshSession(
+  session: OpenSession,
+  deps: CoreDeps,
+  options: { force?: boolean; requestStartedAt?: number } = {},
+): Promise<OpenSession> {
   const { secrets } = session;
   const now = deps.clock.now();
   if (!options.force && secrets.accessTokenExpiresAt - now > deps.config.session.refreshSkewSeconds * 1000) return session;
+  // A token obtained after this request began is as fresh as forcing would make it: requests of one
+  // storm that read the session just after its refresh completed use it instead of renewing again.
+  if (options.force && options.requestStartedAt !== undefined && (secrets.obtainedAt ?? 0) >= options.requestStartedAt) return session;
   if (secrets.refreshToken === undefined) {
     // "Can refresh" is the presence of a refresh token, not offline_access in the scope (SMART-SCOPE-12).
     if (options.force || secrets.accessTokenExpiresAt <= now) {

@@ -163,6 +163,7 @@ describe('AWS calls per operation (DESIGN.md §5)', () => {
     const h = await harness();
     const warm = container(h);
     const { sessionId, cookies } = await signIn(h, warm.getDeps);
+    h.deps.clock.advance(60_000);
     h.ehr.tokenAnswer = () =>
       json({ access_token: 'renewed-access', token_type: 'Bearer', expires_in: 3600, refresh_token: 'renewed-refresh', scope: 'launch openid fhirUser patient/*.rs offline_access' });
     dynamoMock.resetHistory();

@@ -10,6 +10,8 @@ export interface Observed {
   /** Secrets seen on the wire between the API and the EHR (never by the browser). */
   readonly secrets: Set<string>;
   readonly requests: string[];
+  /** Successful token endpoint answers, in order (for tests that act as the EHR's administrator). */
+  readonly tokenResponses: Array<Record<string, unknown>>;
 }
 
 /**
@@ -32,6 +34,7 @@ export function watchingFetch(observed: Observed): typeof fetch {
     const response = await fetch(input, init);
     if (/\/token$/.test(new URL(url).pathname) && response.ok) {
       const body = (await response.clone().json()) as Record<string, unknown>;
+      observed.tokenResponses.push(body);
       for (const name of ['access_token', 'refresh_token', 'id_token']) {
         if (typeof body[name] === 'string') observed.secrets.add(body[name] as string);
       }
@@ -49,7 +52,7 @@ export interface Fixture {
 
 export async function startFixture(options: Partial<LocalStackOptions> = {}, dataDir?: string): Promise<Fixture> {
   const dir = dataDir ?? (await mkdtemp(join(tmpdir(), 'smart-launch-it-')));
-  const observed: Observed = { secrets: new Set(), requests: [] };
+  const observed: Observed = { secrets: new Set(), requests: [], tokenResponses: [] };
   const stack = await startLocalStack({ port: 0, sandboxPort: 0, dataDir: dir, sandbox: true, http: watchingFetch(observed), ...options });
   return {
     stack,
