@@ -70,6 +70,8 @@ export function refreshedSecrets(previous: SessionSecrets, tokens: TokenResponse
 }
 
 const FIRST_BACKOFF_MS = 25;
+/** What a waiter tells its client when the lease holder's refresh failed. */
+const WAITER_RETRY_AFTER_SECONDS = 5;
 const MAX_BACKOFF_MS = 500;
 
 /**
@@ -133,8 +135,13 @@ async function refreshSingleFlight(session: OpenSession, deps: CoreDeps): Promis
         const secrets = openJson(SessionSecretsSchema, current.dataKey, record.sealed, record.key);
         return { ...current, record, secrets };
       }
-      if (record.leaseUntil === undefined || record.leaseUntil < clock.now()) {
-        // The holder gave up or died inside its lease: try to take over.
+      if (record.leaseUntil === undefined) {
+        // The holder released its lease without a new revision: its refresh failed (the EHR answered
+        // 5xx/429 or nonsense). Trying again now would turn one failure into a retry storm.
+        throw new SmartError('REFRESH_UNAVAILABLE', 'the EHR token service did not renew the tokens', { retryAfterSeconds: WAITER_RETRY_AFTER_SECONDS });
+      }
+      if (record.leaseUntil < clock.now()) {
+        // The holder died inside its lease (a crashed invocation): take over.
         current = { ...current, record };
         break;
       }

@@ -113,7 +113,11 @@ export async function parseTokenResponse(response: Response): Promise<TokenRespo
     body = await response.json();
   } catch (cause) {
     if (response.status >= 500 || response.status === 429) {
-      throw new SmartError('TOKEN_ENDPOINT_UNAVAILABLE', `the token endpoint answered HTTP ${response.status}`, { cause });
+      throw new SmartError('TOKEN_ENDPOINT_UNAVAILABLE', `the token endpoint answered HTTP ${response.status}`, {
+        cause,
+        details: { status: response.status },
+        retryAfterSeconds: retryAfter(response.headers.get('retry-after')),
+      });
     }
     throw new SmartError('TOKEN_RESPONSE_INVALID', 'the token endpoint did not answer JSON', { cause });
   }

@@ -99,6 +99,11 @@ export class FakeEhr {
   readonly authorizationEndpoint: string;
   readonly tokenEndpoint: string;
   readonly jwksUri: string;
+  /**
+   * RFC 7009 revocation endpoint. Served always, but advertised in discovery only when a test adds it:
+   * `ehr.smartConfiguration.revocation_endpoint = ehr.revocationEndpoint`.
+   */
+  readonly revocationEndpoint: string;
   readonly kid = 'ehr-key-1';
 
   /** The discovery document served; edit or replace it to test discovery failures. */
@@ -113,6 +118,10 @@ export class FakeEhr {
   idTokenClaims: Record<string, unknown> = {};
   /** Signs id_tokens with this key instead of the published one. */
   idTokenKey: CryptoKey | undefined;
+  /** Replaces the revocation endpoint answer entirely (status codes, network failures by throwing); the call is still recorded. */
+  revocationAnswer: ((call: TokenCall) => Response | Promise<Response>) | undefined;
+  /** The tokens the revocation endpoint accepted (after client authentication), in order. */
+  readonly revoked: string[] = [];
   /** FHIR API requests under the base; 404 by default. */
   fhirAnswer: Handler = () => json({ resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: 'not-found' }] }, 404);
 
@@ -136,6 +145,7 @@ export class FakeEhr {
     this.authorizationEndpoint = `${this.origin}/oauth2/authorize`;
     this.tokenEndpoint = `${this.origin}/oauth2/token`;
     this.jwksUri = `${this.origin}/oauth2/jwks`;
+    this.revocationEndpoint = `${this.origin}/oauth2/revoke`;
     this.#publicJwk = { ...publicJwk, kid: this.kid, alg: 'RS256', use: 'sig' };
     this.smartConfiguration = {
       issuer: this.issuer,
@@ -171,6 +181,7 @@ export class FakeEhr {
     }
     if (path === this.jwksUri) return json({ keys: [this.#publicJwk] });
     if (path === this.tokenEndpoint) return this.#token(request);
+    if (path === this.revocationEndpoint) return this.#revoke(request);
     if (path.startsWith(`${this.fhirBase.replace(/\/+$/, '')}/`)) return this.fhirAnswer(parsed, request);
     return json({ error: 'not_found' }, 404);
   };
@@ -277,6 +288,19 @@ export class FakeEhr {
       if (typeof value === 'string') list.push(value);
     }
     return json(body, 200, { 'cache-control': 'no-store', pragma: 'no-cache' });
+  }
+
+  /** RFC 7009 §2.1/2.2: form POST with `token`, client authentication as at the token endpoint; 200 with an empty body. */
+  async #revoke(request: RecordedRequest): Promise<Response> {
+    const form = new URLSearchParams(request.body ?? '');
+    if (this.revocationAnswer) return this.revocationAnswer({ headers: request.headers, form });
+    if (request.method !== 'POST') return json({ error: 'invalid_request' }, 405);
+    if (!request.headers['content-type']?.startsWith('application/x-www-form-urlencoded')) return json({ error: 'invalid_request' }, 400);
+    if (!this.#clientAuthenticated(request.headers, form)) return json({ error: 'invalid_client' }, 401, { 'www-authenticate': 'Basic' });
+    const token = form.get('token');
+    if (token === null || token === '') return json({ error: 'invalid_request' }, 400);
+    this.revoked.push(token);
+    return new Response(null, { status: 200 });
   }
 
   #clientAuthenticated(headers: Readonly<Record<string, string>>, form: URLSearchParams): boolean {
