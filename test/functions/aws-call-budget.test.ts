@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -27,6 +26,7 @@ import { startLocalDynamo, type LocalDynamo } from '../../local/dynamo-local.js'
 import { deps as testDeps } from '../fakes/deps.js';
 import { json } from '../fakes/fake-ehr.js';
 import { ehrLaunchQuery, harness, type Harness } from '../fakes/launch-flow.js';
+import { behaveLikeKms, KMS_KEY_ID } from '../fakes/fake-kms.js';
 import { apiEvent, lambdaContext, setCookieValue } from '../fixtures/api-event.js';
 
 /**
@@ -34,7 +34,6 @@ import { apiEvent, lambdaContext, setCookieValue } from '../fixtures/api-event.j
  * every command to a real (dynalite) table, and the KMS stub behaves like KMS (a blob only opens
  * with the context it was made with), so the handlers run for real and every call is counted.
  */
-const KEY_ID = 'arn:aws:kms:us-east-1:111111111111:key/0b5c2d1e-1111-2222-3333-444455556666';
 
 let dynamo: LocalDynamo;
 let dataDir: string;
@@ -50,22 +49,6 @@ function forwardDynamo(): void {
   }
 }
 
-function fakeKms(): void {
-  const issued = new Map<string, { plaintext: Uint8Array; context: string }>();
-  kmsMock.on(GenerateDataKeyCommand).callsFake((input: { EncryptionContext?: Record<string, string> }) => {
-    const plaintext = new Uint8Array(randomBytes(32));
-    const blob = new Uint8Array(randomBytes(64));
-    issued.set(Buffer.from(blob).toString('base64'), { plaintext, context: JSON.stringify(input.EncryptionContext) });
-    return { KeyId: KEY_ID, Plaintext: plaintext, CiphertextBlob: blob };
-  });
-  kmsMock.on(DecryptCommand).callsFake((input: { CiphertextBlob: Uint8Array; EncryptionContext?: Record<string, string> }) => {
-    const entry = issued.get(Buffer.from(input.CiphertextBlob).toString('base64'));
-    if (!entry || entry.context !== JSON.stringify(input.EncryptionContext)) {
-      throw Object.assign(new Error('InvalidCiphertextException'), { name: 'InvalidCiphertextException' });
-    }
-    return { KeyId: KEY_ID, Plaintext: entry.plaintext };
-  });
-}
 
 beforeAll(async () => {
   dataDir = await mkdtemp(join(tmpdir(), 'smart-launch-budget-'));
@@ -79,7 +62,7 @@ beforeEach(() => {
   dynamoMock.reset();
   kmsMock.reset();
   forwardDynamo();
-  fakeKms();
+  behaveLikeKms(kmsMock);
 });
 
 const counts = () => ({
@@ -97,7 +80,7 @@ function container(h: Harness): { deps: CoreDeps; getDeps: () => Promise<CoreDep
   const deps: CoreDeps = {
     ...base,
     store: new DynamoSessionStore({ client: dynamoClient, tableName: dynamo.tableName }),
-    keyRing: new CachingKeyRing(new KmsKeyRing({ client: kms, keyId: KEY_ID }), h.deps.clock),
+    keyRing: new CachingKeyRing(new KmsKeyRing({ client: kms, keyId: KMS_KEY_ID }), h.deps.clock),
   };
   return { deps, getDeps: () => Promise.resolve(deps) };
 }

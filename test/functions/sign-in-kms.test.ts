@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto';
 import { DecryptCommand, GenerateDataKeyCommand, KMSClient } from '@aws-sdk/client-kms';
 import { mockClient } from 'aws-sdk-client-mock';
 import { beforeEach, describe, expect, it } from 'vitest';
@@ -9,40 +8,23 @@ import { KmsKeyRing } from '../../shared/adapters/kms-key-ring.js';
 import { BINDING_COOKIE } from '../../shared/http/cookies.js';
 import { harness, ehrLaunchQuery } from '../fakes/launch-flow.js';
 import { deps as testDeps } from '../fakes/deps.js';
+import { behaveLikeKms, KMS_KEY_ID } from '../fakes/fake-kms.js';
 import { apiEvent, lambdaContext, setCookieValue } from '../fixtures/api-event.js';
 
-const KEY_ID = 'arn:aws:kms:us-east-1:111111111111:key/0b5c2d1e-1111-2222-3333-444455556666';
 const kms = new KMSClient({ region: 'us-east-1' });
 const kmsMock = mockClient(kms);
 
-/** A KMS stand-in with KMS's contract: a ciphertext blob decrypts only with the context it was made with. */
-function fakeKms(): void {
-  const issued = new Map<string, { plaintext: Uint8Array; context: string }>();
-  kmsMock.on(GenerateDataKeyCommand).callsFake((input: { EncryptionContext?: Record<string, string> }) => {
-    const plaintext = new Uint8Array(randomBytes(32));
-    const blob = new Uint8Array(randomBytes(64));
-    issued.set(Buffer.from(blob).toString('base64'), { plaintext, context: JSON.stringify(input.EncryptionContext) });
-    return { KeyId: KEY_ID, Plaintext: plaintext, CiphertextBlob: blob };
-  });
-  kmsMock.on(DecryptCommand).callsFake((input: { CiphertextBlob: Uint8Array; EncryptionContext?: Record<string, string> }) => {
-    const entry = issued.get(Buffer.from(input.CiphertextBlob).toString('base64'));
-    if (!entry || entry.context !== JSON.stringify(input.EncryptionContext)) {
-      throw Object.assign(new Error('InvalidCiphertextException'), { name: 'InvalidCiphertextException' });
-    }
-    return { KeyId: KEY_ID, Plaintext: entry.plaintext };
-  });
-}
 
 beforeEach(() => {
   kmsMock.reset();
-  fakeKms();
+  behaveLikeKms(kmsMock);
 });
 
 describe('KMS calls of a sign-in through the handlers (aws-sdk-client-mock)', () => {
   it('makes exactly one GenerateDataKey at launch and one Decrypt at callback, with the encryption context naming the session record (invariant 6)', async () => {
     // Arrange
     const h = await harness();
-    const deps = { ...testDeps({ http: h.ehr.http, clock: h.deps.clock }), keyRing: new KmsKeyRing({ client: kms, keyId: KEY_ID }) };
+    const deps = { ...testDeps({ http: h.ehr.http, clock: h.deps.clock }), keyRing: new KmsKeyRing({ client: kms, keyId: KMS_KEY_ID }) };
     const getDeps = () => Promise.resolve(deps);
     const launchHandler = createLaunchHandler(getDeps);
     const query = ehrLaunchQuery(h.ehr) as Record<string, string[]>;
@@ -56,7 +38,7 @@ describe('KMS calls of a sign-in through the handlers (aws-sdk-client-mock)', ()
     expect(kmsMock).toHaveReceivedCommandTimes(DecryptCommand, 0);
     const generate = kmsMock.commandCalls(GenerateDataKeyCommand)[0]!.args[0].input;
     expect(generate).toStrictEqual({
-      KeyId: KEY_ID,
+      KeyId: KMS_KEY_ID,
       KeySpec: 'AES_256',
       EncryptionContext: { service: 'smart-launch', customer: deps.config.customer, session: expect.stringMatching(/^ses#[A-Za-z0-9_-]{43}$/) },
     });
@@ -76,7 +58,7 @@ describe('KMS calls of a sign-in through the handlers (aws-sdk-client-mock)', ()
     expect(kmsMock).toHaveReceivedCommandTimes(GenerateDataKeyCommand, 1);
     expect(kmsMock).toHaveReceivedCommandTimes(DecryptCommand, 1);
     const decrypt = kmsMock.commandCalls(DecryptCommand)[0]!.args[0].input;
-    expect(decrypt.KeyId).toBe(KEY_ID);
+    expect(decrypt.KeyId).toBe(KMS_KEY_ID);
     expect(decrypt.EncryptionContext).toStrictEqual(generate.EncryptionContext);
 
     // Act: the app reads its context and a FHIR resource
@@ -94,7 +76,7 @@ describe('KMS calls of a sign-in through the handlers (aws-sdk-client-mock)', ()
 
   it('refuses a session whose wrapped key was copied from another session: KMS is asked with the other context and says no (invariant 6)', async () => {
     const h = await harness();
-    const deps = { ...testDeps({ http: h.ehr.http, clock: h.deps.clock }), keyRing: new KmsKeyRing({ client: kms, keyId: KEY_ID }) };
+    const deps = { ...testDeps({ http: h.ehr.http, clock: h.deps.clock }), keyRing: new KmsKeyRing({ client: kms, keyId: KMS_KEY_ID }) };
     const getDeps = () => Promise.resolve(deps);
     const launchHandler = createLaunchHandler(getDeps);
     const signIn = async () => {
