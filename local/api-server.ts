@@ -4,7 +4,11 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { extname, join, normalize, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Context } from 'aws-lambda';
+import { Writable } from 'node:stream';
+import { isStreamingHandler, PRELUDE_CONTENT_TYPE, PRELUDE_DELIMITER, type ResponseStream, type StreamingHandler, type StreamPrelude } from '../functions/fhir-proxy/streaming.js';
+import { SmartError } from '../shared/core/errors.js';
 import type { ApiEvent, ApiResult } from '../shared/http/api-event.js';
+import { renderError } from '../shared/http/error-response.js';
 import { matchRoute, type FunctionName } from '../shared/http/routes.js';
 import { BASE_HEADERS } from '../shared/http/responses.js';
 
@@ -111,6 +115,109 @@ function writeResult(res: ServerResponse, result: ApiResult): void {
   res.end(body);
 }
 
+/** API Gateway reads the streaming prelude from the first 16 KB of the stream. */
+const MAX_PRELUDE_BYTES = 16 * 1024;
+
+/**
+ * The runtime's response stream, as API Gateway's STREAM integration consumes it: the handler's first
+ * write is preceded by the prelude (`HttpResponseStream.from` sets `_onBeforeFirstWrite`, which the
+ * runtime's stream calls, as this one does); the JSON prelude up to 8 NUL bytes becomes the status
+ * line and headers, and every byte after it goes to the socket as it comes (chunked), with
+ * back-pressure from the socket.
+ */
+class LocalResponseStream extends Writable implements ResponseStream {
+  _onBeforeFirstWrite: ResponseStream['_onBeforeFirstWrite'];
+  #contentType = 'application/octet-stream';
+  #started = false;
+  #prelude: Buffer | undefined = Buffer.alloc(0);
+  readonly #res: ServerResponse;
+
+  constructor(res: ServerResponse) {
+    super();
+    this.#res = res;
+    res.on('close', () => {
+      if (!res.writableFinished) this.destroy();
+    });
+  }
+
+  setContentType(contentType: string): void {
+    if (this.#started) throw new Error('Cannot set content-type, too late.');
+    this.#contentType = contentType;
+  }
+
+  override write(chunk: Uint8Array | string, ...rest: unknown[]): boolean {
+    const write = Writable.prototype.write as (this: Writable, chunk: unknown, ...args: unknown[]) => boolean;
+    if (!this.#started) {
+      this.#started = true;
+      this._onBeforeFirstWrite?.((first) => {
+        write.call(this, first);
+      });
+    }
+    return write.call(this, chunk, ...rest);
+  }
+
+  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
+    if (this.#prelude === undefined) {
+      if (this.#res.write(chunk)) callback();
+      else this.#res.once('drain', () => callback());
+      return;
+    }
+    if (this.#contentType !== PRELUDE_CONTENT_TYPE) {
+      callback(new Error(`a streaming handler must send the HTTP prelude (content type ${PRELUDE_CONTENT_TYPE})`));
+      return;
+    }
+    const buffered = Buffer.concat([this.#prelude, chunk]);
+    const end = buffered.indexOf(PRELUDE_DELIMITER);
+    if (end < 0) {
+      if (buffered.length > MAX_PRELUDE_BYTES) callback(new Error('no prelude delimiter within the first 16 KB'));
+      else {
+        this.#prelude = buffered;
+        callback();
+      }
+      return;
+    }
+    let prelude: StreamPrelude;
+    try {
+      prelude = JSON.parse(buffered.subarray(0, end).toString('utf8')) as StreamPrelude;
+    } catch (error) {
+      callback(error as Error);
+      return;
+    }
+    this.#prelude = undefined;
+    const headers: Record<string, string | string[]> = {};
+    for (const [name, value] of Object.entries(prelude.headers ?? {})) headers[name.toLowerCase()] = String(value);
+    for (const [name, values] of Object.entries(prelude.multiValueHeaders ?? {})) headers[name.toLowerCase()] = values.map(String);
+    if (prelude.cookies && prelude.cookies.length > 0) headers['set-cookie'] = [...prelude.cookies];
+    delete headers['content-length'];
+    this.#res.writeHead(prelude.statusCode, headers);
+    const rest = buffered.subarray(end + PRELUDE_DELIMITER.length);
+    if (rest.length === 0 || this.#res.write(rest)) callback();
+    else this.#res.once('drain', () => callback());
+  }
+
+  override _final(callback: (error?: Error | null) => void): void {
+    if (this.#prelude !== undefined) {
+      callback(new Error('the streaming handler ended without a prelude'));
+      return;
+    }
+    this.#res.end(() => callback());
+  }
+}
+
+/** Calls a streaming handler as Lambda's runtime would and relays its stream as API Gateway's STREAM mode does. */
+async function runStreaming(handler: StreamingHandler, event: ApiEvent, context: Context, res: ServerResponse): Promise<void> {
+  const stream = new LocalResponseStream(res);
+  const finished = new Promise<void>((resolve, reject) => {
+    stream.on('finish', () => resolve());
+    stream.on('error', reject);
+    stream.on('close', () => resolve());
+  });
+  finished.catch(() => undefined); // observed below; a handler that throws first must not leave it unhandled
+  await handler(event, stream, context);
+  await finished;
+  if (!res.writableEnded) throw new Error('the streaming handler did not finish its response');
+}
+
 function writeJson(res: ServerResponse, status: number, body: unknown, extra: Record<string, string> = {}): void {
   const text = Buffer.from(JSON.stringify(body));
   res.writeHead(status, { ...BASE_HEADERS, 'content-type': 'application/json; charset=utf-8', 'content-length': String(text.length), ...extra });
@@ -137,7 +244,8 @@ async function serveDemoApp(res: ServerResponse, relative: string): Promise<bool
 }
 
 export interface ApiServerOptions {
-  readonly handlers: Readonly<Record<FunctionName, LambdaHandler>>;
+  /** Buffered handlers (payload v1 results) or, like the FHIR proxy, Lambda response-streaming handlers. */
+  readonly handlers: Readonly<Record<FunctionName, LambdaHandler | StreamingHandler>>;
   /** Path prefix of the demo app when it is served from this origin (e.g. `/app/`). */
   readonly appPath?: string | undefined;
 }
@@ -175,6 +283,11 @@ export function createRequestListener(options: ApiServerOptions) {
       }
       const body = await readBody(req);
       if (body === 'too-large') {
+        if (match.route.fn === 'fhir-proxy') {
+          // FHIR clients get an OperationOutcome, as from the proxy's own size check.
+          writeResult(res, renderError(new SmartError('REQUEST_TOO_LARGE', 'the request body is larger than 10 MB (the API Gateway limit)'), 'fhir', randomUUID()));
+          return;
+        }
         writeJson(res, 413, { error: { code: 'INVALID_REQUEST', message: 'the request body is larger than 10 MB', hint: 'Send a smaller request.' } });
         return;
       }
@@ -189,8 +302,12 @@ export function createRequestListener(options: ApiServerOptions) {
       }
       const event = toApiEvent(req, rawPath, url.searchParams, body, match.route.resource, pathParameters);
       const handler = options.handlers[match.route.fn];
-      const result = await handler(event, lambdaContext(event.requestContext.requestId, match.route.fn));
-      writeResult(res, result);
+      const context = lambdaContext(event.requestContext.requestId, match.route.fn);
+      if (isStreamingHandler(handler)) {
+        await runStreaming(handler, event, context, res);
+        return;
+      }
+      writeResult(res, await (handler as LambdaHandler)(event, context));
     } catch (error) {
       // The handlers map their own errors; reaching this means the runner itself failed.
       process.stderr.write(`${JSON.stringify({ level: 'ERROR', message: 'local runner failed', error: (error as Error).message })}\n`);

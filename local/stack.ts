@@ -5,11 +5,15 @@ import { resolve } from 'node:path';
 import { DynamoSessionStore } from '../shared/adapters/dynamo-session-store.js';
 import { CachingKeyRing } from '../shared/adapters/caching-key-ring.js';
 import { LocalKeyRing } from '../shared/adapters/local-key-ring.js';
+import { LocalSigner } from '../shared/adapters/local-signer.js';
 import { cryptoRandom, fetchHttpClient, systemClock } from '../shared/adapters/system.js';
 import { parseConfig, parseConfigText, type Config, type IssuerConfig } from '../shared/config/schema.js';
 import type { CoreDeps } from '../shared/core/deps.js';
+import { DiscoveryCache } from '../shared/core/discovery.js';
+import { JwksCache } from '../shared/core/id-token.js';
 import type { HttpClient } from '../shared/core/ports.js';
-import { createFhirProxyHandler } from '../functions/fhir-proxy/handler.js';
+import { createStreamingFhirProxyHandler } from '../functions/fhir-proxy/handler.js';
+import { createJwksHandler } from '../functions/jwks/handler.js';
 import { createLaunchHandler } from '../functions/launch/handler.js';
 import { createSessionsHandler } from '../functions/sessions/handler.js';
 import { createRequestListener } from './api-server.js';
@@ -18,6 +22,13 @@ import type { Sandbox, SandboxClient } from './sandbox/index.js';
 
 export const LOCAL_CLIENT = { clientId: 'smart-launch-local', clientSecret: 'local-sandbox-secret' } as const;
 export const LOCAL_PUBLIC_CLIENT = 'smart-launch-public';
+/** How long a local run serves discovery without asking the EHR again (deployed stacks: 5 minutes). */
+export const LOCAL_DISCOVERY_FRESH_MS = 10_000;
+/** A `private_key_jwt` client at the sandbox: it verifies assertions with the keys at this API's JWKS URL. */
+export const LOCAL_JWT_CLIENT = 'smart-launch-jwt';
+
+/** `{apiUrl}/.well-known/jwks.json`: where EHRs (and the sandbox) fetch this client's public keys. */
+export const jwksUrlOf = (apiUrl: string) => `${apiUrl}/.well-known/jwks.json`;
 
 /** The embedded defaults: one confidential client at the bundled sandbox EHR. */
 export function sampleConfig(apiUrl: string, fhirBaseUrl: string): unknown {
@@ -71,6 +82,7 @@ function defaultClients(apiUrl: string): SandboxClient[] {
   return [
     { clientId: LOCAL_CLIENT.clientId, clientAuth: 'client_secret_basic', clientSecret: LOCAL_CLIENT.clientSecret, redirectUris: [`${apiUrl}/callback`] },
     { clientId: LOCAL_PUBLIC_CLIENT, clientAuth: 'none', redirectUris: [`${apiUrl}/callback`] },
+    { clientId: LOCAL_JWT_CLIENT, clientAuth: 'private_key_jwt', jwksUri: jwksUrlOf(apiUrl), redirectUris: [`${apiUrl}/callback`] },
   ];
 }
 
@@ -134,6 +146,8 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
     }
 
     dynamo = await startLocalDynamo({ dataDir });
+    // Keys are generated into the data folder on first use (signing-keys.json, mode 0600).
+    const signer = new LocalSigner(dataDir, cryptoRandom);
     const deps: CoreDeps = {
       config,
       mode: 'local',
@@ -143,6 +157,10 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
       clock: systemClock,
       random: cryptoRandom,
       clientSecrets: localClientSecrets,
+      signer,
+      // As in Lambda, but fresh for 10 s only: sandbox switches changed at /admin show at the next launches.
+      discovery: new DiscoveryCache({ freshMs: LOCAL_DISCOVERY_FRESH_MS }),
+      jwks: new JwksCache(),
     };
     const getDeps = () => Promise.resolve(deps);
     const app = new URL(config.app.url);
@@ -152,7 +170,8 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
         handlers: {
           launch: createLaunchHandler(getDeps),
           sessions: createSessionsHandler(getDeps),
-          'fhir-proxy': createFhirProxyHandler(getDeps),
+          'fhir-proxy': createStreamingFhirProxyHandler(getDeps),
+          jwks: createJwksHandler(async () => signer),
         },
         appPath: app.origin === new URL(config.publicUrl).origin ? app.pathname : undefined,
       }),

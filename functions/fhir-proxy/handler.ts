@@ -1,16 +1,30 @@
+import type { Context } from 'aws-lambda';
 import { awsDeps } from '../../shared/runtime/aws-deps.js';
 import type { CoreDeps } from '../../shared/core/deps.js';
-import { forwardFhirRequest } from '../../shared/core/proxy.js';
+import { SmartError } from '../../shared/core/errors.js';
+import { forwardFhirRequest, type ProxyRequest, type ProxyResponse } from '../../shared/core/proxy.js';
+import { ensureFreshSession } from '../../shared/core/refresh.js';
 import { openSession } from '../../shared/core/session.js';
 import { apiHandler } from '../../shared/http/api-handler.js';
-import { cookieOf, queryOf, type ApiEvent } from '../../shared/http/api-event.js';
+import { cookieOf, queryOf, type ApiEvent, type ApiResult } from '../../shared/http/api-event.js';
 import { BINDING_COOKIE } from '../../shared/http/cookies.js';
 import { createLogger } from '../../shared/http/logger.js';
 import { BASE_HEADERS } from '../../shared/http/responses.js';
+import { streamifyResponse, writeStreamedResponse, type ResponseStream, type StreamingHandler } from './streaming.js';
 
 const logger = createLogger('smart-launch-fhir-proxy');
 
-const TEXT_TYPE = /^(application\/([\w.+-]*json|[\w.+-]*xml)|text\/)/i;
+/**
+ * The largest FHIR answer the buffered handler returns: Lambda's synchronous response is at most 6 MB
+ * of JSON, and a binary body travels base64-encoded (4/3 larger), a JSON body with its quotes escaped.
+ * Larger answers need the streaming handler (the deployed default); here they get RESPONSE_TOO_LARGE.
+ */
+export const BUFFERED_RESPONSE_LIMIT_BYTES = 4 * 1024 * 1024;
+
+/** The largest request body anyone may send, before the session (and its issuer's limit) is known. */
+const ABSOLUTE_REQUEST_LIMIT_BYTES = 4096 * 1024;
+
+const TEXT_TYPE = /^(application\/([\w.+-]*json|[\w.+-]*xml|x-www-form-urlencoded)|text\/)/i;
 
 /** The FHIR path after `/sessions/{id}/fhir/`, taken from the raw request path (still percent-encoded). */
 function fhirPath(event: ApiEvent): string | undefined {
@@ -19,28 +33,124 @@ function fhirPath(event: ApiEvent): string | undefined {
   return index >= 0 ? event.path.slice(index + marker.length) : event.pathParameters?.proxy;
 }
 
-/** `ANY /sessions/{id}/fhir/{proxy+}`: errors are FHIR OperationOutcomes. */
-export function createFhirProxyHandler(getDeps: () => Promise<CoreDeps>) {
+/** Request headers by lower-case name, repeated ones as lists (API Gateway's `multiValueHeaders`). */
+function headersOf(event: ApiEvent): Record<string, string[]> {
+  const out: Record<string, string[]> = {};
+  for (const [name, values] of Object.entries(event.multiValueHeaders ?? {})) {
+    if (values && values.length > 0) (out[name.toLowerCase()] ??= []).push(...values);
+  }
+  if (Object.keys(out).length === 0) {
+    for (const [name, value] of Object.entries(event.headers ?? {})) if (value !== undefined) (out[name.toLowerCase()] ??= []).push(value);
+  }
+  return out;
+}
+
+/** The body API Gateway hands over (base64 when `isBase64Encoded`, which the catch-all binary media type makes the rule), decoded once. */
+function bodyOf(event: ApiEvent, limitBytes: number): Uint8Array | undefined {
+  if (event.body === null || event.body === undefined || event.body === '') return undefined;
+  const size = event.isBase64Encoded ? Math.floor((event.body.length * 3) / 4) - (event.body.endsWith('==') ? 2 : event.body.endsWith('=') ? 1 : 0) : Buffer.byteLength(event.body, 'utf8');
+  if (size > limitBytes) throw new SmartError('REQUEST_TOO_LARGE', `the request body is larger than ${Math.floor(limitBytes / 1024)} KB`);
+  return new Uint8Array(event.isBase64Encoded ? Buffer.from(event.body, 'base64') : Buffer.from(event.body, 'utf8'));
+}
+
+/**
+ * The one proxy path both handlers share: open the session (cookie-bound), decode the request once,
+ * forward it (`shared/core/proxy.ts`), with the token renewed by `ensureFreshSession` before the
+ * request and, forced, once after a 401.
+ */
+async function proxy(event: ApiEvent, deps: CoreDeps, maxResponseBytes: number | undefined): Promise<ProxyResponse> {
+  // Decoded once, and an oversize body refused before any store or KMS call.
+  const body = bodyOf(event, ABSOLUTE_REQUEST_LIMIT_BYTES);
+  const session = await openSession(event.pathParameters?.id, cookieOf(event, BINDING_COOKIE), deps);
+  const request: ProxyRequest = { method: event.httpMethod, rawPath: fhirPath(event), query: queryOf(event), headers: headersOf(event), body };
+  const upstream = await forwardFhirRequest(session, request, deps, {
+    refresh: ensureFreshSession,
+    ...(maxResponseBytes !== undefined ? { maxResponseBytes } : {}),
+  });
+  logger.info('fhir request forwarded', {
+    upstreamStatus: upstream.status,
+    upstreamMs: upstream.meta.upstreamMs,
+    interaction: upstream.meta.interaction,
+    resourceType: upstream.meta.resourceType,
+    attempts: upstream.meta.attempts,
+    bytes: upstream.body.length,
+  });
+  return upstream;
+}
+
+function isUtf8(bytes: Uint8Array): boolean {
+  try {
+    new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Raw bodies of results the streaming handler writes as they are (no base64 round trip). */
+const rawBodies = new WeakMap<ApiResult, Uint8Array>();
+
+type Transport = 'buffered' | 'stream';
+
+function proxyRoute(getDeps: () => Promise<CoreDeps>, transport: Transport) {
   return apiHandler('fhir-proxy', 'fhir', logger, async (event) => {
     const deps = await getDeps();
-    const session = await openSession(event.pathParameters?.id, cookieOf(event, BINDING_COOKIE), deps);
-    const headers: Record<string, string | undefined> = {};
-    for (const [name, value] of Object.entries(event.headers ?? {})) headers[name.toLowerCase()] = value;
-    const started = Date.now();
-    const upstream = await forwardFhirRequest(
-      session,
-      { method: event.httpMethod, rawPath: fhirPath(event), query: queryOf(event), headers },
-      deps,
-    );
-    logger.info('fhir request forwarded', { upstreamStatus: upstream.status, upstreamMs: Date.now() - started });
-    const text = TEXT_TYPE.test(upstream.headers['content-type'] ?? 'application/json');
+    const upstream = await proxy(event, deps, transport === 'buffered' ? BUFFERED_RESPONSE_LIMIT_BYTES : undefined);
+    const headers = { ...BASE_HEADERS, ...upstream.headers };
+    if (transport === 'stream') {
+      const result: ApiResult = { statusCode: upstream.status, headers, body: '' };
+      rawBodies.set(result, upstream.body);
+      return result;
+    }
+    const text = TEXT_TYPE.test(upstream.headers['content-type'] ?? '') && isUtf8(upstream.body);
     return {
       statusCode: upstream.status,
-      headers: { ...BASE_HEADERS, ...upstream.headers },
+      headers,
       body: Buffer.from(upstream.body).toString(text ? 'utf8' : 'base64'),
       isBase64Encoded: !text,
     };
   });
 }
 
-export const handler = createFhirProxyHandler(awsDeps);
+/**
+ * `ANY /sessions/{id}/fhir/{proxy+}` with a buffered (payload v1) answer: errors are FHIR
+ * OperationOutcomes, and answers over 4 MB get RESPONSE_TOO_LARGE. For integrations without
+ * response streaming; the deployed stack uses `createStreamingFhirProxyHandler`.
+ */
+export function createFhirProxyHandler(getDeps: () => Promise<CoreDeps>) {
+  return proxyRoute(getDeps, 'buffered');
+}
+
+/**
+ * The same route as a Lambda response-streaming handler (API Gateway `ResponseTransferMode.STREAM`):
+ * the same middy stack and proxy produce the answer, which is then written whole as prelude + raw
+ * body, up to the issuer's `proxy.maxResponseMegabytes` (default 64).
+ * The answer is complete in memory before the prelude goes out, so a failure (an EHR connection
+ * dropping mid-body, an answer over the limit) is still a clean OperationOutcome, never a truncated body.
+ */
+export function createStreamingFhirProxyHandler(getDeps: () => Promise<CoreDeps>): StreamingHandler {
+  const route = proxyRoute(getDeps, 'stream');
+  return streamifyResponse(async (event: ApiEvent, responseStream: ResponseStream, context: Context) => {
+    const result = await route(event, context);
+    const raw = rawBodies.get(result);
+    const body = raw ?? new Uint8Array(Buffer.from(result.body ?? '', result.isBase64Encoded ? 'base64' : 'utf8'));
+    const headers: Record<string, string> = {};
+    for (const [name, value] of Object.entries(result.headers ?? {})) headers[name] = String(value);
+    const multiValueHeaders: Record<string, string[]> = {};
+    for (const [name, values] of Object.entries(result.multiValueHeaders ?? {})) multiValueHeaders[name] = values.map(String);
+    await writeStreamedResponse(
+      responseStream,
+      { statusCode: result.statusCode, headers, ...(Object.keys(multiValueHeaders).length > 0 ? { multiValueHeaders } : {}) },
+      body,
+    );
+  });
+}
+
+/**
+ * The deployed entry point (`index.handler`): a response-streaming handler, for the STREAM integration
+ * `infra/constructs/launch-api.ts` gives this route. A function invoked without streaming must use
+ * `bufferedHandler` instead (answers up to 4 MB).
+ */
+export const handler = createStreamingFhirProxyHandler(awsDeps);
+/** The buffered (payload v1) entry point, for an integration in BUFFERED mode. */
+export const bufferedHandler = createFhirProxyHandler(awsDeps);

@@ -5,7 +5,7 @@ import { apiHandler } from '../../shared/http/api-handler.js';
 import { cookieOf, queryOf } from '../../shared/http/api-event.js';
 import { BINDING_COOKIE, bindingCookie } from '../../shared/http/cookies.js';
 import { createLogger } from '../../shared/http/logger.js';
-import { redirectResponse } from '../../shared/http/responses.js';
+import { formPostResponse, redirectResponse } from '../../shared/http/responses.js';
 
 const logger = createLogger('smart-launch-launch');
 
@@ -20,8 +20,11 @@ export function createLaunchHandler(getDeps: () => Promise<CoreDeps>) {
       return redirectResponse(result.appUrl, result.bindingSecret ? [bindingCookie(deps.config, result.bindingSecret)] : []);
     }
     const result = await startLaunch(queryOf(event), cookie, deps);
-    logger.info('launch started', { mode: result.mode, iss: result.issuer.iss });
-    return redirectResponse(result.authorizeUrl, result.bindingSecret ? [bindingCookie(deps.config, result.bindingSecret)] : []);
+    logger.info('launch started', { mode: result.mode, iss: result.issuer.iss, authorizeMethod: result.authorizeForm ? 'POST' : 'GET' });
+    const cookies = result.bindingSecret ? [bindingCookie(deps.config, result.bindingSecret)] : [];
+    // SMART-AUTHZ-10: a request too long for a URL goes as an auto-submitting form.
+    if (result.authorizeForm) return formPostResponse(result.authorizeForm.action, result.authorizeForm.fields, cookies);
+    return redirectResponse(result.authorizeUrl, cookies);
   });
 }
 

@@ -2,12 +2,38 @@ import { Duration, RemovalPolicy, Stack } from 'aws-cdk-lib';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as kms from 'aws-cdk-lib/aws-kms';
 import { Construct } from 'constructs';
+import type { SigningAlg } from '../../shared/config/schema.js';
+
+/**
+ * Rotation of the `private_key_jwt` keys (asymmetric KMS keys have no automatic rotation):
+ * 1. `publishNext: true` creates generation + 1 beside the current keys and publishes it in the
+ *    JWKS; assertions are still signed with `generation`. Deploy, and wait until every EHR has
+ *    re-fetched the JWKS (the JWKS says `max-age=300`; EHRs may cache longer, allow a day).
+ * 2. `generation: n + 1` (and `publishNext` off): the new keys sign; the old ones leave the JWKS
+ *    (assertions live two minutes, so nothing signed with them is still in flight). The old keys
+ *    are retained in the account (RETAIN); schedule their deletion once nothing refers to them.
+ */
+export interface AssertionKeyRotation {
+  /** The generation of keys that sign (default 1). */
+  readonly generation?: number;
+  /** Create and publish the next generation's keys too (step 1 of a rotation). */
+  readonly publishNext?: boolean;
+}
 
 export interface SmartLaunchKeysProps {
   readonly customer: string;
   /** Days a scheduled key deletion waits (7-30). */
   readonly pendingWindow?: Duration;
+  /** The `private_key_jwt` algorithms the config signs with: one asymmetric key each (none: no key). */
+  readonly assertionAlgs?: readonly SigningAlg[];
+  readonly assertionRotation?: AssertionKeyRotation;
 }
+
+/** KMS key spec of each assertion algorithm (AWS-06): RSA 3072 for RS384, NIST P-384 for ES384. */
+export const ASSERTION_KEY_SPEC: Readonly<Record<SigningAlg, kms.KeySpec>> = {
+  RS384: kms.KeySpec.RSA_3072,
+  ES384: kms.KeySpec.ECC_NIST_P384,
+};
 
 /**
  * One symmetric customer-managed key per purpose, each rotated yearly and retained with the stack
@@ -21,6 +47,10 @@ export class SmartLaunchKeys extends Construct {
   readonly tokens: kms.Key;
   readonly table: kms.Key;
   readonly observability: kms.Key;
+  /** The asymmetric keys that sign `private_key_jwt` assertions now, by algorithm (empty without `private_key_jwt`). */
+  readonly assertion: Readonly<Partial<Record<SigningAlg, kms.Key>>>;
+  /** Their successors, published in the JWKS during a rotation (`assertionRotation.publishNext`). */
+  readonly assertionNext: readonly kms.Key[];
 
   constructor(scope: Construct, id: string, props: SmartLaunchKeysProps) {
     super(scope, id);
@@ -46,6 +76,36 @@ export class SmartLaunchKeys extends Construct {
       alias: alias('observability'),
       description: `smart-launch ${props.customer}: CloudWatch Logs and the alarm topic`,
     });
+
+    // private_key_jwt: one asymmetric SIGN_VERIFY key per algorithm in use; the private key never
+    // leaves KMS (SMART-CAUTH-08). Default key policy (the account administers it); the functions get
+    // kms:Sign / kms:GetPublicKey through their own IAM policies (permissions.ts).
+    const generation = props.assertionRotation?.generation ?? 1;
+    if (!Number.isInteger(generation) || generation < 1) throw new Error(`assertion key generation must be a positive integer (got ${generation})`);
+    const assertionKey = (alg: SigningAlg, gen: number, role: 'current' | 'next') => {
+      const name = `ClientAssertion${alg}${gen === 1 ? '' : `G${gen}`}`;
+      const key = new kms.Key(this, name, {
+        keySpec: ASSERTION_KEY_SPEC[alg],
+        keyUsage: kms.KeyUsage.SIGN_VERIFY,
+        // KMS cannot rotate asymmetric keys itself: rotation is `assertionRotation` (see above).
+        enableKeyRotation: false,
+        removalPolicy: RemovalPolicy.RETAIN,
+        pendingWindow: common.pendingWindow,
+        description: `smart-launch ${props.customer}: ${alg} private_key_jwt client assertions, generation ${gen}`,
+      });
+      // Alias construct ids follow the role, not the generation: moving to the next generation
+      // retargets the same alias in place instead of creating a second alias of the same name.
+      new kms.Alias(this, `ClientAssertion${alg}${role === 'next' ? 'Next' : ''}Alias`, {
+        aliasName: alias(`client-assertion-${alg.toLowerCase()}${role === 'next' ? '-next' : ''}`),
+        targetKey: key,
+      });
+      return key;
+    };
+    const algs = [...new Set(props.assertionAlgs ?? [])];
+    const assertion: Partial<Record<SigningAlg, kms.Key>> = {};
+    for (const alg of algs) assertion[alg] = assertionKey(alg, generation, 'current');
+    this.assertion = assertion;
+    this.assertionNext = props.assertionRotation?.publishNext ? algs.map((alg) => assertionKey(alg, generation + 1, 'next')) : [];
 
     const stack = Stack.of(this);
     // CloudWatch Logs encrypts with the key of a log group on the service's side; the condition

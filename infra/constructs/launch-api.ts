@@ -33,11 +33,26 @@ export interface IntegrationTuning {
   /** API Gateway's integration timeout (50 ms to 29 s; more only after a quota increase). */
   readonly timeout?: Duration;
   /**
-   * `STREAM` invokes the function with response streaming (no 6 MB / 29 s buffering limits). The
-   * handler must then be written with `awslambda.streamifyResponse`; the current ones are not.
+   * `STREAM` invokes the function with response streaming (no 6 MB / 29 s buffering limits); its
+   * handler must be a streaming one (`awslambda.streamifyResponse`). Default: `RESPONSE_TRANSFER_MODE`.
    */
   readonly responseTransferMode?: apigw.ResponseTransferMode;
 }
+
+/**
+ * How each route group's answers travel. The FHIR proxy streams (`functions/fhir-proxy/handler.ts`
+ * exports a streaming `handler`): FHIR answers (Binary, large searches) exceed the 6 MB of a buffered
+ * Lambda response, and streaming passes binary bytes as they are. Its integration URI becomes
+ * `…/2021-11-15/functions/{arn}/response-streaming-invocations`; the invoke permission stays
+ * `lambda:InvokeFunction`, which also covers InvokeWithResponseStream. A team that sets
+ * `BUFFERED` for `fhir-proxy` must point the function at `bufferedHandler`.
+ */
+export const RESPONSE_TRANSFER_MODE: Readonly<Record<FunctionName, apigw.ResponseTransferMode>> = {
+  launch: apigw.ResponseTransferMode.BUFFERED,
+  sessions: apigw.ResponseTransferMode.BUFFERED,
+  'fhir-proxy': apigw.ResponseTransferMode.STREAM,
+  jwks: apigw.ResponseTransferMode.BUFFERED,
+};
 
 export interface LaunchApiProps {
   readonly customer: string;
@@ -129,7 +144,10 @@ export class LaunchApi extends Construct {
           // Each method gets its own invoke permission scoped to its ARN; no console test-invoke.
           allowTestInvoke: false,
           ...(tuning.timeout ? { timeout: tuning.timeout } : {}),
-          ...(tuning.responseTransferMode ? { responseTransferMode: tuning.responseTransferMode } : {}),
+          // BUFFERED is API Gateway's default: only set what differs, or what was asked for.
+          ...(tuning.responseTransferMode !== undefined || RESPONSE_TRANSFER_MODE[fn] !== apigw.ResponseTransferMode.BUFFERED
+            ? { responseTransferMode: tuning.responseTransferMode ?? RESPONSE_TRANSFER_MODE[fn] }
+            : {}),
         });
         integrations.set(fn, integration);
       }

@@ -10,6 +10,7 @@ import * as sns from 'aws-cdk-lib/aws-sns';
 import * as subscriptions from 'aws-cdk-lib/aws-sns-subscriptions';
 import { Construct } from 'constructs';
 import type { FunctionName } from '../../shared/http/routes.js';
+import { FUNCTION_ACCESS } from './permissions.js';
 import {
   DEFAULT_THRESHOLDS,
   METRIC_NAMESPACE_PREFIX,
@@ -103,6 +104,8 @@ export class Monitoring extends Construct {
       const alarmName = pascal(name);
       alarm(`${alarmName}Errors`, fn.function.metricErrors({ period: t.period, statistic: 'Sum' }), t.lambdaErrors, `${name} function errors (crashes or timeouts)`);
       alarm(`${alarmName}Throttles`, fn.function.metricThrottles({ period: t.period, statistic: 'Sum' }), t.lambdaThrottles, `${name} function throttled`);
+      // Only functions that call the EHR's token endpoint log its failures (not the JWKS function).
+      if (!FUNCTION_ACCESS[name].clientSecrets) continue;
       fn.logGroup.addMetricFilter('TokenEndpointFailures', {
         filterPattern: tokenPattern,
         metricNamespace: this.metricNamespace,

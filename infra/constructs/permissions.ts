@@ -32,6 +32,12 @@ export interface FunctionAccess {
   readonly tokenKey: readonly TokenKeyAction[];
   /** Reads the client secrets the config names (Secrets Manager `GetSecretValue`). */
   readonly clientSecrets: boolean;
+  /**
+   * The `private_key_jwt` assertion keys (asymmetric KMS keys), when the stack has any: `sign` =
+   * `kms:Sign` (RAW, the two assertion algorithms only) + `kms:GetPublicKey` (for the `kid`) on the
+   * keys that sign now; `publish` = `kms:GetPublicKey` on every published key (current and next).
+   */
+  readonly assertionKeys: 'sign' | 'publish' | 'none';
 }
 
 /** The calls each handler makes (`shared/runtime/aws-deps.ts` → adapters), per function. */
@@ -45,6 +51,7 @@ export const FUNCTION_ACCESS: Readonly<Record<FunctionName, FunctionAccess>> = {
     ],
     tokenKey: ['kms:GenerateDataKey', 'kms:Decrypt'],
     clientSecrets: true,
+    assertionKeys: 'sign',
   },
   // GET /sessions/{id}: GetItem + Decrypt. POST /sessions/{id}/refresh: the refresh lease and its
   // completion are conditional UpdateItems (DESIGN.md invariant 8); a refused refresh deletes the
@@ -53,6 +60,7 @@ export const FUNCTION_ACCESS: Readonly<Record<FunctionName, FunctionAccess>> = {
     table: [{ actions: ['dynamodb:GetItem', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem'], keyPrefixes: [KEY_PREFIX.session] }],
     tokenKey: ['kms:Decrypt'],
     clientSecrets: true,
+    assertionKeys: 'sign',
   },
   // ANY /sessions/{id}/fhir/{proxy+}: GetItem + Decrypt; refreshing near expiry or after an upstream
   // 401 takes the same lease (UpdateItem), authenticates the client, and deletes a session whose
@@ -61,6 +69,15 @@ export const FUNCTION_ACCESS: Readonly<Record<FunctionName, FunctionAccess>> = {
     table: [{ actions: ['dynamodb:GetItem', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem'], keyPrefixes: [KEY_PREFIX.session] }],
     tokenKey: ['kms:Decrypt'],
     clientSecrets: true,
+    assertionKeys: 'sign',
+  },
+  // GET /.well-known/jwks.json: GetPublicKey of each published assertion key (once per container);
+  // no table, no token key, no secret.
+  jwks: {
+    table: [],
+    tokenKey: [],
+    clientSecrets: false,
+    assertionKeys: 'publish',
   },
 };
 
@@ -103,7 +120,12 @@ export interface PolicyTargets {
   readonly logGroupArn: string;
   /** Customer-managed keys that encrypt the client secrets, when not `aws/secretsmanager`. */
   readonly secretKeyArns?: readonly string[];
+  /** The asymmetric `private_key_jwt` keys: those that sign now, and every published one (current + next). */
+  readonly assertionKeyArns?: { readonly signing: readonly string[]; readonly published: readonly string[] };
 }
+
+/** The KMS signing algorithms of client assertions (RS384, ES384: `shared/adapters/kms-signer.ts`). */
+export const ASSERTION_SIGNING_ALGORITHMS = ['RSASSA_PKCS1_V1_5_SHA_384', 'ECDSA_SHA_384'] as const;
 
 /** Every statement of one function's policy: no wildcard action, no `*` resource. */
 export function functionPolicyStatements(scope: Stack, fn: FunctionName, targets: PolicyTargets): iam.PolicyStatement[] {
@@ -131,23 +153,57 @@ export function functionPolicyStatements(scope: Stack, fn: FunctionName, targets
 
   // The table is encrypted under its own customer-managed key. DynamoDB uses that key on behalf of
   // the caller, so the caller needs it too, but only through DynamoDB (never directly).
-  statements.push(
-    new iam.PolicyStatement({
-      sid: 'TableKeyViaDynamoDB',
-      actions: ['kms:Decrypt', 'kms:DescribeKey', 'kms:Encrypt', 'kms:GenerateDataKey'],
-      resources: [targets.tableKeyArn],
-      conditions: { StringEquals: { 'kms:ViaService': `dynamodb.${scope.region}.${scope.urlSuffix}` } },
-    }),
-  );
+  if (access.table.length > 0) {
+    statements.push(
+      new iam.PolicyStatement({
+        sid: 'TableKeyViaDynamoDB',
+        actions: ['kms:Decrypt', 'kms:DescribeKey', 'kms:Encrypt', 'kms:GenerateDataKey'],
+        resources: [targets.tableKeyArn],
+        conditions: { StringEquals: { 'kms:ViaService': `dynamodb.${scope.region}.${scope.urlSuffix}` } },
+      }),
+    );
+  }
 
-  statements.push(
-    new iam.PolicyStatement({
-      sid: 'TokenEnvelopeKey',
-      actions: [...access.tokenKey],
-      resources: [targets.tokenKeyArn],
-      conditions: encryptionContextCondition(targets.config),
-    }),
-  );
+  if (access.tokenKey.length > 0) {
+    statements.push(
+      new iam.PolicyStatement({
+        sid: 'TokenEnvelopeKey',
+        actions: [...access.tokenKey],
+        resources: [targets.tokenKeyArn],
+        conditions: encryptionContextCondition(targets.config),
+      }),
+    );
+  }
+
+  // private_key_jwt (AWS-06): the private keys never leave KMS; a role may only have KMS sign raw
+  // JWS signing inputs with the two assertion algorithms, and read public keys (for `kid` and JWKS).
+  const assertionKeys = targets.assertionKeyArns;
+  if (access.assertionKeys === 'sign' && assertionKeys !== undefined && assertionKeys.signing.length > 0) {
+    statements.push(
+      new iam.PolicyStatement({
+        sid: 'ClientAssertionSign',
+        actions: ['kms:Sign'],
+        resources: [...assertionKeys.signing],
+        conditions: {
+          StringEquals: { 'kms:MessageType': 'RAW', 'kms:SigningAlgorithm': [...ASSERTION_SIGNING_ALGORITHMS] },
+        },
+      }),
+      new iam.PolicyStatement({
+        sid: 'ClientAssertionPublicKeys',
+        actions: ['kms:GetPublicKey'],
+        resources: [...assertionKeys.signing],
+      }),
+    );
+  }
+  if (access.assertionKeys === 'publish' && assertionKeys !== undefined && assertionKeys.published.length > 0) {
+    statements.push(
+      new iam.PolicyStatement({
+        sid: 'ClientAssertionPublicKeys',
+        actions: ['kms:GetPublicKey'],
+        resources: [...assertionKeys.published],
+      }),
+    );
+  }
 
   const secretArns = [
     ...new Set(targets.config.issuers.flatMap((issuer) => (issuer.clientSecret === undefined ? [] : [issuer.clientSecret]))),

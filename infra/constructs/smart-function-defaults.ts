@@ -28,6 +28,8 @@ export const DEFAULT_SIZING: Readonly<Record<FunctionName, FunctionSizing>> = {
   // 30 s: as long as the slowest FHIR searches the EHRs answer; API Gateway's own integration
   // timeout (29 s unless raised) answers the browser first, see `LaunchApiProps.proxyIntegrationTimeout`.
   'fhir-proxy': { memorySize: 1024, timeout: Duration.seconds(30) },
+  // One KMS GetPublicKey per key per container, then answers from memory.
+  jwks: { memorySize: 256, timeout: Duration.seconds(10) },
 };
 
 export const DEFAULT_LOG_RETENTION = logs.RetentionDays.ONE_YEAR;

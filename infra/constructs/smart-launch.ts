@@ -4,9 +4,10 @@ import type * as lambda from 'aws-cdk-lib/aws-lambda';
 import type * as logs from 'aws-cdk-lib/aws-logs';
 import { Construct } from 'constructs';
 import { ENV } from '../../shared/config/env.js';
-import type { Config } from '../../shared/config/schema.js';
+import { signingAlgsOf, type Config } from '../../shared/config/schema.js';
 import { ROUTES, type FunctionName } from '../../shared/http/routes.js';
-import { SmartLaunchKeys } from './keys.js';
+import { SmartLaunchKeys, type AssertionKeyRotation } from './keys.js';
+import { FUNCTION_ACCESS } from './permissions.js';
 import { LaunchApi, type LaunchApiProps } from './launch-api.js';
 import { Monitoring } from './monitoring.js';
 import type { AlarmThresholds } from './monitoring-defaults.js';
@@ -36,6 +37,8 @@ export interface SmartLaunchProps {
   readonly secretKeyArns?: readonly string[];
   readonly alarmEmail?: string;
   readonly alarmThresholds?: Partial<AlarmThresholds>;
+  /** Rotation of the `private_key_jwt` signing keys (created only when an issuer uses `private_key_jwt`). */
+  readonly assertionKeys?: AssertionKeyRotation;
 }
 
 /** This repository's root (the folder above `infra/`). */
@@ -73,7 +76,11 @@ export class SmartLaunch extends Construct {
     validateProps(props, publicUrl, basePath);
     this.config = config;
 
-    this.keys = new SmartLaunchKeys(this, 'Keys', { customer: config.customer });
+    this.keys = new SmartLaunchKeys(this, 'Keys', {
+      customer: config.customer,
+      assertionAlgs: signingAlgsOf(config),
+      ...(props.assertionKeys ? { assertionRotation: props.assertionKeys } : {}),
+    });
     this.sessionTable = new SessionTable(this, 'SessionTable', {
       encryptionKey: this.keys.table,
       ...(props.table ? { overrides: props.table } : {}),
@@ -86,6 +93,27 @@ export class SmartLaunch extends Construct {
       // so a ciphertext made under any other key is refused.
       [ENV.kmsKeyId]: this.keys.tokens.keyArn,
     };
+    // private_key_jwt: the keys that sign now (by algorithm), and the successors published beside them.
+    const signingEnvironment: Record<string, string> = {
+      ...(this.keys.assertion.RS384 ? { [ENV.signingKeyRs384]: this.keys.assertion.RS384.keyArn } : {}),
+      ...(this.keys.assertion.ES384 ? { [ENV.signingKeyEs384]: this.keys.assertion.ES384.keyArn } : {}),
+    };
+    const signingKeyArns = Object.values(signingEnvironment);
+    const publishedKeyArns = [...signingKeyArns, ...this.keys.assertionNext.map((key) => key.keyArn)];
+    const environmentOf = (name: FunctionName): Record<string, string> => {
+      switch (FUNCTION_ACCESS[name].assertionKeys) {
+        case 'sign':
+          return { ...environment, ...signingEnvironment };
+        case 'publish':
+          // The JWKS function needs the key ids only: no config, no table, no token key.
+          return {
+            ...signingEnvironment,
+            ...(this.keys.assertionNext.length > 0 ? { [ENV.signingKeysNext]: this.keys.assertionNext.map((key) => key.keyArn).join(',') } : {}),
+          };
+        case 'none':
+          return environment;
+      }
+    };
 
     const functions = {} as Record<FunctionName, SmartFunction>;
     for (const name of FUNCTION_NAMES) {
@@ -93,12 +121,13 @@ export class SmartLaunch extends Construct {
       functions[name] = new SmartFunction(this, `${pascal(name)}Function`, {
         name,
         projectRoot: props.projectRoot ?? PROJECT_ROOT,
-        environment,
+        environment: environmentOf(name),
         logsKey: this.keys.observability,
         config,
         tableArn: this.sessionTable.table.tableArn,
         tableKeyArn: this.keys.table.keyArn,
         tokenKeyArn: this.keys.tokens.keyArn,
+        assertionKeyArns: { signing: signingKeyArns, published: publishedKeyArns },
         ...(props.secretKeyArns ? { secretKeyArns: props.secretKeyArns } : {}),
         ...(props.runtime ? { runtime: props.runtime } : {}),
         ...(props.logRetention ? { logRetention: props.logRetention } : {}),
@@ -118,6 +147,7 @@ export class SmartLaunch extends Construct {
         launch: functions.launch.function,
         sessions: functions.sessions.function,
         'fhir-proxy': functions['fhir-proxy'].function,
+        jwks: functions.jwks.function,
       },
       logsKey: this.keys.observability,
       ...(basePath ? { basePath } : {}),

@@ -2,8 +2,9 @@ import { isIP } from 'node:net';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { z } from 'zod';
 import { applyFaultsPatch, FaultsPatchSchema, snapshotStats } from './faults.js';
+import { applyQuirksPatch, QuirksPatchSchema } from './quirks.js';
 import { readBody, sendJson } from './http-util.js';
-import type { SandboxFaults, SandboxStats } from './types.js';
+import type { SandboxFaults, SandboxQuirks, SandboxStats } from './types.js';
 
 /*
  * Admin endpoints for manual testing while the sandbox runs (`npm start`, `npm run sandbox`): read the
@@ -16,6 +17,8 @@ export const ADMIN_PATH = '/admin';
 
 export interface AdminControls {
   readonly faults: SandboxFaults;
+  /** Absent: `/admin/quirks` answers 404. */
+  readonly quirks?: SandboxQuirks;
   readonly stats: SandboxStats;
   resetStats(): void;
   revokeGrantOf(token: string): Promise<void>;
@@ -101,6 +104,33 @@ export async function handleAdmin(req: IncomingMessage, res: ServerResponse, sub
       }
       applyFaultsPatch(controls.faults, patch.data);
       sendJson(res, 200, controls.faults, NO_STORE);
+      return;
+    }
+    case '/quirks': {
+      if (controls.quirks === undefined) {
+        sendJson(res, 404, { error: 'not_found', message: `nothing is served at ${ADMIN_PATH}${subPath}` }, NO_STORE);
+        return;
+      }
+      if (req.method === 'GET') {
+        sendJson(res, 200, controls.quirks, NO_STORE);
+        return;
+      }
+      if (req.method !== 'POST') {
+        methodNotAllowed(res, 'GET, POST');
+        return;
+      }
+      const body = await readJson(req);
+      if (!body.ok) {
+        sendJson(res, body.status, { error: 'invalid_request', message: body.message }, NO_STORE);
+        return;
+      }
+      const patch = QuirksPatchSchema.safeParse(body.value);
+      if (!patch.success) {
+        sendJson(res, 400, { error: 'invalid_request', message: z.prettifyError(patch.error) }, NO_STORE);
+        return;
+      }
+      applyQuirksPatch(controls.quirks, patch.data);
+      sendJson(res, 200, controls.quirks, NO_STORE);
       return;
     }
     case '/revoke-grant': {

@@ -11,8 +11,9 @@ import { escapeHtml, page, readBody, readForm, sendHtml, sendJson } from './http
 import { SandboxAdapterStore } from './oidc-adapter.js';
 import { renderErrorPage, renderLoginPage } from './pages.js';
 import type { LoginAccount } from './pages.js';
+import { isV2ResourceScope, narrowResourceScopes } from './quirks.js';
 import { isResourceScope } from './scopes.js';
-import type { IdTokenFault, SandboxClient, SandboxFaults, SandboxStats } from './types.js';
+import type { IdTokenFault, SandboxClient, SandboxFaults, SandboxQuirks, SandboxStats } from './types.js';
 
 /** Non-resource scopes the authorization server knows (oidc-provider drops unknown ones silently). */
 export const STATIC_SCOPES = [
@@ -30,6 +31,8 @@ const STATIC_SCOPE_SET: ReadonlySet<string> = new Set(STATIC_SCOPES);
 const SIGNING_ALG = 'RS256';
 /** oidc-provider's token route below the issuer (its default `routes.token`). */
 const TOKEN_ROUTE = '/token';
+/** oidc-provider's authorization route below the issuer (its default `routes.authorization`). */
+const AUTHORIZATION_ROUTE = '/auth';
 /** oidc-provider's own limit for urlencoded bodies (lib/shared/selective_body.js). */
 const MAX_TOKEN_BODY_BYTES = 56 * 1024;
 
@@ -114,6 +117,8 @@ export interface AuthServerOptions {
   readonly signingKey: SigningKey;
   readonly tenant: string;
   readonly smartStyleUrl: string;
+  /** Quirk switches (see quirks.ts); read on every request. */
+  readonly quirks?: SandboxQuirks;
 }
 
 export interface AuthServer {
@@ -158,11 +163,27 @@ function toClientMetadata(client: SandboxClient): ClientMetadata {
     }
     return { ...base, client_secret: client.clientSecret };
   }
+  if (client.clientAuth === 'private_key_jwt') {
+    // SMART client-confidential-asymmetric: the keys come from the client's JWKS URL (SMART-REG-03),
+    // fetched by oidc-provider when it verifies an assertion; every jti is accepted once only.
+    if (!client.jwksUri) {
+      throw new Error(`client "${client.clientId}" uses private_key_jwt but has no jwksUri`);
+    }
+    return {
+      ...base,
+      jwks_uri: client.jwksUri,
+      ...(client.signingAlg ? { token_endpoint_auth_signing_alg: client.signingAlg } : {}),
+    };
+  }
   return base;
 }
 
+/** Client assertion algorithms the sandbox accepts: the two a SMART client must support (SMART-REG-05). */
+export const CLIENT_AUTH_SIGNING_ALGS = ['RS384', 'ES384'] as const;
+
 export function createAuthServer(options: AuthServerOptions): AuthServer {
   const { issuer, fhirBaseUrl, directory, launches, faults, stats, signingKey } = options;
+  const quirks: SandboxQuirks = options.quirks ?? {};
   const issuerPath = new URL(issuer).pathname;
 
   const accounts = new Map<string, SandboxAccount>();
@@ -218,7 +239,19 @@ export function createAuthServer(options: AuthServerOptions): AuthServer {
   const configuration: Configuration = {
     adapter: adapterStore.factory,
     clients: options.clients.map(toClientMetadata),
-    clientAuthMethods: ['client_secret_basic', 'none'],
+    clientAuthMethods: ['client_secret_basic', 'private_key_jwt', 'none'],
+    // oidc-provider fetches a private_key_jwt client's jwks_uri through a dispatcher that refuses
+    // special-use addresses (SSRF protection), loopback included; the sandbox's clients live on
+    // loopback (the local API), so loopback URLs go without it. Everything else keeps the protection.
+    fetch: (url, init) => {
+      const host = new URL(url).hostname;
+      const loopback = host === 'localhost' || host === '[::1]' || /^127(\.\d{1,3}){3}$/.test(host);
+      if (!loopback) return fetch(url, init);
+      const { dispatcher: _ssrfGuard, ...rest } = init as RequestInit & { dispatcher?: unknown };
+      return fetch(url, rest);
+    },
+    // oidc-provider's default list lacks RS384/ES384 (STACK.md §4); only what SMART names.
+    enabledJWA: { clientAuthSigningAlgValues: [...CLIENT_AUTH_SIGNING_ALGS] },
     clientBasedCORS: (_ctx, origin, client) => client.redirectUris.some((uri) => URL.parse(uri)?.origin === origin),
     scopes: [...STATIC_SCOPES],
     claims: { openid: ['sub'], fhirUser: ['fhirUser'], profile: ['name'] },
@@ -293,7 +326,8 @@ export function createAuthServer(options: AuthServerOptions): AuthServer {
     issueRefreshToken: (_ctx, client, code) =>
       client.grantTypeAllowed('refresh_token') &&
       code.grantId !== undefined &&
-      grantContexts.get(code.grantId)?.refresh !== undefined,
+      grantContexts.get(code.grantId)?.refresh !== undefined &&
+      quirks.noRefreshToken !== true,
     expiresWithSession: () => false,
     rotateRefreshToken: true,
     loadExistingGrant: async (ctx) => {
@@ -451,10 +485,11 @@ export function createAuthServer(options: AuthServerOptions): AuthServer {
     scope.push(...splitScope(body.scope));
     body.scope = [...new Set(scope)].join(' ');
 
-    if (context.patient !== undefined) {
+    // Quirk noPatientContext: the launch context is left out (the access token still carries it).
+    if (context.patient !== undefined && quirks.noPatientContext !== true) {
       body.patient = context.patient;
     }
-    if (context.encounter !== undefined) {
+    if (context.encounter !== undefined && quirks.noPatientContext !== true) {
       body.encounter = context.encounter;
     }
     if (context.fhirContext.length > 0) {
@@ -680,11 +715,72 @@ export function createAuthServer(options: AuthServerOptions): AuthServer {
       rest = `/${rest}`;
     }
     Object.assign(req, { originalUrl: original, url: rest });
+    if (req.method === 'POST' && rest.split('?')[0] === AUTHORIZATION_ROUTE) {
+      // SMART authorize-post (SMART-AUTHZ-10). oidc-provider takes authorization requests by POST only
+      // with SameSite=None session cookies, which plain-http browsers refuse: the sandbox hands the
+      // same request to it as a GET instead, in process (the browser never sees a long URL).
+      const type = (req.headers['content-type'] ?? '').toLowerCase();
+      if (!type.startsWith('application/x-www-form-urlencoded')) {
+        sendHtml(res, 400, renderErrorPage('invalid_request', 'Send the authorization request as an application/x-www-form-urlencoded form.'));
+        return;
+      }
+      const body = (await readBody(req, MAX_TOKEN_BODY_BYTES)).toString('utf8');
+      rest = `${AUTHORIZATION_ROUTE}?${new URLSearchParams(body).toString()}`;
+      Object.assign(req, { method: 'GET', url: rest, originalUrl: `${issuerPath}${rest}` });
+    }
+    if (quirks.narrowScopes === true && req.method === 'GET' && rest.split('?')[0] === AUTHORIZATION_ROUTE) {
+      // Quirk narrowScopes: the user shares less than the app asked for, as if they had unticked
+      // boxes on a consent screen; the request goes on with the narrower scope.
+      rest = narrowedAuthorizationRequest(rest);
+      Object.assign(req, { url: rest, originalUrl: `${issuerPath}${rest}` });
+    }
+    if (quirks.v1Only === true && rest.split('?')[0] === AUTHORIZATION_ROUTE && refusedV2Scopes(res, rest)) {
+      return;
+    }
     if (req.method === 'POST' && rest.split('?')[0] === TOKEN_ROUTE && tokenEndpointFaulted(faults)) {
       await handleFaultedTokenRequest(req, res);
       return;
     }
     await providerCallback(req, res);
+  }
+
+  /**
+   * Quirk v1Only: a SMART v1 server does not know v2 resource scopes (`.rs`, granular ones) and refuses
+   * the authorization request with `invalid_scope` (RFC 6749 §4.1.2.1), redirected back to a
+   * registered redirect URI (an error page otherwise). True when it answered.
+   */
+  /** `narrowScopes`: no refresh scopes, and only Patient access among the resource scopes. */
+  function narrowedAuthorizationRequest(rest: string): string {
+    const params = new URLSearchParams(rest.split('?')[1] ?? '');
+    const scope = splitScope(params.get('scope') ?? '');
+    const kept = scope.filter((s) => !isResourceScope(s) && s !== 'offline_access' && s !== 'online_access');
+    params.set('scope', [...kept, ...narrowResourceScopes(scope.filter(isResourceScope))].join(' '));
+    return `${AUTHORIZATION_ROUTE}?${params.toString()}`;
+  }
+
+  function refusedV2Scopes(res: ServerResponse, rest: string): boolean {
+    const params = new URLSearchParams(rest.split('?')[1] ?? '');
+    const v2 = splitScope(params.get('scope') ?? '').filter(isV2ResourceScope);
+    if (v2.length === 0) {
+      return false;
+    }
+    const client = options.clients.find((c) => c.clientId === params.get('client_id'));
+    const redirectUri = params.get('redirect_uri') ?? '';
+    if (!client?.redirectUris.includes(redirectUri)) {
+      sendHtml(res, 400, renderErrorPage('invalid_scope', 'This EHR accepts SMART v1 scopes only (.read, .write, .*).'));
+      return true;
+    }
+    const target = new URL(redirectUri);
+    target.searchParams.set('error', 'invalid_scope');
+    target.searchParams.set('error_description', `SMART v1 scopes only; not accepted: ${v2.join(' ').slice(0, 200)}`);
+    const state = params.get('state');
+    if (state !== null) {
+      target.searchParams.set('state', state);
+    }
+    target.searchParams.set('iss', issuer);
+    res.writeHead(303, { Location: target.href, 'Cache-Control': 'no-store' });
+    res.end();
+    return true;
   }
 
   /*

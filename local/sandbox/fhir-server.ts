@@ -26,7 +26,8 @@ export interface FhirServerOptions {
   readonly router: FhirRouter;
   readonly compartment: PatientCompartment;
   readonly verifyAccessToken: (token: string) => Promise<VerifiedAccessToken>;
-  readonly capabilityStatement: CapabilityStatement;
+  /** Served at `/metadata`; a function is asked on every request (the sandbox's quirks shape it). */
+  readonly capabilityStatement: CapabilityStatement | (() => CapabilityStatement);
 }
 
 type Query = Record<string, string[]>;
@@ -349,7 +350,8 @@ export function createFhirServer(options: FhirServerOptions): FhirServer {
       if (req.method !== 'GET') {
         throw new FhirError(405, 'not-supported', 'only GET is supported on /metadata', { Allow: 'GET' });
       }
-      sendFhir(res, 200, options.capabilityStatement);
+      const statement = options.capabilityStatement;
+      sendFhir(res, 200, typeof statement === 'function' ? statement() : statement);
       return;
     }
 

@@ -8,12 +8,13 @@ import { generateSandboxData } from './data.js';
 import { createDirectory, LaunchStore } from './directory.js';
 import { clearFaults, createStats, resetStats } from './faults.js';
 import { loadFhirDefinitions } from './fhir-definitions.js';
+import { clearQuirks, createQuirkDataSync, quirkedCapabilityStatement, quirkedSmartConfiguration, withQuirkPatients } from './quirks.js';
 import { createFhirServer } from './fhir-server.js';
 import type { FhirServer } from './fhir-server.js';
 import { sendHtml, sendJson, sendRedirect } from './http-util.js';
 import { renderEhrPage, renderErrorPage } from './pages.js';
 import { buildCapabilityStatement, buildSmartConfiguration, OidcDiscoverySchema } from './smart-configuration.js';
-import type { Sandbox, SandboxFaults, SandboxOptions } from './types.js';
+import type { Sandbox, SandboxFaults, SandboxOptions, SandboxQuirks } from './types.js';
 
 export type {
   IdTokenFault,
@@ -23,6 +24,7 @@ export type {
   SandboxFaults,
   SandboxOptions,
   SandboxPatient,
+  SandboxQuirks,
   SandboxStats,
   TokenEndpointDelayFault,
   TokenEndpointFault,
@@ -31,6 +33,7 @@ export type {
 
 /** Opaque organisation id returned as the SMART `tenant` launch parameter. */
 export const SANDBOX_TENANT = 'sandbox-tenant-3f9a1c';
+export { EMPTY_PATIENT } from './quirks.js';
 
 const FHIR_PATH = '/fhir';
 const OAUTH_PATH = '/oauth';
@@ -93,7 +96,9 @@ export async function startSandbox(options: SandboxOptions): Promise<Sandbox> {
     await repo.createResource(resource);
   }
   const router = new FhirRouter();
-  const directory = createDirectory(data);
+  const quirks: SandboxQuirks = {};
+  const syncQuirkData = createQuirkDataSync(repo, quirks);
+  const directory = withQuirkPatients(createDirectory(data), quirks);
   const launches = new LaunchStore(directory);
   const faults: SandboxFaults = {};
   const stats = createStats();
@@ -147,6 +152,7 @@ export async function startSandbox(options: SandboxOptions): Promise<Sandbox> {
       signingKey,
       tenant: SANDBOX_TENANT,
       smartStyleUrl,
+      quirks,
     });
     disposeAuth = auth.dispose;
 
@@ -159,9 +165,10 @@ export async function startSandbox(options: SandboxOptions): Promise<Sandbox> {
         });
       }
     };
-    const admin = { faults, stats, resetStats: () => resetStats(stats), revokeGrantOf };
+    const admin = { faults, quirks, stats, resetStats: () => resetStats(stats), revokeGrantOf };
 
     dispatch = async (req, res) => {
+      await syncQuirkData();
       const url = new URL(req.url ?? '/', origin);
       const path = url.pathname;
       if (path === OAUTH_PATH || path.startsWith(`${OAUTH_PATH}/`)) {
@@ -186,7 +193,12 @@ export async function startSandbox(options: SandboxOptions): Promise<Sandbox> {
         }
         const subPath = path.slice(FHIR_PATH.length);
         if (subPath === '/.well-known/smart-configuration') {
-          sendJson(res, 200, fhirSide.smartConfiguration, {
+          const smartConfiguration = quirkedSmartConfiguration(fhirSide.smartConfiguration, quirks, fhirBaseUrl);
+          if (smartConfiguration === undefined) {
+            sendJson(res, 404, { error: 'not_found' }, { 'Cache-Control': 'no-store' });
+            return;
+          }
+          sendJson(res, 200, smartConfiguration, {
             'Cache-Control': 'public, max-age=300',
             'Access-Control-Allow-Origin': '*',
           });
@@ -264,7 +276,9 @@ export async function startSandbox(options: SandboxOptions): Promise<Sandbox> {
         router,
         compartment,
         verifyAccessToken: auth.verifyAccessToken,
-        capabilityStatement: buildCapabilityStatement(fhirBaseUrl, discovery),
+        capabilityStatement: ((statement) => () => quirkedCapabilityStatement(statement, quirks, fhirBaseUrl))(
+          buildCapabilityStatement(fhirBaseUrl, discovery),
+        ),
       }),
     };
 
@@ -279,6 +293,8 @@ export async function startSandbox(options: SandboxOptions): Promise<Sandbox> {
       stats,
       resetStats: admin.resetStats,
       clearFaults: () => clearFaults(faults),
+      quirks,
+      clearQuirks: () => clearQuirks(quirks),
       revokeGrantForAccessToken: auth.revokeGrantForAccessToken,
       revokeGrantForRefreshToken: auth.revokeGrantForRefreshToken,
       revokeGrantOf,

@@ -180,6 +180,8 @@ declare module 'oidc-provider' {
     response_types?: string[];
     application_type?: 'web' | 'native';
     client_name?: string;
+    jwks_uri?: string;
+    token_endpoint_auth_signing_alg?: string;
   }
 
   export interface JWK {
@@ -201,6 +203,8 @@ declare module 'oidc-provider' {
     adapter?: (name: string) => Adapter;
     clients?: ClientMetadata[];
     clientAuthMethods?: string[];
+    enabledJWA?: { clientAuthSigningAlgValues?: string[] };
+    fetch?: (url: string | URL, options: RequestInit) => Promise<Response>;
     clientBasedCORS?: (ctx: KoaContextWithOIDC, origin: string, client: Client) => boolean;
     claims?: Record<string, string[] | null>;
     conformIdTokenClaims?: boolean;

@@ -17,6 +17,7 @@ export const OidcDiscoverySchema = z.object({
   introspection_endpoint: z.url(),
   code_challenge_methods_supported: z.array(z.string()),
   token_endpoint_auth_methods_supported: z.array(z.string()),
+  token_endpoint_auth_signing_alg_values_supported: z.array(z.string()).optional(),
   id_token_signing_alg_values_supported: z.array(z.string()),
   authorization_response_iss_parameter_supported: z.boolean().optional(),
 });
@@ -26,8 +27,11 @@ export type OidcDiscovery = z.infer<typeof OidcDiscoverySchema>;
 export const SMART_CAPABILITIES = [
   'launch-ehr',
   'launch-standalone',
+  // oidc-provider takes authorization requests by POST as well (OIDC Core §3.1.2.1).
+  'authorize-post',
   'client-public',
   'client-confidential-symmetric',
+  'client-confidential-asymmetric',
   'context-ehr-patient',
   'context-ehr-encounter',
   'context-standalone-patient',
@@ -61,6 +65,10 @@ export function buildSmartConfiguration(discovery: OidcDiscovery): Record<string
     // oidc-provider only ever supports S256; keep what it says rather than restating it.
     code_challenge_methods_supported: discovery.code_challenge_methods_supported,
     token_endpoint_auth_methods_supported: discovery.token_endpoint_auth_methods_supported,
+    // RS384 and ES384 for private_key_jwt (SMART-DISC-03); what oidc-provider accepts, as it says it.
+    ...(discovery.token_endpoint_auth_signing_alg_values_supported
+      ? { token_endpoint_auth_signing_alg_values_supported: discovery.token_endpoint_auth_signing_alg_values_supported }
+      : {}),
     id_token_signing_alg_values_supported: discovery.id_token_signing_alg_values_supported,
     scopes_supported: [
       ...STATIC_SCOPES,

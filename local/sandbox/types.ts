@@ -2,9 +2,16 @@
 
 export interface SandboxClient {
   clientId: string;
-  clientAuth: 'none' | 'client_secret_basic';
+  clientAuth: 'none' | 'client_secret_basic' | 'private_key_jwt';
   /** Required for client_secret_basic. */
   clientSecret?: string;
+  /**
+   * Required for private_key_jwt: the client's JWKS URL (for smart-launch, `{apiUrl}/.well-known/jwks.json`).
+   * The sandbox fetches it when it first verifies an assertion and again once its Cache-Control max-age (at least 60 s) ran out.
+   */
+  jwksUri?: string;
+  /** private_key_jwt: the only assertion algorithm accepted (`token_endpoint_auth_signing_alg`); default: RS384 or ES384. */
+  signingAlg?: 'RS384' | 'ES384';
   redirectUris: string[];
 }
 
@@ -65,6 +72,31 @@ export interface SandboxFaults {
   malformedTokenResponse?: boolean | undefined;
 }
 
+/**
+ * Switches that make the sandbox behave like EHRs real deployments meet (see README "Quirks"). Each is
+ * off unless `true`; they apply to the next requests.
+ */
+export interface SandboxQuirks {
+  /** Discovery lists only `plain` in code_challenge_methods_supported (no S256). */
+  noS256?: boolean | undefined;
+  /** SMART v1 only: discovery advertises `permission-v1` (not v2) and v1 scopes; the AS refuses v2 resource scopes (`invalid_scope`). */
+  v1Only?: boolean | undefined;
+  /** No revocation endpoint in discovery (neither the well-known file nor the CapabilityStatement). */
+  noRevocation?: boolean | undefined;
+  /** Discovery endpoints relative to the FHIR base (`/oauth/auth`, `../oauth/token`), as some legacy servers publish them. */
+  relativeEndpoints?: boolean | undefined;
+  /** No `.well-known/smart-configuration` (404); the CapabilityStatement's oauth-uris extension is still served at `/fhir/metadata`. */
+  noWellKnown?: boolean | undefined;
+  /** Grants less than asked: no `offline_access` (so no refresh token), and Patient access only among the resource scopes. */
+  narrowScopes?: boolean | undefined;
+  /** No refresh token, whatever the scope. */
+  noRefreshToken?: boolean | undefined;
+  /** Token responses carry no `patient` or `encounter` (the access token still confines access to the launch patient). */
+  noPatientContext?: boolean | undefined;
+  /** Patient `dana-nodata` exists (EHR page, EHR launches, FHIR reads): a chart with no encounters, conditions or observations. */
+  emptyPatient?: boolean | undefined;
+}
+
 export interface SandboxStats {
   /** Token endpoint POSTs by grant_type (`unknown` when the body had none), faulted ones included. */
   tokenRequests: Record<string, number>;
@@ -102,6 +134,10 @@ export interface Sandbox {
   resetStats(): void;
   /** Removes every fault of `faults` in place (`idToken` included). */
   clearFaults(): void;
+  /** Quirk switches (set a field to `true`; `clearQuirks()` turns all off). */
+  quirks: SandboxQuirks;
+  /** Turns every quirk off, in place. */
+  clearQuirks(): void;
   /**
    * Revokes the whole grant behind a JWT access token, as an administrator or the patient revoking
    * the app's access would: its refresh tokens then get `invalid_grant`, its access tokens 401 at

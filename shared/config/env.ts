@@ -7,4 +7,10 @@ export const ENV = {
   config: 'SMART_LAUNCH_CONFIG',
   tableName: 'SMART_LAUNCH_TABLE',
   kmsKeyId: 'SMART_LAUNCH_KMS_KEY_ID',
+  /** ARN of the asymmetric KMS key (RSA) that signs RS384 client assertions now (`private_key_jwt`). */
+  signingKeyRs384: 'SMART_LAUNCH_SIGNING_KEY_RS384',
+  /** ARN of the asymmetric KMS key (ECC_NIST_P384) that signs ES384 client assertions now. */
+  signingKeyEs384: 'SMART_LAUNCH_SIGNING_KEY_ES384',
+  /** Comma-separated ARNs of keys published in the JWKS without signing yet: the successors of a rotation. */
+  signingKeysNext: 'SMART_LAUNCH_SIGNING_KEYS_NEXT',
 } as const;

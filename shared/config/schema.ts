@@ -37,6 +37,62 @@ const secureUrl = (mode: ConfigMode, what: string) =>
 
 const SECRET_ARN = /^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:.+$/;
 
+/** The FHIR write interactions a customer may enable per issuer (`issuers[].writes`). */
+export const WRITE_INTERACTIONS = ['create', 'update', 'patch', 'delete'] as const;
+export type WriteInteraction = (typeof WRITE_INTERACTIONS)[number];
+
+/**
+ * Defaults of `issuers[].proxy`. Kept out of the parsed config (which travels in a 4 KB Lambda
+ * environment): read them through `proxyOptionsOf`.
+ */
+export const PROXY_DEFAULTS = {
+  timeoutSeconds: 25,
+  maxRequestKilobytes: 4096,
+  maxResponseMegabytes: 64,
+  enforceScopes: true,
+  confineToPatient: true,
+} as const;
+
+export interface ProxyOptions {
+  readonly timeoutSeconds: number;
+  readonly maxRequestKilobytes: number;
+  readonly maxResponseMegabytes: number;
+  readonly enforceScopes: boolean;
+  readonly confineToPatient: boolean;
+  /** The write interactions forwarded to this EHR (empty: read-only, the default). */
+  readonly writes: ReadonlySet<WriteInteraction>;
+}
+
+/** The effective proxy options of an issuer (defaults filled in); defaults alone when none is given. */
+export function proxyOptionsOf(issuer: { writes?: { enabled: boolean; interactions?: readonly WriteInteraction[] | undefined } | undefined; proxy?: Partial<Omit<ProxyOptions, 'writes'>> | undefined } | undefined): ProxyOptions {
+  const proxy = issuer?.proxy ?? {};
+  const writes = issuer?.writes;
+  return {
+    timeoutSeconds: proxy.timeoutSeconds ?? PROXY_DEFAULTS.timeoutSeconds,
+    maxRequestKilobytes: proxy.maxRequestKilobytes ?? PROXY_DEFAULTS.maxRequestKilobytes,
+    maxResponseMegabytes: proxy.maxResponseMegabytes ?? PROXY_DEFAULTS.maxResponseMegabytes,
+    enforceScopes: proxy.enforceScopes ?? PROXY_DEFAULTS.enforceScopes,
+    confineToPatient: proxy.confineToPatient ?? PROXY_DEFAULTS.confineToPatient,
+    writes: new Set(writes?.enabled ? (writes.interactions ?? WRITE_INTERACTIONS) : []),
+  };
+}
+
+/** JWS algorithms of `private_key_jwt` assertions; RS384 unless an issuer's `signingAlg` says ES384 (SMART-CAUTH-09). */
+export const SIGNING_ALGS = ['RS384', 'ES384'] as const;
+export type SigningAlg = (typeof SIGNING_ALGS)[number];
+export const DEFAULT_SIGNING_ALG: SigningAlg = 'RS384';
+
+/** The assertion algorithm of an issuer (its `signingAlg`, or the default); kept out of the parsed config like `PROXY_DEFAULTS`. */
+export function signingAlgOf(issuer: { readonly signingAlg?: SigningAlg | undefined }): SigningAlg {
+  return issuer.signingAlg ?? DEFAULT_SIGNING_ALG;
+}
+
+/** The assertion algorithms a config signs with: one key per algorithm, none without `private_key_jwt`. */
+export function signingAlgsOf(config: { readonly issuers: readonly { readonly clientAuth: string; readonly signingAlg?: SigningAlg | undefined }[] }): SigningAlg[] {
+  const used = new Set(config.issuers.filter((issuer) => issuer.clientAuth === 'private_key_jwt').map(signingAlgOf));
+  return SIGNING_ALGS.filter((alg) => used.has(alg));
+}
+
 function issuerSchema(mode: ConfigMode) {
   return z
     .object({
@@ -50,6 +106,63 @@ function issuerSchema(mode: ConfigMode) {
         .min(1, 'scope must not be empty')
         .refine((v) => !/[\s]{2,}|[^\x21-\x7e ]/.test(v), 'scope must be space-separated printable ASCII scope tokens'),
       default: z.boolean().optional(),
+      /**
+       * `private_key_jwt` only: the JWS algorithm of this EHR's client assertions (SMART-CAUTH-09).
+       * RS384 (the default) signs with the RSA key, ES384 with the P-384 key; register the JWKS URL
+       * and this algorithm at the EHR. A launch refuses an EHR whose discovery lists
+       * `token_endpoint_auth_signing_alg_values_supported` without it.
+       */
+      signingAlg: z.enum(SIGNING_ALGS).optional(),
+      /**
+       * Quirk: send `client_id` in the body of authenticated token, refresh and revocation requests
+       * too (a confidential client normally omits it: SMART-TOKEN-01, RFC 6749 §2.3.1). For EHRs that
+       * refuse a refresh or revocation without it although the client authenticated (default false).
+       */
+      sendClientIdWithAuth: z.boolean().optional(),
+      /**
+       * Quirk: the scope syntax this EHR accepts (SMART-SCOPE-02). `v1` rewrites `.rs` → `.read`,
+       * `.cud` → `.write`, `.cruds` → `.*` (granular scopes cannot be expressed and are refused);
+       * `v2` rewrites the other way; `auto` (the default) uses v1 when discovery advertises
+       * `permission-v1` without `permission-v2`, v2 for the reverse, and the scope as written otherwise.
+       */
+      scopeSyntax: z.enum(['auto', 'v1', 'v2']).optional(),
+      /**
+       * Quirk: how the browser is sent to the authorization endpoint (SMART-AUTHZ-10). `GET` always;
+       * `POST` always (an auto-submitting form; needs `authorize-post`); `auto` (the default) posts
+       * when the GET URL would exceed 2000 characters and the EHR advertises `authorize-post`.
+       */
+      authorizeMethod: z.enum(['auto', 'GET', 'POST']).optional(),
+      /**
+       * Quirk: the OpenID Connect issuer of an EHR whose discovery names none (SMART v1 servers found
+       * through the CapabilityStatement, SMART-DISC-07): its `/.well-known/openid-configuration` gives
+       * the JWKS that verifies id_tokens. Used only when discovery lacks `issuer` or `jwks_uri`.
+       */
+      openidIssuer: secureUrl(mode, 'openidIssuer').optional(),
+      /** FHIR writes through the proxy (create, update, patch, delete): off unless enabled here. */
+      writes: z
+        .object({
+          enabled: z.boolean(),
+          /** Which write interactions are forwarded when enabled (default: all four). */
+          interactions: z.array(z.enum(WRITE_INTERACTIONS)).min(1).optional(),
+        })
+        .strict()
+        .optional(),
+      /** FHIR proxy tuning for this EHR; every member has a default (`PROXY_DEFAULTS`). */
+      proxy: z
+        .object({
+          /** How long one FHIR request may take at the EHR (answer 504 after). */
+          timeoutSeconds: z.number().int().min(1).max(900).optional(),
+          /** Largest request body forwarded; API Gateway hands Lambda the body base64-encoded within 6 MB. */
+          maxRequestKilobytes: z.number().int().min(1).max(4096).optional(),
+          /** Largest EHR answer delivered (streamed answers; buffered answers stop at 4 MB). */
+          maxResponseMegabytes: z.number().int().min(1).max(190).optional(),
+          /** Refuse requests the granted scopes do not permit before contacting the EHR. */
+          enforceScopes: z.boolean().optional(),
+          /** In patient-level sessions, refuse requests that plainly name another patient. */
+          confineToPatient: z.boolean().optional(),
+        })
+        .strict()
+        .optional(),
     })
     .strict()
     .superRefine((issuer, ctx) => {
@@ -59,12 +172,8 @@ function issuerSchema(mode: ConfigMode) {
       if (issuer.clientAuth !== 'client_secret_basic' && issuer.clientSecret !== undefined) {
         ctx.addIssue({ code: 'custom', path: ['clientSecret'], message: `clientSecret must be absent when clientAuth is "${issuer.clientAuth}"` });
       }
-      if (issuer.clientAuth === 'private_key_jwt') {
-        ctx.addIssue({
-          code: 'custom',
-          path: ['clientAuth'],
-          message: 'clientAuth "private_key_jwt" is not available in this version; use "client_secret_basic" or "none"',
-        });
+      if (issuer.signingAlg !== undefined && issuer.clientAuth !== 'private_key_jwt') {
+        ctx.addIssue({ code: 'custom', path: ['signingAlg'], message: `signingAlg applies only to clientAuth "private_key_jwt" (this issuer uses "${issuer.clientAuth}")` });
       }
       if (issuer.clientSecret !== undefined && mode === 'aws' && !SECRET_ARN.test(issuer.clientSecret)) {
         ctx.addIssue({

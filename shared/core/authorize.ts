@@ -51,6 +51,23 @@ export interface AuthorizeRequest {
   readonly nonce?: string | undefined;
 }
 
+/** The authorization request parameters (SMART-AUTHZ-01..08), in the order they are sent. */
+function authorizeParams(request: AuthorizeRequest): Array<[string, string]> {
+  const params: Array<[string, string]> = [
+    ['response_type', 'code'],
+    ['client_id', request.clientId],
+    ['redirect_uri', request.redirectUri],
+    ['scope', request.scope],
+    ['state', request.state],
+    ['aud', request.aud],
+    ['code_challenge', request.codeChallenge],
+    ['code_challenge_method', 'S256'],
+  ];
+  if (request.launch !== undefined) params.push(['launch', request.launch]);
+  if (request.nonce !== undefined) params.push(['nonce', request.nonce]);
+  return params;
+}
+
 /**
  * The authorization request URL (SMART-AUTHZ-01..08): `response_type=code`, `client_id`,
  * `redirect_uri`, `scope`, `state`, `aud`, `code_challenge` + `S256`, `launch` (EHR launch only) and
@@ -59,16 +76,22 @@ export interface AuthorizeRequest {
  */
 export function buildAuthorizeUrl(request: AuthorizeRequest): string {
   const url = new URL(request.authorizationEndpoint);
-  const params = url.searchParams;
-  params.set('response_type', 'code');
-  params.set('client_id', request.clientId);
-  params.set('redirect_uri', request.redirectUri);
-  params.set('scope', request.scope);
-  params.set('state', request.state);
-  params.set('aud', request.aud);
-  params.set('code_challenge', request.codeChallenge);
-  params.set('code_challenge_method', 'S256');
-  if (request.launch !== undefined) params.set('launch', request.launch);
-  if (request.nonce !== undefined) params.set('nonce', request.nonce);
+  for (const [name, value] of authorizeParams(request)) url.searchParams.set(name, value);
   return url.href;
+}
+
+/** The same authorization request as an HTML form POST (`application/x-www-form-urlencoded`). */
+export interface AuthorizeForm {
+  /** The authorization endpoint, with any query parameters of its own. */
+  readonly action: string;
+  readonly fields: ReadonlyArray<readonly [string, string]>;
+}
+
+/**
+ * The authorization request sent by POST (SMART-AUTHZ-10, OIDC Core §3.1.2.1), for scopes too long for
+ * a URL: the same parameters as `buildAuthorizeUrl`, PKCE included, in the form body.
+ * @see https://hl7.org/fhir/smart-app-launch/STU2.2/app-launch.html#step-4-authorization-code
+ */
+export function buildAuthorizeForm(request: AuthorizeRequest): AuthorizeForm {
+  return { action: new URL(request.authorizationEndpoint).href, fields: authorizeParams(request) };
 }

@@ -1,5 +1,7 @@
 import type { Config, ConfigMode, IssuerConfig } from '../config/schema.js';
-import type { Clock, HttpClient, KeyRing, Random, SessionStore } from './ports.js';
+import type { ClientSigner, Clock, HttpClient, KeyRing, Random, SessionStore } from './ports.js';
+import type { DiscoveryCache } from './discovery.js';
+import type { JwksCache } from './id-token.js';
 
 /** Where the client secret of an issuer comes from (the config file locally, Secrets Manager in AWS). */
 export interface ClientSecrets {
@@ -16,4 +18,16 @@ export interface CoreDeps {
   readonly clock: Clock;
   readonly random: Random;
   readonly clientSecrets: ClientSecrets;
+  /**
+   * Signs `private_key_jwt` client assertions. Absent where no issuer uses `private_key_jwt` (a
+   * token request for such an issuer then fails with `CLIENT_AUTH_FAILED`).
+   */
+  readonly signer?: ClientSigner | undefined;
+  /**
+   * Discovery per container, with stale-while-revalidate (SMART-DISC-10). Absent: every launch
+   * fetches discovery afresh.
+   */
+  readonly discovery?: DiscoveryCache | undefined;
+  /** Issuers' JWK Sets per container, re-fetched on an unknown `kid`. Absent: fetched per id_token. */
+  readonly jwks?: JwksCache | undefined;
 }

@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import type { ConfigMode } from '../config/schema.js';
 import { SmartError, type ErrorCode } from './errors.js';
-import type { AuthServerEndpoints, HttpClient } from './ports.js';
+import type { AuthServerEndpoints, Clock, HttpClient } from './ports.js';
 
 /** `{iss}/.well-known/smart-configuration`, appended even when the base has a path (SMART-DISC-01). */
 export function smartConfigurationUrl(iss: string): string {
@@ -21,43 +21,74 @@ const SmartConfigurationSchema = z.object({
   capabilities: stringList,
   code_challenge_methods_supported: stringList,
   token_endpoint_auth_methods_supported: stringList.optional(),
+  token_endpoint_auth_signing_alg_values_supported: stringList.optional(),
   scopes_supported: stringList.optional(),
   authorization_response_iss_parameter_supported: z.boolean().optional(),
 });
 
+/** Where the endpoints came from: the SMART v2 well-known file, or the v1 CapabilityStatement fallback (SMART-DISC-07). */
+export type DiscoverySource = 'well-known' | 'capability-statement';
+
 export interface SmartConfiguration {
   readonly endpoints: AuthServerEndpoints;
+  /** SMART capabilities; empty when discovery came from the CapabilityStatement (unknown). */
   readonly capabilities: readonly string[];
   readonly tokenEndpointAuthMethods: readonly string[] | undefined;
+  /** `token_endpoint_auth_signing_alg_values_supported`, when published (SMART-CAUTH-09). */
+  readonly tokenEndpointAuthSigningAlgs?: readonly string[] | undefined;
+  /** `code_challenge_methods_supported`; `undefined` when unknown (CapabilityStatement discovery). */
+  readonly codeChallengeMethods?: readonly string[] | undefined;
+  /** `scopes_supported` (not exhaustive, SMART-DISC-03), when published. */
+  readonly scopesSupported?: readonly string[] | undefined;
+  readonly grantTypes?: readonly string[] | undefined;
+  /** Absent means `well-known`. */
+  readonly source?: DiscoverySource | undefined;
+  /** The `openidIssuer` setting filled in `issuer` and `jwks_uri` (the EHR's discovery named none). */
+  readonly openidFromConfig?: boolean | undefined;
 }
 
-function checkEndpoint(value: string, field: string, mode: ConfigMode): string {
-  let url: URL;
-  try {
-    url = new URL(value);
-  } catch {
-    throw new SmartError('DISCOVERY_INVALID', `"${field}" in the SMART configuration is not an absolute URL`);
+/** A FHIR base treated as a directory, so `auth/token` resolves below it rather than beside it. */
+function baseDirectory(fhirBase: string): string {
+  return fhirBase.endsWith('/') ? fhirBase : `${fhirBase}/`;
+}
+
+/**
+ * An endpoint URL from discovery: absolute, or (with `fhirBase`, for legacy servers) relative to the
+ * FHIR base (SMART-DISC-05): `/oauth/token` against its origin, `auth/token` or `../auth/token` against
+ * the base as a directory. A network-path reference (`//host/…`) is never taken as relative: it
+ * names another server. Then https, or loopback http in local runs.
+ */
+function checkEndpoint(value: string, field: string, mode: ConfigMode, fhirBase?: string, where = 'the SMART configuration'): string {
+  let url: URL | null = URL.parse(value);
+  if (url === null && fhirBase !== undefined && !value.startsWith('//') && !value.includes('\\')) {
+    url = URL.parse(value, baseDirectory(fhirBase));
+  }
+  if (url === null) {
+    throw new SmartError('DISCOVERY_INVALID', `"${field}" in ${where} is not an absolute URL`, { details: { field } });
   }
   const loopback = url.hostname === 'localhost' || url.hostname === '[::1]' || /^127(\.\d{1,3}){3}$/.test(url.hostname);
   if (url.protocol !== 'https:' && !(mode === 'local' && url.protocol === 'http:' && loopback)) {
-    throw new SmartError('DISCOVERY_INVALID', `"${field}" in the SMART configuration must use https`);
+    throw new SmartError('DISCOVERY_INVALID', `"${field}" in ${where} must use https`, { details: { field } });
   }
   return url.href;
 }
 
+/** A zod failure as `DISCOVERY_INVALID` naming the first offending field (SMART-DISC-02). */
+function invalidDocument(error: z.ZodError, what: string): SmartError {
+  const first = error.issues[0];
+  const field = first?.path.join('.') || 'document';
+  return new SmartError('DISCOVERY_INVALID', `${what} field "${field}" is missing or has the wrong type`, { details: { field } });
+}
+
 /**
- * Validates a SMART configuration document: required fields present and typed, PKCE S256 advertised
- * (fail closed, SMART-DISC-04), endpoints absolute and https (loopback http in local runs).
+ * Validates a SMART configuration document without judging what it offers: required fields present
+ * and typed (SMART-DISC-02), `issuer` and `jwks_uri` present with `sso-openid-connect`, endpoints
+ * absolute (or, given `fhirBase`, relative to it: SMART-DISC-05) and https (loopback http in local
+ * runs). Whether S256 is advertised is the caller's judgement (`parseSmartConfiguration`, capabilities).
  */
-export function parseSmartConfiguration(document: unknown, mode: ConfigMode): SmartConfiguration {
+export function readSmartConfiguration(document: unknown, mode: ConfigMode, fhirBase?: string): SmartConfiguration {
   const parsed = SmartConfigurationSchema.safeParse(document);
-  if (!parsed.success) {
-    const first = parsed.error.issues[0];
-    const field = first?.path.join('.') || 'document';
-    throw new SmartError('DISCOVERY_INVALID', `SMART configuration field "${field}" is missing or has the wrong type`, {
-      details: { field },
-    });
-  }
+  if (!parsed.success) throw invalidDocument(parsed.error, 'SMART configuration');
   const doc = parsed.data;
   // SMART-DISC-02: `issuer` and `jwks_uri` are required when the server offers OpenID Connect sign-in.
   if (doc.capabilities.includes('sso-openid-connect')) {
@@ -69,22 +100,41 @@ export function parseSmartConfiguration(document: unknown, mode: ConfigMode): Sm
       }
     }
   }
-  if (!doc.code_challenge_methods_supported.includes('S256')) {
-    throw new SmartError('PKCE_UNSUPPORTED', 'the SMART configuration does not list "S256" in code_challenge_methods_supported');
-  }
+  const endpoint = (value: string, field: string) => checkEndpoint(value, field, mode, fhirBase);
   return {
     endpoints: {
-      authorizationEndpoint: checkEndpoint(doc.authorization_endpoint, 'authorization_endpoint', mode),
-      tokenEndpoint: checkEndpoint(doc.token_endpoint, 'token_endpoint', mode),
+      authorizationEndpoint: endpoint(doc.authorization_endpoint, 'authorization_endpoint'),
+      tokenEndpoint: endpoint(doc.token_endpoint, 'token_endpoint'),
       issuer: doc.issuer,
-      jwksUri: doc.jwks_uri === undefined ? undefined : checkEndpoint(doc.jwks_uri, 'jwks_uri', mode),
-      revocationEndpoint:
-        doc.revocation_endpoint === undefined ? undefined : checkEndpoint(doc.revocation_endpoint, 'revocation_endpoint', mode),
+      jwksUri: doc.jwks_uri === undefined ? undefined : endpoint(doc.jwks_uri, 'jwks_uri'),
+      revocationEndpoint: doc.revocation_endpoint === undefined ? undefined : endpoint(doc.revocation_endpoint, 'revocation_endpoint'),
       issParameterSupported: doc.authorization_response_iss_parameter_supported === true,
     },
     capabilities: doc.capabilities,
     tokenEndpointAuthMethods: doc.token_endpoint_auth_methods_supported,
+    tokenEndpointAuthSigningAlgs: doc.token_endpoint_auth_signing_alg_values_supported,
+    codeChallengeMethods: doc.code_challenge_methods_supported,
+    scopesSupported: doc.scopes_supported,
+    grantTypes: doc.grant_types_supported,
+    source: 'well-known',
   };
+}
+
+/** `PKCE_UNSUPPORTED` unless `S256` is advertised; unknown (CapabilityStatement discovery) passes. */
+export function checkPkceSupported(smart: SmartConfiguration): void {
+  if (smart.codeChallengeMethods !== undefined && !smart.codeChallengeMethods.includes('S256')) {
+    throw new SmartError('PKCE_UNSUPPORTED', 'the SMART configuration does not list "S256" in code_challenge_methods_supported');
+  }
+}
+
+/**
+ * Validates a SMART configuration document (`readSmartConfiguration`) and fails closed when PKCE S256
+ * is not advertised (SMART-DISC-04).
+ */
+export function parseSmartConfiguration(document: unknown, mode: ConfigMode, fhirBase?: string): SmartConfiguration {
+  const smart = readSmartConfiguration(document, mode, fhirBase);
+  checkPkceSupported(smart);
+  return smart;
 }
 
 /** Time allowed for any single call to an EHR endpoint. */
@@ -123,4 +173,225 @@ export async function discover(http: HttpClient, iss: string, mode: ConfigMode):
     'the SMART configuration',
   );
   return parseSmartConfiguration(document, mode);
+}
+
+/** `{iss}/metadata`: the FHIR CapabilityStatement, where SMART v1 servers name their OAuth endpoints. */
+export function capabilityStatementUrl(iss: string): string {
+  return `${iss.replace(/\/+$/, '')}/metadata`;
+}
+
+/** The extension of `CapabilityStatement.rest.security` that lists a SMART v1 server's OAuth endpoints. */
+export const OAUTH_URIS_EXTENSION = 'http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris';
+
+const UriExtension = z.object({ url: z.string(), valueUri: z.string().optional(), valueUrl: z.string().optional() });
+const CapabilityStatementSchema = z.object({
+  resourceType: z.literal('CapabilityStatement'),
+  rest: z
+    .array(
+      z.object({
+        security: z
+          .object({ extension: z.array(z.object({ url: z.string(), extension: z.array(UriExtension).optional() })).optional() })
+          .optional(),
+      }),
+    )
+    .optional(),
+});
+
+const WHERE_V1 = 'the CapabilityStatement oauth-uris extension';
+
+/**
+ * SMART v1 discovery (SMART-DISC-07): the `oauth-uris` extension of `CapabilityStatement.rest[].security`,
+ * sub-extensions `authorize` and `token` (required here: launches need both) and `revoke` (optional).
+ * Endpoints are checked like the well-known ones, relative ones resolved against the FHIR base.
+ * Nothing says which PKCE methods, client authentication or capabilities the server has: they stay
+ * unknown, and PKCE S256 and `state` are sent anyway.
+ */
+export function parseCapabilityStatement(document: unknown, mode: ConfigMode, fhirBase: string): SmartConfiguration {
+  const parsed = CapabilityStatementSchema.safeParse(document);
+  if (!parsed.success) throw invalidDocument(parsed.error, 'CapabilityStatement');
+  const oauthUris = (parsed.data.rest ?? [])
+    .flatMap((rest) => rest.security?.extension ?? [])
+    .find((extension) => extension.url === OAUTH_URIS_EXTENSION);
+  if (oauthUris === undefined) {
+    throw new SmartError('DISCOVERY_INVALID', `the EHR has no SMART configuration and its CapabilityStatement has no oauth-uris extension`, {
+      details: { field: 'rest.security.extension' },
+    });
+  }
+  const uri = (name: string): string | undefined => {
+    const found = oauthUris.extension?.find((extension) => extension.url === name);
+    return found?.valueUri ?? found?.valueUrl;
+  };
+  const required = (name: string): string => {
+    const value = uri(name);
+    if (value === undefined) {
+      throw new SmartError('DISCOVERY_INVALID', `${WHERE_V1} has no "${name}" URI`, { details: { field: `oauth-uris.${name}` } });
+    }
+    return checkEndpoint(value, name, mode, fhirBase, WHERE_V1);
+  };
+  const revoke = uri('revoke');
+  return {
+    endpoints: {
+      authorizationEndpoint: required('authorize'),
+      tokenEndpoint: required('token'),
+      issuer: undefined,
+      jwksUri: undefined,
+      revocationEndpoint: revoke === undefined ? undefined : checkEndpoint(revoke, 'revoke', mode, fhirBase, WHERE_V1),
+      issParameterSupported: false,
+    },
+    capabilities: [],
+    tokenEndpointAuthMethods: undefined,
+    source: 'capability-statement',
+  };
+}
+
+/** `{issuer}/.well-known/openid-configuration` (OpenID Connect Discovery 1.0 §4). */
+export function openidConfigurationUrl(issuer: string): string {
+  return `${issuer.replace(/\/+$/, '')}/.well-known/openid-configuration`;
+}
+
+const OpenidConfigurationSchema = z.object({ issuer: z.string(), jwks_uri: z.string() });
+
+/**
+ * Fills in `issuer` and `jwks_uri` from the configured `openidIssuer` when discovery named none: the
+ * issuer's OpenID configuration must name exactly that issuer (OIDC Discovery §4.3), and its JWKS URL
+ * passes the same https rule as every endpoint.
+ */
+async function withOpenidIssuer(http: HttpClient, smart: SmartConfiguration, openidIssuer: string, mode: ConfigMode): Promise<SmartConfiguration> {
+  const document = await fetchJson(
+    http,
+    openidConfigurationUrl(openidIssuer),
+    { unavailable: 'DISCOVERY_UNAVAILABLE', invalid: 'DISCOVERY_INVALID' },
+    'the OpenID configuration of openidIssuer',
+  );
+  const parsed = OpenidConfigurationSchema.safeParse(document);
+  if (!parsed.success) throw invalidDocument(parsed.error, 'OpenID configuration');
+  if (parsed.data.issuer !== openidIssuer) {
+    throw new SmartError('DISCOVERY_INVALID', 'the OpenID configuration of openidIssuer names another "issuer"', { details: { field: 'issuer' } });
+  }
+  const jwksUri = checkEndpoint(parsed.data.jwks_uri, 'jwks_uri', mode, undefined, 'the OpenID configuration of openidIssuer');
+  return { ...smart, endpoints: { ...smart.endpoints, issuer: openidIssuer, jwksUri }, openidFromConfig: true };
+}
+
+/** What discovery needs to know about a configured issuer. */
+export interface DiscoveryTarget {
+  readonly iss: string;
+  readonly openidIssuer?: string | undefined;
+}
+
+/**
+ * Discovers an allow-listed issuer: `{iss}/.well-known/smart-configuration` (SMART-DISC-01), and when
+ * the EHR has none (404 or 410) the SMART v1 CapabilityStatement at `{iss}/metadata` (SMART-DISC-07);
+ * relative endpoints resolved against `iss` (SMART-DISC-05); the `openidIssuer` setting used when no
+ * OpenID issuer was published. Does not judge capabilities (see `capabilities.ts`).
+ */
+export async function discoverIssuer(http: HttpClient, target: DiscoveryTarget, mode: ConfigMode): Promise<SmartConfiguration> {
+  const codes = { unavailable: 'DISCOVERY_UNAVAILABLE', invalid: 'DISCOVERY_INVALID' } as const;
+  let smart: SmartConfiguration;
+  try {
+    const document = await fetchJson(http, smartConfigurationUrl(target.iss), codes, 'the SMART configuration');
+    smart = readSmartConfiguration(document, mode, target.iss);
+  } catch (error) {
+    const status = error instanceof SmartError && error.code === 'DISCOVERY_UNAVAILABLE' ? error.details?.status : undefined;
+    if (status !== 404 && status !== 410) throw error;
+    const document = await fetchJson(http, capabilityStatementUrl(target.iss), codes, 'the SMART configuration (HTTP 404) and the CapabilityStatement');
+    smart = parseCapabilityStatement(document, mode, target.iss);
+  }
+  const { issuer, jwksUri } = smart.endpoints;
+  if (target.openidIssuer !== undefined && (issuer === undefined || jwksUri === undefined)) {
+    smart = await withOpenidIssuer(http, smart, target.openidIssuer, mode);
+  }
+  return smart;
+}
+
+/** How long a discovered configuration is served as is, and how long (stale) while it is refreshed. */
+export interface DiscoveryCacheOptions {
+  /** Served without any fetch (default 5 minutes). */
+  readonly freshMs?: number;
+  /** After `freshMs` and up to this age, served at once while one background fetch refreshes it (default 1 hour). */
+  readonly staleMs?: number;
+  /** After a failed background refresh, the next one waits this long (default 30 s): a failing EHR is not asked on every launch. */
+  readonly retryMs?: number;
+}
+
+export const DISCOVERY_FRESH_MS = 5 * 60_000;
+export const DISCOVERY_STALE_MS = 60 * 60_000;
+
+interface CacheEntry {
+  readonly value: SmartConfiguration;
+  readonly fetchedAt: number;
+  /** When the last background refresh failed, if it did. */
+  failedAt?: number;
+}
+
+/**
+ * Discovery per container (SMART-DISC-10), keyed by issuer: fresh for `freshMs`; then, up to `staleMs`,
+ * stale-while-revalidate (the stale copy answers at once, one background fetch replaces it, and a
+ * failed or invalid fetch keeps it, retried after `retryMs`); older entries are fetched before answering. Concurrent misses
+ * share one fetch. Failures are never cached. Created once by the wiring and passed in `CoreDeps`,
+ * so the core keeps no module state; time comes from the `Clock` port.
+ */
+export class DiscoveryCache {
+  readonly freshMs: number;
+  readonly staleMs: number;
+  readonly retryMs: number;
+  readonly #entries = new Map<string, CacheEntry>();
+  readonly #pending = new Map<string, Promise<SmartConfiguration>>();
+  /** Background refreshes that failed (the stale copy was kept); for logs and tests. */
+  revalidationFailures = 0;
+
+  constructor(options: DiscoveryCacheOptions = {}) {
+    this.freshMs = options.freshMs ?? DISCOVERY_FRESH_MS;
+    this.staleMs = Math.max(options.staleMs ?? DISCOVERY_STALE_MS, this.freshMs);
+    this.retryMs = options.retryMs ?? 30_000;
+  }
+
+  /** The configuration for `key`: cached, stale while refreshing, or loaded now. */
+  async get(key: string, clock: Clock, load: () => Promise<SmartConfiguration>): Promise<SmartConfiguration> {
+    const entry = this.#entries.get(key);
+    const age = entry === undefined ? Infinity : clock.now() - entry.fetchedAt;
+    if (entry !== undefined && age < this.freshMs) return entry.value;
+    if (entry !== undefined && age < this.staleMs) {
+      if (entry.failedAt === undefined || clock.now() - entry.failedAt >= this.retryMs) {
+        this.#load(key, clock, load).catch(() => {
+          this.revalidationFailures += 1;
+          entry.failedAt = clock.now();
+        });
+      }
+      return entry.value;
+    }
+    return this.#load(key, clock, load);
+  }
+
+  /** Forgets every entry (the next launch of each issuer fetches again). */
+  clear(): void {
+    this.#entries.clear();
+  }
+
+  #load(key: string, clock: Clock, load: () => Promise<SmartConfiguration>): Promise<SmartConfiguration> {
+    let pending = this.#pending.get(key);
+    if (pending === undefined) {
+      pending = load()
+        .then((value) => {
+          this.#entries.set(key, { value, fetchedAt: clock.now() });
+          return value;
+        })
+        .finally(() => this.#pending.delete(key));
+      this.#pending.set(key, pending);
+    }
+    return pending;
+  }
+}
+
+/** The cache key of a target: the issuer, and the `openidIssuer` that completes its configuration. */
+function cacheKey(target: DiscoveryTarget): string {
+  return `${target.iss}\n${target.openidIssuer ?? ''}`;
+}
+
+/** `discoverIssuer` through the container's `DiscoveryCache` when the wiring provides one. */
+export function discoverCached(
+  deps: { readonly http: HttpClient; readonly mode: ConfigMode; readonly clock: Clock; readonly discovery?: DiscoveryCache | undefined },
+  target: DiscoveryTarget,
+): Promise<SmartConfiguration> {
+  const load = () => discoverIssuer(deps.http, target, deps.mode);
+  return deps.discovery === undefined ? load() : deps.discovery.get(cacheKey(target), deps.clock, load);
 }

@@ -16,7 +16,8 @@ export type IssueType =
   | 'exception'
   | 'timeout'
   | 'transient'
-  | 'throttled';
+  | 'throttled'
+  | 'too-costly';
 
 interface ErrorSpec {
   readonly status: number;
@@ -39,6 +40,11 @@ export const ERRORS = {
   DISCOVERY_UNAVAILABLE: { status: 502, issueType: 'transient', hint: 'The EHR did not answer its SMART configuration request. Try again in a moment; if it persists, contact the EHR administrator.' },
   DISCOVERY_INVALID: { status: 502, issueType: 'exception', hint: 'The EHR published a SMART configuration this app cannot use. Contact the EHR administrator with the correlation id.' },
   PKCE_UNSUPPORTED: { status: 502, issueType: 'not-supported', hint: 'The EHR does not advertise PKCE S256 (code_challenge_methods_supported); it must before this app can sign in.' },
+  CLIENT_AUTH_UNSUPPORTED: { status: 502, issueType: 'not-supported', hint: 'The EHR does not offer the client authentication this issuer is configured with. Set the issuer\'s "clientAuth" to a method the EHR lists in token_endpoint_auth_methods_supported (and register the app that way), or ask the EHR to enable it.' },
+  LAUNCH_MODE_UNSUPPORTED: { status: 502, issueType: 'not-supported', hint: 'The EHR does not advertise this kind of launch (capabilities "launch-ehr" / "launch-standalone"). Launch the app the way the EHR supports, or ask the EHR administrator to enable it.' },
+  OPENID_UNSUPPORTED: { status: 502, issueType: 'not-supported', hint: 'The scope asks for "openid" but the EHR publishes no OpenID issuer and JWKS to verify the id_token with. Set the issuer\'s "openidIssuer" to the EHR\'s OpenID Connect issuer, or remove "openid" and "fhirUser" from its "scope".' },
+  AUTHORIZE_POST_UNSUPPORTED: { status: 502, issueType: 'not-supported', hint: 'The issuer\'s "authorizeMethod" is "POST" but the EHR does not advertise the "authorize-post" capability. Set "authorizeMethod" to "auto" or "GET", or shorten the scope.' },
+  SCOPE_NOT_EXPRESSIBLE: { status: 502, issueType: 'not-supported', hint: 'The EHR speaks SMART v1 scopes only (or "scopeSyntax" is "v1"), and v1 has no granular (query-qualified) scopes. Remove the "?…" constraints from the issuer\'s "scope", or set "scopeSyntax" to "v2" if the EHR accepts v2 scopes.' },
 
   // Callback
   CALLBACK_INVALID: { status: 400, issueType: 'invalid', hint: 'The sign-in response was incomplete. Start the launch again.' },
@@ -69,6 +75,15 @@ export const ERRORS = {
   PROXY_PATH_REJECTED: { status: 400, issueType: 'security', hint: 'Use a relative FHIR path under the session\'s fhirBaseUrl, without "..", "//", backslashes or encoded separators.' },
   UPSTREAM_UNAVAILABLE: { status: 502, issueType: 'transient', hint: 'The FHIR server did not answer. Try again in a moment.' },
   UPSTREAM_TIMEOUT: { status: 504, issueType: 'timeout', hint: 'The FHIR server took too long to answer. Try again, or narrow the request.' },
+  PROXY_REQUEST_INVALID: { status: 400, issueType: 'invalid', hint: 'Send a FHIR RESTful request (read, vread, search, history, $operation; writes where enabled) with well-formed headers and body.' },
+  REQUEST_TOO_LARGE: { status: 413, issueType: 'too-costly', hint: 'Send a smaller request body; the limit is proxy.maxRequestKilobytes of the issuer in the configuration.' },
+  MEDIA_TYPE_UNSUPPORTED: { status: 415, issueType: 'not-supported', hint: 'Send the body with a Content-Type the interaction accepts (application/x-www-form-urlencoded for _search, a FHIR or JSON type for resources).' },
+  WRITES_DISABLED: { status: 405, issueType: 'not-supported', hint: 'This EHR connection is read-only: create, update, patch and delete are forwarded only when the issuer\'s "writes" option enables them in the configuration.' },
+  SCOPE_INSUFFICIENT: { status: 403, issueType: 'forbidden', hint: 'The access granted at sign-in does not cover this request. Ask for the missing scope in the issuer\'s "scope" and sign in again.' },
+  PATIENT_MISMATCH: { status: 403, issueType: 'forbidden', hint: 'This session is for one patient; requests for another patient are refused. Launch the app for that patient instead.' },
+  PATIENT_NOT_ACCESSIBLE: { status: 403, issueType: 'forbidden', hint: 'The EHR did not let this sign-in read the patient of the launch. Launch again, or ask the EHR administrator to check the app\'s access to this patient.' },
+  UPSTREAM_UNAUTHORIZED: { status: 401, issueType: 'login', hint: 'The EHR no longer accepts this session\'s access token. ' + RELAUNCH },
+  RESPONSE_TOO_LARGE: { status: 502, issueType: 'too-costly', hint: 'The FHIR server\'s answer is larger than this proxy can deliver whole. Narrow the request (_count, _elements, a smaller Binary), or raise proxy.maxResponseMegabytes.' },
 
   // Dependencies
   STORE_UNAVAILABLE: { status: 503, issueType: 'transient', hint: 'Session storage is unavailable. Try again in a moment; no session was lost.' },
@@ -124,4 +139,13 @@ export function isSmartError(value: unknown): value is SmartError {
 export function toSmartError(value: unknown): SmartError {
   if (isSmartError(value)) return value;
   return new SmartError('INTERNAL', 'an unexpected error occurred', { cause: value });
+}
+
+/**
+ * Values an EHR advertised (algorithms, methods, capabilities), made safe to quote in a message:
+ * printable tokens only, at most 12, each at most 64 characters.
+ */
+export function safeList(values: readonly string[] | undefined): string {
+  const safe = (values ?? []).filter((v) => /^[\x21-\x7e]{1,64}$/.test(v)).slice(0, 12);
+  return safe.length === 0 ? '(none)' : safe.join(', ');
 }

@@ -1,5 +1,5 @@
 import { createLocalJWKSet, errors as joseErrors, jwtVerify, type JSONWebKeySet } from 'jose';
-import { SmartError } from './errors.js';
+import { isSmartError, SmartError } from './errors.js';
 import { fetchJson } from './discovery.js';
 import type { HttpClient } from './ports.js';
 
@@ -21,37 +21,104 @@ export interface IdTokenClaims {
 
 const ALGORITHMS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512'];
 
-/**
- * Verifies an id_token (OIDC Core §3.1.3.7, DESIGN invariant 5): signature with a key from the
- * issuer's JWKS, `iss`, `aud` (our client id), `exp`/`iat` (60 s skew), and `nonce`.
- */
-export async function verifyIdToken(http: HttpClient, idToken: string, expected: IdTokenExpectations): Promise<IdTokenClaims> {
-  if (expected.issuer === undefined || expected.jwksUri === undefined) {
-    throw new SmartError('ID_TOKEN_INVALID', 'the SMART configuration has no "issuer" or "jwks_uri" to verify the id_token with');
-  }
-  const jwks = await fetchJson(
-    http,
-    expected.jwksUri,
-    { unavailable: 'DISCOVERY_UNAVAILABLE', invalid: 'DISCOVERY_INVALID' },
-    "the issuer's JWKS",
-  );
-  let keySet: ReturnType<typeof createLocalJWKSet>;
+/** Fetches a JWK Set; `DISCOVERY_UNAVAILABLE` / `DISCOVERY_INVALID` when it cannot be had. */
+export async function fetchJwks(http: HttpClient, jwksUri: string): Promise<JSONWebKeySet> {
+  const jwks = await fetchJson(http, jwksUri, { unavailable: 'DISCOVERY_UNAVAILABLE', invalid: 'DISCOVERY_INVALID' }, "the issuer's JWKS");
   try {
-    keySet = createLocalJWKSet(jwks as JSONWebKeySet);
+    createLocalJWKSet(jwks as JSONWebKeySet);
   } catch (cause) {
     throw new SmartError('DISCOVERY_INVALID', "the issuer's JWKS is not a valid JWK Set", { cause });
   }
-  let payload: Record<string, unknown>;
-  try {
-    ({ payload } = await jwtVerify(idToken, keySet, {
+  return jwks as JSONWebKeySet;
+}
+
+export interface JwksCacheOptions {
+  /** A key set is used this long without asking again (default 10 minutes). */
+  readonly maxAgeMs?: number;
+  /** An unknown `kid` fetches the set again at most this often per JWKS URL (default 30 s). */
+  readonly minRefetchIntervalMs?: number;
+}
+
+/**
+ * Issuers' JWK Sets, per container (AWS-08, SMART-DISC-10), keyed by JWKS URL. A set is reused for
+ * `maxAgeMs`; an id_token signed with a `kid` the cached set lacks (the EHR rotated its key) fetches
+ * the set again, at most once per `minRefetchIntervalMs`, so a stream of tokens with a bogus `kid`
+ * cannot make us hammer the EHR. Concurrent fetches of one URL are shared. Created by the wiring.
+ */
+export class JwksCache {
+  readonly maxAgeMs: number;
+  readonly minRefetchIntervalMs: number;
+  readonly #entries = new Map<string, { keys: JSONWebKeySet; fetchedAt: number }>();
+  readonly #pending = new Map<string, Promise<JSONWebKeySet>>();
+  /** JWKS fetches made (for tests and logs). */
+  fetches = 0;
+
+  constructor(options: JwksCacheOptions = {}) {
+    this.maxAgeMs = options.maxAgeMs ?? 10 * 60_000;
+    this.minRefetchIntervalMs = options.minRefetchIntervalMs ?? 30_000;
+  }
+
+  /** The key set: cached while younger than `maxAgeMs`, else fetched. */
+  keys(http: HttpClient, jwksUri: string, now: number): Promise<JSONWebKeySet> {
+    const entry = this.#entries.get(jwksUri);
+    if (entry !== undefined && now - entry.fetchedAt < this.maxAgeMs) return Promise.resolve(entry.keys);
+    return this.#fetch(http, jwksUri, now);
+  }
+
+  /** Fetches the set again for an unknown `kid`, unless it was fetched less than `minRefetchIntervalMs` ago. */
+  refetch(http: HttpClient, jwksUri: string, now: number): Promise<JSONWebKeySet> | undefined {
+    const entry = this.#entries.get(jwksUri);
+    if (entry !== undefined && now - entry.fetchedAt < this.minRefetchIntervalMs) return undefined;
+    return this.#fetch(http, jwksUri, now);
+  }
+
+  #fetch(http: HttpClient, jwksUri: string, now: number): Promise<JSONWebKeySet> {
+    let pending = this.#pending.get(jwksUri);
+    if (pending === undefined) {
+      this.fetches += 1;
+      pending = fetchJwks(http, jwksUri)
+        .then((keys) => {
+          this.#entries.set(jwksUri, { keys, fetchedAt: now });
+          return keys;
+        })
+        .finally(() => this.#pending.delete(jwksUri));
+      this.#pending.set(jwksUri, pending);
+    }
+    return pending;
+  }
+}
+
+/**
+ * Verifies an id_token (OIDC Core §3.1.3.7, DESIGN invariant 5): signature with a key from the
+ * issuer's JWKS, `iss`, `aud` (our client id), `exp`/`iat` (60 s skew), and `nonce`. With a
+ * `JwksCache` the key set comes from the cache, and a `kid` it lacks fetches the set once more.
+ */
+export async function verifyIdToken(http: HttpClient, idToken: string, expected: IdTokenExpectations, cache?: JwksCache): Promise<IdTokenClaims> {
+  if (expected.issuer === undefined || expected.jwksUri === undefined) {
+    throw new SmartError('ID_TOKEN_INVALID', 'the SMART configuration has no "issuer" or "jwks_uri" to verify the id_token with');
+  }
+  const jwksUri = expected.jwksUri;
+  const verify = (jwks: JSONWebKeySet) =>
+    jwtVerify(idToken, createLocalJWKSet(jwks), {
       issuer: expected.issuer,
       audience: expected.clientId,
       algorithms: ALGORITHMS,
       currentDate: new Date(expected.now),
       clockTolerance: 60,
       requiredClaims: ['sub', 'exp', 'iat'],
-    }));
+    });
+  let payload: Record<string, unknown>;
+  try {
+    try {
+      ({ payload } = await verify(cache ? await cache.keys(http, jwksUri, expected.now) : await fetchJwks(http, jwksUri)));
+    } catch (cause) {
+      // A key the cached set does not have: the EHR may have rotated its keys since (SMART-DISC-10).
+      const again = cause instanceof joseErrors.JWKSNoMatchingKey ? cache?.refetch(http, jwksUri, expected.now) : undefined;
+      if (again === undefined) throw cause;
+      ({ payload } = await verify(await again));
+    }
   } catch (cause) {
+    if (isSmartError(cause)) throw cause;
     const reason = cause instanceof joseErrors.JOSEError ? cause.code : 'ERR_UNKNOWN';
     const claim = cause instanceof joseErrors.JWTClaimValidationFailed ? cause.claim : undefined;
     throw new SmartError('ID_TOKEN_INVALID', claim ? `the id_token "${claim}" claim is not valid` : 'the id_token failed verification', {

@@ -1,9 +1,10 @@
 import { timingSafeEqual } from 'node:crypto';
 import type { IssuerConfig } from '../config/schema.js';
-import { buildAuthorizeUrl, createPkce, requestedScope, scopeIncludes, type LaunchMode } from './authorize.js';
+import { buildAuthorizeForm, buildAuthorizeUrl, createPkce, scopeIncludes, type AuthorizeForm, type AuthorizeRequest, type LaunchMode } from './authorize.js';
+import { authorizeMethodFor, launchScope, requireCapabilities } from './capabilities.js';
 import { randomToken } from './crypto.js';
 import type { CoreDeps } from './deps.js';
-import { discover } from './discovery.js';
+import { discoverCached } from './discovery.js';
 import { SmartError } from './errors.js';
 import { verifyIdToken } from './id-token.js';
 import { singleParam, type Query } from './query.js';
@@ -21,8 +22,10 @@ import {
   type TransactionSecrets,
 } from './records.js';
 import { resolveIssuer } from './issuers.js';
+import type { SessionRecord } from './ports.js';
+import { verifyPatientAccess } from './proxy.js';
 import { sessionExpiresAt } from './refresh.js';
-import { buildTokenRequest, callTokenEndpoint, DEFAULT_EXPIRES_IN_SECONDS } from './token.js';
+import { authenticatedTokenRequest, callTokenEndpoint, DEFAULT_EXPIRES_IN_SECONDS } from './token.js';
 
 export const redirectUri = (publicUrl: string) => `${publicUrl}/callback`;
 
@@ -32,7 +35,10 @@ export function validBindingSecret(value: string | undefined): string | undefine
 }
 
 export interface LaunchResult {
+  /** The authorization request as a URL (what a GET redirect sends). */
   readonly authorizeUrl: string;
+  /** Set when the request goes by POST instead (SMART-AUTHZ-10): the form the browser submits. */
+  readonly authorizeForm?: AuthorizeForm | undefined;
   /** The browser-binding secret to (re)set as the HttpOnly cookie; absent when binding is off. */
   readonly bindingSecret: string | undefined;
   readonly mode: LaunchMode;
@@ -52,16 +58,35 @@ export async function startLaunch(query: Query, cookieSecret: string | undefined
   }
   const issuer = resolveIssuer(deps.config, iss);
   const mode: LaunchMode = launch === undefined ? 'standalone' : 'ehr';
-  const smart = await discover(deps.http, issuer.iss, deps.mode);
+  // Cached per container; SMART v1 CapabilityStatement fallback (SMART-DISC-07, SMART-DISC-10).
+  const smart = await discoverCached(deps, issuer);
+  // PKCE S256, client authentication (and SMART-CAUTH-09 assertion algorithm), launch mode, OpenID:
+  // refused here, before the redirect, with the message doctor gives for the same configuration.
+  requireCapabilities(smart, issuer, mode);
 
   const { config, random, clock } = deps;
   const now = Math.floor(clock.now() / 1000);
   const state = randomToken(random);
   const sessionId = randomToken(random);
   const pkce = createPkce(random);
-  const scope = requestedScope(issuer.scope, mode);
+  // The EHR's scope syntax (SMART-SCOPE-02); the transaction keeps what was really asked for.
+  const { scope } = launchScope(issuer, mode, smart);
   const nonce = scopeIncludes(scope, 'openid') ? randomToken(random) : undefined;
   const bindingSecret = config.cookie.browserBinding ? (validBindingSecret(cookieSecret) ?? randomToken(random)) : undefined;
+
+  const authorizeRequest: AuthorizeRequest = {
+    authorizationEndpoint: smart.endpoints.authorizationEndpoint,
+    clientId: issuer.clientId,
+    redirectUri: redirectUri(config.publicUrl),
+    scope,
+    state,
+    aud: issuer.iss,
+    codeChallenge: pkce.challenge,
+    launch,
+    nonce,
+  };
+  const authorizeUrl = buildAuthorizeUrl(authorizeRequest);
+  const method = authorizeMethodFor(issuer, smart, authorizeUrl.length);
 
   const key = transactionKey(state);
   const sesKey = sessionKey(sessionId);
@@ -73,7 +98,7 @@ export async function startLaunch(query: Query, cookieSecret: string | undefined
     nonce,
     launch,
     scope,
-    redirectUri: redirectUri(config.publicUrl),
+    redirectUri: authorizeRequest.redirectUri,
   };
   await deps.store.putTransaction({
     key,
@@ -87,18 +112,8 @@ export async function startLaunch(query: Query, cookieSecret: string | undefined
     expiresAt: now + config.session.transactionMinutes * 60,
   });
 
-  const authorizeUrl = buildAuthorizeUrl({
-    authorizationEndpoint: smart.endpoints.authorizationEndpoint,
-    clientId: issuer.clientId,
-    redirectUri: secrets.redirectUri,
-    scope,
-    state,
-    aud: issuer.iss,
-    codeChallenge: pkce.challenge,
-    launch,
-    nonce,
-  });
-  return { authorizeUrl, bindingSecret, mode, issuer };
+  const authorizeForm = method === 'POST' ? buildAuthorizeForm(authorizeRequest) : undefined;
+  return { authorizeUrl, authorizeForm, bindingSecret, mode, issuer };
 }
 
 export function bindingMatches(stored: string, cookieSecret: string | undefined): boolean {
@@ -170,15 +185,16 @@ export async function completeCallback(query: Query, cookieSecret: string | unde
   const dataKey = await deps.keyRing.decryptDataKey(txn.wrappedKey, context);
   const secrets = openJson(TransactionSecretsSchema, dataKey, txn.sealed, txn.key);
 
-  const tokenRequest = buildTokenRequest(txn.endpoints.tokenEndpoint, issuer, await deps.clientSecrets.get(issuer), {
+  const withRetry = (e: unknown) => {
+    throw e instanceof SmartError ? new SmartError(e.code, e.message, { cause: e.cause, hint: e.hint, retryUrl: retry, details: e.details ?? {} }) : e;
+  };
+  const tokenRequest = await authenticatedTokenRequest(deps, issuer, txn.endpoints.tokenEndpoint, {
     grant_type: 'authorization_code',
     code: code as string,
     redirect_uri: secrets.redirectUri,
     code_verifier: secrets.codeVerifier,
-  });
-  const tokens = await callTokenEndpoint(deps.http, tokenRequest).catch((e: unknown) => {
-    throw e instanceof SmartError ? new SmartError(e.code, e.message, { cause: e.cause, retryUrl: retry, details: e.details ?? {} }) : e;
-  });
+  }).catch(withRetry);
+  const tokens = await callTokenEndpoint(deps.http, tokenRequest).catch(withRetry);
 
   let fhirUser: string | undefined;
   if (tokens.id_token !== undefined) {
@@ -188,7 +204,7 @@ export async function completeCallback(query: Query, cookieSecret: string | unde
       clientId: issuer.clientId,
       nonce: secrets.nonce,
       now: clock.now(),
-    });
+    }, deps.jwks);
     fhirUser = claims.fhirUser;
   }
 
@@ -215,17 +231,24 @@ export async function completeCallback(query: Query, cookieSecret: string | unde
     },
   };
   const createdAt = Math.floor(clock.now() / 1000);
-  await deps.store.putSession({
+  const record: SessionRecord = {
     key: txn.sessionKey,
     iss: txn.iss,
     bindingHash: txn.bindingHash,
     endpoints: txn.endpoints,
     wrappedKey: txn.wrappedKey,
-    sealed: sealJson(dataKey, session, txn.sessionKey, random),
+    sealed: new Uint8Array(0), // sealed below, once the patient check has run
     createdAt,
     expiresAt: sessionExpiresAt(config, createdAt, session.accessTokenExpiresAt),
     revision: 1,
+  };
+  // Read the launch's patient once through the new grant, so a launch whose patient cannot be read
+  // ends here on a clear page instead of in an app that renders nothing.
+  const access = await verifyPatientAccess({ sessionId: secrets.sessionId, record, secrets: session, dataKey }, deps).catch((e: unknown) => {
+    throw e instanceof SmartError ? new SmartError(e.code, e.message, { cause: e.cause, retryUrl: retry, details: e.details ?? {} }) : e;
   });
+  const verified: SessionSecrets = { ...session, context: { ...session.context, patientAccess: access.status } };
+  await deps.store.putSession({ ...record, sealed: sealJson(dataKey, verified, txn.sessionKey, random) });
   const appUrl = `${config.app.url}#session=${secrets.sessionId}`;
   return { sessionId: secrets.sessionId, appUrl, bindingSecret: validBindingSecret(cookieSecret) };
 }

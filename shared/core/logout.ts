@@ -1,7 +1,7 @@
 import type { CoreDeps } from './deps.js';
 import { UPSTREAM_TIMEOUT_MS } from './discovery.js';
 import type { OpenSession } from './session.js';
-import { buildTokenRequest } from './token.js';
+import { authenticatedTokenRequest } from './token.js';
 
 export type RevocationOutcome = 'revoked' | 'failed' | 'not-offered';
 
@@ -21,7 +21,8 @@ export async function endSession(session: OpenSession, deps: CoreDeps): Promise<
     const [token, hint] =
       secrets.refreshToken !== undefined ? [secrets.refreshToken, 'refresh_token'] : [secrets.accessToken, 'access_token'];
     try {
-      const request = buildTokenRequest(endpoint, issuer, await deps.clientSecrets.get(issuer), { token, token_type_hint: hint });
+      // With private_key_jwt the assertion's `aud` is the revocation endpoint itself (SMART-CAUTH-07).
+      const request = await authenticatedTokenRequest(deps, issuer, endpoint, { token, token_type_hint: hint });
       const response = await deps.http(request.url, {
         method: 'POST',
         headers: request.headers,

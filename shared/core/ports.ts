@@ -17,6 +17,46 @@ export interface Random {
 /** The `fetch` signature: the core only speaks to the network through this. */
 export type HttpClient = (url: string, init?: RequestInit) => Promise<Response>;
 
+/** JWS algorithms of our client assertions: a SMART client must be able to sign with both (SMART-REG-05). */
+export type ClientAssertionAlg = 'RS384' | 'ES384';
+
+/** One public key of the client, as published in its JWKS (bare key members only, SMART-REG-04). */
+export interface PublicJwk {
+  readonly kty: string;
+  readonly kid: string;
+  readonly alg?: string | undefined;
+  readonly use?: string | undefined;
+  readonly n?: string | undefined;
+  readonly e?: string | undefined;
+  readonly crv?: string | undefined;
+  readonly x?: string | undefined;
+  readonly y?: string | undefined;
+}
+
+/** A key that signs client assertions now; `sign` signs with exactly the key `kid` names. */
+export interface AssertionSigningKey {
+  /** RFC 7638 JWK thumbprint of the public key: stable, and the `kid` in the published JWKS. */
+  readonly kid: string;
+  /**
+   * Signs a JWS signing input (`base64url(header).base64url(payload)` as bytes) and answers the
+   * signature in JOSE form: PKCS#1 v1.5 bytes for RS384, the 96-byte `r || s` for ES384 (RFC 7518 §3.4).
+   */
+  sign(signingInput: Uint8Array): Promise<Uint8Array>;
+}
+
+/**
+ * Signs `private_key_jwt` client assertions (SMART client-confidential-asymmetric) with keys that
+ * never leave the signer: an asymmetric KMS key in AWS, a key file in the local data folder.
+ * The key is chosen first and signs second because its `kid` is part of the signed JWS header; one
+ * object for both keeps a rotation between the two steps from naming one key and signing with another.
+ */
+export interface ClientSigner {
+  /** Every key to publish (the current ones and the next ones, for rotation), public members only. */
+  publicJwks(): Promise<{ readonly keys: readonly PublicJwk[] }>;
+  /** The current key for `alg`; throws `SmartError` when none is configured or it cannot be read. */
+  signingKey(alg: ClientAssertionAlg): Promise<AssertionSigningKey>;
+}
+
 /** KMS-style encryption context: every entry must match again to unwrap a data key. */
 export type EncryptionContext = Readonly<Record<string, string>>;
 

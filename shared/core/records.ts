@@ -42,7 +42,11 @@ export const LaunchContextSchema = TokenResponseSchema.pick({
   smart_style_url: true,
   intent: true,
   tenant: true,
-}).extend({ fhirUser: z.string().optional() });
+}).extend({
+  fhirUser: z.string().optional(),
+  /** Whether sign-in read the launch's patient through the grant ('verified'), or had no patient or scope to check. */
+  patientAccess: z.enum(['verified', 'not-checked']).optional(),
+});
 export type LaunchContext = z.infer<typeof LaunchContextSchema>;
 
 /** Tokens and launch context of a session, sealed inside the session record. */

@@ -6,7 +6,7 @@ import { SmartError } from './errors.js';
 import { verifyIdToken } from './id-token.js';
 import { SessionSecretsSchema, openJson, sealJson, type LaunchContext, type SessionSecrets } from './records.js';
 import type { OpenSession } from './session.js';
-import { buildTokenRequest, callTokenEndpoint, DEFAULT_EXPIRES_IN_SECONDS, type TokenResponse } from './token.js';
+import { authenticatedTokenRequest, callTokenEndpoint, DEFAULT_EXPIRES_IN_SECONDS, type TokenResponse } from './token.js';
 
 /**
  * The record's TTL (epoch seconds): the absolute lifetime from sign-in, or the idle timeout counted
@@ -160,7 +160,8 @@ async function refreshHoldingLease(session: OpenSession, leaseId: string, deps: 
   }
   let tokens: TokenResponse;
   try {
-    const request = buildTokenRequest(record.endpoints.tokenEndpoint, issuer, await deps.clientSecrets.get(issuer), {
+    // A fresh client assertion per refresh (private_key_jwt): never one made for another request.
+    const request = await authenticatedTokenRequest(deps, issuer, record.endpoints.tokenEndpoint, {
       grant_type: 'refresh_token',
       refresh_token: secrets.refreshToken as string,
     });
@@ -195,7 +196,7 @@ async function refreshHoldingLease(session: OpenSession, leaseId: string, deps: 
         clientId: issuer.clientId,
         nonce: undefined,
         now: nowMs,
-      });
+      }, deps.jwks);
     } catch (error) {
       await release();
       throw error;

@@ -51,6 +51,7 @@ export function sessionView(config: Config, session: OpenSession): Record<string
     patient: context.patient,
     encounter: context.encounter,
     fhirUser: context.fhirUser,
+    patientAccess: context.patientAccess,
     scope,
     need_patient_banner: context.need_patient_banner,
     smart_style_url: context.smart_style_url,

@@ -1,5 +1,7 @@
 import { z } from 'zod';
-import type { IssuerConfig } from '../config/schema.js';
+import { signingAlgOf, type IssuerConfig } from '../config/schema.js';
+import { assertionAudience, CLIENT_ASSERTION_TYPE, createClientAssertion } from './client-assertion.js';
+import type { CoreDeps } from './deps.js';
 import { SmartError } from './errors.js';
 import { UPSTREAM_TIMEOUT_MS } from './discovery.js';
 import type { HttpClient } from './ports.js';
@@ -66,14 +68,27 @@ function basicAuthorization(clientId: string, secret: string): string {
   return `Basic ${Buffer.from(`${encode(clientId)}:${encode(secret)}`).toString('base64')}`;
 }
 
+/** A signed `private_key_jwt` assertion (`createClientAssertion`), good only at the URL in its `aud`. */
+export interface ClientAssertionCredential {
+  readonly clientAssertion: string;
+}
+
+/** How the client proves itself: the secret (`client_secret_basic`), an assertion (`private_key_jwt`), or nothing (public). */
+export type ClientCredential = string | ClientAssertionCredential | undefined;
+
 /**
- * Builds a token endpoint request (SMART-TOKEN-01/02). Public clients send `client_id`; confidential
- * ones authenticate with HTTP Basic and omit it.
+ * Builds a request to the token endpoint, or to another endpoint that takes the same client
+ * authentication (RFC 7009 revocation), at `endpoint` (SMART-TOKEN-01/02):
+ * - `none`: `client_id` in the body;
+ * - `client_secret_basic`: HTTP Basic, no `client_id` (SMART-CAUTH-01);
+ * - `private_key_jwt`: `client_assertion_type` + `client_assertion` in the body, no Authorization
+ *   header (SMART-CAUTH-04); the assertion's `aud` must be exactly `endpoint` (SMART-CAUTH-07).
+ * The issuer's `sendClientIdWithAuth` quirk adds `client_id` to authenticated requests too.
  */
 export function buildTokenRequest(
-  tokenEndpoint: string,
+  endpoint: string,
   issuer: IssuerConfig,
-  clientSecret: string | undefined,
+  credential: ClientCredential,
   params: Record<string, string>,
 ): TokenRequest {
   const body = new URLSearchParams(params);
@@ -81,13 +96,62 @@ export function buildTokenRequest(
     'content-type': 'application/x-www-form-urlencoded',
     accept: 'application/json',
   };
-  if (issuer.clientAuth === 'client_secret_basic') {
-    if (clientSecret === undefined) throw new SmartError('CLIENT_AUTH_FAILED', 'no client secret is available for this issuer');
-    headers.authorization = basicAuthorization(issuer.clientId, clientSecret);
-  } else {
-    body.set('client_id', issuer.clientId);
+  switch (issuer.clientAuth) {
+    case 'client_secret_basic':
+      if (typeof credential !== 'string') throw new SmartError('CLIENT_AUTH_FAILED', 'no client secret is available for this issuer');
+      headers.authorization = basicAuthorization(issuer.clientId, credential);
+      break;
+    case 'private_key_jwt':
+      if (typeof credential !== 'object') throw new SmartError('CLIENT_AUTH_FAILED', 'no client assertion was made for this issuer');
+      // Audience injection (SMART-CAUTH-07): an assertion is only ever sent to the URL it names.
+      if (assertionAudience(credential.clientAssertion) !== endpoint) {
+        throw new SmartError('INTERNAL', 'a client assertion was about to be sent to a URL other than its "aud"');
+      }
+      body.set('client_assertion_type', CLIENT_ASSERTION_TYPE);
+      body.set('client_assertion', credential.clientAssertion);
+      break;
+    case 'none':
+      body.set('client_id', issuer.clientId);
+      break;
   }
-  return { url: tokenEndpoint, headers, body: body.toString() };
+  if (issuer.clientAuth !== 'none' && issuer.sendClientIdWithAuth === true) body.set('client_id', issuer.clientId);
+  return { url: endpoint, headers, body: body.toString() };
+}
+
+/**
+ * The credential for one request to `endpoint`: the client secret (cached by `ClientSecrets`), or a
+ * fresh client assertion whose `aud` is `endpoint` (a new `jti` per request, SMART-CAUTH-06).
+ */
+export async function clientCredentialFor(deps: CoreDeps, issuer: IssuerConfig, endpoint: string): Promise<ClientCredential> {
+  switch (issuer.clientAuth) {
+    case 'none':
+      return undefined;
+    case 'client_secret_basic':
+      return deps.clientSecrets.get(issuer);
+    case 'private_key_jwt': {
+      if (deps.signer === undefined) {
+        throw new SmartError('CLIENT_AUTH_FAILED', 'no signing key is configured for private_key_jwt', {
+          hint: 'The deployment has no client assertion signing key: redeploy the stack (it creates one when an issuer uses private_key_jwt).',
+        });
+      }
+      const clientAssertion = await createClientAssertion(
+        deps.signer,
+        { clientId: issuer.clientId, audience: endpoint, alg: signingAlgOf(issuer), now: deps.clock.now() },
+        deps.random,
+      );
+      return { clientAssertion };
+    }
+  }
+}
+
+/** `clientCredentialFor` + `buildTokenRequest`: one authenticated request to `endpoint`. */
+export async function authenticatedTokenRequest(
+  deps: CoreDeps,
+  issuer: IssuerConfig,
+  endpoint: string,
+  params: Record<string, string>,
+): Promise<TokenRequest> {
+  return buildTokenRequest(endpoint, issuer, await clientCredentialFor(deps, issuer, endpoint), params);
 }
 
 /** `Retry-After` as delay-seconds (RFC 9110 §10.2.3), capped at 5 minutes; the HTTP-date form is ignored. */

@@ -2,7 +2,7 @@
  * The HTTP contract (DESIGN.md §2): one table used by the CDK API and by the local runner, so both
  * serve exactly the same routes with the same function behind each.
  */
-export type FunctionName = 'launch' | 'sessions' | 'fhir-proxy';
+export type FunctionName = 'launch' | 'sessions' | 'fhir-proxy' | 'jwks';
 
 export interface Route {
   readonly method: 'GET' | 'POST' | 'ANY';
@@ -18,6 +18,8 @@ export const ROUTES: readonly Route[] = [
   { method: 'POST', resource: '/sessions/{id}/refresh', fn: 'sessions' },
   { method: 'POST', resource: '/sessions/{id}/logout', fn: 'sessions' },
   { method: 'ANY', resource: '/sessions/{id}/fhir/{proxy+}', fn: 'fhir-proxy' },
+  // The client's public keys, for EHRs that verify private_key_jwt assertions (SMART-REG-03/04).
+  { method: 'GET', resource: '/.well-known/jwks.json', fn: 'jwks' },
 ];
 
 export interface RouteMatch {

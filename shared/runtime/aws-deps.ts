@@ -8,7 +8,10 @@ import { cryptoRandom, fetchHttpClient, systemClock } from '../adapters/system.j
 import { ENV } from '../config/env.js';
 import { parseConfigText, type IssuerConfig } from '../config/schema.js';
 import type { ClientSecrets, CoreDeps } from '../core/deps.js';
+import { DiscoveryCache } from '../core/discovery.js';
+import { JwksCache } from '../core/id-token.js';
 import { SmartError } from '../core/errors.js';
+import { awsSigner } from './aws-signer.js';
 
 function required(name: string): string {
   const value = process.env[name];
@@ -59,6 +62,10 @@ export function awsDeps(): Promise<CoreDeps> {
       clock: systemClock,
       random: cryptoRandom,
       clientSecrets: new SecretsManagerClientSecrets(new SecretsManagerClient({})),
+      signer: awsSigner(),
+      // Per warm container: discovery 5 min fresh, then stale-while-revalidate up to 1 h; JWKS re-fetched on an unknown kid.
+      discovery: new DiscoveryCache(),
+      jwks: new JwksCache(),
     };
   });
   return deps;

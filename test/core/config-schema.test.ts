@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ConfigError, parseConfig, parseConfigText, type ConfigMode } from '../../shared/config/schema.js';
+import { ConfigError, parseConfig, parseConfigText, PROXY_DEFAULTS, proxyOptionsOf, signingAlgOf, signingAlgsOf, WRITE_INTERACTIONS, type ConfigMode } from '../../shared/config/schema.js';
 import { sampleConfig, sampleIssuer } from '../fakes/deps.js';
 
 const SECRET_ARN = 'arn:aws:secretsmanager:eu-west-1:123456789012:secret:acme/ehr-client-AbCdEf';
@@ -176,9 +176,46 @@ describe('parseConfig', () => {
       expect(config.issuers[0]?.clientSecret).toBe(SECRET_ARN);
     });
 
-    it('refuses private_key_jwt with a message that says what to use instead', () => {
-      expect(problemsOf(withIssuers(sampleIssuer({ clientAuth: 'private_key_jwt', clientSecret: undefined })))).toEqual([
-        '$.issuers[0].clientAuth: clientAuth "private_key_jwt" is not available in this version; use "client_secret_basic" or "none"',
+    it('accepts private_key_jwt without a clientSecret, signing RS384 by default (SMART-CAUTH-04, SMART-CAUTH-09)', () => {
+      for (const mode of ['local', 'aws'] as const) {
+        const config = parseConfig(withIssuers(sampleIssuer({ clientAuth: 'private_key_jwt', clientSecret: undefined })), mode);
+
+        expect(config.issuers[0]?.clientAuth).toBe('private_key_jwt');
+        expect(config.issuers[0]?.clientSecret).toBeUndefined();
+        expect(signingAlgOf(config.issuers[0]!)).toBe('RS384');
+        expect(signingAlgsOf(config)).toEqual(['RS384']);
+      }
+    });
+
+    it('refuses a clientSecret with private_key_jwt (the private key never leaves the signer)', () => {
+      expect(problemsOf(withIssuers(sampleIssuer({ clientAuth: 'private_key_jwt' })))).toEqual([
+        '$.issuers[0].clientSecret: clientSecret must be absent when clientAuth is "private_key_jwt"',
+      ]);
+    });
+
+    it('takes signingAlg ES384 or RS384 for private_key_jwt and refuses anything else (SMART-REG-05, SMART-CAUTH-09)', () => {
+      const issuer = (signingAlg: unknown, iss = 'https://ehr.example.org/fhir/r4') =>
+        sampleIssuer({ iss, clientAuth: 'private_key_jwt', clientSecret: undefined, signingAlg, default: undefined });
+      const config = parseConfig(withIssuers(issuer('ES384'), issuer('RS384', 'https://other.example.org/fhir')), 'aws');
+      expect(config.issuers.map(signingAlgOf)).toEqual(['ES384', 'RS384']);
+      expect(signingAlgsOf(config)).toEqual(['RS384', 'ES384']);
+
+      for (const bad of ['RS256', 'ES256', 'PS384', 'HS384', 'none', 384]) {
+        expect(problemsOf(withIssuers(issuer(bad)))).toEqual([expect.stringMatching(/^\$\.issuers\[0\]\.signingAlg: /)]);
+      }
+    });
+
+    it('refuses signingAlg on an issuer that does not use private_key_jwt', () => {
+      expect(problemsOf(withIssuers(sampleIssuer({ signingAlg: 'ES384' })))).toEqual([
+        '$.issuers[0].signingAlg: signingAlg applies only to clientAuth "private_key_jwt" (this issuer uses "client_secret_basic")',
+      ]);
+      expect(signingAlgsOf(parseConfig(sampleConfig(), 'local'))).toEqual([]);
+    });
+
+    it('takes the sendClientIdWithAuth quirk as a boolean only', () => {
+      expect(parseConfig(withIssuers(sampleIssuer({ sendClientIdWithAuth: true })), 'local').issuers[0]?.sendClientIdWithAuth).toBe(true);
+      expect(problemsOf(withIssuers(sampleIssuer({ sendClientIdWithAuth: 'yes' })))).toEqual([
+        expect.stringMatching(/^\$\.issuers\[0\]\.sendClientIdWithAuth: /),
       ]);
     });
 
@@ -262,5 +299,48 @@ describe('parseConfig', () => {
     it('refuses SameSite Strict, which would break the cross-site callback (BFF-11)', () => {
       expect(problemsOf(sampleConfig({ cookie: { sameSite: 'Strict' } }))).toEqual([expect.stringMatching(/^\$\.cookie\.sameSite: /)]);
     });
+  });
+});
+
+describe('issuers[].writes and issuers[].proxy (issue #4)', () => {
+  it('leaves both out of the parsed config when absent (the config travels in a 4 KB Lambda environment), with read-only defaults', () => {
+    const config = parseConfig(sampleConfig(), 'local');
+    const issuer = config.issuers[0]!;
+
+    expect(issuer).not.toHaveProperty('writes');
+    expect(issuer).not.toHaveProperty('proxy');
+    const options = proxyOptionsOf(issuer);
+    expect(options).toMatchObject(PROXY_DEFAULTS);
+    expect([...options.writes]).toEqual([]);
+  });
+
+  it('enables all four writes with writes.enabled, or only those listed', () => {
+    const all = parseConfig(withIssuers(sampleIssuer({ writes: { enabled: true } })), 'local').issuers[0]!;
+    const some = parseConfig(withIssuers(sampleIssuer({ writes: { enabled: true, interactions: ['create', 'update'] } })), 'local').issuers[0]!;
+    const off = parseConfig(withIssuers(sampleIssuer({ writes: { enabled: false, interactions: ['create'] } })), 'local').issuers[0]!;
+
+    expect([...proxyOptionsOf(all).writes].sort()).toEqual([...WRITE_INTERACTIONS].sort());
+    expect([...proxyOptionsOf(some).writes]).toEqual(['create', 'update']);
+    expect([...proxyOptionsOf(off).writes]).toEqual([]);
+  });
+
+  it('takes proxy tuning per issuer and fills in the rest', () => {
+    const issuer = parseConfig(withIssuers(sampleIssuer({ proxy: { timeoutSeconds: 60, enforceScopes: false } })), 'local').issuers[0]!;
+
+    expect(proxyOptionsOf(issuer)).toMatchObject({ ...PROXY_DEFAULTS, timeoutSeconds: 60, enforceScopes: false });
+  });
+
+  it.each([
+    ['an unknown write interaction', { writes: { enabled: true, interactions: ['transaction'] } }, /^\$\.issuers\[0\]\.writes\.interactions\[0\]: /],
+    ['an empty interaction list', { writes: { enabled: true, interactions: [] } }, /^\$\.issuers\[0\]\.writes\.interactions: /],
+    ['writes without enabled', { writes: { interactions: ['create'] } }, /^\$\.issuers\[0\]\.writes\.enabled: /],
+    ['an unknown writes key', { writes: { enabled: true, bulk: true } }, /^\$\.issuers\[0\]\.writes: /],
+    ['a zero timeout', { proxy: { timeoutSeconds: 0 } }, /^\$\.issuers\[0\]\.proxy\.timeoutSeconds: /],
+    ['a request limit over what Lambda can carry', { proxy: { maxRequestKilobytes: 8192 } }, /^\$\.issuers\[0\]\.proxy\.maxRequestKilobytes: /],
+    ['a response limit over Lambda streaming’s 200 MB', { proxy: { maxResponseMegabytes: 500 } }, /^\$\.issuers\[0\]\.proxy\.maxResponseMegabytes: /],
+    ['a non-boolean switch', { proxy: { confineToPatient: 'no' } }, /^\$\.issuers\[0\]\.proxy\.confineToPatient: /],
+    ['an unknown proxy key', { proxy: { followRedirects: true } }, /^\$\.issuers\[0\]\.proxy: /],
+  ])('refuses %s with its JSON path', (_what, overrides, path) => {
+    expect(problemsOf(withIssuers(sampleIssuer(overrides)))).toEqual([expect.stringMatching(path)]);
   });
 });

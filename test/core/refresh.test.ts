@@ -379,6 +379,7 @@ describe('ensureFreshSession', () => {
         encounter: 'enc-1',
         need_patient_banner: true,
         fhirUser: before.fhirUser,
+        patientAccess: 'verified',
         smart_style_url: 'https://ehr.example.org/styles/smart-v1.json',
         intent: 'reconcile-medications',
         tenant: 'tenant-7',

@@ -122,8 +122,20 @@ export class FakeEhr {
   revocationAnswer: ((call: TokenCall) => Response | Promise<Response>) | undefined;
   /** The tokens the revocation endpoint accepted (after client authentication), in order. */
   readonly revoked: string[] = [];
+  /**
+   * Replaces the client authentication check of the token and revocation endpoints (e.g. verifying
+   * `private_key_jwt` assertions); `endpoint` is the URL the request was sent to.
+   */
+  clientAuthenticator: ((call: TokenCall, endpoint: string) => boolean | Promise<boolean>) | undefined;
   /** FHIR API requests under the base; 404 by default. */
-  fhirAnswer: Handler = () => json({ resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: 'not-found' }] }, 404);
+  fhirAnswer: Handler = (url) => {
+    // The patient of the launch exists (sign-in reads it once to confirm access); nothing else does.
+    const patient = /\/Patient\/([A-Za-z0-9\-.]{1,64})$/.exec(url.pathname)?.[1];
+    if (patient !== undefined && patient === (this.tokenResponse.patient ?? '123')) {
+      return json({ resourceType: 'Patient', id: patient }, 200, { 'content-type': 'application/fhir+json' });
+    }
+    return json({ resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: 'not-found' }] }, 404);
+  };
 
   readonly requests: RecordedRequest[] = [];
   /** Every secret the EHR handed out or received, for "never stored in clear" checks. */
@@ -252,7 +264,7 @@ export class FakeEhr {
     if (this.tokenAnswer) return this.tokenAnswer({ headers: request.headers, form });
     if (request.method !== 'POST') return json({ error: 'invalid_request' }, 405);
     if (!request.headers['content-type']?.startsWith('application/x-www-form-urlencoded')) return json({ error: 'invalid_request' }, 400);
-    if (!this.#clientAuthenticated(request.headers, form)) return json({ error: 'invalid_client' }, 401, { 'www-authenticate': 'Basic' });
+    if (!(await this.#authenticates(request, form, this.tokenEndpoint))) return json({ error: 'invalid_client' }, 401, { 'www-authenticate': 'Basic' });
     if (form.get('grant_type') !== 'authorization_code') return json({ error: 'unsupported_grant_type' }, 400);
     const code = form.get('code') ?? '';
     const pending = this.#codes.get(code);
@@ -296,11 +308,16 @@ export class FakeEhr {
     if (this.revocationAnswer) return this.revocationAnswer({ headers: request.headers, form });
     if (request.method !== 'POST') return json({ error: 'invalid_request' }, 405);
     if (!request.headers['content-type']?.startsWith('application/x-www-form-urlencoded')) return json({ error: 'invalid_request' }, 400);
-    if (!this.#clientAuthenticated(request.headers, form)) return json({ error: 'invalid_client' }, 401, { 'www-authenticate': 'Basic' });
+    if (!(await this.#authenticates(request, form, this.revocationEndpoint))) return json({ error: 'invalid_client' }, 401, { 'www-authenticate': 'Basic' });
     const token = form.get('token');
     if (token === null || token === '') return json({ error: 'invalid_request' }, 400);
     this.revoked.push(token);
     return new Response(null, { status: 200 });
+  }
+
+  async #authenticates(request: RecordedRequest, form: URLSearchParams, endpoint: string): Promise<boolean> {
+    if (this.clientAuthenticator) return this.clientAuthenticator({ headers: request.headers, form }, endpoint);
+    return this.#clientAuthenticated(request.headers, form);
   }
 
   #clientAuthenticated(headers: Readonly<Record<string, string>>, form: URLSearchParams): boolean {

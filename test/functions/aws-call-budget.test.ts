@@ -119,7 +119,6 @@ describe('AWS calls per operation (DESIGN.md §5)', () => {
 
   it('100 proxied requests in one warm container: one read each, no write, at most one Decrypt', async () => {
     const h = await harness();
-    h.ehr.fhirAnswer = () => json({ resourceType: 'Patient', id: 'pat-1' }, 200, { 'content-type': 'application/fhir+json' });
     const { sessionId, cookies } = await signIn(h, container(h).getDeps);
     const proxyContainer = container(h);
     const proxy = createFhirProxyHandler(proxyContainer.getDeps);
@@ -130,8 +129,8 @@ describe('AWS calls per operation (DESIGN.md §5)', () => {
       const result = await proxy(
         apiEvent({
           resource: '/sessions/{id}/fhir/{proxy+}',
-          path: `/sessions/${sessionId}/fhir/Patient/pat-1`,
-          pathParameters: { id: sessionId, proxy: 'Patient/pat-1' },
+          path: `/sessions/${sessionId}/fhir/Patient/123`,
+          pathParameters: { id: sessionId, proxy: 'Patient/123' },
           cookies,
         }),
         lambdaContext,

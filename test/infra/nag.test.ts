@@ -33,7 +33,7 @@ describe('cdk-nag (AwsSolutions + HIPAA Security, v3)', () => {
       config: awsConfig('acme', { publicUrl: 'https://abc123.execute-api.us-east-1.amazonaws.com/prod' }),
       smartLaunch: {
         api: { webAclArn: 'arn:aws:wafv2:us-east-1:111111111111:regional/webacl/acme/1', createCloudWatchRole: true },
-        functions: { launch: { reservedConcurrency: 5 }, sessions: { reservedConcurrency: 5 }, 'fhir-proxy': { reservedConcurrency: 20 } },
+        functions: { launch: { reservedConcurrency: 5 }, sessions: { reservedConcurrency: 5 }, 'fhir-proxy': { reservedConcurrency: 20 }, jwks: { reservedConcurrency: 2 } },
       },
     });
     // Act

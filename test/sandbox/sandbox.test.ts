@@ -40,6 +40,7 @@ interface SmartConfiguration {
   response_types_supported: string[];
   code_challenge_methods_supported: string[];
   token_endpoint_auth_methods_supported: string[];
+  token_endpoint_auth_signing_alg_values_supported?: string[];
   scopes_supported: string[];
   capabilities: string[];
   authorization_response_iss_parameter_supported: boolean;
@@ -211,7 +212,9 @@ describe('sandbox EHR: discovery and pages', () => {
     expect(config.grant_types_supported).toEqual(['authorization_code', 'refresh_token']);
     expect(config.response_types_supported).toEqual(['code']);
     expect(config.code_challenge_methods_supported).toEqual(['S256']);
-    expect(config.token_endpoint_auth_methods_supported).toEqual(['client_secret_basic', 'none']);
+    expect(config.token_endpoint_auth_methods_supported).toEqual(['client_secret_basic', 'private_key_jwt', 'none']);
+    expect(config.token_endpoint_auth_signing_alg_values_supported).toEqual(['RS384', 'ES384']);
+    expect(config.capabilities).toContain('client-confidential-asymmetric');
     expect(config.capabilities).toEqual(
       expect.arrayContaining(['launch-ehr', 'launch-standalone', 'client-public', 'client-confidential-symmetric', 'context-ehr-patient', 'context-ehr-encounter', 'context-standalone-patient', 'context-banner', 'context-style', 'permission-offline', 'permission-online', 'permission-patient', 'permission-user', 'permission-v2', 'permission-v1', 'sso-openid-connect']),
     );

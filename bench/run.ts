@@ -1,0 +1,384 @@
+/**
+ * `npm run bench`: the FHIR proxy's overhead, measured as ratios in one run on one machine (DESIGN §5).
+ *
+ * The local stack (the same handlers as Lambda, the streaming proxy handler included) runs in front of
+ * the bundled sandbox EHR. The same HTTP client (Node's fetch, keep-alive) calls the same FHIR server
+ * for the same data, alternating, once directly with a sandbox access token and once through the
+ * proxy with a session:
+ *   - read:     GET Patient/{id}
+ *   - search50: GET Observation?patient={id}&_count=50 (a 50-entry searchset, links rewritten by the proxy)
+ * For each: p50 / p95 / mean latency of sequential requests, and throughput with a few requests in
+ * flight; printed as proxied/direct ratios and written to bench/results/latest.json (gitignored).
+ * Goal: proxied p50 within 1.2x of direct. A report, not a test: it never fails on numbers.
+ *
+ * Extension point: add a `BenchSection` to `SECTIONS` (token-lifecycle counts such as a refresh
+ * storm, KMS and DynamoDB calls per request); its result lands under `sections.<name>` in the JSON.
+ *
+ * Options: --iterations N (sequential samples per scenario and mode, default 200),
+ *          --concurrency N (default 8), --throughput-requests N (per burst, default 200), --out FILE.
+ */
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { cpus, tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { performance } from 'node:perf_hooks';
+import type { LocalStack } from '../local/stack.js';
+import type { SessionStore } from '../shared/core/ports.js';
+import { BrowserClient } from '../test/integration/browser-client.js';
+import {
+  basicAuth,
+  browserGet,
+  buildAuthorizeUrl,
+  CookieJar,
+  createPkce,
+  followRedirects,
+  postForm,
+  randomToken,
+} from '../test/sandbox/smart-client.js';
+
+// The handlers' loggers read these when their modules load: quiet before the stack is imported.
+process.env.LOG_LEVEL ??= 'SILENT';
+process.env.POWERTOOLS_LOG_LEVEL ??= 'SILENT';
+process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+const { LOCAL_CLIENT, LOCAL_PUBLIC_CLIENT, startLocalStack } = await import('../local/stack.js');
+
+const BENCH_CLIENT = { clientId: 'bench-direct', clientSecret: 'bench-direct-secret', redirectUri: 'http://127.0.0.1:9/bench-callback' } as const;
+
+interface Options {
+  readonly iterations: number;
+  readonly concurrency: number;
+  readonly throughputRequests: number;
+  readonly out: string;
+}
+
+function parseOptions(argv: readonly string[]): Options {
+  const value = (name: string, fallback: number): number => {
+    const index = argv.indexOf(`--${name}`);
+    if (index < 0) return fallback;
+    const parsed = Number(argv[index + 1]);
+    if (!Number.isInteger(parsed) || parsed <= 0) throw new Error(`--${name} needs a positive integer`);
+    return parsed;
+  };
+  const outIndex = argv.indexOf('--out');
+  const here = dirname(fileURLToPath(import.meta.url));
+  return {
+    iterations: value('iterations', 200),
+    concurrency: value('concurrency', 8),
+    throughputRequests: value('throughput-requests', 200),
+    out: outIndex >= 0 ? resolve(argv[outIndex + 1] ?? '') : join(here, 'results', 'latest.json'),
+  };
+}
+
+/** One way to send a request: a URL and headers; the client is always the same `fetch`. */
+interface Target {
+  readonly url: string;
+  readonly headers: Record<string, string>;
+}
+
+/** What every section gets: the running stack, a proxied session and a direct sandbox token. */
+export interface BenchContext {
+  readonly stack: LocalStack;
+  readonly patient: string;
+  /** `{publicUrl}/sessions/{id}/fhir` and the binding cookie of that session. */
+  readonly proxied: { readonly fhirBaseUrl: string; readonly cookie: string; readonly sessionId: string };
+  /** The sandbox's FHIR base and an access token from a normal sign-in with the sandbox. */
+  readonly direct: { readonly fhirBaseUrl: string; readonly accessToken: string };
+  /** Session-store calls the API made since the run started, by method, and `ms` spent in them (live counters). */
+  readonly storeCalls: Readonly<Record<string, number>>;
+  readonly options: Options;
+}
+
+/** A part of the report. The lead adds token-lifecycle sections here (refresh storm, KMS/DynamoDB counts). */
+export interface BenchSection {
+  readonly name: string;
+  run(context: BenchContext): Promise<Record<string, unknown>>;
+}
+
+interface Stats {
+  readonly n: number;
+  readonly p50: number;
+  readonly p95: number;
+  readonly mean: number;
+  readonly min: number;
+  readonly max: number;
+}
+
+function stats(samples: number[]): Stats {
+  const sorted = [...samples].sort((a, b) => a - b);
+  const at = (q: number) => sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))] ?? NaN;
+  const round = (v: number) => Math.round(v * 1000) / 1000;
+  return {
+    n: sorted.length,
+    p50: round(at(0.5)),
+    p95: round(at(0.95)),
+    mean: round(sorted.reduce((a, b) => a + b, 0) / sorted.length),
+    min: round(sorted[0] ?? NaN),
+    max: round(sorted.at(-1) ?? NaN),
+  };
+}
+
+async function once(target: Target, check: (status: number, body: Buffer) => void): Promise<number> {
+  const started = performance.now();
+  const response = await fetch(target.url, { headers: target.headers });
+  const body = Buffer.from(await response.arrayBuffer());
+  const elapsed = performance.now() - started;
+  check(response.status, body);
+  return elapsed;
+}
+
+interface Scenario {
+  readonly name: string;
+  readonly path: string;
+  check(status: number, body: Buffer): void;
+}
+
+/** Sequential samples, direct and proxied alternating (and which goes first alternating too). */
+async function latency(scenario: Scenario, direct: Target, proxied: Target, iterations: number): Promise<{ direct: Stats; proxied: Stats }> {
+  const samples = { direct: [] as number[], proxied: [] as number[] };
+  const warmup = Math.min(30, Math.ceil(iterations / 10));
+  for (let i = 0; i < warmup; i++) {
+    await once(direct, scenario.check);
+    await once(proxied, scenario.check);
+  }
+  for (let i = 0; i < iterations; i++) {
+    if (i % 2 === 0) {
+      samples.direct.push(await once(direct, scenario.check));
+      samples.proxied.push(await once(proxied, scenario.check));
+    } else {
+      samples.proxied.push(await once(proxied, scenario.check));
+      samples.direct.push(await once(direct, scenario.check));
+    }
+  }
+  return { direct: stats(samples.direct), proxied: stats(samples.proxied) };
+}
+
+/** Requests per second with `concurrency` in flight; two bursts per mode, alternating, summed. */
+async function throughput(scenario: Scenario, direct: Target, proxied: Target, options: Options): Promise<{ direct: number; proxied: number }> {
+  const burst = async (target: Target): Promise<{ count: number; ms: number }> => {
+    let remaining = options.throughputRequests;
+    const started = performance.now();
+    await Promise.all(
+      Array.from({ length: options.concurrency }, async () => {
+        while (remaining > 0) {
+          remaining--;
+          await once(target, scenario.check);
+        }
+      }),
+    );
+    return { count: options.throughputRequests, ms: performance.now() - started };
+  };
+  const totals = { direct: { count: 0, ms: 0 }, proxied: { count: 0, ms: 0 } };
+  for (const order of [['direct', 'proxied'], ['proxied', 'direct']] as const) {
+    for (const mode of order) {
+      const { count, ms } = await burst(mode === 'direct' ? direct : proxied);
+      totals[mode].count += count;
+      totals[mode].ms += ms;
+    }
+  }
+  const rps = (t: { count: number; ms: number }) => Math.round((t.count / t.ms) * 1000 * 10) / 10;
+  return { direct: rps(totals.direct), proxied: rps(totals.proxied) };
+}
+
+/** A sandbox access token from a normal EHR launch with the sandbox, as any SMART app would get one. */
+async function directToken(stack: LocalStack, patient: string): Promise<string> {
+  const sandbox = stack.sandbox!;
+  const jar = new CookieJar();
+  const launchPage = await browserGet(new URL(`/ehr/launch?patient=${encodeURIComponent(patient)}`, sandbox.url), jar);
+  const launch = new URL(launchPage.headers.get('location') ?? '').searchParams.get('launch');
+  if (!launch) throw new Error('the sandbox EHR page did not hand out a launch');
+  const discovery = (await (await fetch(`${sandbox.fhirBaseUrl}/.well-known/smart-configuration`)).json()) as {
+    authorization_endpoint: string;
+    token_endpoint: string;
+  };
+  const pkce = createPkce();
+  const url = buildAuthorizeUrl({
+    authorizationEndpoint: discovery.authorization_endpoint,
+    clientId: BENCH_CLIENT.clientId,
+    redirectUri: BENCH_CLIENT.redirectUri,
+    scope: 'launch patient/*.rs',
+    aud: sandbox.fhirBaseUrl,
+    state: randomToken(),
+    launch,
+    codeChallenge: pkce.challenge,
+    codeChallengeMethod: 'S256',
+  });
+  const stop = await followRedirects(await browserGet(url, jar), url, sandbox.url, jar);
+  if (stop.kind !== 'left-origin') throw new Error(`the sandbox sign-in stopped on a page (${stop.response.status})`);
+  const code = stop.location.searchParams.get('code');
+  if (!code) throw new Error(`no code in ${stop.location.href}`);
+  const token = await postForm(
+    discovery.token_endpoint,
+    { grant_type: 'authorization_code', code, redirect_uri: BENCH_CLIENT.redirectUri, code_verifier: pkce.verifier },
+    basicAuth(BENCH_CLIENT.clientId, BENCH_CLIENT.clientSecret),
+  );
+  if (token.status !== 200 || typeof token.body.access_token !== 'string') throw new Error(`the sandbox token endpoint answered ${token.status}`);
+  return token.body.access_token;
+}
+
+/** A session through the API, signed in from the sandbox EHR page like a clinician. */
+async function proxiedSession(stack: LocalStack, patient: string): Promise<BenchContext['proxied']> {
+  const browser = new BrowserClient();
+  const nav = await browser.navigate(`${stack.sandbox!.url}/ehr/launch?patient=${encodeURIComponent(patient)}`);
+  const sessionId = nav.finalLocation ? /#session=([A-Za-z0-9_-]+)$/.exec(nav.finalLocation)?.[1] : undefined;
+  if (!sessionId) throw new Error(`the launch did not reach the app: ${JSON.stringify(nav.hops.at(-1))}`);
+  const binding = browser.cookies('localhost').get('__Host-smart-launch');
+  if (!binding) throw new Error('no binding cookie');
+  return { fhirBaseUrl: `${stack.apiUrl}/sessions/${sessionId}/fhir`, cookie: `__Host-smart-launch=${binding}`, sessionId };
+}
+
+/** Counts calls to the API's session store (DynamoDB in AWS, dynalite here), and the time spent in them (`ms`). */
+function countStoreCalls(store: SessionStore): Record<string, number> {
+  const counts: Record<string, number> = { ms: 0 };
+  const target = store as unknown as Record<string, unknown>;
+  let proto: object | null = Object.getPrototypeOf(store) as object | null;
+  const names = new Set<string>();
+  while (proto && proto !== Object.prototype) {
+    for (const name of Object.getOwnPropertyNames(proto)) if (name !== 'constructor') names.add(name);
+    proto = Object.getPrototypeOf(proto) as object | null;
+  }
+  for (const name of names) {
+    const original = target[name];
+    if (typeof original !== 'function') continue;
+    target[name] = async (...args: unknown[]) => {
+      counts[name] = (counts[name] ?? 0) + 1;
+      const started = performance.now();
+      try {
+        return await (original as (...a: unknown[]) => Promise<unknown>).apply(store, args);
+      } finally {
+        counts.ms = (counts.ms ?? 0) + (performance.now() - started);
+      }
+    };
+  }
+  return counts;
+}
+
+const isOk = (what: string) => (status: number, body: Buffer) => {
+  if (status !== 200) throw new Error(`${what} answered ${status}: ${body.subarray(0, 300).toString()}`);
+};
+
+/** The proxy's overhead: latency and throughput of a read and a 50-entry search. */
+const proxyOverhead: BenchSection = {
+  name: 'proxyOverhead',
+  async run(context) {
+    const scenarios: Scenario[] = [
+      { name: 'read', path: `Patient/${context.patient}`, check: isOk('read') },
+      {
+        name: 'search50',
+        path: `Observation?patient=${context.patient}&_count=50`,
+        check: (status, body) => {
+          isOk('search50')(status, body);
+          const entries = (JSON.parse(body.toString('utf8')) as { entry?: unknown[] }).entry?.length ?? 0;
+          if (entries !== 50) throw new Error(`search50 answered ${entries} entries`);
+        },
+      },
+    ];
+    const results: Record<string, unknown> = {};
+    for (const scenario of scenarios) {
+      const direct: Target = { url: `${context.direct.fhirBaseUrl}/${scenario.path}`, headers: { authorization: `Bearer ${context.direct.accessToken}`, accept: 'application/fhir+json' } };
+      const proxied: Target = { url: `${context.proxied.fhirBaseUrl}/${scenario.path}`, headers: { cookie: context.proxied.cookie, accept: 'application/fhir+json' } };
+      const storeBefore = { ...context.storeCalls };
+      const lat = await latency(scenario, direct, proxied, context.options.iterations);
+      const proxiedRequests = lat.proxied.n + Math.min(30, Math.ceil(context.options.iterations / 10));
+      const storeDuring = Object.fromEntries(
+        Object.entries(context.storeCalls).map(([name, count]) => [name, Math.round(((count - (storeBefore[name] ?? 0)) / proxiedRequests) * 1000) / 1000]),
+      );
+      const rps = await throughput(scenario, direct, proxied, context.options);
+      const ratio = (a: number, b: number) => Math.round((a / b) * 1000) / 1000;
+      results[scenario.name] = {
+        request: `GET {base}/${scenario.path.replace(context.patient, '{patient}')}`,
+        latencyMs: lat,
+        throughputRps: rps,
+        ratios: { p50: ratio(lat.proxied.p50, lat.direct.p50), p95: ratio(lat.proxied.p95, lat.direct.p95), throughput: ratio(rps.proxied, rps.direct) },
+        overheadMs: { p50: Math.round((lat.proxied.p50 - lat.direct.p50) * 1000) / 1000 },
+        goalP50Within1_2x: lat.proxied.p50 <= lat.direct.p50 * 1.2,
+        // Where the overhead goes: the session-store read every proxied request makes (dynalite here, DynamoDB in AWS).
+        sessionStoreCallsPerProxiedRequest: Object.fromEntries(Object.entries(storeDuring).filter(([name, v]) => name !== 'ms' && v > 0)),
+        sessionStoreMsPerProxiedRequest: storeDuring.ms ?? 0,
+      };
+    }
+    return results;
+  },
+};
+
+/** Every part of the report, in order. Add token-lifecycle sections here. */
+export const SECTIONS: BenchSection[] = [proxyOverhead];
+
+async function main(): Promise<void> {
+  const options = parseOptions(process.argv.slice(2));
+  const started = performance.now();
+  const dataDir = await mkdtemp(join(tmpdir(), 'smart-launch-bench-'));
+  const stack = await startLocalStack({
+    port: 0,
+    sandboxPort: 0,
+    dataDir,
+    sandbox: true,
+    sandboxClients: (apiUrl) => [
+      { clientId: LOCAL_CLIENT.clientId, clientAuth: 'client_secret_basic', clientSecret: LOCAL_CLIENT.clientSecret, redirectUris: [`${apiUrl}/callback`] },
+      { clientId: LOCAL_PUBLIC_CLIENT, clientAuth: 'none', redirectUris: [`${apiUrl}/callback`] },
+      { clientId: BENCH_CLIENT.clientId, clientAuth: 'client_secret_basic', clientSecret: BENCH_CLIENT.clientSecret, redirectUris: [BENCH_CLIENT.redirectUri] },
+    ],
+  });
+  try {
+    const patient = stack.sandbox!.patients[0]!.id;
+    const storeCalls = countStoreCalls(stack.deps.store);
+    const context: BenchContext = {
+      stack,
+      patient,
+      proxied: await proxiedSession(stack, patient),
+      direct: { fhirBaseUrl: stack.sandbox!.fhirBaseUrl, accessToken: await directToken(stack, patient) },
+      storeCalls,
+      options,
+    };
+    const sections: Record<string, unknown> = {};
+    for (const section of SECTIONS) sections[section.name] = await section.run(context);
+
+    const report = {
+      generatedAt: new Date().toISOString(),
+      environment: { node: process.version, platform: `${process.platform}/${process.arch}`, cpus: cpus().length },
+      setup:
+        'local stack (same handlers as Lambda, streaming FHIR proxy) + sandbox EHR, one process; same fetch client, same server, same data, direct and proxied alternating',
+      options: { iterations: options.iterations, concurrency: options.concurrency, throughputRequests: options.throughputRequests },
+      goal: 'proxied p50 within 1.2x of direct',
+      durationSeconds: Math.round((performance.now() - started) / 100) / 10,
+      sections,
+    };
+    await mkdir(dirname(options.out), { recursive: true });
+    await writeFile(options.out, `${JSON.stringify(report, null, 2)}\n`);
+    printSummary(report.sections, options.out, report.durationSeconds);
+  } finally {
+    await stack.close();
+    await rm(dataDir, { recursive: true, force: true });
+  }
+}
+
+function printSummary(sections: Record<string, unknown>, out: string, seconds: number): void {
+  const overhead = sections.proxyOverhead as Record<
+    string,
+    {
+      latencyMs: { direct: Stats; proxied: Stats };
+      throughputRps: { direct: number; proxied: number };
+      ratios: Record<string, number>;
+      goalP50Within1_2x: boolean;
+      sessionStoreCallsPerProxiedRequest: Record<string, number>;
+      sessionStoreMsPerProxiedRequest: number;
+    }
+  >;
+  const lines = ['FHIR proxy overhead (proxied vs direct, same run, same client, alternating)', ''];
+  lines.push('scenario   mode      p50 ms   p95 ms   mean ms   req/s');
+  for (const [name, r] of Object.entries(overhead)) {
+    for (const mode of ['direct', 'proxied'] as const) {
+      const l = r.latencyMs[mode];
+      lines.push(`${name.padEnd(10)} ${mode.padEnd(8)} ${l.p50.toFixed(2).padStart(7)}  ${l.p95.toFixed(2).padStart(7)}  ${l.mean.toFixed(2).padStart(8)}  ${r.throughputRps[mode].toFixed(1).padStart(6)}`);
+    }
+    lines.push(
+      `${name.padEnd(10)} ratio    ${r.ratios.p50!.toFixed(2).padStart(6)}x  ${r.ratios.p95!.toFixed(2).padStart(6)}x            ${r.ratios.throughput!.toFixed(2).padStart(5)}x   goal p50 <= 1.2x: ${r.goalP50Within1_2x ? 'met' : 'NOT met'}`,
+    );
+    lines.push(
+      `${''.padEnd(10)} per proxied request: session-store calls ${JSON.stringify(r.sessionStoreCallsPerProxiedRequest)}, ${r.sessionStoreMsPerProxiedRequest.toFixed(2)} ms in the store`,
+    );
+  }
+  lines.push('', `written to ${out} (${seconds} s)`);
+  process.stdout.write(`${lines.join('\n')}\n`);
+}
+
+await main();
