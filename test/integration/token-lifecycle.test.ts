@@ -70,6 +70,25 @@ describe('POST /sessions/{id}/refresh (SMART-REFRESH)', () => {
     expect(sandbox().stats.refreshReuseDetected).toBe(0);
   });
 
+  it('refreshes once for 50 concurrent proxied requests on an expired access token, with rotation and reuse detection on (invariant 8)', async () => {
+    // Sign in with a 1-second access token, then let it expire.
+    sandbox().faults.accessTokenTtlSeconds = 1;
+    const { browser, url, patient } = await signedIn(2);
+    sandbox().faults.accessTokenTtlSeconds = undefined;
+    await new Promise((done) => setTimeout(done, 1_200));
+    const direct = await fetch(`${sandbox().fhirBaseUrl}/Patient/${patient.id}`, {
+      headers: { authorization: `Bearer ${String(fixture.observed.tokenResponses.at(-1)!.access_token)}` },
+    });
+    expect(direct.status).toBe(401);
+
+    const answers = await Promise.all(Array.from({ length: 50 }, () => browser.call(`${url}/fhir/Patient/${patient.id}`)));
+
+    expect(answers.map((a) => a.status)).toEqual(Array(50).fill(200));
+    expect(answers.every((a) => (a.body as { id?: string }).id === patient.id)).toBe(true);
+    expect(sandbox().stats.tokenRequests.refresh_token).toBe(1);
+    expect(sandbox().stats.refreshReuseDetected).toBe(0);
+  });
+
   it('ends the session with one relaunch answer when the grant was revoked at the EHR', async () => {
     const { browser, url, tokens } = await signedIn();
     await sandbox().revokeGrantOf(String(tokens.refresh_token));
