@@ -6,10 +6,10 @@ import { mockClient } from 'aws-sdk-client-mock';
 import { beforeEach, describe, expect, it } from 'vitest';
 import { CachingKeyRing } from '../../shared/adapters/caching-key-ring.js';
 import { KmsKeyRing } from '../../shared/adapters/kms-key-ring.js';
-import { SmartError } from '../../shared/core/errors.js';
 import type { EncryptionContext } from '../../shared/core/ports.js';
 import { FixedClock } from '../fakes/clock.js';
 import { MemoryKeyRing } from '../fakes/memory-key-ring.js';
+import { caught } from '../fakes/caught.js';
 
 const KEY_ID = 'arn:aws:kms:us-east-1:111111111111:key/0b7e6d1c-0000-4000-8000-000000000001';
 const MINUTE = 60_000;
@@ -17,16 +17,6 @@ const MINUTE = 60_000;
 const context = (session: string): EncryptionContext => ({ service: 'smart-launch', customer: 'acme-health', session });
 const CONTEXT_A = context('ses#hash-of-session-a');
 const CONTEXT_B = context('ses#hash-of-session-b');
-
-async function caught(promise: Promise<unknown>): Promise<SmartError> {
-  try {
-    await promise;
-  } catch (error) {
-    if (error instanceof SmartError) return error;
-    throw error;
-  }
-  throw new Error('expected a SmartError, but the call succeeded');
-}
 
 describe('CachingKeyRing over KmsKeyRing (KMS mocked)', () => {
   const client = new KMSClient({ region: 'us-east-1' });

@@ -16,8 +16,8 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { startLocalDynamo, type LocalDynamo } from '../../local/dynamo-local.js';
 import { DynamoSessionStore } from '../../shared/adapters/dynamo-session-store.js';
 import { cryptoRandom } from '../../shared/adapters/system.js';
-import { SmartError } from '../../shared/core/errors.js';
 import type { SessionRecord } from '../../shared/core/ports.js';
+import { caught } from '../fakes/caught.js';
 
 const TABLE_NAME = 'smart-launch-test';
 /** Epoch seconds and milliseconds of "now" in these tests. */
@@ -56,16 +56,6 @@ function session(overrides: Partial<SessionRecord> = {}): SessionRecord {
     revision: 1,
     ...overrides,
   };
-}
-
-async function caught(promise: Promise<unknown>): Promise<SmartError> {
-  try {
-    await promise;
-  } catch (error) {
-    if (error instanceof SmartError) return error;
-    throw error;
-  }
-  throw new Error('expected a SmartError, but the call succeeded');
 }
 
 const conditionalCheckFailed = () => new ConditionalCheckFailedException({ message: 'The conditional request failed', $metadata: {} });

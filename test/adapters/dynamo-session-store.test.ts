@@ -20,8 +20,8 @@ import { DynamoSessionStore } from '../../shared/adapters/dynamo-session-store.j
 import { LocalKeyRing } from '../../shared/adapters/local-key-ring.js';
 import { cryptoRandom } from '../../shared/adapters/system.js';
 import { seal } from '../../shared/core/crypto.js';
-import { SmartError } from '../../shared/core/errors.js';
 import type { SessionRecord, TransactionRecord } from '../../shared/core/ports.js';
+import { caught } from '../fakes/caught.js';
 
 const TABLE_NAME = 'smart-launch-test';
 const NOW = 1_800_000_000;
@@ -94,16 +94,6 @@ function sessionItem(record: SessionRecord): Record<string, AttributeValue> {
     ttl: { N: String(record.expiresAt) },
     revision: { N: String(record.revision) },
   };
-}
-
-async function caught(promise: Promise<unknown>): Promise<SmartError> {
-  try {
-    await promise;
-  } catch (error) {
-    if (error instanceof SmartError) return error;
-    throw error;
-  }
-  throw new Error('expected a SmartError, but the call succeeded');
 }
 
 function conditionalCheckFailed(): ConditionalCheckFailedException {

@@ -15,22 +15,12 @@ import {
 import { mockClient } from 'aws-sdk-client-mock';
 import { beforeEach, describe, expect, it } from 'vitest';
 import { KmsKeyRing } from '../../shared/adapters/kms-key-ring.js';
-import { SmartError } from '../../shared/core/errors.js';
+import { caught } from '../fakes/caught.js';
 
 const KEY_ID = 'arn:aws:kms:us-east-1:111111111111:key/0b7e6d1c-0000-4000-8000-000000000001';
 const CONTEXT = { record: 'ses#hash-of-the-session-id', purpose: 'session' } as const;
 
 const metadata = { $metadata: {} };
-
-async function caught(promise: Promise<unknown>): Promise<SmartError> {
-  try {
-    await promise;
-  } catch (error) {
-    if (error instanceof SmartError) return error;
-    throw error;
-  }
-  throw new Error('expected a SmartError, but the call succeeded');
-}
 
 describe('KmsKeyRing', () => {
   const client = new KMSClient({ region: 'us-east-1' });

@@ -4,19 +4,9 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { LocalKeyRing, MASTER_KEY_FILE } from '../../shared/adapters/local-key-ring.js';
 import { cryptoRandom } from '../../shared/adapters/system.js';
-import { SmartError } from '../../shared/core/errors.js';
+import { caught } from '../fakes/caught.js';
 
 const CONTEXT = { record: 'ses#hash-of-the-session-id', purpose: 'session' } as const;
-
-async function caught(promise: Promise<unknown>): Promise<SmartError> {
-  try {
-    await promise;
-  } catch (error) {
-    if (error instanceof SmartError) return error;
-    throw error;
-  }
-  throw new Error('expected a SmartError, but the call succeeded');
-}
 
 describe('LocalKeyRing', () => {
   let root: string;

@@ -1,7 +1,6 @@
 import { generateKeyPair } from 'jose';
 import { describe, expect, it } from 'vitest';
 import { parseConfig } from '../../shared/config/schema.js';
-import { SmartError } from '../../shared/core/errors.js';
 import type { HttpClient, SessionRecord } from '../../shared/core/ports.js';
 import { sessionKey } from '../../shared/core/records.js';
 import { ensureFreshSession, refreshedScope, sessionExpiresAt } from '../../shared/core/refresh.js';
@@ -11,6 +10,7 @@ import type { TestDeps } from '../fakes/deps.js';
 import { sampleConfig, sampleIssuer } from '../fakes/deps.js';
 import { EHR_CLIENT_ID, EHR_CLIENT_SECRET, json, type FakeEhr, type TokenCall } from '../fakes/fake-ehr.js';
 import { harness, signIn, type Harness } from '../fakes/launch-flow.js';
+import { caught } from '../fakes/caught.js';
 
 const SECOND = 1000;
 const MINUTE = 60 * SECOND;
@@ -20,16 +20,6 @@ const SKEW_MS = 60 * SECOND;
 const LEASE_MS = 15 * SECOND;
 const SIGN_IN_SCOPE = 'launch openid fhirUser patient/*.rs offline_access';
 const BASIC = `Basic ${Buffer.from(`${EHR_CLIENT_ID}:${EHR_CLIENT_SECRET}`).toString('base64')}`;
-
-async function caught(promise: Promise<unknown>): Promise<SmartError> {
-  try {
-    await promise;
-  } catch (error) {
-    if (error instanceof SmartError) return error;
-    throw error;
-  }
-  throw new Error('expected a SmartError, but the call succeeded');
-}
 
 /** A successful refresh answer: fresh tokens numbered by call, with `overrides` (an `undefined` member removes it). */
 function refreshTokens(n: number, overrides: Record<string, unknown> = {}): Response {
