@@ -109,7 +109,7 @@ function proxyRoute(getDeps: () => Promise<CoreDeps>, transport: Transport) {
       body: Buffer.from(upstream.body).toString(text ? 'utf8' : 'base64'),
       isBase64Encoded: !text,
     };
-  });
+  }, { corsConfig: async () => (await getDeps()).config });
 }
 
 /**

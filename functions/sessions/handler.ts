@@ -46,7 +46,7 @@ export function createSessionsHandler(getDeps: () => Promise<CoreDeps>) {
       default:
         throw new SmartError('METHOD_NOT_ALLOWED', `${event.httpMethod} is not supported on this route`);
     }
-  });
+  }, { corsConfig: async () => (await getDeps()).config });
 }
 
 export const handler = createSessionsHandler(awsDeps);

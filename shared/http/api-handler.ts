@@ -1,17 +1,23 @@
 import middy from '@middy/core';
 import type { Logger } from '@aws-lambda-powertools/logger';
+import type { Config } from '../config/schema.js';
 import type { ApiEvent, ApiResult } from './api-event.js';
+import { cors } from './cors.js';
 import { errorResponse, requestContext, type ErrorFormat } from './error-response.js';
 
-/** The middy stack every route group shares: correlation id, then the one error mapping, then the handler. */
+/**
+ * The middy stack every route group shares: correlation id, CORS for the app's origin (routes the
+ * app calls from its scripts), then the one error mapping, then the handler. Middy runs `onError`
+ * in reverse order, so CORS decorates the response the error mapping produced.
+ */
 export function apiHandler(
   route: string,
   format: ErrorFormat,
   logger: Logger,
   handle: (event: ApiEvent) => Promise<ApiResult>,
+  options: { corsConfig?: () => Promise<Config> } = {},
 ) {
-  return middy<ApiEvent, ApiResult>()
-    .use(requestContext(logger, route))
-    .use(errorResponse(format, logger))
-    .handler(handle);
+  const stack = middy<ApiEvent, ApiResult>().use(requestContext(logger, route));
+  if (options.corsConfig) stack.use(cors(options.corsConfig));
+  return stack.use(errorResponse(format, logger)).handler(handle);
 }

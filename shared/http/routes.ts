@@ -5,7 +5,7 @@
 export type FunctionName = 'launch' | 'sessions' | 'fhir-proxy' | 'jwks';
 
 export interface Route {
-  readonly method: 'GET' | 'POST' | 'ANY';
+  readonly method: 'GET' | 'POST' | 'OPTIONS' | 'ANY';
   /** API Gateway resource path. */
   readonly resource: string;
   readonly fn: FunctionName;
@@ -17,6 +17,10 @@ export const ROUTES: readonly Route[] = [
   { method: 'GET', resource: '/sessions/{id}', fn: 'sessions' },
   { method: 'POST', resource: '/sessions/{id}/refresh', fn: 'sessions' },
   { method: 'POST', resource: '/sessions/{id}/logout', fn: 'sessions' },
+  // CORS preflights of an app served from another origin (answered by the handlers' CORS middleware).
+  { method: 'OPTIONS', resource: '/sessions/{id}', fn: 'sessions' },
+  { method: 'OPTIONS', resource: '/sessions/{id}/refresh', fn: 'sessions' },
+  { method: 'OPTIONS', resource: '/sessions/{id}/logout', fn: 'sessions' },
   { method: 'ANY', resource: '/sessions/{id}/fhir/{proxy+}', fn: 'fhir-proxy' },
   // The client's public keys, for EHRs that verify private_key_jwt assertions (SMART-REG-03/04).
   { method: 'GET', resource: '/.well-known/jwks.json', fn: 'jwks' },
