@@ -1,6 +1,8 @@
 import type {
+  Binary,
   CodeableConcept,
   Condition,
+  DocumentReference,
   Encounter,
   Observation,
   Organization,
@@ -8,6 +10,7 @@ import type {
   Practitioner,
   Resource,
 } from '@medplum/fhirtypes';
+import { BIG_BINARY_BYTES, bigBinary, samplePdf } from './binaries.js';
 
 /**
  * Synthetic, deterministic sandbox data. Every value derives from fixed tables and a seeded PRNG, so
@@ -24,6 +27,12 @@ const CONDITION_VERIFICATION = 'http://terminology.hl7.org/CodeSystem/condition-
 const CONDITION_CATEGORY = 'http://terminology.hl7.org/CodeSystem/condition-category';
 const ACT_CODE = 'http://terminology.hl7.org/CodeSystem/v3-ActCode';
 const MRN_SYSTEM = 'urn:oid:2.16.840.1.113883.3.9999.1';
+const DOCUMENT_CATEGORY = 'http://hl7.org/fhir/us/core/CodeSystem/us-core-documentreference-category';
+
+/** The 10 MB Binary (`application/octet-stream`) of Amy's imaging export, DocumentReference `amy-sample-document-2`. */
+export const BIG_BINARY_ID = 'amy-sample-document-2-data';
+/** The Binary (`application/pdf`) of a patient's visit summary, DocumentReference `{patient}-document-1`. */
+export const summaryPdfId = (patientId: string): string => `${patientId}-document-1-pdf`;
 
 /** Every resource carries the same meta, so the repository does not stamp random versions or times. */
 const META = { versionId: '1', lastUpdated: '2025-07-01T00:00:00.000Z' };
@@ -144,7 +153,16 @@ export interface SandboxData {
   readonly encounters: readonly (Encounter & { id: string })[];
   readonly conditions: readonly (Condition & { id: string })[];
   readonly observations: readonly (Observation & { id: string })[];
-  /** All of the above, in insertion order (the memory repository keeps this order for unsorted searches). */
+  /** Per patient: a visit summary (PDF); for Amy also an imaging export (10 MB). Each links its Binary. */
+  readonly documents: readonly (DocumentReference & { id: string })[];
+  /**
+   * The documents' content, without `data`: the FHIR server attaches the bytes of `binaryContent` when
+   * it serves them. `securityContext` names the DocumentReference, whose access rules apply.
+   */
+  readonly binaries: readonly (Binary & { id: string })[];
+  /** The bytes of each Binary, by id (the 10 MB one is generated on first call, once per process). */
+  readonly binaryContent: ReadonlyMap<string, () => Buffer>;
+  /** All resources above, in insertion order (the memory repository keeps this order for unsorted searches). */
   readonly all: readonly Resource[];
 }
 
@@ -196,6 +214,43 @@ export function generateSandboxData(seed: number = SEED): SandboxData {
   const encounters: (Encounter & { id: string })[] = [];
   const conditions: (Condition & { id: string })[] = [];
   const observations: (Observation & { id: string })[] = [];
+  const documents: (DocumentReference & { id: string })[] = [];
+  const binaries: (Binary & { id: string })[] = [];
+  const binaryContent = new Map<string, () => Buffer>();
+
+  /** A DocumentReference of the patient and the Binary it links (`securityContext` points back). */
+  const addDocument = (
+    patientRef: { reference: string; display: string },
+    id: string,
+    binaryId: string,
+    fields: { type: CodeableConcept; description: string; title: string; contentType: string; size: number; date: string; encounter: string },
+    bytes: () => Buffer,
+  ): void => {
+    documents.push({
+      resourceType: 'DocumentReference',
+      id,
+      meta: META,
+      status: 'current',
+      docStatus: 'final',
+      type: fields.type,
+      category: [concept(DOCUMENT_CATEGORY, 'clinical-note', 'Clinical Note')],
+      subject: patientRef,
+      date: fields.date,
+      author: [practitionerRef],
+      custodian: organizationRef,
+      description: fields.description,
+      content: [{ attachment: { contentType: fields.contentType, url: `Binary/${binaryId}`, size: fields.size, title: fields.title, creation: fields.date } }],
+      context: { encounter: [{ reference: `Encounter/${fields.encounter}` }] },
+    });
+    binaries.push({
+      resourceType: 'Binary',
+      id: binaryId,
+      meta: META,
+      contentType: fields.contentType,
+      securityContext: { reference: `DocumentReference/${id}` },
+    });
+    binaryContent.set(binaryId, bytes);
+  };
 
   PATIENTS.forEach((seedPatient, patientIndex) => {
     const patient: Patient & { id: string } = {
@@ -285,6 +340,49 @@ export function generateSandboxData(seed: number = SEED): SandboxData {
         });
       });
     }
+
+    // Documents of the latest visit: its summary as a PDF (with characters that need escaping in
+    // XML, so FHIR XML renderings are exercised), and for the first patient a 10 MB imaging export.
+    const lastVisit = seedPatient.encounters - 1;
+    const lastEncounter = `${patient.id}-encounter-${seedPatient.encounters}`;
+    const documentDate = iso(firstVisit + lastVisit * VISIT_INTERVAL_DAYS * DAY_MS + 60 * 60_000);
+    const pdf = samplePdf([
+      `Visit summary: ${displayName(patient)} (born ${seedPatient.birthDate})`,
+      `Seen by ${displayName(practitioner)} on ${documentDate.slice(0, 10)}`,
+      ...patientConditions.map((c) => `Problem: ${c.code?.text ?? ''}`),
+    ]);
+    addDocument(
+      patientRef,
+      `${patient.id}-document-1`,
+      summaryPdfId(patient.id),
+      {
+        type: concept(LOINC, '34133-9', 'Summary of episode note'),
+        description: `Visit summary – ${displayName(patient)}: plan & follow-up in < 8 weeks ✓`,
+        title: 'visit-summary.pdf',
+        contentType: 'application/pdf',
+        size: pdf.length,
+        date: documentDate,
+        encounter: lastEncounter,
+      },
+      () => pdf,
+    );
+    if (patientIndex === 0) {
+      addDocument(
+        patientRef,
+        `${patient.id}-document-2`,
+        BIG_BINARY_ID,
+        {
+          type: concept(LOINC, '18748-4', 'Diagnostic imaging study'),
+          description: 'Imaging export (raw data)',
+          title: 'imaging-export.bin',
+          contentType: 'application/octet-stream',
+          size: BIG_BINARY_BYTES,
+          date: documentDate,
+          encounter: lastEncounter,
+        },
+        bigBinary,
+      );
+    }
   });
 
   return {
@@ -294,6 +392,9 @@ export function generateSandboxData(seed: number = SEED): SandboxData {
     encounters,
     conditions,
     observations,
-    all: [organization, practitioner, ...patients, ...encounters, ...conditions, ...observations],
+    documents,
+    binaries,
+    binaryContent,
+    all: [organization, practitioner, ...patients, ...encounters, ...conditions, ...observations, ...documents, ...binaries],
   };
 }

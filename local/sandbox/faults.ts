@@ -121,6 +121,9 @@ export const FaultsPatchSchema = z.strictObject({
   tokenEndpoint: TokenEndpointFaultSchema.nullable().optional(),
   invalidClient: z.boolean().nullable().optional(),
   malformedTokenResponse: z.boolean().nullable().optional(),
+  fhir401: z.enum(['once', 'always']).nullable().optional(),
+  fhirDelayMs: z.number().int().nonnegative().max(10 * 60 * 1000).nullable().optional(),
+  fhirDropConnection: z.boolean().nullable().optional(),
 });
 export type FaultsPatch = z.infer<typeof FaultsPatchSchema>;
 

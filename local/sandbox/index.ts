@@ -78,8 +78,9 @@ function withLaunchParams(launchUrl: string, params: Readonly<Record<string, str
 
 /**
  * Starts the sandbox EHR: a SMART App Launch 2.x authorization server (oidc-provider, under `/oauth`)
- * and a read-only FHIR R4 server (medplum's router on a memory repository, under `/fhir`) seeded
- * with deterministic synthetic data, plus the EHR's own pages, all on one node:http server.
+ * and a FHIR R4 server (medplum's router on a memory repository, under `/fhir`; writes for
+ * Observation and Basic only) seeded with deterministic synthetic data, plus the EHR's own pages,
+ * all on one node:http server.
  */
 export async function startSandbox(options: SandboxOptions): Promise<Sandbox> {
   const host = options.host ?? '127.0.0.1';
@@ -276,6 +277,8 @@ export async function startSandbox(options: SandboxOptions): Promise<Sandbox> {
         router,
         compartment,
         verifyAccessToken: auth.verifyAccessToken,
+        faults,
+        binaryContent: (id) => data.binaryContent.get(id)?.(),
         capabilityStatement: ((statement) => () => quirkedCapabilityStatement(statement, quirks, fhirBaseUrl))(
           buildCapabilityStatement(fhirBaseUrl, discovery),
         ),

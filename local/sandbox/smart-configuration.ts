@@ -6,6 +6,7 @@ import type {
 } from '@medplum/fhirtypes';
 import { z } from 'zod';
 import { STATIC_SCOPES } from './auth-server.js';
+import { WRITABLE_TYPES } from './fhir-server.js';
 
 /** The parts of oidc-provider's own discovery document the SMART metadata is built from. */
 export const OidcDiscoverySchema = z.object({
@@ -100,14 +101,27 @@ const SEARCH_PARAMS: Readonly<Partial<Record<ResourceType, readonly (readonly [s
   ],
   Practitioner: [['_id', 'token'], ['name', 'string']],
   Organization: [['_id', 'token'], ['name', 'string']],
+  DocumentReference: [['_id', 'token'], ['patient', 'reference'], ['subject', 'reference'], ['type', 'token'], ['date', 'date']],
+  Binary: [['_id', 'token']],
+  Basic: [['_id', 'token'], ['patient', 'reference'], ['subject', 'reference'], ['code', 'token'], ['identifier', 'token']],
 };
+
+const WRITES = [{ code: 'create' }, { code: 'update' }, { code: 'patch' }, { code: 'delete' }] as const;
 
 /** `GET [fhirBase]/metadata`: what the sandbox serves, with the SMART oauth-uris extension (SMART v1 discovery). */
 export function buildCapabilityStatement(fhirBaseUrl: string, discovery: OidcDiscovery): CapabilityStatement {
   const resource: CapabilityStatementRestResource[] = (Object.keys(SEARCH_PARAMS) as ResourceType[]).map((type) => ({
     type,
-    interaction: [{ code: 'read' }, { code: 'vread' }, { code: 'history-instance' }, { code: 'search-type' }],
+    interaction: [
+      { code: 'read' },
+      { code: 'vread' },
+      { code: 'history-instance' },
+      { code: 'search-type' },
+      ...(WRITABLE_TYPES.has(type) ? WRITES.map((w) => ({ ...w })) : []),
+    ],
+    ...(WRITABLE_TYPES.has(type) ? { conditionalUpdate: true, conditionalCreate: true } : {}),
     searchParam: (SEARCH_PARAMS[type] ?? []).map(([name, paramType]) => ({ name, type: paramType })),
+    ...(type === 'Patient' ? { operation: [{ name: 'everything', definition: 'http://hl7.org/fhir/OperationDefinition/Patient-everything' }] } : {}),
   }));
   return {
     resourceType: 'CapabilityStatement',
@@ -118,7 +132,8 @@ export function buildCapabilityStatement(fhirBaseUrl: string, discovery: OidcDis
     software: { name: 'smart-launch sandbox EHR (oidc-provider + @medplum/fhir-router)' },
     implementation: { description: 'Local SMART on FHIR sandbox with synthetic data', url: fhirBaseUrl },
     fhirVersion: '4.0.1',
-    format: ['application/fhir+json', 'json'],
+    format: ['application/fhir+json', 'json', 'application/fhir+xml', 'xml'],
+    patchFormat: ['application/json-patch+json'],
     rest: [
       {
         mode: 'server',

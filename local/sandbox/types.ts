@@ -70,6 +70,15 @@ export interface SandboxFaults {
   invalidClient?: boolean | undefined;
   /** The token endpoint answers 200 with a JSON body without `access_token` (nothing is consumed). */
   malformedTokenResponse?: boolean | undefined;
+  /**
+   * FHIR requests that need a token are answered 401 (`invalid_token`) whatever token they carry:
+   * `'once'` for the next one only (the switch then clears itself), `'always'` until cleared.
+   */
+  fhir401?: 'once' | 'always' | undefined;
+  /** FHIR requests that need a token wait this long (ms, at most 600000) before being handled; a client that gives up gets nothing. */
+  fhirDelayMs?: number | undefined;
+  /** FHIR answers to requests that need a token break off: the head and half the body are sent, then the connection is destroyed. */
+  fhirDropConnection?: boolean | undefined;
 }
 
 /**

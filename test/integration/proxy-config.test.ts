@@ -1,18 +1,20 @@
 import { createHash } from 'node:crypto';
 import smart from 'fhirclient';
 import type FhirClientClass from 'fhirclient/lib/FhirClient.js';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { generateSandboxData } from '../../local/sandbox/data.js';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { BIG_BINARY_ID, generateSandboxData } from '../../local/sandbox/data.js';
+import type { Sandbox } from '../../local/sandbox/index.js';
 import { sampleConfig } from '../../local/stack.js';
 import { BrowserClient } from './browser-client.js';
-import { startEhrExtension, type EhrExtension } from './proxy-ehr.js';
-import { outcomeCode, rawRequest } from './proxy-http.js';
+import { outcomeCode, rawRequest, recordingFetch, type Exchange } from './proxy-http.js';
 import { ehrLaunch, sessionIdFrom, startFixture, type Fixture, type Observed } from './stack-fixture.js';
 
 /*
  * The FHIR proxy under customer configs other than the sample one: narrower grants (SMART v1, v2,
  * granular scopes, which the sandbox grants exactly as the config asks), writes enabled, and tighter
- * limits. Each config is its own local stack against its own sandbox.
+ * limits. Each config is its own local stack against its own sandbox, which is the EHR for all of it
+ * (writes, the 10 MB Binary, its slow and broken-connection switches); the API's HTTP client only
+ * records what crosses the wire.
  */
 
 const data = generateSandboxData();
@@ -21,27 +23,26 @@ const LAB = 'http://terminology.hl7.org/CodeSystem/observation-category|laborato
 interface Stack {
   readonly fixture: Fixture;
   readonly observed: Observed;
-  readonly extension: EhrExtension;
+  /** What the API sent to the sandbox, with the heads of its answers. */
+  readonly exchanges: Exchange[];
+  readonly sandbox: Sandbox;
 }
 
 async function stackWith(issuer: Record<string, unknown>): Promise<Stack> {
-  const extension = await startEhrExtension();
   const observed: Observed = { secrets: new Set(), requests: [], tokenResponses: [] };
-  const http = extension.http(observed);
+  const exchanges: Exchange[] = [];
   const fixture = await startFixture({
-    http: (url, init) => (extension.sandboxFhirBase === '' ? fetch(url, init) : http(url, init)),
+    http: recordingFetch(observed, exchanges),
     configure: ({ apiUrl, sandbox }) => {
       const config = sampleConfig(apiUrl, sandbox!.fhirBaseUrl) as { issuers: Array<Record<string, unknown>> };
       return { ...config, issuers: [{ ...config.issuers[0], ...issuer }] };
     },
   });
-  extension.sandboxFhirBase = fixture.stack.sandbox!.fhirBaseUrl;
-  return { fixture, observed, extension };
+  return { fixture, observed, exchanges, sandbox: fixture.stack.sandbox! };
 }
 
 async function closeStack(stack: Stack | undefined): Promise<void> {
   await stack?.fixture.close();
-  await stack?.extension.close();
 }
 
 interface Signed {
@@ -179,7 +180,13 @@ describe('writes enabled for the issuer, tighter limits (issue #4 points 1, 2, 3
   const api = () => stack.fixture.stack.apiUrl;
   const path = (p: string) => `/sessions/${me.sessionId}/fhir/${p}`;
 
-  it('forwards a create to the EHR and passes its answer through: the read-only sandbox says 405', async () => {
+  afterEach(() => stack.sandbox.clearFaults());
+
+  const sha = (bytes: Buffer | string | undefined) => createHash('sha256').update(bytes ?? '').digest('hex');
+  /** The request the API sent to the sandbox for the latest `method` since `before`. */
+  const sent = (before: number, method: string) => stack.exchanges.slice(before).filter((e) => e.method === method).at(-1);
+
+  it('forwards a create to the EHR, which stores it: 201 with its Location under the proxy base', async () => {
     const before = stack.observed.requests.length;
     const answer = await rawRequest(api(), {
       method: 'POST',
@@ -188,60 +195,110 @@ describe('writes enabled for the issuer, tighter limits (issue #4 points 1, 2, 3
       body: JSON.stringify({ resourceType: 'Observation', status: 'final', code: { text: 'x' }, subject: { reference: `Patient/${me.patient}` } }),
     });
 
+    expect(answer.status).toBe(201);
+    const created = answer.json as { resourceType: string; id: string; meta: { versionId: string } };
+    expect(created).toMatchObject({ resourceType: 'Observation', code: { text: 'x' }, meta: { versionId: '1' } });
+    expect(answer.headers.location).toBe(`${me.fhirBaseUrl}/Observation/${created.id}/_history/1`);
+    expect(answer.headers.etag).toBe('W/"1"');
+    expect(outcomeCode(answer.json)).toBeUndefined();
+    expect(stack.observed.requests.slice(before)).toEqual([`${stack.sandbox.fhirBaseUrl}/Observation`]);
+    const read = await me.browser.call(`${me.fhirBaseUrl}/Observation/${created.id}`);
+    expect(read).toMatchObject({ status: 200, body: { id: created.id, code: { text: 'x' } } });
+  });
+
+  it('passes the EHR’s refusal of a write through: the sandbox keeps Condition read-only (405)', async () => {
+    const answer = await rawRequest(api(), {
+      method: 'POST',
+      path: path('Condition'),
+      headers: { cookie: me.cookie, 'content-type': 'application/fhir+json' },
+      body: JSON.stringify({ resourceType: 'Condition', subject: { reference: `Patient/${me.patient}` } }),
+    });
+
     expect(answer.status).toBe(405);
     expect(answer.json).toMatchObject({ resourceType: 'OperationOutcome', issue: [{ diagnostics: expect.stringContaining('read-only') }] });
     expect(outcomeCode(answer.json)).toBeUndefined();
-    expect(stack.observed.requests.slice(before)).toEqual([`${stack.fixture.stack.sandbox!.fhirBaseUrl}/Observation`]);
   });
 
-  it('create, update (If-Match), conditional update, patch and delete reach a writable EHR with their bodies byte for byte', async () => {
+  it('create, update (If-Match), conditional update, patch and delete reach the EHR with their bodies byte for byte', async () => {
     const created = JSON.stringify({ resourceType: 'Basic', code: { text: 'Zoë ✓' }, subject: { reference: `Patient/${me.patient}` } });
-    const sha = (text: string) => createHash('sha256').update(text).digest('hex');
-    const echo = (json: unknown, url: string) => (json as { extension: Array<{ url: string; valueString: string }> }).extension.find((e) => e.url === url)?.valueString;
+    const before = stack.exchanges.length;
 
     const create = await rawRequest(api(), { method: 'POST', path: path('Basic'), headers: { cookie: me.cookie, 'content-type': 'application/fhir+json; charset=utf-8' }, body: created });
+    const id = (create.json as { id: string }).id;
+    const updatedBody = JSON.stringify({ resourceType: 'Basic', id, code: { text: 'second' }, subject: { reference: `Patient/${me.patient}` } });
     const update = await rawRequest(api(), {
       method: 'PUT',
-      path: path('Basic/echo-1'),
+      path: path(`Basic/${id}`),
       headers: { cookie: me.cookie, 'content-type': 'application/fhir+json', 'if-match': 'W/"1"' },
-      body: JSON.stringify({ resourceType: 'Basic', id: 'echo-1' }),
+      body: updatedBody,
     });
+    const stale = await rawRequest(api(), {
+      method: 'PUT',
+      path: path(`Basic/${id}`),
+      headers: { cookie: me.cookie, 'content-type': 'application/fhir+json', 'if-match': 'W/"1"' },
+      body: updatedBody,
+    });
+    const conditionalBody = JSON.stringify({ resourceType: 'Basic', identifier: [{ system: 'urn:x', value: '1' }], code: { text: 'c' }, subject: { reference: `Patient/${me.patient}` } });
     const conditional = await rawRequest(api(), {
       method: 'PUT',
       path: path('Basic?identifier=urn:x|1'),
       headers: { cookie: me.cookie, 'content-type': 'application/fhir+json' },
-      body: JSON.stringify({ resourceType: 'Basic' }),
+      body: conditionalBody,
     });
+    const conditionalAgain = await rawRequest(api(), {
+      method: 'PUT',
+      path: path('Basic?identifier=urn:x|1'),
+      headers: { cookie: me.cookie, 'content-type': 'application/fhir+json' },
+      body: conditionalBody,
+    });
+    const patchBody = '[{"op":"replace","path":"/code/text","value":"y"}]';
     const patch = await rawRequest(api(), {
       method: 'PATCH',
-      path: path('Basic/echo-1'),
-      headers: { cookie: me.cookie, 'content-type': 'application/json-patch+json' },
-      body: '[{"op":"replace","path":"/code/text","value":"y"}]',
+      path: path(`Basic/${id}`),
+      headers: { cookie: me.cookie, 'content-type': 'application/json-patch+json', 'if-match': 'W/"2"' },
+      body: patchBody,
     });
-    const remove = await rawRequest(api(), { method: 'DELETE', path: path('Basic/echo-1'), headers: { cookie: me.cookie } });
+    const remove = await rawRequest(api(), { method: 'DELETE', path: path(`Basic/${id}`), headers: { cookie: me.cookie } });
+    const gone = await rawRequest(api(), { path: path(`Basic/${id}`), headers: { cookie: me.cookie } });
 
     expect(create.status).toBe(201);
-    expect(create.headers.location).toBe(`${me.fhirBaseUrl}/Basic/echo-1/_history/2`);
-    expect(echo(create.json, 'urn:test:sha256')).toBe(sha(created));
-    expect(echo(create.json, 'urn:test:content-type')).toBe('application/fhir+json; charset=utf-8');
-    expect(update.status).toBe(200);
-    expect(echo(update.json, 'urn:test:if-match')).toBe('W/"1"');
-    expect(echo(conditional.json, 'urn:test:query')).toBe('?identifier=urn:x|1');
-    expect(echo(patch.json, 'urn:test:method')).toBe('PATCH');
+    expect(create.headers.location).toBe(`${me.fhirBaseUrl}/Basic/${id}/_history/1`);
+    expect(create.json).toMatchObject({ code: { text: 'Zoë ✓' } });
+    const posted = stack.exchanges.slice(before).find((e) => e.method === 'POST');
+    expect(sha(posted?.body)).toBe(sha(created));
+    expect(posted?.headers.get('content-type')).toBe('application/fhir+json; charset=utf-8');
+
+    expect([update.status, update.headers.etag]).toEqual([200, 'W/"2"']);
+    expect(stale.status).toBe(412); // the EHR's precondition failure, passed through
+    const put = stack.exchanges.slice(before).find((e) => e.method === 'PUT');
+    expect(put?.headers.get('if-match')).toBe('W/"1"');
+    expect(sha(put?.body)).toBe(sha(updatedBody));
+
+    expect(conditional.status).toBe(201);
+    expect(sent(before, 'PUT')?.url).toBe(`${stack.sandbox.fhirBaseUrl}/Basic?identifier=urn:x|1`);
+    expect([conditionalAgain.status, (conditionalAgain.json as { id: string }).id]).toEqual([200, (conditional.json as { id: string }).id]);
+
+    expect(patch.status).toBe(200);
+    expect(patch.json).toMatchObject({ code: { text: 'y' }, meta: { versionId: '3' } });
+    expect(sent(before, 'PATCH')?.body?.toString()).toBe(patchBody);
     expect(remove.status).toBe(204);
+    expect(gone.status).toBe(404);
   });
 
   it('fhirclient.js creates, updates and deletes through the proxy', async () => {
     const { FhirClient } = smart as unknown as { FhirClient: typeof FhirClientClass.default };
     const client = new FhirClient(me.fhirBaseUrl);
     client.getRequestDefaults = async () => ({ headers: { cookie: me.cookie } });
+    const subject = { reference: `Patient/${me.patient}` };
 
-    const created = (await client.create({ resourceType: 'Basic', code: { text: 'a' } } as never)) as { id: string };
-    const updated = (await client.update({ resourceType: 'Basic', id: 'echo-1', code: { text: 'b' } } as never)) as { id: string };
-    await client.delete('Basic/echo-1');
+    const created = (await client.create({ resourceType: 'Basic', code: { text: 'a' }, subject } as never)) as { id: string };
+    const updated = (await client.update({ resourceType: 'Basic', id: created.id, code: { text: 'b' }, subject } as never)) as { id: string; code: { text: string } };
+    await client.delete(`Basic/${created.id}`);
 
-    expect(created.id).toBe('echo-1');
-    expect(updated.id).toBe('echo-1');
+    expect(created.id).toMatch(/^[A-Za-z0-9.-]{1,64}$/);
+    expect(updated.id).toBe(created.id);
+    expect(updated.code.text).toBe('b');
+    expect((await me.browser.call(`${me.fhirBaseUrl}/Basic/${created.id}`)).status).toBe(404);
   });
 
   it('refuses a request body over proxy.maxRequestKilobytes with 413 REQUEST_TOO_LARGE; the EHR receives nothing', async () => {
@@ -257,7 +314,7 @@ describe('writes enabled for the issuer, tighter limits (issue #4 points 1, 2, 3
   });
 
   it('answers an EHR answer over proxy.maxResponseMegabytes with a complete 502 RESPONSE_TOO_LARGE OperationOutcome, never a truncated body', async () => {
-    const response = await me.browser.fetch(`${me.fhirBaseUrl}/Binary/big`);
+    const response = await me.browser.fetch(`${me.fhirBaseUrl}/Binary/${BIG_BINARY_ID}`);
     const text = await response.text();
     expect(response.status).toBe(502);
     expect(JSON.parse(text)).toMatchObject({ resourceType: 'OperationOutcome' });
@@ -265,14 +322,19 @@ describe('writes enabled for the issuer, tighter limits (issue #4 points 1, 2, 3
   });
 
   it('answers 504 UPSTREAM_TIMEOUT after proxy.timeoutSeconds', async () => {
+    stack.sandbox.faults.fhirDelayMs = 3000;
     const started = Date.now();
-    const { status, body } = await me.browser.call(`${me.fhirBaseUrl}/Observation?patient=${me.patient}&_test=slow`);
+    const { status, body } = await me.browser.call(`${me.fhirBaseUrl}/Observation?patient=${me.patient}`);
     expect([status, outcomeCode(body)]).toEqual([504, 'UPSTREAM_TIMEOUT']);
     expect(Date.now() - started).toBeLessThan(2900);
   });
 
   it('answers 502 UPSTREAM_UNAVAILABLE when the EHR connection breaks', async () => {
-    const { status, body } = await me.browser.call(`${me.fhirBaseUrl}/Observation?patient=${me.patient}&_test=drop`);
+    stack.sandbox.faults.fhirDropConnection = true;
+    const before = stack.exchanges.length;
+    const { status, body } = await me.browser.call(`${me.fhirBaseUrl}/Observation?patient=${me.patient}`);
     expect([status, outcomeCode(body)]).toEqual([502, 'UPSTREAM_UNAVAILABLE']);
+    // The sandbox had begun its answer (status and headers arrived) when the connection broke.
+    expect(stack.exchanges.slice(before).map((e) => e.response?.status)).toEqual([200]);
   });
 });

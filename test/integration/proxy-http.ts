@@ -1,4 +1,6 @@
 import { request as httpRequest } from 'node:http';
+import type { HttpClient } from '../../shared/core/ports.js';
+import { watchingFetch, type Observed } from './stack-fixture.js';
 
 export interface RawAnswer {
   readonly status: number;
@@ -48,4 +50,39 @@ export function rawRequest(
 /** The stable error code of a proxy OperationOutcome. */
 export function outcomeCode(json: unknown): string | undefined {
   return (json as { issue?: Array<{ details?: { coding?: Array<{ code?: string }> } }> } | undefined)?.issue?.[0]?.details?.coding?.[0]?.code;
+}
+
+/** One request the API sent to the EHR, and the head of the EHR's answer (absent when it failed). */
+export interface Exchange {
+  readonly method: string;
+  readonly url: string;
+  readonly headers: Headers;
+  /** The request body as sent, byte for byte. */
+  readonly body: Buffer | undefined;
+  response?: { readonly status: number; readonly headers: Headers };
+}
+
+function bodyBytes(body: RequestInit['body']): Buffer | undefined {
+  if (body === undefined || body === null) return undefined;
+  if (typeof body === 'string') return Buffer.from(body, 'utf8');
+  if (body instanceof URLSearchParams) return Buffer.from(body.toString(), 'utf8');
+  if (ArrayBuffer.isView(body)) return Buffer.from(body.buffer, body.byteOffset, body.byteLength);
+  if (body instanceof ArrayBuffer) return Buffer.from(body);
+  throw new Error('recordingFetch: a body of another kind');
+}
+
+/**
+ * The API's outbound HTTP client for tests that look at the wire between the API and the sandbox
+ * EHR: `watchingFetch` (every URL, the secrets) plus each request's method, headers and body and the
+ * answer's status and headers. It watches only: every request goes to its URL with the real fetch.
+ */
+export function recordingFetch(observed: Observed, exchanges: Exchange[]): HttpClient {
+  const watching = watchingFetch(observed);
+  return async (url, init) => {
+    const exchange: Exchange = { method: init?.method ?? 'GET', url, headers: new Headers(init?.headers), body: bodyBytes(init?.body) };
+    exchanges.push(exchange);
+    const response = await watching(url, init);
+    exchange.response = { status: response.status, headers: response.headers };
+    return response;
+  };
 }

@@ -3,21 +3,25 @@ import { createServer, type Server } from 'node:http';
 import { Client as FhirKitClient } from 'fhir-kit-client';
 import smart from 'fhirclient';
 import type FhirClientClass from 'fhirclient/lib/FhirClient.js';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { generateSandboxData } from '../../local/sandbox/data.js';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { bigBinary } from '../../local/sandbox/binaries.js';
+import { BIG_BINARY_ID, generateSandboxData, summaryPdfId } from '../../local/sandbox/data.js';
+import { toFhirXml } from '../../local/sandbox/fhir-xml.js';
 import { BrowserClient } from './browser-client.js';
-import { PDF_BYTES, startEhrExtension, XML_DOCUMENT, type EhrExtension } from './proxy-ehr.js';
-import { outcomeCode, rawRequest } from './proxy-http.js';
+import { outcomeCode, rawRequest, recordingFetch, type Exchange } from './proxy-http.js';
 import { ehrLaunch, sessionIdFrom, startFixture, type Fixture, type Observed } from './stack-fixture.js';
 
 /*
  * The FHIR proxy over real HTTP (issue #4): the local runner (the same handlers as Lambda, the
- * streaming one for the proxy) in front of the sandbox EHR, with real FHIR client libraries.
+ * streaming one for the proxy) in front of the sandbox EHR, with real FHIR client libraries. The
+ * sandbox is the EHR for everything here (10 MB Binary, PDF, XML, gzip, POST _search, compartment
+ * search, $everything, its 401 switch); the API's HTTP client only records what crosses the wire.
  */
 
 let fixture: Fixture;
-let extension: EhrExtension;
 let observed: Observed;
+/** What the API sent to the sandbox, with the heads of its answers. */
+const exchanges: Exchange[] = [];
 let decoy: Server;
 let decoyHits = 0;
 let decoyOrigin = '';
@@ -25,11 +29,8 @@ let decoyOrigin = '';
 const data = generateSandboxData();
 
 beforeAll(async () => {
-  extension = await startEhrExtension();
   observed = { secrets: new Set(), requests: [], tokenResponses: [] };
-  const http = extension.http(observed);
-  fixture = await startFixture({ http: (url, init) => (extension.sandboxFhirBase === '' ? fetch(url, init) : http(url, init)) });
-  extension.sandboxFhirBase = fixture.stack.sandbox!.fhirBaseUrl;
+  fixture = await startFixture({ http: recordingFetch(observed, exchanges) });
   decoy = createServer((_req, res) => {
     decoyHits++;
     res.end('{}');
@@ -40,7 +41,6 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await fixture?.close();
-  await extension?.close();
   await new Promise<void>((done) => (decoy ? decoy.close(() => done()) : done()));
 });
 
@@ -72,8 +72,11 @@ beforeAll(async () => {
 
 const observationsOf = (patient: string) => data.observations.filter((o) => o.subject?.reference === `Patient/${patient}`);
 const conditionsOf = (patient: string) => data.conditions.filter((c) => c.subject?.reference === `Patient/${patient}`);
+/** `Patient/$everything` at the sandbox: the patient and its compartment (encounters, conditions, observations, documents). */
+const everythingOf = (patient: string) =>
+  1 + [data.encounters, data.conditions, data.observations, data.documents].reduce((n, list) => n + list.filter((r) => r.subject?.reference === `Patient/${patient}`).length, 0);
 
-/** Requests the API sent to the EHR (sandbox or extension) since `before`. */
+/** Requests the API sent to the EHR since `before`. */
 const sentSince = (before: number) => observed.requests.slice(before);
 
 describe('real FHIR clients against fhirBaseUrl with the session cookie (issue #4, SMART-FHIR-01/02)', () => {
@@ -138,7 +141,7 @@ describe('real FHIR clients against fhirBaseUrl with the session cookie (issue #
 
   it('fhir-kit-client: searches with POST _search (form body) and in the patient compartment', async () => {
     const client = new FhirKitClient({ baseUrl: amy.fhirBaseUrl, customHeaders: { cookie: amy.cookie } });
-    const before = extension.hits.length;
+    const before = exchanges.length;
 
     const posted = (await client.search({ resourceType: 'Condition', searchParams: { patient: amy.patient }, options: { postSearch: true } })) as unknown as { total: number };
     const compartment = (await client.search({ resourceType: 'Condition', compartment: { resourceType: 'Patient', id: amy.patient } })) as unknown as {
@@ -146,11 +149,13 @@ describe('real FHIR clients against fhirBaseUrl with the session cookie (issue #
     };
 
     expect(posted.total).toBe(conditionsOf(amy.patient).length);
-    const hit = extension.hits.slice(before).find((h) => h.method === 'POST');
-    expect(hit?.path).toBe('/fhir/Condition/_search');
-    expect(hit?.body.toString()).toBe(`patient=${amy.patient}`);
+    const post = exchanges.slice(before).find((e) => e.method === 'POST');
+    expect(post?.url).toBe(`${sandbox().fhirBaseUrl}/Condition/_search`);
+    expect(post?.headers.get('content-type')).toMatch(/^application\/x-www-form-urlencoded/);
+    expect(post?.body?.toString()).toBe(`patient=${amy.patient}`);
+    expect(post?.response?.status).toBe(200);
     expect(compartment.total).toBe(conditionsOf(amy.patient).length);
-    expect(extension.hits.slice(before).some((h) => h.path === `/fhir/Patient/${amy.patient}/Condition`)).toBe(true);
+    expect(exchanges.slice(before).some((e) => e.method === 'GET' && new URL(e.url).pathname === `/fhir/Patient/${amy.patient}/Condition`)).toBe(true);
   });
 });
 
@@ -205,9 +210,17 @@ describe('interactions (issue #4 point 1)', () => {
 
     for (const answer of [viaGet, viaPost]) {
       expect(answer.status).toBe(200);
-      const bundle = answer.body as { link: Array<{ relation: string; url: string }> };
-      expect(bundle.link.find((l) => l.relation === 'next')?.url.startsWith(`${amy.fhirBaseUrl}/Observation?`)).toBe(true);
+      const bundle = answer.body as { total: number; link: Array<{ relation: string; url: string }>; entry: Array<{ fullUrl: string; resource: { resourceType: string } }> };
+      expect(bundle.total).toBe(everythingOf(amy.patient));
+      expect(bundle.entry[0]?.resource.resourceType).toBe('Patient');
+      expect(bundle.entry.every((e) => e.fullUrl.startsWith(`${amy.fhirBaseUrl}/`))).toBe(true);
+      expect(bundle.link.find((l) => l.relation === 'next')?.url.startsWith(`${amy.fhirBaseUrl}/Patient/${amy.patient}/$everything?`)).toBe(true);
     }
+    // The rewritten next link pages on through the proxy.
+    const next = (viaGet.body as { link: Array<{ relation: string; url: string }> }).link.find((l) => l.relation === 'next')!.url;
+    const page2 = await amy.browser.call(next);
+    expect(page2.status).toBe(200);
+    expect((page2.body as { entry: unknown[] }).entry).toHaveLength(5);
   });
 
   it('passes the EHR’s 4xx bodies through (SMART-SCOPE-08)', async () => {
@@ -219,39 +232,53 @@ describe('interactions (issue #4 point 1)', () => {
 });
 
 describe('bodies pass through byte for byte (issue #4 point 3)', () => {
+  const sha256 = (bytes: Buffer) => createHash('sha256').update(bytes).digest('hex');
+
   it('a 10 MB Binary arrives byte-exact, streamed by the local runner as Lambda streams it', async () => {
-    const response = await amy.browser.fetch(`${amy.fhirBaseUrl}/Binary/big`);
+    const response = await amy.browser.fetch(`${amy.fhirBaseUrl}/Binary/${BIG_BINARY_ID}`);
     const bytes = Buffer.from(await response.arrayBuffer());
 
     expect(response.status).toBe(200);
     expect(response.headers.get('content-type')).toBe('application/octet-stream');
     expect(response.headers.get('x-correlation-id')).toMatch(/^[0-9a-f-]{36}$/);
     expect(response.headers.get('transfer-encoding')).toBe('chunked');
-    expect(bytes.length).toBe(extension.binary.length);
-    expect(createHash('sha256').update(bytes).digest('hex')).toBe(createHash('sha256').update(extension.binary).digest('hex'));
+    expect(bytes.length).toBe(bigBinary().length);
+    expect(sha256(bytes)).toBe(sha256(bigBinary()));
   });
 
   it('a PDF arrives byte-exact; the EHR’s Set-Cookie and other headers are dropped', async () => {
-    const response = await amy.browser.fetch(`${amy.fhirBaseUrl}/Binary/pdf`);
+    const before = exchanges.length;
+    const response = await amy.browser.fetch(`${amy.fhirBaseUrl}/Binary/${summaryPdfId(amy.patient)}`);
     const bytes = Buffer.from(await response.arrayBuffer());
 
     expect(response.headers.get('content-type')).toBe('application/pdf');
-    expect(Buffer.compare(bytes, PDF_BYTES)).toBe(0);
+    expect(Buffer.compare(bytes, data.binaryContent.get(summaryPdfId(amy.patient))!())).toBe(0);
+    // The sandbox sent a cookie and a node header (as a content server behind a sticky load balancer)...
+    const upstream = exchanges.slice(before).find((e) => e.url.endsWith(`/Binary/${summaryPdfId(amy.patient)}`))?.response?.headers;
+    expect(upstream?.getSetCookie()).toHaveLength(1);
+    expect(upstream?.get('x-content-node')).toBe('sandbox-1');
+    // ...which the browser never sees.
     expect(response.headers.getSetCookie()).toEqual([]);
-    expect(response.headers.get('x-ehr-node')).toBeNull();
+    expect(response.headers.get('x-content-node')).toBeNull();
   });
 
   it('FHIR XML arrives byte-exact with its content type', async () => {
-    const response = await amy.browser.fetch(`${amy.fhirBaseUrl}/DocumentReference/xml`, { headers: { accept: 'application/fhir+xml' } });
+    const document = data.documents.find((d) => d.subject?.reference === `Patient/${amy.patient}`)!;
+    const response = await amy.browser.fetch(`${amy.fhirBaseUrl}/DocumentReference/${document.id}`, { headers: { accept: 'application/fhir+xml' } });
     expect(response.headers.get('content-type')).toBe('application/fhir+xml; charset=utf-8');
-    expect(Buffer.compare(Buffer.from(await response.arrayBuffer()), XML_DOCUMENT)).toBe(0);
+    expect(Buffer.compare(Buffer.from(await response.arrayBuffer()), Buffer.from(toFhirXml(document), 'utf8'))).toBe(0);
   });
 
   it('a gzip-compressed EHR answer arrives decoded, without a stale Content-Encoding, links rewritten', async () => {
-    const response = await amy.browser.fetch(`${amy.fhirBaseUrl}/Observation?patient=${amy.patient}&_count=5&_test=gzip`, { headers: { 'accept-encoding': 'gzip' } });
+    const before = exchanges.length;
+    const response = await amy.browser.fetch(`${amy.fhirBaseUrl}/Observation?patient=${amy.patient}&_count=5`, { headers: { 'accept-encoding': 'gzip' } });
     const text = Buffer.from(await response.arrayBuffer()).toString('utf8');
 
     expect(response.status).toBe(200);
+    // The sandbox compressed its answer; the proxy delivers it decoded.
+    const upstream = exchanges.slice(before).find((e) => e.url.includes('/Observation?'));
+    expect(upstream?.headers.get('accept-encoding')).toBe('gzip');
+    expect(upstream?.response?.headers.get('content-encoding')).toBe('gzip');
     expect(response.headers.get('content-encoding')).toBeNull();
     const bundle = JSON.parse(text) as { total: number; link: Array<{ url: string }> };
     expect(bundle.total).toBe(observationsOf(amy.patient).length);
@@ -260,22 +287,30 @@ describe('bodies pass through byte for byte (issue #4 point 3)', () => {
 });
 
 describe('token renewal on an EHR 401 (SMART-FHIR-04, issue #4 point 5)', () => {
+  afterEach(() => sandbox().clearFaults());
+
   it('renews once and retries when the EHR answers 401', async () => {
     const me = await signIn(0);
-    extension.unauthorizedOnce = 0;
     const refreshesBefore = sandbox().stats.tokenRequests.refresh_token ?? 0;
+    const before = exchanges.length;
+    sandbox().faults.fhir401 = 'once';
 
-    const { status, body } = await me.browser.call(`${me.fhirBaseUrl}/Observation?patient=${me.patient}&_count=1&_test=401-once`);
+    const { status, body } = await me.browser.call(`${me.fhirBaseUrl}/Observation?patient=${me.patient}&_count=1`);
 
     expect(status).toBe(200);
     expect(body).toMatchObject({ resourceType: 'Bundle' });
     expect(sandbox().stats.tokenRequests.refresh_token ?? 0).toBe(refreshesBefore + 1);
+    expect(sandbox().faults.fhir401).toBeUndefined(); // used up by the first attempt
+    const attempts = exchanges.slice(before).filter((e) => e.url.includes('/Observation?'));
+    expect(attempts.map((e) => e.response?.status)).toEqual([401, 200]);
+    expect(attempts[0]?.headers.get('authorization')).not.toBe(attempts[1]?.headers.get('authorization'));
   });
 
   it('answers 401 UPSTREAM_UNAUTHORIZED with a relaunch hint when the renewed token is refused too', async () => {
     const me = await signIn(0);
+    sandbox().faults.fhir401 = 'always';
 
-    const { status, body } = await me.browser.call(`${me.fhirBaseUrl}/Observation?patient=${me.patient}&_test=401-always`);
+    const { status, body } = await me.browser.call(`${me.fhirBaseUrl}/Observation?patient=${me.patient}`);
 
     expect(status).toBe(401);
     expect(outcomeCode(body)).toBe('UPSTREAM_UNAUTHORIZED');
@@ -374,7 +409,7 @@ describe('bad input gets a 4xx OperationOutcome with a code; nothing reaches the
     ['a path with too many segments', { path: 'Patient/x/_history/1/y' }, 400, 'PROXY_REQUEST_INVALID'],
     ['a bad operation name', { path: 'Patient/$' }, 400, 'PROXY_REQUEST_INVALID'],
     ['HEAD', { path: 'Patient', method: 'HEAD' }, 405, undefined],
-    ['OPTIONS', { path: 'Patient', method: 'OPTIONS' }, 405, 'METHOD_NOT_ALLOWED'],
+    ['OPTIONS (a CORS preflight: the API answers it itself)', { path: 'Patient', method: 'OPTIONS' }, 204, undefined],
     ['TRACE', { path: 'Patient', method: 'TRACE' }, 405, 'METHOD_NOT_ALLOWED'],
     ['POST on an instance', { path: 'Patient/x', method: 'POST', headers: { 'content-type': 'application/fhir+json' }, body: '{}' }, 405, 'METHOD_NOT_ALLOWED'],
     ['a create (writes are off by default)', { path: 'Observation', method: 'POST', headers: { 'content-type': 'application/fhir+json' }, body: '{"resourceType":"Observation"}' }, 405, 'WRITES_DISABLED'],

@@ -187,3 +187,45 @@ export async function getJson<T = Record<string, unknown>>(
   });
   return { status: response.status, body: (await response.json()) as T, headers: response.headers };
 }
+
+/**
+ * An EHR launch from the sandbox's EHR page, end to end, for tests that only need its token
+ * response: launch, authorize (PKCE S256), code exchange with client_secret_basic.
+ */
+export async function ehrLaunchToken(
+  sandbox: { readonly url: string; readonly fhirBaseUrl: string },
+  client: { readonly clientId: string; readonly clientSecret: string; readonly redirectUri: string },
+  patient: string,
+  scope: string,
+): Promise<Record<string, unknown>> {
+  const config = (await getJson<{ authorization_endpoint: string; token_endpoint: string }>(`${sandbox.fhirBaseUrl}/.well-known/smart-configuration`)).body;
+  const jar = new CookieJar();
+  const launchPage = await browserGet(new URL(`/ehr/launch?patient=${encodeURIComponent(patient)}`, sandbox.url), jar);
+  const launch = new URL(launchPage.headers.get('location') ?? '').searchParams.get('launch') ?? '';
+  const pkce = createPkce();
+  const url = buildAuthorizeUrl({
+    authorizationEndpoint: config.authorization_endpoint,
+    clientId: client.clientId,
+    redirectUri: client.redirectUri,
+    scope,
+    aud: sandbox.fhirBaseUrl,
+    state: randomToken(),
+    launch,
+    codeChallenge: pkce.challenge,
+    codeChallengeMethod: 'S256',
+  });
+  const stop = await followRedirects(await browserGet(url, jar), url, sandbox.url, jar);
+  const code = stop.kind === 'left-origin' ? stop.location.searchParams.get('code') : null;
+  if (code === null) {
+    throw new Error(`the launch did not return a code (${stop.kind === 'page' ? `page ${stop.response.status}` : stop.location.href})`);
+  }
+  const token = await postForm(
+    config.token_endpoint,
+    { grant_type: 'authorization_code', code, redirect_uri: client.redirectUri, code_verifier: pkce.verifier },
+    basicAuth(client.clientId, client.clientSecret),
+  );
+  if (token.status !== 200) {
+    throw new Error(`the token endpoint answered ${token.status}: ${JSON.stringify(token.body)}`);
+  }
+  return token.body;
+}
