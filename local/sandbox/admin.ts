@@ -61,6 +61,39 @@ function methodNotAllowed(res: ServerResponse, allow: string): void {
   sendJson(res, 405, { error: 'method_not_allowed', allow }, { ...NO_STORE, Allow: allow });
 }
 
+/**
+ * `GET` answers the switches in force; `POST` validates a JSON patch with `schema`, applies it, and
+ * answers the result. The same for every set of switches (faults, quirks).
+ */
+async function getOrPatch<T extends object, P>(
+  req: IncomingMessage,
+  res: ServerResponse,
+  target: T,
+  schema: z.ZodType<P>,
+  apply: (target: T, patch: P) => void,
+): Promise<void> {
+  if (req.method === 'GET') {
+    sendJson(res, 200, target, NO_STORE);
+    return;
+  }
+  if (req.method !== 'POST') {
+    methodNotAllowed(res, 'GET, POST');
+    return;
+  }
+  const body = await readJson(req);
+  if (!body.ok) {
+    sendJson(res, body.status, { error: 'invalid_request', message: body.message }, NO_STORE);
+    return;
+  }
+  const patch = schema.safeParse(body.value);
+  if (!patch.success) {
+    sendJson(res, 400, { error: 'invalid_request', message: z.prettifyError(patch.error) }, NO_STORE);
+    return;
+  }
+  apply(target, patch.data);
+  sendJson(res, 200, target, NO_STORE);
+}
+
 /** Answers `/admin/*`; `subPath` is the path below `/admin`. */
 export async function handleAdmin(req: IncomingMessage, res: ServerResponse, subPath: string, controls: AdminControls): Promise<void> {
   if (!isLoopbackAddress(req.socket.remoteAddress) || !isLoopbackHost(req.headers.host)) {
@@ -83,56 +116,16 @@ export async function handleAdmin(req: IncomingMessage, res: ServerResponse, sub
       controls.resetStats();
       sendJson(res, 200, snapshotStats(controls.stats), NO_STORE);
       return;
-    case '/faults': {
-      if (req.method === 'GET') {
-        sendJson(res, 200, controls.faults, NO_STORE);
-        return;
-      }
-      if (req.method !== 'POST') {
-        methodNotAllowed(res, 'GET, POST');
-        return;
-      }
-      const body = await readJson(req);
-      if (!body.ok) {
-        sendJson(res, body.status, { error: 'invalid_request', message: body.message }, NO_STORE);
-        return;
-      }
-      const patch = FaultsPatchSchema.safeParse(body.value);
-      if (!patch.success) {
-        sendJson(res, 400, { error: 'invalid_request', message: z.prettifyError(patch.error) }, NO_STORE);
-        return;
-      }
-      applyFaultsPatch(controls.faults, patch.data);
-      sendJson(res, 200, controls.faults, NO_STORE);
+    case '/faults':
+      await getOrPatch(req, res, controls.faults, FaultsPatchSchema, applyFaultsPatch);
       return;
-    }
-    case '/quirks': {
+    case '/quirks':
       if (controls.quirks === undefined) {
         sendJson(res, 404, { error: 'not_found', message: `nothing is served at ${ADMIN_PATH}${subPath}` }, NO_STORE);
         return;
       }
-      if (req.method === 'GET') {
-        sendJson(res, 200, controls.quirks, NO_STORE);
-        return;
-      }
-      if (req.method !== 'POST') {
-        methodNotAllowed(res, 'GET, POST');
-        return;
-      }
-      const body = await readJson(req);
-      if (!body.ok) {
-        sendJson(res, body.status, { error: 'invalid_request', message: body.message }, NO_STORE);
-        return;
-      }
-      const patch = QuirksPatchSchema.safeParse(body.value);
-      if (!patch.success) {
-        sendJson(res, 400, { error: 'invalid_request', message: z.prettifyError(patch.error) }, NO_STORE);
-        return;
-      }
-      applyQuirksPatch(controls.quirks, patch.data);
-      sendJson(res, 200, controls.quirks, NO_STORE);
+      await getOrPatch(req, res, controls.quirks, QuirksPatchSchema, applyQuirksPatch);
       return;
-    }
     case '/revoke-grant': {
       if (req.method !== 'POST') {
         methodNotAllowed(res, 'POST');
