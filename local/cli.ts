@@ -57,6 +57,7 @@ async function main(): Promise<void> {
     'smart-launch is running',
     `  API         ${stack.apiUrl}`,
     `  app         ${stack.appUrl}`,
+    `  register    launch ${stack.config.publicUrl}/launch · redirect ${stack.config.publicUrl}/callback · JWKS ${stack.config.publicUrl}/.well-known/jwks.json`,
     `  customer    ${stack.config.customer} (${stack.config.issuers.length} issuer${stack.config.issuers.length === 1 ? '' : 's'})`,
   ];
   if (stack.sandbox) {
