@@ -295,14 +295,11 @@ const SessionItemSchema = CommonItemSchema.extend({
   leaseUntil: IntegerN.optional(),
 });
 
-function parseTransaction(item: Item): TransactionRecord {
-  const parsed = TransactionItemSchema.safeParse(item);
-  if (!parsed.success) throw malformed('transaction', parsed.error);
-  const v = parsed.data;
+/** The attributes every record kind shares, from a validated item. */
+function commonRecord(v: z.output<typeof CommonItemSchema>): CommonRecord {
   return {
     key: v[PK].S,
     iss: v.iss.S,
-    sessionKey: v.sessionKey.S,
     bindingHash: v.bindingHash.S,
     endpoints: v.endpoints,
     wrappedKey: v.wrappedKey,
@@ -312,22 +309,16 @@ function parseTransaction(item: Item): TransactionRecord {
   };
 }
 
+function parseTransaction(item: Item): TransactionRecord {
+  const parsed = TransactionItemSchema.safeParse(item);
+  if (!parsed.success) throw malformed('transaction', parsed.error);
+  return { ...commonRecord(parsed.data), sessionKey: parsed.data.sessionKey.S };
+}
+
 function parseSession(item: Item): SessionRecord {
   const parsed = SessionItemSchema.safeParse(item);
   if (!parsed.success) throw malformed('session', parsed.error);
-  const v = parsed.data;
-  return {
-    key: v[PK].S,
-    iss: v.iss.S,
-    bindingHash: v.bindingHash.S,
-    endpoints: v.endpoints,
-    wrappedKey: v.wrappedKey,
-    sealed: v.sealed,
-    createdAt: v.createdAt,
-    expiresAt: v[TTL],
-    revision: v.revision,
-    leaseUntil: v.leaseUntil,
-  };
+  return { ...commonRecord(parsed.data), revision: parsed.data.revision, leaseUntil: parsed.data.leaseUntil };
 }
 
 function malformed(kind: string, error: z.ZodError): SmartError {
