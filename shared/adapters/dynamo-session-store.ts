@@ -8,7 +8,7 @@ import {
 } from '@aws-sdk/client-dynamodb';
 import { z } from 'zod';
 import { SmartError } from '../core/errors.js';
-import type { AuthServerEndpoints, RefreshLease, RefreshResult, SessionRecord, SessionStore, TransactionRecord } from '../core/ports.js';
+import type { RefreshLease, RefreshResult, SessionRecord, SessionStore, StoredRecord, TransactionRecord } from '../core/ports.js';
 import { TABLE } from './table.js';
 
 /**
@@ -204,18 +204,7 @@ export class DynamoSessionStore implements SessionStore {
 
 type Kind = 'txn' | 'session';
 
-interface CommonRecord {
-  readonly key: string;
-  readonly iss: string;
-  readonly bindingHash: string;
-  readonly endpoints: AuthServerEndpoints;
-  readonly wrappedKey: Uint8Array;
-  readonly sealed: Uint8Array;
-  readonly createdAt: number;
-  readonly expiresAt: number;
-}
-
-function commonAttributes(record: CommonRecord, kind: Kind): Item {
+function commonAttributes(record: StoredRecord, kind: Kind): Item {
   return {
     [PK]: { S: record.key },
     kind: { S: kind },
@@ -296,7 +285,7 @@ const SessionItemSchema = CommonItemSchema.extend({
 });
 
 /** The attributes every record kind shares, from a validated item. */
-function commonRecord(v: z.output<typeof CommonItemSchema>): CommonRecord {
+function commonRecord(v: z.output<typeof CommonItemSchema>): StoredRecord {
   return {
     key: v[PK].S,
     iss: v.iss.S,

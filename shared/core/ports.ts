@@ -89,17 +89,12 @@ export interface AuthServerEndpoints {
   readonly issParameterSupported?: boolean | undefined;
 }
 
-/**
- * A pending authorization (one per launch). Stored under `txn#<hash of state>`, consumed exactly
- * once by the callback. Secrets (PKCE verifier, nonce, session id, launch) are inside `sealed`.
- */
-export interface TransactionRecord {
+/** What every stored record has: its key, the launch's issuer and browser binding, and its sealed secrets. */
+export interface StoredRecord {
   readonly key: string;
   /** The exact `iss` (FHIR base URL) of the launch. */
   readonly iss: string;
-  /** `ses#<hash of session id>` of the session this launch will create. */
-  readonly sessionKey: string;
-  /** Hash of the browser-binding cookie value of the browser that started the launch. */
+  /** Hash of the browser-binding cookie value of the browser the record is bound to. */
   readonly bindingHash: string;
   readonly endpoints: AuthServerEndpoints;
   readonly wrappedKey: Uint8Array;
@@ -110,18 +105,17 @@ export interface TransactionRecord {
   readonly expiresAt: number;
 }
 
+/**
+ * A pending authorization (one per launch). Stored under `txn#<hash of state>`, consumed exactly
+ * once by the callback. Secrets (PKCE verifier, nonce, session id, launch) are inside `sealed`.
+ */
+export interface TransactionRecord extends StoredRecord {
+  /** `ses#<hash of session id>` of the session this launch will create. */
+  readonly sessionKey: string;
+}
+
 /** A signed-in launch. Stored under `ses#<hash of session id>`; tokens and context are inside `sealed`. */
-export interface SessionRecord {
-  readonly key: string;
-  readonly iss: string;
-  readonly bindingHash: string;
-  readonly endpoints: AuthServerEndpoints;
-  readonly wrappedKey: Uint8Array;
-  readonly sealed: Uint8Array;
-  /** Epoch seconds. */
-  readonly createdAt: number;
-  /** Epoch seconds; also the DynamoDB TTL attribute. */
-  readonly expiresAt: number;
+export interface SessionRecord extends StoredRecord {
   /** Incremented on every rewrite; conditional updates compare it. */
   readonly revision: number;
   /** Epoch milliseconds until which a refresh lease is held, when one is. */
