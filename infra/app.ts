@@ -1,9 +1,10 @@
 import { join, resolve } from 'node:path';
-import { App } from 'aws-cdk-lib';
+import { App, Validations } from 'aws-cdk-lib';
 import { PROJECT_ROOT } from './constructs/smart-launch.js';
 import { CustomerFilesError } from './customers.js';
 import { addCustomerStacks, environmentFromProcess } from './customer-stacks.js';
 import { addNagChecks } from './nag.js';
+import { TemplateChecks } from './template-checks.js';
 
 /**
  * The CDK app (`cdk.json`: `npx tsx infra/app.ts`): one `SmartLaunch-<customer>` stack per file in
@@ -36,4 +37,6 @@ try {
 }
 
 addNagChecks(app);
+// Literal-only fields, limits and timeouts: what cdk-nag does not check and only a deploy would find.
+Validations.of(app).addPlugins(new TemplateChecks());
 app.synth();

@@ -35,10 +35,13 @@ export class SmartLaunchStack extends Stack {
     new CfnOutput(this, 'JwksUrl', { value: this.smartLaunch.jwksUrl, description: 'Public keys of this client (private_key_jwt)' });
     new CfnOutput(this, 'ApiUrl', { value: this.smartLaunch.apiUrl, description: 'The API stage itself (execute-api)' });
     const domain = this.smartLaunch.api.domain;
-    if (domain) {
+    const domainName = props.smartLaunch?.api?.customDomain?.domainName;
+    if (domain && domainName) {
       new CfnOutput(this, 'CustomDomainTarget', {
         value: domain.domainNameAliasDomainName,
-        description: `DNS: point ${domain.domainName} (CNAME or alias) at this regional API Gateway domain`,
+        // CloudFormation takes only a literal string here (no Ref, no Fn::Join): the name from the
+        // stack options, never the domain resource's token.
+        description: `DNS: point ${domainName} (CNAME or alias) at this regional API Gateway domain`,
       });
     }
     new CfnOutput(this, 'AlarmTopicArn', { value: this.smartLaunch.monitoring.topic.topicArn, description: 'Subscribe on-call here' });
