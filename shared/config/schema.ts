@@ -37,6 +37,65 @@ const secureUrl = (mode: ConfigMode, what: string) =>
 
 const SECRET_ARN = /^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:.+$/;
 
+/** The region and account of a Secrets Manager secret ARN (full or partial), or undefined for anything else. */
+export function secretArnParts(arn: string): { region: string; account: string; name: string } | undefined {
+  const match = /^arn:aws[a-z-]*:secretsmanager:([a-z0-9-]+):(\d{12}):secret:(.+)$/.exec(arn);
+  return match ? { region: match[1]!, account: match[2]!, name: match[3]! } : undefined;
+}
+
+/**
+ * Hosts under these suffixes belong to different owners (they are on the Public Suffix List), so
+ * each host is a site of its own: API Gateway, CloudFront and the usual app hosting domains.
+ */
+const SHARED_HOST_SUFFIXES = [
+  'amazonaws.com', 'amazonaws.com.cn', 'cloudfront.net', 'awsapprunner.com', 'amplifyapp.com', 'on.aws',
+  'github.io', 'herokuapp.com', 'azurewebsites.net', 'azurestaticapps.net', 'vercel.app', 'netlify.app',
+  'pages.dev', 'workers.dev', 'web.app', 'firebaseapp.com', 'appspot.com', 'onrender.com', 'fly.dev',
+];
+/** Second-level labels that, under a two-letter country code, form a public suffix (`co.uk`, `com.au`). */
+const COUNTRY_SECOND_LEVELS = new Set(['co', 'com', 'org', 'net', 'ac', 'gov', 'edu', 'ne', 'or', 'go', 'gv', 'nhs']);
+
+/**
+ * The site (scheme-less registrable domain) a browser files a host under, for the cookie rules:
+ * an approximation of the Public Suffix List that errs towards "different sites" on shared hosts.
+ */
+export function siteOf(hostname: string): string {
+  const host = hostname.toLowerCase().replace(/\.$/, '');
+  if (/^[\d.]+$/.test(host) || host.startsWith('[') || !host.includes('.')) return host;
+  if (SHARED_HOST_SUFFIXES.some((suffix) => host === suffix || host.endsWith(`.${suffix}`))) return host;
+  const labels = host.split('.');
+  const last = labels[labels.length - 1]!;
+  const keep = last.length === 2 && labels.length >= 3 && COUNTRY_SECOND_LEVELS.has(labels[labels.length - 2]!) ? 3 : 2;
+  return labels.slice(-keep).join('.');
+}
+
+/**
+ * Why the browser-binding cookie cannot reach `/sessions` for this `publicUrl`/`app.url` pair, or
+ * undefined when it can. The cookie is host-only on publicUrl's host (`__Host-`); the app calls the
+ * session routes with `fetch(…, { credentials: 'include' })`. From another site, `SameSite=Lax` is
+ * never sent, and `SameSite=None` is `Partitioned` (CHIPS): stored under the top-level site of the
+ * `/callback` navigation (the API's own site in a top-level launch), so a page on the app's site
+ * never sees it. Locally both run on localhost, which is one site.
+ */
+export function cookieSiteProblem(publicUrl: string, appUrl: string): string | undefined {
+  let api: string;
+  let app: string;
+  try {
+    api = siteOf(new URL(publicUrl).hostname);
+    app = siteOf(new URL(appUrl).hostname);
+  } catch {
+    return undefined; // the URLs themselves are reported invalid elsewhere
+  }
+  if (api === app) return undefined;
+  return (
+    `app.url (site ${app}) and publicUrl (site ${api}) are on different sites, so the browser-binding cookie set on ` +
+    `publicUrl's host never reaches the app's calls to /sessions (SameSite=Lax is not sent cross-site; SameSite=None is ` +
+    `Partitioned into the API's own site) and every session call would answer SESSION_NOT_BOUND. Fix: serve publicUrl from ` +
+    `a custom domain on the app's site (e.g. https://smart.${app}, "customDomain" in the stack options), or serve the app ` +
+    `on publicUrl's site; "cookie.browserBinding": false also works but drops the binding of the session to the browser`
+  );
+}
+
 /** The FHIR write interactions a customer may enable per issuer (`issuers[].writes`). */
 export const WRITE_INTERACTIONS = ['create', 'update', 'patch', 'delete'] as const;
 export type WriteInteraction = (typeof WRITE_INTERACTIONS)[number];
@@ -237,6 +296,10 @@ export function configSchema(mode: ConfigMode) {
       const defaults = config.issuers.filter((i) => i.default === true);
       if (defaults.length > 1) {
         ctx.addIssue({ code: 'custom', path: ['issuers'], message: 'at most one issuer may be "default": true' });
+      }
+      if (mode === 'aws' && config.cookie.browserBinding) {
+        const problem = cookieSiteProblem(config.publicUrl, config.app.url);
+        if (problem) ctx.addIssue({ code: 'custom', path: ['app', 'url'], message: problem });
       }
       const seen = new Set<string>();
       config.issuers.forEach((issuer, index) => {
