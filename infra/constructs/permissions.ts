@@ -105,11 +105,13 @@ export function encryptionContextCondition(config: Config): Record<string, Recor
 }
 
 /**
- * IAM matches the full secret ARN, which ends in `-` and six random characters. A config may name
- * a secret by its partial ARN (no suffix); then the grant covers exactly that name plus any suffix.
+ * IAM matches a secret's full ARN, which ends in `-` and six random characters; a config may name it
+ * by its partial ARN (the name alone). The two cannot be told apart by looking (a name such as
+ * `smart-launch/acme/ehr-client` also ends in `-` and six characters), so the grant names both: the
+ * ARN as written (a full ARN) and the ARN plus `-??????` (a partial ARN: that name, any suffix).
  */
-export function secretResourceArn(arn: string): string {
-  return /-[A-Za-z0-9]{6}$/.test(arn) ? arn : `${arn}-??????`;
+export function secretResourceArns(arn: string): string[] {
+  return [arn, `${arn}-??????`];
 }
 
 export interface PolicyTargets {
@@ -213,7 +215,7 @@ export function functionPolicyStatements(scope: Stack, fn: FunctionName, targets
       new iam.PolicyStatement({
         sid: 'ClientSecrets',
         actions: ['secretsmanager:GetSecretValue'],
-        resources: secretArns.map(secretResourceArn),
+        resources: secretArns.flatMap(secretResourceArns),
       }),
     );
     const keys = targets.secretKeyArns ?? [];

@@ -5,7 +5,7 @@ import { parseConfigText } from '../../shared/config/schema.js';
 import { TABLE } from '../../shared/adapters/table.js';
 import { encryptionContext, sessionKey, transactionKey } from '../../shared/core/records.js';
 import { ROUTES, type FunctionName } from '../../shared/http/routes.js';
-import { FUNCTION_ACCESS, KEY_PREFIX, secretResourceArn } from '../../infra/constructs/permissions.js';
+import { FUNCTION_ACCESS, KEY_PREFIX, secretResourceArns } from '../../infra/constructs/permissions.js';
 import { SmartLaunchStack } from '../../infra/stacks/smart-launch-stack.js';
 import { asArray, awsConfig, resourcesOf, SECRET_ARN, testApp, type Statement } from './helpers.js';
 
@@ -91,7 +91,7 @@ describe('functions', () => {
       expect(p.Handler).toBe('index.handler');
       const variables = (p.Environment as { Variables: Record<string, unknown> }).Variables;
       expect(Object.keys(variables).sort()).toEqual(
-        [ENV.config, ENV.tableName, ENV.kmsKeyId, 'NODE_OPTIONS', 'POWERTOOLS_SERVICE_NAME'].sort(),
+        [ENV.config, ENV.tableName, ENV.kmsKeyId, ENV.integrationTimeoutMs, 'NODE_OPTIONS', 'POWERTOOLS_SERVICE_NAME'].sort(),
       );
       expect(variables.NODE_OPTIONS).toBe('--enable-source-maps');
       // The functions re-validate the config at cold start: it must pass the same AWS schema.
@@ -228,11 +228,16 @@ describe('IAM', () => {
     const policies = policiesByFunction();
     for (const fn of ['launch', 'sessions', 'fhir-proxy'] as const) {
       const secrets = policies.get(fn)!.find((s) => s.Sid === 'ClientSecrets')!;
-      expect(secrets.Resource, fn).toBe(SECRET_ARN);
+      expect(secrets.Resource, fn).toEqual([SECRET_ARN, `${SECRET_ARN}-??????`]);
     }
-    expect(secretResourceArn('arn:aws:secretsmanager:us-east-1:111111111111:secret:partial-name')).toBe(
-      'arn:aws:secretsmanager:us-east-1:111111111111:secret:partial-name-??????',
-    );
+  });
+
+  it('grants a partial secret ARN whose name ends like a suffix as well as a full one', () => {
+    // `ehr-client` ends in "-" and six characters, like the random suffix of a full ARN.
+    const partial = 'arn:aws:secretsmanager:us-east-1:111111111111:secret:smart-launch/x/ehr-client';
+    expect(secretResourceArns(partial)).toEqual([partial, `${partial}-??????`]);
+    const full = 'arn:aws:secretsmanager:us-east-1:111111111111:secret:smart-launch/x/ehr-client-AbCdEf';
+    expect(secretResourceArns(full)).toContain(full);
   });
 });
 
