@@ -10,7 +10,9 @@ import { cookieOf, queryOf, type ApiEvent, type ApiResult } from '../../shared/h
 import { BINDING_COOKIE } from '../../shared/http/cookies.js';
 import { createLogger } from '../../shared/http/logger.js';
 import { BASE_HEADERS } from '../../shared/http/responses.js';
-import { streamifyResponse, writeStreamedResponse, type ResponseStream, type StreamingHandler } from './streaming.js';
+import { renderError } from '../../shared/http/error-response.js';
+import { DEADLINE_MARGIN_MS, invocationDeadline, withDeadline } from '../../shared/runtime/deadline.js';
+import { streamifyResponse, streamingCapBytes, writeStreamedResponse, type ResponseStream, type StreamingHandler } from './streaming.js';
 
 const logger = createLogger('smart-launch-fhir-proxy');
 
@@ -93,8 +95,10 @@ const rawBodies = new WeakMap<ApiResult, Uint8Array>();
 type Transport = 'buffered' | 'stream';
 
 function proxyRoute(getDeps: () => Promise<CoreDeps>, transport: Transport) {
-  return apiHandler('fhir-proxy', 'fhir', logger, async (event) => {
-    const deps = await getDeps();
+  return apiHandler('fhir-proxy', 'fhir', logger, async (event, context) => {
+    // The EHR exchange (refresh included) ends before Lambda's or API Gateway's clock does: a clear
+    // 504/503 then, never a cut-off (for a streaming integration API Gateway's clock runs to the first byte).
+    const deps = withDeadline(await getDeps(), invocationDeadline(event, context, Date.now()));
     const upstream = await proxy(event, deps, transport === 'buffered' ? BUFFERED_RESPONSE_LIMIT_BYTES : undefined);
     const headers = { ...BASE_HEADERS, ...upstream.headers };
     if (transport === 'stream') {
@@ -131,9 +135,23 @@ export function createFhirProxyHandler(getDeps: () => Promise<CoreDeps>) {
 export function createStreamingFhirProxyHandler(getDeps: () => Promise<CoreDeps>): StreamingHandler {
   const route = proxyRoute(getDeps, 'stream');
   return streamifyResponse(async (event: ApiEvent, responseStream: ResponseStream, context: Context) => {
-    const result = await route(event, context);
+    let result = await route(event, context);
     const raw = rawBodies.get(result);
-    const body = raw ?? new Uint8Array(Buffer.from(result.body ?? '', result.isBase64Encoded ? 'base64' : 'utf8'));
+    let body = raw ?? new Uint8Array(Buffer.from(result.body ?? '', result.isBase64Encoded ? 'base64' : 'utf8'));
+    // Never start a 200 that cannot finish: the body must stream whole in the time the function has left.
+    const secondsLeft = (context.getRemainingTimeInMillis() - DEADLINE_MARGIN_MS) / 1000;
+    if (body.length > streamingCapBytes(secondsLeft)) {
+      logger.error('answer too large to stream in the time left', { bytes: body.length, secondsLeft: Math.floor(secondsLeft) });
+      const correlationId = String(result.headers?.['x-correlation-id'] ?? event.requestContext?.requestId ?? 'unknown');
+      const refused = renderError(
+        new SmartError('RESPONSE_TOO_LARGE', `the FHIR server's answer (${body.length} bytes) cannot be streamed whole before the function times out`),
+        'fhir',
+        correlationId,
+      );
+      const kept = Object.fromEntries(Object.entries(result.headers ?? {}).filter(([name]) => /^(access-control-|vary$)/i.test(name)));
+      result = { ...refused, headers: { ...refused.headers, ...kept } };
+      body = new Uint8Array(Buffer.from(result.body ?? '', 'utf8'));
+    }
     const headers: Record<string, string> = {};
     for (const [name, value] of Object.entries(result.headers ?? {})) headers[name] = String(value);
     const multiValueHeaders: Record<string, string[]> = {};

@@ -86,6 +86,28 @@ export function httpResponseStream(stream: ResponseStream, prelude: StreamPrelud
 const CHUNK_BYTES = 1024 * 1024;
 
 /**
+ * What Lambda response streaming delivers in a given time: the first 6 MB go out unthrottled, then
+ * about 2 MB/s (Lambda's documented bandwidth past 6 MB; API Gateway REST streams at the same pace).
+ * Decimal megabytes, the conservative reading of both figures.
+ */
+export const STREAM_UNTHROTTLED_BYTES = 6_000_000;
+export const STREAM_BYTES_PER_SECOND = 2_000_000;
+
+/**
+ * The largest body that can be streamed whole in `seconds`. An answer that would not make it before
+ * the function times out is never started: the client gets a 502 RESPONSE_TOO_LARGE OperationOutcome
+ * instead of a 200 cut mid-body. The same figure sizes the proxy function's timeout at synth.
+ */
+export function streamingCapBytes(seconds: number): number {
+  return STREAM_UNTHROTTLED_BYTES + Math.floor(STREAM_BYTES_PER_SECOND * Math.max(0, seconds));
+}
+
+/** The seconds needed to stream `bytes` (0 within the unthrottled first 6 MB). */
+export function streamingSecondsFor(bytes: number): number {
+  return Math.max(0, bytes - STREAM_UNTHROTTLED_BYTES) / STREAM_BYTES_PER_SECOND;
+}
+
+/**
  * Writes a whole answer: prelude, then the body in 1 MB chunks with back-pressure, then ends. An empty
  * body is still one (empty) write, or the runtime would never send the prelude.
  */

@@ -1,6 +1,7 @@
 import { awsDeps } from '../../shared/runtime/aws-deps.js';
 import type { CoreDeps } from '../../shared/core/deps.js';
 import { completeCallback, startLaunch } from '../../shared/core/launch.js';
+import { invocationDeadline, withDeadline } from '../../shared/runtime/deadline.js';
 import { apiHandler } from '../../shared/http/api-handler.js';
 import { cookieOf, queryOf } from '../../shared/http/api-event.js';
 import { BINDING_COOKIE, bindingCookie } from '../../shared/http/cookies.js';
@@ -11,8 +12,9 @@ const logger = createLogger('smart-launch-launch');
 
 /** `GET /launch` and `GET /callback`: browser navigations, so errors answer an HTML page. */
 export function createLaunchHandler(getDeps: () => Promise<CoreDeps>) {
-  return apiHandler('launch', 'html', logger, async (event) => {
-    const deps = await getDeps();
+  return apiHandler('launch', 'html', logger, async (event, context) => {
+    // Every EHR call ends before Lambda's or API Gateway's clock does (a clear 503/504, never a cut-off).
+    const deps = withDeadline(await getDeps(), invocationDeadline(event, context, Date.now()));
     const cookie = cookieOf(event, BINDING_COOKIE);
     if (event.resource === '/callback') {
       const result = await completeCallback(queryOf(event), cookie, deps);

@@ -4,6 +4,7 @@ import { SmartError } from '../../shared/core/errors.js';
 import { endSession } from '../../shared/core/logout.js';
 import { ensureFreshSession } from '../../shared/core/refresh.js';
 import { openSession, sessionView } from '../../shared/core/session.js';
+import { invocationDeadline, withDeadline } from '../../shared/runtime/deadline.js';
 import { apiHandler } from '../../shared/http/api-handler.js';
 import { cookieOf } from '../../shared/http/api-event.js';
 import { BINDING_COOKIE } from '../../shared/http/cookies.js';
@@ -17,8 +18,9 @@ const logger = createLogger('smart-launch-sessions');
  * and `POST /sessions/{id}/logout` (revoke at the EHR, delete the session).
  */
 export function createSessionsHandler(getDeps: () => Promise<CoreDeps>) {
-  return apiHandler('sessions', 'json', logger, async (event) => {
-    const deps = await getDeps();
+  return apiHandler('sessions', 'json', logger, async (event, context) => {
+    // Every EHR call ends before Lambda's or API Gateway's clock does (a clear 503/504, never a cut-off).
+    const deps = withDeadline(await getDeps(), invocationDeadline(event, context, Date.now()));
     const requestStartedAt = deps.clock.now();
     const session = await openSession(event.pathParameters?.id, cookieOf(event, BINDING_COOKIE), deps);
     switch (`${event.httpMethod} ${event.resource}`) {

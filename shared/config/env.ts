@@ -13,4 +13,6 @@ export const ENV = {
   signingKeyEs384: 'SMART_LAUNCH_SIGNING_KEY_ES384',
   /** Comma-separated ARNs of keys published in the JWKS without signing yet: the successors of a rotation. */
   signingKeysNext: 'SMART_LAUNCH_SIGNING_KEYS_NEXT',
+  /** API Gateway's integration timeout of the function's routes, in ms: the handlers answer before it. */
+  integrationTimeoutMs: 'SMART_LAUNCH_INTEGRATION_TIMEOUT_MS',
 } as const;

@@ -1,5 +1,6 @@
 import middy from '@middy/core';
 import type { Logger } from '@aws-lambda-powertools/logger';
+import type { Context } from 'aws-lambda';
 import type { Config } from '../config/schema.js';
 import type { ApiEvent, ApiResult } from './api-event.js';
 import { cors } from './cors.js';
@@ -14,7 +15,7 @@ export function apiHandler(
   route: string,
   format: ErrorFormat,
   logger: Logger,
-  handle: (event: ApiEvent) => Promise<ApiResult>,
+  handle: (event: ApiEvent, context: Context) => Promise<ApiResult>,
   options: { corsConfig?: () => Promise<Config> } = {},
 ) {
   const stack = middy<ApiEvent, ApiResult>().use(requestContext(logger, route));

@@ -1,0 +1,59 @@
+import type { Context } from 'aws-lambda';
+import type { CoreDeps } from '../core/deps.js';
+import type { ApiEvent } from '../http/api-event.js';
+import { ENV } from '../config/env.js';
+
+/**
+ * The time one invocation may spend on its upstream calls. Two clocks run: Lambda's (the function
+ * timeout, `context.getRemainingTimeInMillis()`) and API Gateway's (the integration timeout, counted
+ * from `requestContext.requestTimeEpoch`; for a streaming integration, until the first byte). Every
+ * EHR call of the invocation is aborted a margin before the earlier of the two, so the handler still
+ * answers itself (504 UPSTREAM_TIMEOUT, 503 REFRESH_UNAVAILABLE with the refresh lease released)
+ * instead of Lambda cutting it off (a bare 502/500, a lease left held) or API Gateway answering 504.
+ */
+
+/** Kept back from the deadline: the lease release (one UpdateItem), the error answer and its log line. */
+export const DEADLINE_MARGIN_MS = 2_000;
+
+/** API Gateway's integration timeout when the environment does not say (the REST API default). */
+export const DEFAULT_INTEGRATION_TIMEOUT_MS = 29_000;
+
+export function integrationTimeoutMs(env: NodeJS.ProcessEnv = process.env): number {
+  const value = Number(env[ENV.integrationTimeoutMs]);
+  return Number.isInteger(value) && value > 0 ? value : DEFAULT_INTEGRATION_TIMEOUT_MS;
+}
+
+/** The epoch millisecond by which this invocation's upstream calls must be over. */
+export function invocationDeadline(
+  event: Pick<ApiEvent, 'requestContext'>,
+  context: Pick<Context, 'getRemainingTimeInMillis'> | undefined,
+  nowMs: number,
+  gatewayTimeoutMs = integrationTimeoutMs(),
+): number {
+  const lambdaEnd = context?.getRemainingTimeInMillis ? nowMs + context.getRemainingTimeInMillis() : Number.POSITIVE_INFINITY;
+  const started = event.requestContext?.requestTimeEpoch;
+  const gatewayEnd = (typeof started === 'number' && started > 0 && started <= nowMs ? started : nowMs) + gatewayTimeoutMs;
+  return Math.min(lambdaEnd, gatewayEnd) - DEADLINE_MARGIN_MS;
+}
+
+function timeoutError(): Error {
+  const error = new Error('the invocation deadline passed before the upstream call');
+  error.name = 'TimeoutError';
+  return error;
+}
+
+/**
+ * The same deps with an HTTP client whose every request is aborted at `deadlineMs` (as well as by
+ * its own signal): the core's own per-call timeouts stay, the invocation's deadline bounds them all.
+ * Wall-clock time on purpose: Lambda's and API Gateway's clocks are real, whatever `deps.clock` is.
+ */
+export function withDeadline(deps: CoreDeps, deadlineMs: number): CoreDeps {
+  const http: CoreDeps['http'] = (url, init) => {
+    const left = deadlineMs - Date.now();
+    if (left <= 0) return Promise.reject(timeoutError());
+    const deadline = AbortSignal.timeout(left);
+    const signal = init?.signal ? AbortSignal.any([init.signal, deadline]) : deadline;
+    return deps.http(url, { ...init, signal });
+  };
+  return { ...deps, http };
+}

@@ -1,0 +1,135 @@
+import { Writable } from 'node:stream';
+import type { Context } from 'aws-lambda';
+import { describe, expect, it } from 'vitest';
+import { createStreamingFhirProxyHandler } from '../../functions/fhir-proxy/handler.js';
+import { PRELUDE_DELIMITER, streamingCapBytes, type ResponseStream } from '../../functions/fhir-proxy/streaming.js';
+import { createSessionsHandler } from '../../functions/sessions/handler.js';
+import type { HttpClient } from '../../shared/core/ports.js';
+import { sessionKey } from '../../shared/core/records.js';
+import { BINDING_COOKIE } from '../../shared/http/cookies.js';
+import { DEADLINE_MARGIN_MS, invocationDeadline } from '../../shared/runtime/deadline.js';
+import { apiEvent } from '../fixtures/api-event.js';
+import { harness, signIn } from '../fakes/launch-flow.js';
+
+/** A Lambda context whose remaining time is what the test says, counted down in real time. */
+function contextWithRemaining(ms: number): Context {
+  const end = Date.now() + ms;
+  return { awsRequestId: 'deadline', functionName: 'deadline', getRemainingTimeInMillis: () => Math.max(0, end - Date.now()) } as unknown as Context;
+}
+
+/** An EHR endpoint that never answers: only an abort of the request ends the call. */
+function hangingAt(prefix: string, inner: HttpClient): HttpClient {
+  return (url, init) => {
+    if (!url.startsWith(prefix)) return inner(url, init);
+    return new Promise((_, reject) => {
+      const signal = init?.signal;
+      signal?.addEventListener('abort', () => reject(signal.reason as Error), { once: true });
+    });
+  };
+}
+
+class CapturingStream extends Writable implements ResponseStream {
+  readonly chunks: Buffer[] = [];
+  _onBeforeFirstWrite: ResponseStream['_onBeforeFirstWrite'];
+  #started = false;
+  setContentType(): void {}
+  override write(chunk: Uint8Array | string, ...rest: unknown[]): boolean {
+    const write = Writable.prototype.write as (this: Writable, chunk: unknown, ...args: unknown[]) => boolean;
+    if (!this.#started) {
+      this.#started = true;
+      this._onBeforeFirstWrite?.((first) => write.call(this, first));
+    }
+    return write.call(this, chunk, ...rest);
+  }
+  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: () => void): void {
+    this.chunks.push(Buffer.from(chunk));
+    callback();
+  }
+  parsed(): { prelude: { statusCode: number; headers: Record<string, string> }; body: Buffer } {
+    const all = Buffer.concat(this.chunks);
+    const end = all.indexOf(PRELUDE_DELIMITER);
+    return { prelude: JSON.parse(all.subarray(0, end).toString('utf8')), body: all.subarray(end + PRELUDE_DELIMITER.length) };
+  }
+}
+
+describe('invocation deadline (function timeouts vs upstream timeouts)', () => {
+  it('plans against the earlier of Lambda\'s remaining time and API Gateway\'s integration timeout', () => {
+    const now = 1_000_000;
+    const event = { requestContext: { requestTimeEpoch: now - 5_000 } } as never;
+    // API Gateway: 29 s from the request's arrival, 5 s ago; Lambda: 60 s left.
+    expect(invocationDeadline(event, { getRemainingTimeInMillis: () => 60_000 }, now, 29_000)).toBe(now + 24_000 - DEADLINE_MARGIN_MS);
+    // Lambda: 10 s left, sooner than API Gateway.
+    expect(invocationDeadline(event, { getRemainingTimeInMillis: () => 10_000 }, now, 29_000)).toBe(now + 10_000 - DEADLINE_MARGIN_MS);
+  });
+
+  it('answers 503 REFRESH_UNAVAILABLE and releases the refresh lease when the token endpoint outlasts the invocation (invariant 8)', async () => {
+    // Arrange: a signed-in session; the EHR's token endpoint then stops answering.
+    const h = await harness();
+    const { callback, launch } = await signIn(h);
+    const tokenEndpoint = String(h.ehr.tokenEndpoint);
+    const slow = { ...h.deps, http: hangingAt(tokenEndpoint, h.deps.http) };
+    const handler = createSessionsHandler(() => Promise.resolve(slow));
+    const event = apiEvent({
+      resource: '/sessions/{id}/refresh',
+      path: `/sessions/${callback.sessionId}/refresh`,
+      method: 'POST',
+      pathParameters: { id: callback.sessionId },
+      cookies: { [BINDING_COOKIE]: launch.bindingSecret! },
+    });
+    // Act: 150 ms left in the function, 2 s of which are kept back: the call is cut at once.
+    h.deps.clock.advance(1_000);
+    const result = await handler(event, contextWithRemaining(DEADLINE_MARGIN_MS + 150));
+    // Assert: a clear, retryable answer, and the lease is free for the next request.
+    expect(result.statusCode).toBe(503);
+    expect(JSON.parse(result.body).error.code).toBe('REFRESH_UNAVAILABLE');
+    const record = await h.deps.store.getSession(sessionKey(callback.sessionId), Math.floor(h.deps.clock.now() / 1000));
+    expect(record?.leaseUntil).toBeUndefined();
+  });
+
+  it('answers the FHIR proxy with 504 UPSTREAM_TIMEOUT before the invocation ends', async () => {
+    const h = await harness();
+    const { callback, launch } = await signIn(h);
+    const slow = { ...h.deps, http: hangingAt(`${h.ehr.fhirBase}/Patient`, h.deps.http) };
+    const handler = createStreamingFhirProxyHandler(() => Promise.resolve(slow));
+    const stream = new CapturingStream();
+    const event = apiEvent({
+      resource: '/sessions/{id}/fhir/{proxy+}',
+      path: `/sessions/${callback.sessionId}/fhir/Patient/123`,
+      pathParameters: { id: callback.sessionId, proxy: 'Patient/123' },
+      cookies: { [BINDING_COOKIE]: launch.bindingSecret! },
+    });
+    await handler(event, stream, contextWithRemaining(DEADLINE_MARGIN_MS + 150));
+    const { prelude, body } = stream.parsed();
+    expect(prelude.statusCode, body.toString("utf8")).toBe(504);
+    expect(JSON.parse(body.toString('utf8'))).toMatchObject({ resourceType: 'OperationOutcome', issue: [{ code: 'timeout' }] });
+  });
+
+  it('never starts a 200 that cannot be streamed whole before the function times out', async () => {
+    // Arrange: a 9 MB Binary, and 1 s of streaming left (6 MB + 2 MB/s x 1 s = 8 MB).
+    const h = await harness();
+    const { callback, launch } = await signIn(h);
+    const big = new Uint8Array(9_000_000).fill(7);
+    const binary: HttpClient = (url, init) =>
+      url.startsWith(`${h.ehr.fhirBase}/Binary/`) ? Promise.resolve(new Response(big, { headers: { 'content-type': 'application/octet-stream' } })) : h.deps.http(url, init);
+    const handler = createStreamingFhirProxyHandler(() => Promise.resolve({ ...h.deps, http: binary }));
+    const event = apiEvent({
+      resource: '/sessions/{id}/fhir/{proxy+}',
+      path: `/sessions/${callback.sessionId}/fhir/Binary/b1`,
+      pathParameters: { id: callback.sessionId, proxy: 'Binary/b1' },
+      cookies: { [BINDING_COOKIE]: launch.bindingSecret! },
+    });
+    expect(streamingCapBytes(1)).toBeLessThan(big.length);
+    // Act
+    const short = new CapturingStream();
+    await handler(event, short, contextWithRemaining(DEADLINE_MARGIN_MS + 1_000));
+    const roomy = new CapturingStream();
+    await handler(event, roomy, contextWithRemaining(DEADLINE_MARGIN_MS + 10_000));
+    // Assert: refused whole with a FHIR error, and delivered whole when there is time.
+    const refused = short.parsed();
+    expect(refused.prelude.statusCode).toBe(502);
+    expect(JSON.parse(refused.body.toString('utf8'))).toMatchObject({ resourceType: 'OperationOutcome' });
+    const delivered = roomy.parsed();
+    expect(delivered.prelude.statusCode).toBe(200);
+    expect(delivered.body.length).toBe(big.length);
+  });
+});
