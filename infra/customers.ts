@@ -17,6 +17,7 @@ const ACM_ARN = /^arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate\/[A-Za-z0-9-]
 const KMS_KEY_ARN = /^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key\/[A-Za-z0-9-]+$/;
 const WAF_ARN = /^arn:aws[a-z-]*:wafv2:[a-z0-9-]+:\d{12}:regional\/webacl\/.+$/;
 const positive = z.number().int().min(1);
+const reservation = z.union([positive, z.literal(false)]);
 
 export const StackOptionsSchema = z
   .object({
@@ -31,8 +32,17 @@ export const StackOptionsSchema = z
     alarmEmail: z.email('alarmEmail must be an email address').optional(),
     disableExecuteApiEndpoint: z.boolean().optional(),
     createApiGatewayCloudWatchRole: z.boolean().optional(),
+    /** The account's API Gateway CloudWatch Logs role is already set (`aws apigateway get-account`). */
+    apiGatewayCloudWatchRoleExists: z.boolean().optional(),
+    /** Requests per client IP per 5 minutes in the stack's own web ACL (default 3000); `false`: no web ACL of its own. */
+    clientRateLimit: z.union([z.number().int().min(10).max(2_000_000_000), z.literal(false)]).optional(),
     accessLogSourceIp: z.boolean().optional(),
-    reservedConcurrency: z.object({ launch: positive, sessions: positive, 'fhir-proxy': positive }).partial().strict().optional(),
+    /** Per function: a positive number, or `false` for none (defaults: `DEFAULT_RESERVED_CONCURRENCY`). */
+    reservedConcurrency: z
+      .object({ launch: reservation, sessions: reservation, 'fhir-proxy': reservation, jwks: reservation })
+      .partial()
+      .strict()
+      .optional(),
     /** Seconds; the FHIR proxy's API Gateway integration timeout (above 29 needs a quota increase). */
     proxyIntegrationTimeoutSeconds: z.number().int().min(1).max(300).optional(),
     secretKeyArns: z.array(z.string().regex(KMS_KEY_ARN, 'secretKeyArns must hold KMS key ARNs')).optional(),
@@ -131,6 +141,14 @@ export function loadCustomers(options: LoadCustomersOptions): CustomerStackSourc
       problems.push(`${file}:`, ...error.problems.map((p) => `  - ${p}`));
     }
     const stackOptions = loadStackOptions(stackOptionsFile(file), problems);
+    if (config && !stackOptions.createApiGatewayCloudWatchRole && !stackOptions.apiGatewayCloudWatchRoleExists) {
+      problems.push(
+        `${stackOptionsFile(file)}: the stage writes access logs, which needs the account's API Gateway CloudWatch Logs role ` +
+          '(one per account and region; without it the first deploy fails and leaves a stack to clean up). Check with ' +
+          '`aws apigateway get-account --query cloudwatchRoleArn`: if it prints an ARN, set "apiGatewayCloudWatchRoleExists": true; ' +
+          'if it prints null, set "createApiGatewayCloudWatchRole": true in exactly one customer stack of that account and region',
+      );
+    }
     if (config) sources.push({ config, options: stackOptions, file });
   }
   const seen = new Map<string, string>();
@@ -150,6 +168,7 @@ export function smartLaunchPropsFrom(options: StackOptions): Omit<SmartLaunchPro
     api: {
       ...(options.customDomain ? { customDomain: options.customDomain } : {}),
       ...(options.webAclArn ? { webAclArn: options.webAclArn } : {}),
+      ...(options.clientRateLimit !== undefined ? { clientRateLimit: options.clientRateLimit } : {}),
       ...(options.disableExecuteApiEndpoint !== undefined ? { disableExecuteApiEndpoint: options.disableExecuteApiEndpoint } : {}),
       ...(options.createApiGatewayCloudWatchRole !== undefined ? { createCloudWatchRole: options.createApiGatewayCloudWatchRole } : {}),
       ...(options.accessLogSourceIp !== undefined ? { accessLogSourceIp: options.accessLogSourceIp } : {}),

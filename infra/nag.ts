@@ -38,17 +38,17 @@ export const REASONS = {
   authorizer:
     'Public by protocol: /launch and /callback are top-level browser navigations from the EHR (SMART App Launch) that carry no ' +
     'credential an authorizer could check; every /sessions route is authorized inside its function by the 256-bit session id ' +
-    'in the path plus the HttpOnly __Host- cookie bound to it (DESIGN.md invariant 2). A Cognito or IAM authorizer does not apply ' +
+    'in the path plus the HttpOnly __Host- cookie bound to it (invariant 2). A Cognito or IAM authorizer does not apply ' +
     'to EHR-launched browser flows.',
   requestValidation:
     'All routes are Lambda proxy integrations without request models; every input (query, path, headers, cookies) is validated ' +
-    'with zod inside the function, which answers a clear 4xx with a stable error code (DESIGN.md invariant 9). An API Gateway ' +
+    'with zod inside the function, which answers a clear 4xx with a stable error code (invariant 9). An API Gateway ' +
     'validator would have nothing to check.',
   executionLogging:
     'Execution logging is off on purpose: at INFO it records method request paths and query strings, i.e. session ids and the ' +
-    'OAuth authorization code and state (DESIGN.md invariant 1); it also needs the account-wide API Gateway CloudWatch role, a ' +
-    'singleton that per-customer stacks in one account would fight over. JSON access logs (route template, status, latencies, ' +
-    'request id) and the functions\' structured logs cover operations.',
+    'OAuth authorization code and state (invariant 1). (Access logging, which is on, already needs the account-wide ' +
+    'API Gateway CloudWatch role; synth refuses a customer stack that neither creates it nor confirms it exists.) JSON access ' +
+    'logs (route template, status, latencies, request id) and the functions\' structured logs cover operations.',
   cache:
     'Caching is deliberately disabled: every response is specific to one session (launch redirects, session context, FHIR data ' +
     'proxied with that session\'s token); a stage cache would risk serving one user\'s data to another. Handlers also send ' +
@@ -59,7 +59,7 @@ export const REASONS = {
     'the API over TLS 1.2+ (custom domain security policy TLS_1_2).',
   xray:
     'X-Ray tracing is off on purpose: API Gateway trace segments record the request URL, which carries session ids in the path and ' +
-    'the authorization code and state in the callback query (DESIGN.md invariant 1). Correlation ids (the API request id) join ' +
+    'the authorization code and state in the callback query (invariant 1). Correlation ids (the API request id) join ' +
     'access logs and function logs instead.',
   waf:
     'No web ACL is supplied for this stack. Organisations usually attach their managed WAFv2 ACL centrally (Firewall Manager); ' +
@@ -77,9 +77,14 @@ export const REASONS = {
     '(DynamoDB, KMS, Secrets Manager) through IAM-authenticated TLS endpoints; they reach no private network resource. A VPC would ' +
     'add NAT cost and cold-start latency without narrowing any path.',
   lambdaConcurrency:
-    'Reserved concurrency is not set by default: many customer stacks share one account\'s concurrency pool, and reserving per ' +
-    'function per customer would exhaust it. API Gateway stage and per-method throttling cap the invocation rate instead; set the ' +
-    '"reservedConcurrency" stack option to reserve (this acknowledgment then disappears).',
+    'Not reserved: this function calls only KMS (GetPublicKey, once per key per container) and answers from memory, so it ' +
+    'cannot pile up behind a slow EHR. The functions that call the EHR (launch, sessions, fhir-proxy) are reserved by default, ' +
+    'so one customer\'s slow EHR can only exhaust its own stack\'s reservation, never the account pool the other customer ' +
+    'stacks share; set "reservedConcurrency" to reserve this one too (this acknowledgment then disappears).',
+  wafLogging:
+    'The stack\'s own web ACL carries two blocking rules (per-client rate, request size). Full WAF logs would record every ' +
+    'request\'s URI and query string, i.e. session ids and the OAuth code and state (invariant 1). Each rule publishes ' +
+    'CloudWatch metrics (requests allowed and blocked), and the stage\'s access log records the WAF response code of every request.',
   cloudWatchRoleManagedPolicy:
     'The account-level API Gateway logging role uses AmazonAPIGatewayPushToCloudWatchLogs, the AWS-maintained policy API Gateway ' +
     'requires for access logging; it is only created when the "createApiGatewayCloudWatchRole" stack option is set.',
@@ -111,6 +116,7 @@ export function acknowledgeFindings(sl: SmartLaunch): void {
     { id: 'HIPAA.Security-APIGWXrayEnabled', reason: REASONS.xray },
   );
   if (!sl.api.webAclAssociation) acknowledge(stage, { id: 'AwsSolutions-APIG3', reason: REASONS.waf });
+  if (sl.api.webAcl) acknowledge(sl.api.webAcl, { id: 'HIPAA.Security-WAFv2LoggingEnabled', reason: REASONS.wafLogging });
 
   acknowledge(sl.sessionTable.table.node.defaultChild, { id: 'HIPAA.Security-DynamoDBInBackupPlan', reason: REASONS.backupPlan });
 

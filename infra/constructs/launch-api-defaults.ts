@@ -25,6 +25,29 @@ export const DEFAULT_METHOD_THROTTLING: Readonly<Record<string, { rateLimit: num
  */
 export const DEFAULT_BINARY_MEDIA_TYPES = ['*/*'];
 
+/**
+ * API Gateway's integration timeout for every route, set explicitly on each integration so the
+ * template shows it: 29 s is the REST API default maximum (more needs a quota increase). The
+ * functions read it (`SMART_LAUNCH_INTEGRATION_TIMEOUT_MS`) and answer before it expires.
+ */
+export const DEFAULT_INTEGRATION_TIMEOUT_SECONDS = 29;
+
+/**
+ * The per-client rate-based WAF rule of the stack's own web ACL: requests per client IP over any
+ * 5-minute window (WAF's evaluation window), then 429 until the rate falls. 3000 per 5 minutes is
+ * 10 requests per second sustained: far above one person's app (a sign-in is 2 requests, a chart
+ * view a few dozen FHIR reads), while a hospital's NAT address shared by a ward still fits.
+ */
+export const DEFAULT_CLIENT_RATE_LIMIT_PER_5_MINUTES = 3000;
+
+/**
+ * The largest request body the stack's web ACL lets through (by Content-Length), with a JSON 413
+ * of its own above it: a body beyond about 4.7 MB no longer fits Lambda's 6 MB invoke payload once
+ * API Gateway has base64-encoded it (catch-all binary media type), and would get API Gateway's
+ * bare error instead. The functions refuse anything over 4 MiB themselves (`REQUEST_TOO_LARGE`).
+ */
+export const WAF_MAX_REQUEST_BODY_BYTES = 4_500_000;
+
 export const DEFAULT_ACCESS_LOG_RETENTION = logs.RetentionDays.ONE_YEAR;
 
 /**

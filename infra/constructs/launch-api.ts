@@ -1,4 +1,4 @@
-import { RemovalPolicy, type Duration } from 'aws-cdk-lib';
+import { Duration, RemovalPolicy } from 'aws-cdk-lib';
 import * as apigw from 'aws-cdk-lib/aws-apigateway';
 import * as acm from 'aws-cdk-lib/aws-certificatemanager';
 import type * as kms from 'aws-cdk-lib/aws-kms';
@@ -11,10 +11,13 @@ import { ROUTES, type FunctionName } from '../../shared/http/routes.js';
 import {
   accessLogFields,
   DEFAULT_ACCESS_LOG_RETENTION,
+  DEFAULT_CLIENT_RATE_LIMIT_PER_5_MINUTES,
+  DEFAULT_INTEGRATION_TIMEOUT_SECONDS,
   DEFAULT_BINARY_MEDIA_TYPES,
   DEFAULT_METHOD_THROTTLING,
   DEFAULT_STAGE_NAME,
   DEFAULT_STAGE_THROTTLING,
+  WAF_MAX_REQUEST_BODY_BYTES,
 } from './launch-api-defaults.js';
 
 export interface Throttle {
@@ -68,8 +71,21 @@ export interface LaunchApiProps {
   readonly accessLogRetention?: logs.RetentionDays;
   /** Log the client IP in the access log (default true; see `accessLogFields`). */
   readonly accessLogSourceIp?: boolean;
-  /** An existing WAFv2 web ACL (scope REGIONAL) to associate with the stage. */
+  /**
+   * An existing WAFv2 web ACL (scope REGIONAL) to associate with the stage instead of the stack's
+   * own (a stage takes one web ACL): it must then carry the per-client rate rule itself.
+   */
   readonly webAclArn?: string;
+  /**
+   * The per-client (source IP) rate-based rule of the stack's own web ACL, in requests per 5
+   * minutes (default `DEFAULT_CLIENT_RATE_LIMIT_PER_5_MINUTES`); `false` creates no web ACL.
+   */
+  readonly clientRateLimit?: number | false;
+  /**
+   * The app's origin when it is not the API's own: API Gateway's own errors (throttling, timeouts,
+   * payload limits, unknown routes, WAF blocks) carry the same CORS headers as the functions'.
+   */
+  readonly appOrigin?: string;
   readonly customDomain?: CustomDomainOptions;
   /** Serve only through the custom domain (default: false, the execute-api URL stays on). */
   readonly disableExecuteApiEndpoint?: boolean;
@@ -94,6 +110,10 @@ export class LaunchApi extends Construct {
   readonly methods: readonly apigw.Method[];
   readonly domain: apigw.DomainName | undefined;
   readonly webAclAssociation: wafv2.CfnWebACLAssociation | undefined;
+  /** The stack's own web ACL (per-client rate rule, request size guard), unless `webAclArn` or `clientRateLimit: false`. */
+  readonly webAcl: wafv2.CfnWebACL | undefined;
+  /** API Gateway's integration timeout of each route group, in seconds. */
+  readonly integrationTimeoutSeconds: Readonly<Record<FunctionName, number>>;
 
   constructor(scope: Construct, id: string, props: LaunchApiProps) {
     super(scope, id);
@@ -135,6 +155,11 @@ export class LaunchApi extends Construct {
     this.stage = this.api.deploymentStage;
 
     const integrations = new Map<FunctionName, apigw.LambdaIntegration>();
+    const timeouts = {} as Record<FunctionName, number>;
+    for (const route of ROUTES) {
+      timeouts[route.fn] = props.integrations?.[route.fn]?.timeout?.toSeconds() ?? DEFAULT_INTEGRATION_TIMEOUT_SECONDS;
+    }
+    this.integrationTimeoutSeconds = timeouts;
     const integrationFor = (fn: FunctionName): apigw.LambdaIntegration => {
       let integration = integrations.get(fn);
       if (!integration) {
@@ -143,7 +168,8 @@ export class LaunchApi extends Construct {
           proxy: true,
           // Each method gets its own invoke permission scoped to its ARN; no console test-invoke.
           allowTestInvoke: false,
-          ...(tuning.timeout ? { timeout: tuning.timeout } : {}),
+          // Always explicit (`TimeoutInMillis`), so the template says what the functions plan for.
+          timeout: tuning.timeout ?? Duration.seconds(DEFAULT_INTEGRATION_TIMEOUT_SECONDS),
           // BUFFERED is API Gateway's default: only set what differs, or what was asked for.
           ...(tuning.responseTransferMode !== undefined || RESPONSE_TRANSFER_MODE[fn] !== apigw.ResponseTransferMode.BUFFERED
             ? { responseTransferMode: tuning.responseTransferMode ?? RESPONSE_TRANSFER_MODE[fn] }
@@ -163,12 +189,31 @@ export class LaunchApi extends Construct {
       }),
     );
 
+    // API Gateway's own answers (an unknown route, throttling, its timeout, payload limits, a WAF
+    // block) never reach a function: they get the JSON error shape and, for an app on another
+    // origin, the same CORS headers the functions send, so the app can read them.
+    const gatewayHeaders: Record<string, string> = {
+      'Cache-Control': "'no-store'",
+      'X-Content-Type-Options': "'nosniff'",
+      ...gatewayCorsHeaders(props.appOrigin),
+    };
+    const gatewayError = JSON.stringify({
+      error: { code: '$context.error.responseType', message: '__MESSAGE__', correlationId: '$context.requestId' },
+    }).replace('"__MESSAGE__"', '$context.error.messageString');
+    this.api.addGatewayResponse('Default4xx', { type: apigw.ResponseType.DEFAULT_4XX, responseHeaders: gatewayHeaders, templates: { 'application/json': gatewayError } });
+    this.api.addGatewayResponse('Default5xx', { type: apigw.ResponseType.DEFAULT_5XX, responseHeaders: gatewayHeaders, templates: { 'application/json': gatewayError } });
+    this.api.addGatewayResponse('Throttled', {
+      type: apigw.ResponseType.THROTTLED,
+      statusCode: '429',
+      responseHeaders: { ...gatewayHeaders, 'Retry-After': "'1'" },
+      templates: { 'application/json': gatewayError },
+    });
     // API Gateway answers an unknown route (or method) with 403 "Missing Authentication Token";
     // say what it is, with the stable code the functions use for the same case.
     this.api.addGatewayResponse('RouteNotFound', {
       type: apigw.ResponseType.MISSING_AUTHENTICATION_TOKEN,
       statusCode: String(ERRORS.ROUTE_NOT_FOUND.status),
-      responseHeaders: { 'Cache-Control': "'no-store'", 'X-Content-Type-Options': "'nosniff'" },
+      responseHeaders: gatewayHeaders,
       templates: {
         'application/json': JSON.stringify({
           error: { code: 'ROUTE_NOT_FOUND', message: 'no such route', hint: ERRORS.ROUTE_NOT_FOUND.hint, correlationId: '$context.requestId' },
@@ -188,8 +233,91 @@ export class LaunchApi extends Construct {
       this.domain = undefined;
     }
 
-    this.webAclAssociation = props.webAclArn
-      ? new wafv2.CfnWebACLAssociation(this, 'WebAcl', { resourceArn: this.stage.stageArn, webAclArn: props.webAclArn })
+    const rateLimit = props.clientRateLimit ?? DEFAULT_CLIENT_RATE_LIMIT_PER_5_MINUTES;
+    this.webAcl =
+      props.webAclArn === undefined && rateLimit !== false
+        ? new wafv2.CfnWebACL(this, 'ClientRateLimit', {
+            scope: 'REGIONAL',
+            description: `smart-launch ${props.customer}: per-client rate limit and request size guard`,
+            defaultAction: { allow: {} },
+            visibilityConfig: { cloudWatchMetricsEnabled: true, sampledRequestsEnabled: false, metricName: `smart-launch-${props.customer}` },
+            customResponseBodies: {
+              tooMany: { contentType: 'APPLICATION_JSON', content: wafError('THROTTLED', 'too many requests from this client; slow down and retry') },
+              tooLarge: { contentType: 'APPLICATION_JSON', content: wafError('REQUEST_TOO_LARGE', ERRORS.REQUEST_TOO_LARGE.hint) },
+            },
+            rules: [
+              {
+                name: 'request-body-size',
+                priority: 0,
+                statement: {
+                  regexMatchStatement: {
+                    regexString: contentLengthAtLeast(WAF_MAX_REQUEST_BODY_BYTES),
+                    fieldToMatch: { singleHeader: { Name: 'content-length' } },
+                    textTransformations: [{ priority: 0, type: 'NONE' }],
+                  },
+                },
+                action: { block: { customResponse: { responseCode: 413, customResponseBodyKey: 'tooLarge', responseHeaders: wafCorsHeaders(props.appOrigin) } } },
+                visibilityConfig: { cloudWatchMetricsEnabled: true, sampledRequestsEnabled: false, metricName: 'request-body-size' },
+              },
+              {
+                name: 'per-client-rate',
+                priority: 1,
+                statement: { rateBasedStatement: { limit: rateLimit, evaluationWindowSec: 300, aggregateKeyType: 'IP' } },
+                action: {
+                  block: {
+                    customResponse: {
+                      responseCode: 429,
+                      customResponseBodyKey: 'tooMany',
+                      responseHeaders: [{ name: 'Retry-After', value: '60' }, ...wafCorsHeaders(props.appOrigin)],
+                    },
+                  },
+                },
+                visibilityConfig: { cloudWatchMetricsEnabled: true, sampledRequestsEnabled: false, metricName: 'per-client-rate' },
+              },
+            ],
+          })
+        : undefined;
+    const webAclArn = props.webAclArn ?? this.webAcl?.attrArn;
+    this.webAclAssociation = webAclArn
+      ? new wafv2.CfnWebACLAssociation(this, 'WebAcl', { resourceArn: this.stage.stageArn, webAclArn })
       : undefined;
   }
+}
+
+/** CORS headers of API Gateway's own responses (values quoted, as gateway responses want them). */
+function gatewayCorsHeaders(appOrigin: string | undefined): Record<string, string> {
+  return appOrigin
+    ? { 'Access-Control-Allow-Origin': `'${appOrigin}'`, 'Access-Control-Allow-Credentials': "'true'", Vary: "'Origin'" }
+    : {};
+}
+
+function wafCorsHeaders(appOrigin: string | undefined): { name: string; value: string }[] {
+  return appOrigin
+    ? [
+        { name: 'Access-Control-Allow-Origin', value: appOrigin },
+        { name: 'Access-Control-Allow-Credentials', value: 'true' },
+        { name: 'Vary', value: 'Origin' },
+      ]
+    : [];
+}
+
+function wafError(code: string, message: string): string {
+  return JSON.stringify({ error: { code, message } });
+}
+
+/**
+ * A regular expression matching a decimal Content-Length of at least `bytes` (no leading zeros, as
+ * HTTP clients send it): same number of digits and not smaller, or more digits.
+ */
+export function contentLengthAtLeast(bytes: number): string {
+  const digits = String(bytes);
+  const alternatives: string[] = [];
+  for (let i = 0; i < digits.length; i += 1) {
+    const d = Number(digits[i]);
+    const rest = digits.length - i - 1;
+    if (d < 9) alternatives.push(`${digits.slice(0, i)}[${d + 1}-9]${rest > 0 ? `\\d{${rest}}` : ''}`);
+  }
+  alternatives.push(digits);
+  alternatives.push(`[1-9]\\d{${digits.length},}`);
+  return `^(${alternatives.join('|')})$`;
 }

@@ -20,16 +20,40 @@ export interface FunctionSizing {
   readonly timeout: Duration;
 }
 
+/**
+ * Every function may run at least as long as API Gateway waits for it (29 s, `DEFAULT_INTEGRATION_TIMEOUT_SECONDS`)
+ * plus a second: the handlers plan their upstream calls against the earlier of the two deadlines
+ * (`functions/deadline.ts`) and answer a clear 503/504 before either, so Lambda never cuts them off
+ * (which would answer a bare 502 and leave a refresh lease held). The FHIR proxy also needs the time
+ * to stream its largest answer after the first byte: see `streamingCapBytes`.
+ */
 export const DEFAULT_SIZING: Readonly<Record<FunctionName, FunctionSizing>> = {
   // Discovery, JWKS fetch, id_token verification and the token request: several EHR round trips.
-  launch: { memorySize: 512, timeout: Duration.seconds(20) },
-  sessions: { memorySize: 256, timeout: Duration.seconds(10) },
-  // Buffers FHIR responses up to API Gateway's 6 MB (plus base64 for binary): memory is also CPU.
-  // 30 s: as long as the slowest FHIR searches the EHRs answer; API Gateway's own integration
-  // timeout (29 s unless raised) answers the browser first, see `LaunchApiProps.proxyIntegrationTimeout`.
-  'fhir-proxy': { memorySize: 1024, timeout: Duration.seconds(30) },
+  launch: { memorySize: 512, timeout: Duration.seconds(30) },
+  // A refresh (token endpoint, bounded inside the refresh lease) or a revocation at logout.
+  sessions: { memorySize: 256, timeout: Duration.seconds(30) },
+  // Holds a whole FHIR answer (up to proxy.maxResponseMegabytes) before streaming it: memory is
+  // also CPU. 90 s: 29 s to the first byte, then about 60 s at Lambda's ~2 MB/s streaming rate
+  // past the first 6 MB, i.e. room for 64 MB answers (the default maxResponseMegabytes) twice over.
+  'fhir-proxy': { memorySize: 1024, timeout: Duration.seconds(90) },
   // One KMS GetPublicKey per key per container, then answers from memory.
-  jwks: { memorySize: 256, timeout: Duration.seconds(10) },
+  jwks: { memorySize: 256, timeout: Duration.seconds(30) },
+};
+
+/**
+ * Reserved concurrency of each function by default. Lambda's concurrency pool is per account and
+ * region (1,000 by default) and shared by every customer stack there: without a cap, one customer's
+ * slow EHR (each proxied call held up to 29 s) would grow that stack's functions to rate x duration
+ * concurrent executions (100 rps x 29 s = 2,900) and throttle every other customer's `/launch`.
+ * Reserving caps each function at its reservation (a slow EHR throttles only its own stack) and
+ * guarantees it that much of the pool. 70 per stack: proxy 40 (about 200 reads per second at
+ * 200 ms each), launch 20 (the sign-in routes' 20 rps), sessions 10. `jwks` calls only KMS, once
+ * per container, and is not reserved.
+ */
+export const DEFAULT_RESERVED_CONCURRENCY: Readonly<Partial<Record<FunctionName, number>>> = {
+  launch: 20,
+  sessions: 10,
+  'fhir-proxy': 40,
 };
 
 export const DEFAULT_LOG_RETENTION = logs.RetentionDays.ONE_YEAR;

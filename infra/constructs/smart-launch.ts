@@ -1,10 +1,14 @@
 import { fileURLToPath } from 'node:url';
-import { Annotations, type Duration } from 'aws-cdk-lib';
+import { Annotations, Stack, Token, type Duration } from 'aws-cdk-lib';
 import type * as lambda from 'aws-cdk-lib/aws-lambda';
 import type * as logs from 'aws-cdk-lib/aws-logs';
 import { Construct } from 'constructs';
 import { ENV } from '../../shared/config/env.js';
-import { signingAlgsOf, type Config } from '../../shared/config/schema.js';
+import { proxyOptionsOf, secretArnParts, signingAlgsOf, type Config } from '../../shared/config/schema.js';
+import { DEADLINE_MARGIN_MS } from '../../shared/runtime/deadline.js';
+import { streamingCapBytes, streamingSecondsFor } from '../../functions/fhir-proxy/streaming.js';
+import { DEFAULT_INTEGRATION_TIMEOUT_SECONDS } from './launch-api-defaults.js';
+import { DEFAULT_RESERVED_CONCURRENCY, DEFAULT_SIZING } from './smart-function-defaults.js';
 import { ROUTES, type FunctionName } from '../../shared/http/routes.js';
 import { SmartLaunchKeys, type AssertionKeyRotation } from './keys.js';
 import { FUNCTION_ACCESS } from './permissions.js';
@@ -18,10 +22,11 @@ import { CONFIG_ENVIRONMENT_BUDGET_BYTES, EXECUTE_API_HOST } from './smart-launc
 export interface FunctionOverrides {
   readonly memorySize?: number;
   readonly timeout?: Duration;
-  readonly reservedConcurrency?: number;
+  /** Reserved concurrency (default `DEFAULT_RESERVED_CONCURRENCY`); `false` reserves none. */
+  readonly reservedConcurrency?: number | false;
 }
 
-export type ApiOverrides = Omit<LaunchApiProps, 'customer' | 'functions' | 'logsKey' | 'basePath'>;
+export type ApiOverrides = Omit<LaunchApiProps, 'customer' | 'functions' | 'logsKey' | 'basePath' | 'appOrigin'>;
 
 export interface SmartLaunchProps {
   /** The customer config, already validated for AWS (`parseConfigText(text, 'aws', source)`). */
@@ -73,7 +78,7 @@ export class SmartLaunch extends Construct {
     const config = props.config;
     const publicUrl = new URL(config.publicUrl);
     const basePath = publicUrl.pathname.replace(/^\/+|\/+$/g, '');
-    validateProps(props, publicUrl, basePath);
+    validateProps(props, publicUrl, basePath, Stack.of(scope).region);
     this.config = config;
 
     this.keys = new SmartLaunchKeys(this, 'Keys', {
@@ -118,10 +123,11 @@ export class SmartLaunch extends Construct {
     const functions = {} as Record<FunctionName, SmartFunction>;
     for (const name of FUNCTION_NAMES) {
       const overrides = props.functions?.[name] ?? {};
+      const reserved = overrides.reservedConcurrency === false ? undefined : (overrides.reservedConcurrency ?? DEFAULT_RESERVED_CONCURRENCY[name]);
       functions[name] = new SmartFunction(this, `${pascal(name)}Function`, {
         name,
         projectRoot: props.projectRoot ?? PROJECT_ROOT,
-        environment: environmentOf(name),
+        environment: withIntegrationTimeout(environmentOf(name), integrationSecondsOf(props, name)),
         logsKey: this.keys.observability,
         config,
         tableArn: this.sessionTable.table.tableArn,
@@ -135,7 +141,7 @@ export class SmartLaunch extends Construct {
           ...(overrides.memorySize ? { memorySize: overrides.memorySize } : {}),
           ...(overrides.timeout ? { timeout: overrides.timeout } : {}),
         },
-        ...(overrides.reservedConcurrency ? { reservedConcurrency: overrides.reservedConcurrency } : {}),
+        ...(reserved ? { reservedConcurrency: reserved } : {}),
       });
     }
     this.functions = functions;
@@ -151,6 +157,8 @@ export class SmartLaunch extends Construct {
       },
       logsKey: this.keys.observability,
       ...(basePath ? { basePath } : {}),
+      // API Gateway's own errors carry CORS for the app when it lives on another origin.
+      ...(new URL(config.app.url).origin !== publicUrl.origin ? { appOrigin: new URL(config.app.url).origin } : {}),
     });
 
     this.monitoring = new Monitoring(this, 'Monitoring', {
@@ -178,13 +186,97 @@ export class SmartLaunch extends Construct {
   }
 }
 
-function validateProps(props: SmartLaunchProps, publicUrl: URL, basePath: string): void {
+/** The functions that call the EHR (those given the config) plan against API Gateway's clock. */
+function withIntegrationTimeout(environment: Record<string, string>, seconds: number): Record<string, string> {
+  return ENV.config in environment ? { ...environment, [ENV.integrationTimeoutMs]: String(seconds * 1000) } : environment;
+}
+
+function integrationSecondsOf(props: SmartLaunchProps, name: FunctionName): number {
+  return props.api?.integrations?.[name]?.timeout?.toSeconds() ?? DEFAULT_INTEGRATION_TIMEOUT_SECONDS;
+}
+
+function functionSecondsOf(props: SmartLaunchProps, name: FunctionName): number {
+  return (props.functions?.[name]?.timeout ?? DEFAULT_SIZING[name].timeout).toSeconds();
+}
+
+/**
+ * Timeouts that cannot fit together, each with its fix: Lambda must outlast API Gateway (the
+ * handlers plan against API Gateway's clock and answer before it), the EHR calls must fit inside
+ * API Gateway's clock, and the FHIR proxy must have the time to stream its largest answer.
+ */
+export function timeoutProblems(props: SmartLaunchProps): string[] {
   const problems: string[] = [];
+  const marginSeconds = DEADLINE_MARGIN_MS / 1000;
+  for (const name of FUNCTION_NAMES) {
+    const fn = functionSecondsOf(props, name);
+    const gateway = integrationSecondsOf(props, name);
+    if (fn < gateway + 1) {
+      problems.push(
+        `functions.${name}.timeout (${fn} s) must be at least API Gateway's integration timeout (${gateway} s) + 1 s, ` +
+          `or Lambda cuts the function off before it can answer (a bare 502, a refresh lease left held): raise it to ${gateway + 1} s`,
+      );
+    }
+  }
+  const proxyGateway = integrationSecondsOf(props, 'fhir-proxy');
+  const proxyFunction = functionSecondsOf(props, 'fhir-proxy');
+  props.config.issuers.forEach((issuer, index) => {
+    const options = proxyOptionsOf(issuer);
+    if (options.timeoutSeconds + marginSeconds > proxyGateway) {
+      problems.push(
+        `issuers[${index}].proxy.timeoutSeconds (${options.timeoutSeconds} s) does not fit in API Gateway's ${proxyGateway} s for the FHIR proxy ` +
+          `(${marginSeconds} s are kept to answer): lower it to ${proxyGateway - marginSeconds} s, or raise "proxyIntegrationTimeoutSeconds" ` +
+          '(above 29 s after an API Gateway quota increase)',
+      );
+    }
+    const bytes = options.maxResponseMegabytes * 1024 * 1024;
+    const streamSeconds = proxyFunction - proxyGateway - marginSeconds;
+    if (bytes > streamingCapBytes(streamSeconds)) {
+      const needed = Math.ceil(proxyGateway + marginSeconds + streamingSecondsFor(bytes));
+      const fits = Math.floor(streamingCapBytes(streamSeconds) / (1024 * 1024));
+      problems.push(
+        `issuers[${index}].proxy.maxResponseMegabytes (${options.maxResponseMegabytes}) cannot be streamed whole: after API Gateway's ${proxyGateway} s ` +
+          `to the first byte, the fhir-proxy function's ${proxyFunction} s leave time for ${fits} MB at ~2 MB/s; lower it to ${fits}, ` +
+          `or raise functions.fhir-proxy.timeout to ${needed} s`,
+      );
+    }
+  });
+  const lease = props.config.session.refreshLeaseSeconds;
+  for (const name of ['sessions', 'fhir-proxy'] as const) {
+    const gateway = integrationSecondsOf(props, name);
+    // A request waiting for another's refresh waits up to a lease + 2 s before it answers REFRESH_BUSY.
+    if (lease + 2 + marginSeconds > gateway) {
+      problems.push(
+        `session.refreshLeaseSeconds (${lease} s) plus the 2 s a waiting request allows does not fit in API Gateway's ${gateway} s for ${name}: ` +
+          `lower it to ${gateway - 2 - marginSeconds} s`,
+      );
+    }
+  }
+  return problems;
+}
+
+function validateProps(props: SmartLaunchProps, publicUrl: URL, basePath: string, stackRegion: string): void {
+  const problems: string[] = [...timeoutProblems(props)];
   const configBytes = Buffer.byteLength(JSON.stringify(props.config), 'utf8');
   if (configBytes > CONFIG_ENVIRONMENT_BUDGET_BYTES) {
     problems.push(
       `the config is ${configBytes} bytes as JSON; Lambda environments hold 4 KB in total, so it must stay under ${CONFIG_ENVIRONMENT_BUDGET_BYTES} bytes`,
     );
+  }
+  if (!Token.isUnresolved(stackRegion)) {
+    props.config.issuers.forEach((issuer, index) => {
+      const parts = issuer.clientSecret === undefined ? undefined : secretArnParts(issuer.clientSecret);
+      if (parts && parts.region !== stackRegion) {
+        problems.push(
+          `issuers[${index}].clientSecret is a secret in ${parts.region}, but the stack deploys to ${stackRegion}: the functions read ` +
+            `secrets in their own region. Replicate it (aws secretsmanager replicate-secret-to-regions --secret-id ${parts.name} ` +
+            `--add-replica-regions Region=${stackRegion}) and name the replica's ARN, or deploy the stack to ${parts.region}`,
+        );
+      }
+    });
+    const certRegion = props.api?.customDomain?.certificateArn.split(':')[3];
+    if (certRegion !== undefined && certRegion !== stackRegion) {
+      problems.push(`api.customDomain.certificateArn is in ${certRegion}; a regional custom domain needs an ACM certificate in ${stackRegion}, the stack's region`);
+    }
   }
   const domain = props.api?.customDomain;
   if (domain) {
@@ -196,7 +288,7 @@ function validateProps(props: SmartLaunchProps, publicUrl: URL, basePath: string
   }
   for (const [name, overrides] of Object.entries(props.functions ?? {})) {
     const reserved = overrides?.reservedConcurrency;
-    if (reserved !== undefined && (!Number.isInteger(reserved) || reserved < 1)) {
+    if (reserved !== undefined && reserved !== false && (!Number.isInteger(reserved) || reserved < 1)) {
       problems.push(`functions.${name}.reservedConcurrency must be a positive integer (got ${reserved})`);
     }
   }

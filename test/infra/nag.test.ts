@@ -30,7 +30,8 @@ describe('cdk-nag (AwsSolutions + HIPAA Security, v3)', () => {
     // Arrange
     const app = testApp();
     const stack = new SmartLaunchStack(app, 'SmartLaunch-acme', {
-      config: awsConfig('acme', { publicUrl: 'https://abc123.execute-api.us-east-1.amazonaws.com/prod' }),
+      // On the execute-api host the app is on another site: no browser binding (see the cookie-site rules).
+      config: awsConfig('acme', { publicUrl: 'https://abc123.execute-api.us-east-1.amazonaws.com/prod', cookie: { browserBinding: false } }),
       smartLaunch: {
         api: { webAclArn: 'arn:aws:wafv2:us-east-1:111111111111:regional/webacl/acme/1', createCloudWatchRole: true },
         functions: { launch: { reservedConcurrency: 5 }, sessions: { reservedConcurrency: 5 }, 'fhir-proxy': { reservedConcurrency: 20 }, jwks: { reservedConcurrency: 2 } },

@@ -15,6 +15,7 @@ function jwtConfig(algs: ReadonlyArray<'RS384' | 'ES384'> = ['RS384', 'ES384']):
     {
       customer: 'jwt-health',
       publicUrl: 'https://abc123.execute-api.us-east-1.amazonaws.com/prod',
+      cookie: { browserBinding: false },
       app: { url: 'https://app.jwt-health.example/' },
       issuers: [
         ...algs.map((alg, i) => ({

@@ -84,12 +84,12 @@ describe('FHIR proxy response streaming in the deployed design', () => {
   });
 
   it('keeps STREAM when the stack sets an integration timeout, and honours an explicit BUFFERED', () => {
-    const timed = methodsOf(synth({ integrations: { 'fhir-proxy': { timeout: Duration.seconds(20) } } })).find((m) => m.fn === 'fhir-proxy')!;
+    const timed = methodsOf(synth({ integrations: { 'fhir-proxy': { timeout: Duration.seconds(28) } } })).find((m) => m.fn === 'fhir-proxy')!;
     const buffered = methodsOf(synth({ integrations: { 'fhir-proxy': { responseTransferMode: apigw.ResponseTransferMode.BUFFERED } } })).find(
       (m) => m.fn === 'fhir-proxy',
     )!;
 
-    expect(timed.integration).toMatchObject({ ResponseTransferMode: 'STREAM', TimeoutInMillis: 20_000 });
+    expect(timed.integration).toMatchObject({ ResponseTransferMode: 'STREAM', TimeoutInMillis: 28_000 });
     expect(buffered.integration.ResponseTransferMode).toBe('BUFFERED');
     expect(JSON.stringify(buffered.integration.Uri)).toContain('/2015-03-31/functions/');
   });
