@@ -3,7 +3,7 @@ import { App, Validations } from 'aws-cdk-lib';
 import { PROJECT_ROOT } from './constructs/smart-launch.js';
 import { CustomerFilesError } from './customers.js';
 import { addCustomerStacks, environmentFromProcess } from './customer-stacks.js';
-import { addNagChecks } from './nag.js';
+import { addNagChecks, guardValidator } from './nag.js';
 import { TemplateChecks } from './template-checks.js';
 
 /**
@@ -38,5 +38,5 @@ try {
 
 addNagChecks(app);
 // Literal-only fields, limits and timeouts: what cdk-nag does not check and only a deploy would find.
-Validations.of(app).addPlugins(new TemplateChecks());
+Validations.of(app).addPlugins(new TemplateChecks(), guardValidator());
 app.synth();

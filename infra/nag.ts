@@ -1,5 +1,6 @@
 import { Validations, type Stage } from 'aws-cdk-lib';
 import { CfnFunction } from 'aws-cdk-lib/aws-lambda';
+import { CfnGuardValidator } from '@cdklabs/cdk-validator-cfnguard';
 import { AwsSolutionsChecks, HIPAASecurityChecks, type NagPack, type NagPackProps } from 'cdk-nag';
 import type { IConstruct } from 'constructs';
 import type { SmartLaunch } from './constructs/smart-launch.js';
@@ -26,6 +27,28 @@ export function nagPacks(scope: Stage, props: NagPackProps = {}): NagPack[] {
  */
 export function addNagChecks(scope: Stage): void {
   Validations.of(scope).addPlugins(...nagPacks(scope, { verbose: true, writeSuppressionsToCloudFormation: true }));
+}
+
+/**
+ * The AWS Control Tower proactive controls (cfn-guard rules, run offline by the bundled `cfn-guard`
+ * binary of `@cdklabs/cdk-validator-cfnguard`) this design does not follow, each with its reason.
+ * The plugin can only disable a rule for the whole app, so each reason covers every resource.
+ */
+export const GUARD_DISABLED_RULES: Readonly<Record<string, string>> = {
+  'ct-apigateway-pr-1': 'Execution logging is off on purpose (same reason as AwsSolutions-APIG6): it would record session ids, code and state. Access logging is on.',
+  'ct-apigateway-pr-2': 'X-Ray is off on purpose (same reason as HIPAA APIGWXrayEnabled): trace segments record request URLs with session ids, code and state.',
+  'ct-lambda-pr-3': 'No VPC (same reason as HIPAA LambdaInsideVPC): the functions reach only public EHR endpoints and IAM-authenticated AWS endpoints.',
+  'ct-lambda-pr-2':
+    'Every Lambda permission names API Gateway as principal with the SourceArn of its own method; the rule accepts only a literal or ' +
+    'a same-template Ref/GetAtt, not the Fn::Join that builds an execute-api ARN, nor a SourceAccount in an environment-agnostic stack.',
+  'ct-kms-pr-3':
+    'The keys use the default key policy (the account administers through IAM); no function policy grants kms:CreateGrant, and ' +
+    'DynamoDB, CloudWatch Logs and SNS use the keys through their own service integrations.',
+};
+
+/** cfn-guard (Control Tower proactive controls) at synth, but for `GUARD_DISABLED_RULES`. */
+export function guardValidator(): CfnGuardValidator {
+  return new CfnGuardValidator({ disabledRules: Object.keys(GUARD_DISABLED_RULES) });
 }
 
 export interface NagAcknowledgment {

@@ -1,7 +1,9 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CfnOutput, Duration, Fn, Stack } from 'aws-cdk-lib';
+import { CfnOutput, Duration, Fn, Stack, Validations } from 'aws-cdk-lib';
+import { CfnGuardValidator } from '@cdklabs/cdk-validator-cfnguard';
+import { GUARD_DISABLED_RULES, guardValidator } from '../../infra/nag.js';
 import { Template } from 'aws-cdk-lib/assertions';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { contentLengthAtLeast } from '../../infra/constructs/launch-api.js';
@@ -286,4 +288,26 @@ describe('per-client WAF rate rule', () => {
       rmSync(dir, { recursive: true, force: true });
     }
   });
+});
+
+describe('cfn-guard (Control Tower proactive controls) at synth', () => {
+  function guardFindings(disabled: readonly string[]): string[] {
+    const app = testApp();
+    addCustomerStacks(app, { dir: join(PROJECT_ROOT, 'customers') });
+    Validations.of(app).addPlugins(new CfnGuardValidator({ disabledRules: [...disabled] }));
+    try {
+      app.synth();
+      return [];
+    } catch (error) {
+      return [...new Set([...String(error).matchAll(/\[(CT\.[A-Z0-9.]+)\]/g)].map((m) => m[1]!))].sort();
+    }
+  }
+
+  it('runs offline and finds exactly the rules disabled with a reason, nothing else (one synth: cfn-guard is slow)', () => {
+    // With no rule disabled, the findings must be exactly the disabled ones: so the check runs, and
+    // the sample stack passes every other control.
+    expect(guardFindings([])).toEqual(Object.keys(GUARD_DISABLED_RULES).map((r) => r.toUpperCase().replace(/-/g, '.')).sort());
+    for (const reason of Object.values(GUARD_DISABLED_RULES)) expect(reason.length).toBeGreaterThan(60);
+    expect(guardValidator()).toBeInstanceOf(CfnGuardValidator);
+  }, 120_000);
 });
