@@ -1,0 +1,367 @@
+import { createServer, request as httpRequest, type Server } from 'node:http';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { pathToFileURL } from 'node:url';
+import { App } from 'aws-cdk-lib';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { PROJECT_ROOT } from '../../infra/constructs/smart-launch.js';
+import { addCustomerStacks } from '../../infra/customer-stacks.js';
+import { startLocalDynamo, type LocalDynamo } from '../../local/dynamo-local.js';
+import { CDK_CONTEXT } from '../infra/helpers.js';
+import { deniedRequests, unusedActions, type PolicyStatement, type RecordedRequest } from './iam.js';
+
+/**
+ * Deploy rehearsal: the bundles `cdk synth` writes (not the TypeScript sources), each loaded as the
+ * Lambda runtime loads `index.mjs`, with the environment variables, timeout and memory of its
+ * function in the synthesized template, invoked with events shaped as API Gateway REST (payload v1)
+ * sends them (stage prefix in `requestContext.path`, `multiValueHeaders`, cookies, base64 bodies)
+ * and, for the FHIR proxy, through `awslambda.streamifyResponse` with the prelude and the 8-NUL
+ * delimiter parsed as API Gateway parses them. The AWS SDK inside the bundles talks to loopback
+ * servers through the `AWS_ENDPOINT_URL_*` variables (dynalite for DynamoDB), and every request it
+ * makes is recorded and evaluated against that function's role policies in the same template.
+ */
+
+const REGION = 'us-east-1';
+const ACCOUNT = '000000000000';
+
+type Resource = { Type: string; Properties?: Record<string, unknown>; Metadata?: Record<string, unknown> };
+type Template = { Resources: Record<string, Resource> };
+
+let outdir: string;
+let template: Template;
+let dynamo: LocalDynamo;
+let recorder: Server;
+let recorderUrl: string;
+const recorded: RecordedRequest[] = [];
+let currentFn = '';
+let dataDir: string;
+
+/** CloudFormation intrinsics as a deployment in REGION/ACCOUNT would resolve them. */
+function resolve(value: unknown): unknown {
+  if (typeof value !== 'object' || value === null) return value;
+  if (Array.isArray(value)) return value.map(resolve);
+  const object = value as Record<string, unknown>;
+  if ('Ref' in object) {
+    const ref = String(object.Ref);
+    const pseudo: Record<string, string> = { 'AWS::Partition': 'aws', 'AWS::Region': REGION, 'AWS::AccountId': ACCOUNT, 'AWS::URLSuffix': 'amazonaws.com' };
+    if (pseudo[ref]) return pseudo[ref];
+    const resource = template.Resources[ref];
+    if (resource?.Type === 'AWS::DynamoDB::Table') return dynamo.tableName;
+    if (resource?.Type === 'AWS::KMS::Key') return ref.toLowerCase();
+    return `ref-${ref}`;
+  }
+  if ('Fn::GetAtt' in object) {
+    const [id, attribute] = object['Fn::GetAtt'] as [string, string];
+    const resource = template.Resources[id];
+    if (attribute === 'Arn' && resource?.Type === 'AWS::DynamoDB::Table') return `arn:aws:dynamodb:${REGION}:${ACCOUNT}:table/${dynamo.tableName}`;
+    if (attribute === 'Arn' && resource?.Type === 'AWS::KMS::Key') return `arn:aws:kms:${REGION}:${ACCOUNT}:key/${id.toLowerCase()}`;
+    if (attribute === 'Arn' && resource?.Type === 'AWS::Logs::LogGroup') return `arn:aws:logs:${REGION}:${ACCOUNT}:log-group:${id}:*`;
+    return `getatt-${id}-${attribute}`;
+  }
+  if ('Fn::Join' in object) {
+    const [separator, parts] = object['Fn::Join'] as [string, unknown[]];
+    return parts.map((part) => String(resolve(part))).join(separator);
+  }
+  return Object.fromEntries(Object.entries(object).map(([k, v]) => [k, resolve(v)]));
+}
+
+interface DeployedFunction {
+  readonly name: string;
+  readonly bundle: string;
+  readonly environment: Record<string, string>;
+  readonly timeoutSeconds: number;
+  readonly memoryMb: number;
+  readonly statements: PolicyStatement[];
+}
+
+function deployedFunctions(): Map<string, DeployedFunction> {
+  const out = new Map<string, DeployedFunction>();
+  for (const [, fn] of Object.entries(template.Resources).filter(([, r]) => r.Type === 'AWS::Lambda::Function')) {
+    const p = fn.Properties!;
+    const environment = resolve((p.Environment as { Variables: Record<string, unknown> }).Variables) as Record<string, string>;
+    const name = environment.POWERTOOLS_SERVICE_NAME!.replace(/^smart-launch-/, '');
+    const roleId = (p.Role as { 'Fn::GetAtt': [string, string] })['Fn::GetAtt'][0];
+    const statements = Object.values(template.Resources)
+      .filter((r) => r.Type === 'AWS::IAM::ManagedPolicy' && JSON.stringify(r.Properties!.Roles).includes(`"${roleId}"`))
+      .flatMap((r) => (resolve((r.Properties!.PolicyDocument as { Statement: unknown[] }).Statement) as PolicyStatement[]));
+    out.set(name, {
+      name,
+      bundle: join(outdir, String(fn.Metadata!['aws:asset:path']), 'index.mjs'),
+      environment,
+      timeoutSeconds: p.Timeout as number,
+      memoryMb: p.MemorySize as number,
+      statements,
+    });
+  }
+  return out;
+}
+
+/** A Lambda context: the function's own timeout, counted down in real time. */
+function contextFor(fn: DeployedFunction) {
+  const end = Date.now() + fn.timeoutSeconds * 1000;
+  return {
+    functionName: `smart-launch-${fn.name}`,
+    memoryLimitInMB: String(fn.memoryMb),
+    awsRequestId: `rehearsal-${Math.random().toString(36).slice(2)}`,
+    getRemainingTimeInMillis: () => Math.max(0, end - Date.now()),
+  };
+}
+
+/** An API Gateway REST (payload v1) proxy event, as the `prod` stage sends it. */
+function restEvent(input: { method: string; resource: string; path: string; pathParameters?: Record<string, string>; query?: Record<string, string[]>; headers?: Record<string, string[]>; body?: Buffer }) {
+  const headers = { Host: ['abc123.execute-api.us-east-1.amazonaws.com'], 'User-Agent': ['rehearsal'], 'X-Forwarded-Proto': ['https'], ...input.headers };
+  const query = input.query ?? {};
+  return {
+    resource: input.resource,
+    path: input.path,
+    httpMethod: input.method,
+    headers: Object.fromEntries(Object.entries(headers).map(([k, v]) => [k, v.at(-1)!])),
+    multiValueHeaders: headers,
+    queryStringParameters: Object.keys(query).length ? Object.fromEntries(Object.entries(query).map(([k, v]) => [k, v.at(-1)!])) : null,
+    multiValueQueryStringParameters: Object.keys(query).length ? query : null,
+    pathParameters: input.pathParameters ?? null,
+    stageVariables: null,
+    // The catch-all binary media type: every request body arrives base64-encoded.
+    body: input.body ? input.body.toString('base64') : null,
+    isBase64Encoded: input.body !== undefined,
+    requestContext: {
+      accountId: ACCOUNT,
+      apiId: 'abc123',
+      stage: 'prod',
+      path: `/prod${input.path}`,
+      resourcePath: input.resource,
+      httpMethod: input.method,
+      requestId: `req-${Math.random().toString(36).slice(2)}`,
+      requestTimeEpoch: Date.now(),
+      protocol: 'HTTP/1.1',
+      identity: { sourceIp: '203.0.113.7', userAgent: 'rehearsal' },
+      domainName: 'abc123.execute-api.us-east-1.amazonaws.com',
+    },
+  };
+}
+
+/** The runtime's response stream as API Gateway reads it: prelude JSON, 8 NUL bytes, body. */
+class ResponseStream extends Writable {
+  readonly chunks: Buffer[] = [];
+  contentType = '';
+  setContentType(type: string): void {
+    this.contentType = type;
+  }
+  override _write(chunk: Buffer, _e: BufferEncoding, callback: () => void): void {
+    this.chunks.push(Buffer.from(chunk));
+    callback();
+  }
+  parsed(): { prelude: { statusCode: number; headers: Record<string, string> }; body: Buffer } {
+    const all = Buffer.concat(this.chunks);
+    const end = all.indexOf(Buffer.alloc(8));
+    if (end < 0 || end > 16 * 1024) throw new Error('no prelude within the first 16 KB');
+    return { prelude: JSON.parse(all.subarray(0, end).toString('utf8')), body: all.subarray(end + 8) };
+  }
+}
+
+/** `awslambda` as the Node.js runtime defines it for streaming handlers. */
+const awslambda = {
+  streamifyResponse: <T>(handler: T): T => {
+    (handler as { [key: symbol]: string })[Symbol.for('aws.lambda.runtime.handler.streaming')] = 'response';
+    return handler;
+  },
+  HttpResponseStream: {
+    from(stream: ResponseStream & { _onBeforeFirstWrite?: unknown }, prelude: unknown) {
+      stream.setContentType('application/vnd.awslambda.http-integration-response');
+      const write = stream.write.bind(stream);
+      let first = true;
+      stream.write = ((chunk: unknown, ...rest: unknown[]) => {
+        if (first) {
+          first = false;
+          write(JSON.stringify(prelude));
+          write(Buffer.alloc(8));
+        }
+        return (write as (c: unknown, ...r: unknown[]) => boolean)(chunk, ...rest);
+      }) as typeof stream.write;
+      return stream;
+    },
+  },
+};
+
+type Buffered = (event: unknown, context: unknown) => Promise<{ statusCode: number; headers?: Record<string, string>; body: string; isBase64Encoded?: boolean }>;
+type Streaming = (event: unknown, stream: ResponseStream, context: unknown) => Promise<void>;
+
+const loaded = new Map<string, unknown>();
+
+/** Loads a function's bundle with its environment, as a fresh Lambda container would. */
+async function handlerOf(fn: DeployedFunction): Promise<unknown> {
+  const cached = loaded.get(fn.name);
+  if (cached) return cached;
+  for (const [name, value] of Object.entries(fn.environment)) process.env[name] = value;
+  const module = (await import(`${pathToFileURL(fn.bundle).href}?fn=${fn.name}`)) as { handler: unknown };
+  loaded.set(fn.name, module.handler);
+  return module.handler;
+}
+
+async function invoke(fn: DeployedFunction, event: unknown) {
+  currentFn = fn.name;
+  const handler = (await handlerOf(fn)) as Buffered;
+  return handler(event, contextFor(fn));
+}
+
+let functions: Map<string, DeployedFunction>;
+const savedEnv = { ...process.env };
+
+beforeAll(async () => {
+  // One synth of the sample customer, with esbuild bundling, inside the project so the bundles
+  // resolve the AWS SDK (external, as the Lambda runtime provides it) from node_modules.
+  const cacheRoot = join(PROJECT_ROOT, 'node_modules', '.cache');
+  mkdirSync(cacheRoot, { recursive: true });
+  outdir = mkdtempSync(join(cacheRoot, 'smart-launch-rehearsal-'));
+  const app = new App({ outdir, context: { ...CDK_CONTEXT, 'aws:cdk:enable-asset-metadata': true } });
+  addCustomerStacks(app, { dir: join(PROJECT_ROOT, 'customers'), env: { account: ACCOUNT, region: REGION } });
+  app.synth();
+  template = JSON.parse(readFileSync(join(outdir, 'SmartLaunch-example-health.template.json'), 'utf8')) as Template;
+
+  dataDir = mkdtempSync(join(tmpdir(), 'smart-launch-rehearsal-data-'));
+  dynamo = await startLocalDynamo({ dataDir });
+  // Records every DynamoDB request the bundles make (action, table, leading key), then forwards it.
+  recorder = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const body = Buffer.concat(chunks);
+      const target = String(req.headers['x-amz-target'] ?? '');
+      const input = JSON.parse(body.toString('utf8') || '{}') as { TableName?: string; Key?: { pk?: { S?: string } }; Item?: { pk?: { S?: string } } };
+      const key = input.Key?.pk?.S ?? input.Item?.pk?.S;
+      recorded.push({
+        fn: currentFn,
+        action: `dynamodb:${target.split('.')[1]}`,
+        resource: `arn:aws:dynamodb:${REGION}:${ACCOUNT}:table/${input.TableName}`,
+        context: key === undefined ? {} : { 'dynamodb:LeadingKeys': [key] },
+      });
+      const upstream = new URL(dynamo.endpoint);
+      const forward = httpRequest({ host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers: req.headers }, (answer) => {
+        res.writeHead(answer.statusCode ?? 500, answer.headers);
+        answer.pipe(res);
+      });
+      forward.end(body);
+    });
+  });
+  await new Promise<void>((done) => recorder.listen(0, '127.0.0.1', done));
+  const address = recorder.address() as { port: number };
+  recorderUrl = `http://127.0.0.1:${address.port}`;
+
+  Object.assign(process.env, {
+    AWS_REGION: REGION,
+    AWS_ACCESS_KEY_ID: 'AKIAREHEARSAL',
+    AWS_SECRET_ACCESS_KEY: 'rehearsal-secret',
+    AWS_ENDPOINT_URL_DYNAMODB: recorderUrl,
+    AWS_EC2_METADATA_DISABLED: 'true',
+  });
+  (globalThis as { awslambda?: unknown }).awslambda = awslambda;
+  functions = deployedFunctions();
+}, 180_000);
+
+afterAll(async () => {
+  delete (globalThis as { awslambda?: unknown }).awslambda;
+  for (const name of Object.keys(process.env)) if (!(name in savedEnv)) delete process.env[name];
+  Object.assign(process.env, savedEnv);
+  await new Promise<void>((done) => recorder?.close(() => done()));
+  await dynamo?.close();
+  rmSync(outdir, { recursive: true, force: true });
+  rmSync(dataDir, { recursive: true, force: true });
+});
+
+const SESSION = 'r'.repeat(43);
+
+describe('deploy rehearsal: the synthesized bundles, in a Lambda-like runtime', () => {
+  it('takes every function\'s environment, timeout and memory from the template and loads its bundle', () => {
+    expect([...functions.keys()].sort()).toEqual(['fhir-proxy', 'jwks', 'launch', 'sessions']);
+    for (const fn of functions.values()) {
+      expect(fn.bundle, fn.name).toMatch(/asset\.[0-9a-f]+\/index\.mjs$/);
+      expect(fn.timeoutSeconds).toBeGreaterThanOrEqual(30);
+      expect(fn.memoryMb).toBeGreaterThanOrEqual(256);
+    }
+  });
+
+  it('launch: refuses an issuer the config does not name with its HTML error page, before any AWS call', async () => {
+    const launch = functions.get('launch')!;
+    const before = recorded.length;
+    const result = await invoke(launch, restEvent({ method: 'GET', resource: '/launch', path: '/launch', query: { iss: ['https://unknown.example/fhir'], launch: ['x'] } }));
+    expect(result.statusCode).toBe(403);
+    expect(result.headers?.['content-type'] ?? result.headers?.['Content-Type']).toMatch(/text\/html/);
+    expect(recorded.length).toBe(before);
+  });
+
+  it('sessions: reads the session record through the real SDK and answers 404 SESSION_NOT_FOUND as JSON', async () => {
+    const sessions = functions.get('sessions')!;
+    const result = await invoke(
+      sessions,
+      restEvent({
+        method: 'GET',
+        resource: '/sessions/{id}',
+        path: `/sessions/${SESSION}`,
+        pathParameters: { id: SESSION },
+        headers: { Cookie: [`__Host-smart-launch=${'b'.repeat(43)}`], Origin: ['https://app.example-health.org'] },
+      }),
+    );
+    expect(result.statusCode, result.body).toBe(404);
+    expect(JSON.parse(result.body).error.code).toBe('SESSION_NOT_FOUND');
+    expect(result.headers?.['access-control-allow-origin']).toBe('https://app.example-health.org');
+    expect(recorded.filter((r) => r.fn === 'sessions').map((r) => r.action)).toEqual(['dynamodb:GetItem']);
+  });
+
+  it('fhir-proxy: streams a FHIR OperationOutcome through the prelude, from a base64 form body', async () => {
+    const proxy = functions.get('fhir-proxy')!;
+    currentFn = proxy.name;
+    const handler = (await handlerOf(proxy)) as Streaming;
+    const stream = new ResponseStream();
+    await handler(
+      restEvent({
+        method: 'POST',
+        resource: '/sessions/{id}/fhir/{proxy+}',
+        path: `/sessions/${SESSION}/fhir/Patient/_search`,
+        pathParameters: { id: SESSION, proxy: 'Patient/_search' },
+        headers: { 'Content-Type': ['application/x-www-form-urlencoded'], Cookie: [`__Host-smart-launch=${'b'.repeat(43)}`] },
+        body: Buffer.from('name=smith'),
+      }),
+      stream,
+      contextFor(proxy),
+    );
+    expect(stream.contentType).toBe('application/vnd.awslambda.http-integration-response');
+    const { prelude, body } = stream.parsed();
+    expect(prelude.statusCode).toBe(404);
+    expect(prelude.headers['content-type']).toMatch(/application\/fhir\+json/);
+    expect(JSON.parse(body.toString('utf8'))).toMatchObject({ resourceType: 'OperationOutcome' });
+  });
+
+  it('jwks: answers the (empty, no private_key_jwt) key set with no AWS call', async () => {
+    const jwks = functions.get('jwks')!;
+    const result = await invoke(jwks, restEvent({ method: 'GET', resource: '/.well-known/jwks.json', path: '/.well-known/jwks.json' }));
+    expect(result.statusCode).toBe(200);
+    expect(JSON.parse(result.body)).toEqual({ keys: [] });
+    expect(recorded.filter((r) => r.fn === 'jwks')).toEqual([]);
+  });
+
+  it('every AWS request the rehearsal made is allowed by that function\'s role policy in the template', () => {
+    expect(recorded.length).toBeGreaterThan(0);
+    expect(recorded.every((r) => r.fn !== '')).toBe(true);
+    expect(deniedRequests(recorded, (fn) => functions.get(fn)!.statements)).toEqual([]);
+  });
+
+  it('fails the evaluation when a grant is removed from the policy', () => {
+    const withoutGetItem = (fn: string) =>
+      functions.get(fn)!.statements.map((s) => ({ ...s, Action: (Array.isArray(s.Action) ? s.Action : [s.Action]).filter((a) => a !== 'dynamodb:GetItem') }));
+    expect(deniedRequests(recorded, withoutGetItem)).not.toEqual([]);
+    // And a leading key outside the granted prefixes is denied too.
+    const foreign = recorded.filter((r) => r.action === 'dynamodb:GetItem').map((r) => ({ ...r, context: { 'dynamodb:LeadingKeys': ['txn#foreign'] } }));
+    expect(deniedRequests(foreign, (fn) => functions.get(fn)!.statements)).toHaveLength(foreign.length);
+  });
+
+  it('lists the granted actions this rehearsal did not use (each justified in infra/README.md)', () => {
+    const unused = unusedActions(recorded, (fn) => functions.get(fn)!.statements, [...functions.keys()]);
+    const readme = readFileSync(join(PROJECT_ROOT, 'infra', 'README.md'), 'utf8');
+    console.info(`granted but not used by the rehearsal: ${JSON.stringify(unused)}`);
+    for (const [fn, actions] of Object.entries(unused)) {
+      for (const action of actions) expect(readme, `${fn}: ${action}`).toContain(`\`${action}\``);
+    }
+  });
+});
