@@ -1,5 +1,7 @@
+import { spawnSync } from 'node:child_process';
 import { createServer, request as httpRequest, type Server } from 'node:http';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createServer as createHttpsServer } from 'node:https';
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
@@ -10,7 +12,9 @@ import { PROJECT_ROOT } from '../../infra/constructs/smart-launch.js';
 import { addCustomerStacks } from '../../infra/customer-stacks.js';
 import { startLocalDynamo, type LocalDynamo } from '../../local/dynamo-local.js';
 import { CDK_CONTEXT } from '../infra/helpers.js';
+import { FakeEhr } from '../fakes/fake-ehr.js';
 import { deniedRequests, unusedActions, type PolicyStatement, type RecordedRequest } from './iam.js';
+import { startLoopbackAws, type LoopbackAws } from './loopback-aws.js';
 
 /**
  * Deploy rehearsal: the bundles `cdk synth` writes (not the TypeScript sources), each loaded as the
@@ -37,6 +41,52 @@ let recorderUrl: string;
 const recorded: RecordedRequest[] = [];
 let currentFn = '';
 let dataDir: string;
+let secretArn = '';
+let ehr: FakeEhr;
+let ehrServer: Server;
+let aws: LoopbackAws;
+const CLIENT_SECRET = 'rehearsal-client-secret-0123456789abcdef';
+
+/** A self-signed certificate for 127.0.0.1 (the EHR must be https: a deployed config refuses http). */
+function selfSignedCertificate(dir: string): { key: Buffer; cert: Buffer } {
+  const key = join(dir, 'ehr.key');
+  const cert = join(dir, 'ehr.crt');
+  const result = spawnSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1'], { encoding: 'utf8' });
+  if (result.status !== 0) throw new Error(`openssl failed: ${result.stderr}`);
+  return { key: readFileSync(key), cert: readFileSync(cert) };
+}
+
+/** The fake EHR (discovery, authorize, token, JWKS, FHIR) served over https on loopback, in real time. */
+async function startHttpsEhr(dir: string): Promise<void> {
+  let handle: ((url: string, init: RequestInit) => Promise<Response>) | undefined;
+  ehrServer = createHttpsServer(selfSignedCertificate(dir), (req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const headers = Object.fromEntries(Object.entries(req.headers).map(([k, v]) => [k, Array.isArray(v) ? v.join(', ') : String(v)]));
+      const body = chunks.length > 0 ? Buffer.concat(chunks).toString('utf8') : undefined;
+      void handle!(`https://127.0.0.1:${(ehrServer.address() as { port: number }).port}${req.url}`, { method: req.method!, headers, ...(body ? { body } : {}) }).then(async (answer) => {
+        const bytes = Buffer.from(await answer.arrayBuffer());
+        res.writeHead(answer.status, Object.fromEntries(answer.headers.entries()));
+        res.end(bytes);
+      });
+    });
+  }) as unknown as Server;
+  await new Promise<void>((done) => ehrServer.listen(0, '127.0.0.1', done));
+  const port = (ehrServer.address() as { port: number }).port;
+  ehr = await FakeEhr.create({
+    clock: { now: () => Date.now(), sleep: (ms: number) => new Promise((r) => setTimeout(r, ms)) },
+    fhirBase: `https://127.0.0.1:${port}/fhir/r4`,
+    clientSecret: CLIENT_SECRET,
+  });
+  const fhir = ehr.fhirAnswer;
+  // A Binary larger than Lambda's 6 MB buffered limit, for the streaming proxy.
+  ehr.fhirAnswer = (url, request) =>
+    url.pathname.endsWith('/Binary/big') ? new Response(BIG, { headers: { 'content-type': 'application/pdf' } }) : fhir(url, request);
+  handle = ehr.http;
+}
+
+const BIG = new Uint8Array(7 * 1024 * 1024).map((_, i) => i % 251);
 
 /** CloudFormation intrinsics as a deployment in REGION/ACCOUNT would resolve them. */
 function resolve(value: unknown): unknown {
@@ -215,12 +265,23 @@ beforeAll(async () => {
   const cacheRoot = join(PROJECT_ROOT, 'node_modules', '.cache');
   mkdirSync(cacheRoot, { recursive: true });
   outdir = mkdtempSync(join(cacheRoot, 'smart-launch-rehearsal-'));
+  dataDir = mkdtempSync(join(tmpdir(), 'smart-launch-rehearsal-data-'));
+  await startHttpsEhr(dataDir);
+  // The sample customer, its first EHR moved to the loopback one (same client auth, same secret ARN).
+  const customers = join(dataDir, 'customers');
+  mkdirSync(customers);
+  const sample = JSON.parse(readFileSync(join(PROJECT_ROOT, 'customers', 'example.json'), 'utf8')) as { issuers: Array<Record<string, unknown>> };
+  sample.issuers[0] = { ...sample.issuers[0], iss: ehr.fhirBase, clientId: ehr.clientId };
+  writeFileSync(join(customers, 'example.json'), JSON.stringify(sample));
+  copyFileSync(join(PROJECT_ROOT, 'customers', 'example.stack.json'), join(customers, 'example.stack.json'));
+  secretArn = String(sample.issuers[0]!.clientSecret);
+
   const app = new App({ outdir, context: { ...CDK_CONTEXT, 'aws:cdk:enable-asset-metadata': true } });
-  addCustomerStacks(app, { dir: join(PROJECT_ROOT, 'customers'), env: { account: ACCOUNT, region: REGION } });
+  addCustomerStacks(app, { dir: customers, env: { account: ACCOUNT, region: REGION } });
   app.synth();
   template = JSON.parse(readFileSync(join(outdir, 'SmartLaunch-example-health.template.json'), 'utf8')) as Template;
+  aws = await startLoopbackAws({ record: (r) => recorded.push({ ...r, fn: currentFn }), secrets: { [secretArn]: CLIENT_SECRET } });
 
-  dataDir = mkdtempSync(join(tmpdir(), 'smart-launch-rehearsal-data-'));
   dynamo = await startLocalDynamo({ dataDir });
   // Records every DynamoDB request the bundles make (action, table, leading key), then forwards it.
   recorder = createServer((req, res) => {
@@ -254,6 +315,10 @@ beforeAll(async () => {
     AWS_ACCESS_KEY_ID: 'AKIAREHEARSAL',
     AWS_SECRET_ACCESS_KEY: 'rehearsal-secret',
     AWS_ENDPOINT_URL_DYNAMODB: recorderUrl,
+    AWS_ENDPOINT_URL_KMS: aws.kmsUrl,
+    AWS_ENDPOINT_URL_SECRETS_MANAGER: aws.secretsUrl,
+    // The loopback EHR's certificate is self-signed; only this process talks to it.
+    NODE_TLS_REJECT_UNAUTHORIZED: '0',
     AWS_EC2_METADATA_DISABLED: 'true',
   });
   (globalThis as { awslambda?: unknown }).awslambda = awslambda;
@@ -266,6 +331,8 @@ afterAll(async () => {
   Object.assign(process.env, savedEnv);
   await new Promise<void>((done) => recorder?.close(() => done()));
   await dynamo?.close();
+  await aws?.close();
+  await new Promise<void>((done) => { ehrServer?.closeAllConnections(); ehrServer?.close(() => done()); });
   rmSync(outdir, { recursive: true, force: true });
   rmSync(dataDir, { recursive: true, force: true });
 });
@@ -341,6 +408,74 @@ describe('deploy rehearsal: the synthesized bundles, in a Lambda-like runtime', 
     expect(recorded.filter((r) => r.fn === 'jwks')).toEqual([]);
   });
 
+  const flow = { sessionId: '', cookie: '' };
+
+  it('runs a whole EHR launch: /launch, the EHR\'s authorize step, /callback (KMS data key, client secret, token, id_token)', async () => {
+    const launch = functions.get('launch')!;
+    const started = await invoke(launch, restEvent({ method: 'GET', resource: '/launch', path: '/launch', query: { iss: [ehr.fhirBase], launch: ['launch-ctx-rehearsal-0123456789'] } }));
+    expect(started.statusCode, started.body).toBe(302);
+    const setCookie = (started as { multiValueHeaders?: Record<string, string[]> }).multiValueHeaders?.['set-cookie'] ?? [];
+    flow.cookie = setCookie.map((c) => c.split(';')[0]!).find((c) => c.startsWith('__Host-smart-launch='))!;
+    expect(flow.cookie).toBeDefined();
+    const authorization = ehr.authorize(String(started.headers!.location ?? started.headers!.Location));
+    const done = await invoke(launch, restEvent({ method: 'GET', resource: '/callback', path: '/callback', query: authorization.callbackQuery, headers: { Cookie: [flow.cookie] } }));
+    expect(done.statusCode, done.body).toBe(302);
+    const location = String(done.headers!.location ?? done.headers!.Location);
+    expect(location.startsWith('https://app.example-health.org/')).toBe(true);
+    flow.sessionId = location.split('#session=')[1]!;
+    expect(flow.sessionId).toMatch(/^[A-Za-z0-9_-]{20,}$/);
+    expect(recorded.filter((r) => r.fn === 'launch').map((r) => r.action)).toEqual(
+      expect.arrayContaining(['kms:GenerateDataKey', 'dynamodb:PutItem', 'dynamodb:DeleteItem', 'secretsmanager:GetSecretValue']),
+    );
+  });
+
+  it('reads the session, then a FHIR answer over 6 MB streamed whole through the prelude', async () => {
+    const session = await invoke(functions.get('sessions')!, restEvent({ method: 'GET', resource: '/sessions/{id}', path: `/sessions/${flow.sessionId}`, pathParameters: { id: flow.sessionId }, headers: { Cookie: [flow.cookie] } }));
+    expect(session.statusCode, session.body).toBe(200);
+    expect(session.body).not.toContain('access_token');
+    const proxy = functions.get('fhir-proxy')!;
+    currentFn = proxy.name;
+    const handler = (await handlerOf(proxy)) as Streaming;
+    const stream = new ResponseStream();
+    await handler(
+      restEvent({ method: 'GET', resource: '/sessions/{id}/fhir/{proxy+}', path: `/sessions/${flow.sessionId}/fhir/Binary/big`, pathParameters: { id: flow.sessionId, proxy: 'Binary/big' }, headers: { Cookie: [flow.cookie], Accept: ['application/pdf'] } }),
+      stream,
+      contextFor(proxy),
+    );
+    const { prelude, body } = stream.parsed();
+    expect(prelude.statusCode).toBe(200);
+    expect(body.length).toBe(BIG.length);
+    expect(Buffer.compare(body, Buffer.from(BIG))).toBe(0);
+  });
+
+  it('refreshes (lease, token endpoint with the client secret, re-seal) and logs out', async () => {
+    const sessions = functions.get('sessions')!;
+    const event = (action: string) =>
+      restEvent({ method: 'POST', resource: `/sessions/{id}/${action}`, path: `/sessions/${flow.sessionId}/${action}`, pathParameters: { id: flow.sessionId }, headers: { Cookie: [flow.cookie], Origin: ['https://app.example-health.org'] } });
+    // The EHR's refresh grant: the issued refresh token, from the client authenticated with its secret.
+    const refreshCalls: string[] = [];
+    ehr.tokenAnswer = ({ headers, form }) => {
+      refreshCalls.push(String(form.get('grant_type')));
+      const basic = `Basic ${Buffer.from(`${ehr.clientId}:${CLIENT_SECRET}`).toString('base64')}`;
+      if (headers.authorization !== basic) return new Response(JSON.stringify({ error: 'invalid_client' }), { status: 401 });
+      if (form.get('grant_type') !== 'refresh_token' || !ehr.issued.refreshTokens.includes(String(form.get('refresh_token')))) {
+        return new Response(JSON.stringify({ error: 'invalid_grant' }), { status: 400, headers: { 'content-type': 'application/json' } });
+      }
+      return new Response(JSON.stringify({ access_token: 'at-refreshed-0123456789', token_type: 'Bearer', expires_in: 3600, refresh_token: 'rt-rotated-0123456789' }), {
+        headers: { 'content-type': 'application/json', 'cache-control': 'no-store' },
+      });
+    };
+    const refreshed = await invoke(sessions, event('refresh'));
+    expect(refreshed.statusCode, refreshed.body).toBe(200);
+    expect(refreshCalls).toEqual(['refresh_token']);
+    expect(recorded.filter((r) => r.fn === 'sessions').map((r) => r.action)).toEqual(expect.arrayContaining(['dynamodb:UpdateItem', 'kms:Decrypt', 'secretsmanager:GetSecretValue']));
+    const out = await invoke(sessions, event('logout'));
+    expect(out.statusCode, out.body).toBe(200);
+    expect(recorded.filter((r) => r.fn === 'sessions').map((r) => r.action)).toContain('dynamodb:DeleteItem');
+    const after = await invoke(sessions, restEvent({ method: 'GET', resource: '/sessions/{id}', path: `/sessions/${flow.sessionId}`, pathParameters: { id: flow.sessionId }, headers: { Cookie: [flow.cookie] } }));
+    expect(after.statusCode).toBe(404);
+  });
+
   it('every AWS request the rehearsal made is allowed by that function\'s role policy in the template', () => {
     expect(recorded.length).toBeGreaterThan(0);
     expect(recorded.every((r) => r.fn !== '')).toBe(true);
@@ -354,6 +489,11 @@ describe('deploy rehearsal: the synthesized bundles, in a Lambda-like runtime', 
     // And a leading key outside the granted prefixes is denied too.
     const foreign = recorded.filter((r) => r.action === 'dynamodb:GetItem').map((r) => ({ ...r, context: { 'dynamodb:LeadingKeys': ['txn#foreign'] } }));
     expect(deniedRequests(foreign, (fn) => functions.get(fn)!.statements)).toHaveLength(foreign.length);
+    // And the token key under another customer's encryption context.
+    const kms = recorded.filter((r) => r.action === 'kms:GenerateDataKey');
+    expect(kms.length).toBeGreaterThan(0);
+    const otherCustomer = kms.map((r) => ({ ...r, context: { ...r.context, 'kms:EncryptionContext:customer': 'someone-else' } }));
+    expect(deniedRequests(otherCustomer, (fn) => functions.get(fn)!.statements)).toHaveLength(otherCustomer.length);
   });
 
   it('lists the granted actions this rehearsal did not use (each justified in infra/README.md)', () => {
