@@ -23,7 +23,7 @@ export function addCustomerStacks(app: App, options: CustomerStacksOptions): Sma
     (source) =>
       new SmartLaunchStack(app, stackNameFor(source.config.customer), {
         config: source.config,
-        smartLaunch: smartLaunchPropsFrom(source.options),
+        smartLaunch: smartLaunchPropsFrom(source.options, source.config),
         ...(options.env ? { env: options.env } : {}),
         // A customer's production data plane: deleting it takes an explicit step.
         terminationProtection: source.options.terminationProtection ?? true,

@@ -3,7 +3,7 @@ import { basename, isAbsolute, join, resolve } from 'node:path';
 import { Duration } from 'aws-cdk-lib';
 import { z } from 'zod';
 import { ConfigError, parseConfigText, type Config } from '../shared/config/schema.js';
-import type { SmartLaunchProps } from './constructs/smart-launch.js';
+import { proxyFunctionSecondsFor, type SmartLaunchProps } from './constructs/smart-launch.js';
 
 /**
  * Customer files: `customers/<name>.json` is the customer config (the shared zod schema, validated
@@ -161,9 +161,19 @@ export function loadCustomers(options: LoadCustomersOptions): CustomerStackSourc
   return sources;
 }
 
-/** Stack options → `SmartLaunch` props (everything but the config). */
-export function smartLaunchPropsFrom(options: StackOptions): Omit<SmartLaunchProps, 'config'> {
+/**
+ * Stack options → `SmartLaunch` props (everything but the config). A raised proxy integration
+ * timeout raises the FHIR proxy's function timeout with it (with the config: enough to stream its
+ * largest answer after the first byte).
+ */
+export function smartLaunchPropsFrom(options: StackOptions, config?: Config): Omit<SmartLaunchProps, 'config'> {
   const reserved = options.reservedConcurrency ?? {};
+  const functions: Record<string, { reservedConcurrency?: number | false; timeout?: Duration }> = Object.fromEntries(
+    Object.entries(reserved).map(([name, value]) => [name, { reservedConcurrency: value }]),
+  );
+  if (options.proxyIntegrationTimeoutSeconds !== undefined && config) {
+    functions['fhir-proxy'] = { ...functions['fhir-proxy'], timeout: Duration.seconds(proxyFunctionSecondsFor(config, options.proxyIntegrationTimeoutSeconds)) };
+  }
   return {
     api: {
       ...(options.customDomain ? { customDomain: options.customDomain } : {}),
@@ -176,7 +186,7 @@ export function smartLaunchPropsFrom(options: StackOptions): Omit<SmartLaunchPro
         ? { integrations: { 'fhir-proxy': { timeout: Duration.seconds(options.proxyIntegrationTimeoutSeconds) } } }
         : {}),
     },
-    functions: Object.fromEntries(Object.entries(reserved).map(([name, value]) => [name, { reservedConcurrency: value }])),
+    functions,
     ...(options.secretKeyArns ? { secretKeyArns: options.secretKeyArns } : {}),
     ...(options.alarmEmail ? { alarmEmail: options.alarmEmail } : {}),
   };

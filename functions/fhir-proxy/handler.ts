@@ -128,7 +128,8 @@ export function createFhirProxyHandler(getDeps: () => Promise<CoreDeps>) {
 /**
  * The same route as a Lambda response-streaming handler (API Gateway `ResponseTransferMode.STREAM`):
  * the same middy stack and proxy produce the answer, which is then written whole as prelude + raw
- * body, up to the issuer's `proxy.maxResponseMegabytes` (default 64).
+ * body, up to the issuer's `proxy.maxResponseMegabytes` (default 64) and to what can still be streamed
+ * before the function times out (`streamingCapBytes`): a larger answer is a 502 RESPONSE_TOO_LARGE.
  * The answer is complete in memory before the prelude goes out, so a failure (an EHR connection
  * dropping mid-body, an answer over the limit) is still a clean OperationOutcome, never a truncated body.
  */

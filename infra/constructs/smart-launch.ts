@@ -200,6 +200,17 @@ function functionSecondsOf(props: SmartLaunchProps, name: FunctionName): number 
 }
 
 /**
+ * The FHIR proxy's function timeout that fits an integration timeout of `integrationSeconds`: the
+ * time to the first byte, the margin, and the time to stream the largest answer the config allows
+ * (`proxy.maxResponseMegabytes`), never below the default; at most Lambda's 900 s.
+ */
+export function proxyFunctionSecondsFor(config: Config, integrationSeconds: number): number {
+  const largest = Math.max(...config.issuers.map((issuer) => proxyOptionsOf(issuer).maxResponseMegabytes * 1024 * 1024));
+  const needed = Math.ceil(integrationSeconds + DEADLINE_MARGIN_MS / 1000 + streamingSecondsFor(largest));
+  return Math.min(900, Math.max(DEFAULT_SIZING['fhir-proxy'].timeout.toSeconds(), needed));
+}
+
+/**
  * Timeouts that cannot fit together, each with its fix: Lambda must outlast API Gateway (the
  * handlers plan against API Gateway's clock and answer before it), the EHR calls must fit inside
  * API Gateway's clock, and the FHIR proxy must have the time to stream its largest answer.

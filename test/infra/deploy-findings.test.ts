@@ -132,6 +132,22 @@ describe('timeouts that fit together (API Gateway, Lambda, the code\'s upstream 
     expect(variables[ENV.integrationTimeoutMs]).toBe(String(DEFAULT_INTEGRATION_TIMEOUT_SECONDS * 1000));
   });
 
+  it('raises the proxy\'s function timeout with a raised proxyIntegrationTimeoutSeconds', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'smart-launch-timeout-'));
+    try {
+      writeFileSync(join(dir, 'alpha.json'), JSON.stringify({ customer: 'alpha', publicUrl: 'https://smart.alpha.example', app: { url: 'https://app.alpha.example/' }, issuers: [{ iss: 'https://ehr.alpha.example/fhir', clientId: 'a', clientAuth: 'none', scope: 'launch' }] }));
+      writeFileSync(join(dir, 'alpha.stack.json'), JSON.stringify({ apiGatewayCloudWatchRoleExists: true, proxyIntegrationTimeoutSeconds: 60 }));
+      const [stack] = addCustomerStacks(testApp(), { dir });
+      const template = Template.fromStack(stack!).toJSON() as Json;
+      expect(templateProblems(template)).toEqual([]);
+      const proxy = Object.values(template.Resources as Record<string, { Type: string; Properties: Json }>).find((r) => r.Type === 'AWS::Lambda::Function' && JSON.stringify(r.Properties).includes('smart-launch-fhir-proxy'))!;
+      // 60 s to the first byte + 2 s + (64 MB - 6 MB) at 2 MB/s.
+      expect(proxy.Properties.Timeout).toBe(Math.ceil(60 + 2 + (64 * 1024 * 1024 - 6_000_000) / 2_000_000));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('refuses a response limit the proxy cannot stream in its time, naming both fixes', () => {
     const message = misconfiguration(() =>
       stackOf({}, { issuers: [{ iss: 'https://ehr.acme.example/fhir', clientId: 'a', clientAuth: 'none', scope: 'launch', proxy: { maxResponseMegabytes: 190 } }] }),
