@@ -5,6 +5,7 @@ import type * as logs from 'aws-cdk-lib/aws-logs';
 import { Construct } from 'constructs';
 import { ENV } from '../../shared/config/env.js';
 import { signingAlgsOf, type Config } from '../../shared/config/schema.js';
+import { jwksUrl, launchUrl, redirectUri } from '../../shared/core/urls.js';
 import { ROUTES, type FunctionName } from '../../shared/http/routes.js';
 import { SmartLaunchKeys, type AssertionKeyRotation } from './keys.js';
 import { FUNCTION_ACCESS } from './permissions.js';
@@ -163,9 +164,9 @@ export class SmartLaunch extends Construct {
       ...(props.alarmThresholds ? { thresholds: props.alarmThresholds } : {}),
     });
 
-    this.launchUrl = `${config.publicUrl}/launch`;
-    this.redirectUri = `${config.publicUrl}/callback`;
-    this.jwksUrl = `${config.publicUrl}/.well-known/jwks.json`;
+    this.launchUrl = launchUrl(config.publicUrl);
+    this.redirectUri = redirectUri(config.publicUrl);
+    this.jwksUrl = jwksUrl(config.publicUrl);
     this.apiUrl = this.api.api.url;
 
     if (!props.api?.customDomain && !EXECUTE_API_HOST.test(publicUrl.hostname)) {

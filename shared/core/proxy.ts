@@ -4,7 +4,7 @@ import { SmartError } from './errors.js';
 import type { Query } from './query.js';
 import { decideScopes, otherPatientTarget, parseGrantedScopes, type Permission } from './scopes.js';
 import type { OpenSession } from './session.js';
-import { fhirBaseUrl } from './session.js';
+import { fhirBaseUrl } from './urls.js';
 
 /*
  * The FHIR proxy (DESIGN §2 `ANY /sessions/{id}/fhir/{path+}`): one implementation, used by the

@@ -1,6 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { completeCallback, restartUrl, startLaunch } from '../../shared/core/launch.js';
+import { completeCallback, startLaunch } from '../../shared/core/launch.js';
+import { restartUrl } from '../../shared/core/urls.js';
 import type { Query } from '../../shared/core/query.js';
 import { OPAQUE_ID, UNBOUND } from '../../shared/core/records.js';
 import { openSession } from '../../shared/core/session.js';
