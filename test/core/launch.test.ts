@@ -586,7 +586,7 @@ describe('startLaunch and completeCallback', () => {
     });
   });
 
-  describe('key ring use (DESIGN §5 budget, invariant 6)', () => {
+  describe('key ring use (docs/design.md §5 budget, invariant 6)', () => {
     it('makes one GenerateDataKey per sign-in and one decrypt at the callback', async () => {
       const h = await harness();
 

@@ -293,7 +293,7 @@ describe('forwardFhirRequest: requests', () => {
     expect(JSON.parse(Buffer.from(response.body).toString('utf8'))).toEqual({ resourceType: 'Patient', id: PATIENT });
   });
 
-  it('forwards a query verbatim: repeated parameters, modifiers, chains, _include, commas and | (issue #4 point 1)', async () => {
+  it('forwards a query verbatim: repeated parameters, modifiers, chains, _include, commas and |', async () => {
     const { h, session } = await proxySetup();
     h.ehr.fhirAnswer = () => json({ resourceType: 'Bundle', type: 'searchset' });
     const q = {
