@@ -11,7 +11,7 @@ import { parseConfig, parseConfigText, type Config, type IssuerConfig } from '..
 import type { CoreDeps } from '../shared/core/deps.js';
 import { DiscoveryCache } from '../shared/core/discovery.js';
 import { JwksCache } from '../shared/core/id-token.js';
-import type { HttpClient } from '../shared/core/ports.js';
+import type { Clock, HttpClient } from '../shared/core/ports.js';
 import { jwksUrl, launchUrl, redirectUri } from '../shared/core/urls.js';
 import { createStreamingFhirProxyHandler } from '../functions/fhir-proxy/handler.js';
 import { createJwksHandler } from '../functions/jwks/handler.js';
@@ -67,6 +67,8 @@ export interface LocalStackOptions {
   readonly sandboxClients?: ((apiUrl: string) => SandboxClient[]) | undefined;
   /** Replaces the outbound HTTP client (tests that watch what the API fetches). */
   readonly http?: HttpClient | undefined;
+  /** The API's clock (default: the system clock); tests pass one that skips waits instead of sleeping. */
+  readonly clock?: Clock | undefined;
 }
 
 export interface LocalStack {
@@ -155,7 +157,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
       store: new DynamoSessionStore({ client: dynamo.client, tableName: dynamo.tableName }),
       keyRing: new CachingKeyRing(await LocalKeyRing.open(dataDir, cryptoRandom), systemClock),
       http: options.http ?? fetchHttpClient,
-      clock: systemClock,
+      clock: options.clock ?? systemClock,
       random: cryptoRandom,
       clientSecrets: localClientSecrets,
       signer,
