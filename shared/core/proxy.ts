@@ -1,4 +1,5 @@
 import { proxyOptionsOf, type ProxyOptions, type WriteInteraction } from '../config/schema.js';
+import { timeoutSignal } from './clock.js';
 import type { CoreDeps } from './deps.js';
 import { SmartError } from './errors.js';
 import type { Query } from './query.js';
@@ -645,7 +646,7 @@ export async function forwardFhirRequest(
 
   let current = await refresh(session, deps);
   // One budget for the whole exchange with the EHR: both attempts and reading the answer.
-  const signal = AbortSignal.timeout(options.timeoutSeconds * 1000);
+  const signal = timeoutSignal(deps.clock, options.timeoutSeconds * 1000);
   const started = deps.clock.now();
   let attempts = 0;
   let response: Response;

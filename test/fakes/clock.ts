@@ -6,6 +6,7 @@ export const T0 = Date.UTC(2026, 0, 15, 12, 0, 0);
 /** A clock that only moves when a test says so. */
 export class FixedClock implements Clock {
   #now: number;
+  #timers: Array<{ readonly at: number; readonly controller: AbortController }> = [];
 
   constructor(start: number = T0) {
     this.#now = start;
@@ -17,12 +18,31 @@ export class FixedClock implements Clock {
 
   advance(ms: number): void {
     this.#now += ms;
+    this.#fire();
   }
 
   /** Waiting moves the clock forward at once, then yields so other pending work can run. */
   async sleep(ms: number): Promise<void> {
-    this.#now += ms;
+    this.advance(ms);
     await new Promise<void>((resolve) => setImmediate(resolve));
+  }
+
+  /** Aborts with a `TimeoutError`, as `AbortSignal.timeout` does, once the clock has moved `ms` forward. */
+  timeout(ms: number): AbortSignal {
+    const controller = new AbortController();
+    this.#timers.push({ at: this.#now + ms, controller });
+    return controller.signal;
+  }
+
+  /** Timeouts started and not yet fired. */
+  get pendingTimeouts(): number {
+    return this.#timers.length;
+  }
+
+  #fire(): void {
+    const due = this.#timers.filter((timer) => timer.at <= this.#now);
+    this.#timers = this.#timers.filter((timer) => timer.at > this.#now);
+    for (const { controller } of due) controller.abort(new DOMException('The operation was aborted due to timeout', 'TimeoutError'));
   }
 
   /** Epoch seconds, as the store ports expect them. */
