@@ -1,10 +1,10 @@
-import { readdirSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { defineConfig } from 'vitest/config';
 
 /**
- * Three projects, one `npx vitest run` (`npm test` runs the typecheck first, then all of them):
+ * Four projects, one `npx vitest run` (`npm test` runs the typecheck first, then all of them):
  *
  * - `unit`: pure core, adapters (call shapes, in-process dynalite), handlers with stand-ins, HTTP
  *   helpers, fakes and repository checks. No servers: worker threads sharing one module registry
@@ -13,7 +13,9 @@ import { defineConfig } from 'vitest/config';
  *   (test/integration, test/sandbox). Forked processes, again one module registry per worker: the
  *   sandbox, medplum and oidc-provider load once per worker, and each file still starts its own
  *   servers on port 0 with its own data folder.
- * - `integration`: everything else under test/ (browser, infra, and any folder added later such as
+ * - `infra`: CDK assertions, cdk-nag and the real synth (test/infra): forked workers sharing one
+ *   module registry, so aws-cdk-lib loads once per worker; every test builds its own App.
+ * - `integration`: everything else under test/ (browser, and any folder added later such as
  *   deploy, fuzz, faults, load, sdk or ops), plus the files in ISOLATED: forked, each file in a fresh
  *   process. This is the default for a new folder.
  *
@@ -22,6 +24,7 @@ import { defineConfig } from 'vitest/config';
  */
 export const UNIT_FOLDERS = ['core', 'adapters', 'http', 'fakes', 'functions', 'repo'] as const;
 export const STACK_FOLDERS = ['integration', 'sandbox'] as const;
+export const INFRA_FOLDERS = ['infra'] as const;
 /** Needs a fresh process: sets the log level before the handler modules load. */
 export const ISOLATED = ['test/integration/logs.test.ts'];
 
@@ -39,10 +42,11 @@ function testFilesIn(folders: readonly string[]): string[] {
       else if (name.endsWith('.test.ts')) out.push(relative(ROOT, path));
     }
   };
-  for (const folder of folders) walk(join(ROOT, 'test', folder));
+  for (const folder of folders) if (existsSync(join(ROOT, 'test', folder))) walk(join(ROOT, 'test', folder));
   return out.filter((file) => !ISOLATED.includes(file)).sort();
 }
 const stackFiles = testFilesIn(STACK_FOLDERS);
+const infraFiles = testFilesIn(INFRA_FOLDERS);
 
 export default defineConfig({
   test: {
@@ -60,10 +64,14 @@ export default defineConfig({
       },
       {
         extends: true,
+        test: { name: 'infra', include: infraFiles, pool: 'forks', isolate: false },
+      },
+      {
+        extends: true,
         test: {
           name: 'integration',
           include: ['test/**/*.test.ts'],
-          exclude: [...globs(UNIT_FOLDERS), ...stackFiles],
+          exclude: [...globs(UNIT_FOLDERS), ...stackFiles, ...infraFiles],
           pool: 'forks',
         },
       },
