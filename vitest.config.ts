@@ -1,11 +1,80 @@
+import { existsSync, readdirSync, statSync } from 'node:fs';
+import { join, relative } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { defineConfig } from 'vitest/config';
+
+/**
+ * Four projects, one `npx vitest run` (`npm test` runs the typecheck first, then all of them):
+ *
+ * - `unit`: pure core, adapters (call shapes, in-process dynalite), handlers with stand-ins, HTTP
+ *   helpers, fakes and repository checks. No servers: worker threads sharing one module registry
+ *   (`isolate: false`), so modules load once per worker instead of once per file.
+ * - `stack`: the suites that boot the local stack or the sandbox EHR over real HTTP
+ *   (test/integration, test/sandbox). Forked processes, again one module registry per worker: the
+ *   sandbox, medplum and oidc-provider load once per worker, and each file still starts its own
+ *   servers on port 0 with its own data folder.
+ * - `infra`: CDK assertions, cdk-nag and the real synth (test/infra): forked workers sharing one
+ *   module registry, so aws-cdk-lib loads once per worker; every test builds its own App.
+ * - `integration`: everything else under test/ (browser, and any folder added later such as
+ *   deploy, fuzz, faults, load, sdk or ops), plus the files in ISOLATED: forked, each file in a fresh
+ *   process. This is the default for a new folder.
+ *
+ * A file in a shared-registry project must not depend on module state at import time (environment
+ * read by a module when it loads, patched globals left behind); such a file goes in ISOLATED.
+ */
+export const UNIT_FOLDERS = ['core', 'adapters', 'http', 'fakes', 'functions', 'repo'] as const;
+export const STACK_FOLDERS = ['integration', 'sandbox'] as const;
+export const INFRA_FOLDERS = ['infra'] as const;
+/** Needs a fresh process: sets the log level before the handler modules load. */
+export const ISOLATED = ['test/integration/logs.test.ts'];
+
+const globs = (folders: readonly string[]) => folders.map((folder) => `test/${folder}/**/*.test.ts`);
+
+const ROOT = fileURLToPath(new URL('.', import.meta.url));
+
+/** The test files under the given folders of test/ (paths as vitest matches them), minus ISOLATED. */
+function testFilesIn(folders: readonly string[]): string[] {
+  const out: string[] = [];
+  const walk = (dir: string) => {
+    for (const name of readdirSync(dir)) {
+      const path = join(dir, name);
+      if (statSync(path).isDirectory()) walk(path);
+      else if (name.endsWith('.test.ts')) out.push(relative(ROOT, path));
+    }
+  };
+  for (const folder of folders) if (existsSync(join(ROOT, 'test', folder))) walk(join(ROOT, 'test', folder));
+  return out.filter((file) => !ISOLATED.includes(file)).sort();
+}
+const stackFiles = testFilesIn(STACK_FOLDERS);
+const infraFiles = testFilesIn(INFRA_FOLDERS);
 
 export default defineConfig({
   test: {
-    include: ['test/**/*.test.ts'],
     setupFiles: ['test/setup.ts'],
     testTimeout: 30_000,
     hookTimeout: 60_000,
-    pool: 'forks',
+    projects: [
+      {
+        extends: true,
+        test: { name: 'unit', include: globs(UNIT_FOLDERS), pool: 'threads', isolate: false },
+      },
+      {
+        extends: true,
+        test: { name: 'stack', include: stackFiles, pool: 'forks', isolate: false },
+      },
+      {
+        extends: true,
+        test: { name: 'infra', include: infraFiles, pool: 'forks', isolate: false },
+      },
+      {
+        extends: true,
+        test: {
+          name: 'integration',
+          include: ['test/**/*.test.ts'],
+          exclude: [...globs(UNIT_FOLDERS), ...stackFiles, ...infraFiles],
+          pool: 'forks',
+        },
+      },
+    ],
   },
 });

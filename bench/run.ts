@@ -1,5 +1,5 @@
 /**
- * `npm run bench`: the FHIR proxy's overhead, measured as ratios in one run on one machine (DESIGN §5).
+ * `npm run bench`: the FHIR proxy's overhead, measured as ratios in one run on one machine (docs/design.md §5).
  *
  * The local stack (the same handlers as Lambda, the streaming proxy handler included) runs in front of
  * the bundled sandbox EHR. The same HTTP client (Node's fetch, keep-alive) calls the same FHIR server
@@ -343,7 +343,7 @@ async function awsCalls(context: BenchContext, action: () => Promise<void>): Pro
 }
 
 /**
- * Token lifecycle (issue budgets in DESIGN §5): a 100-request storm on an expired access token must
+ * Token lifecycle (budgets in docs/design.md §5): a 100-request storm on an expired access token must
  * reach the token endpoint exactly once; AWS calls per sign-in, per 100 proxied requests and per
  * refresh, counted call by call (this process is one warm container).
  */

@@ -12,7 +12,7 @@ import type { SmartLaunch } from './constructs/smart-launch.js';
  * or reserved concurrency removes the matching acknowledgment and lets the rule pass on its own.
  *
  * v3 API: `Validations.of(app).addPlugins(pack)` and `Validations.of(c).acknowledge({ id, reason })`;
- * `Aspects`/`NagSuppressions` are v2 and must not be used (STACK.md gotcha 4).
+ * `Aspects`/`NagSuppressions` are cdk-nag v2 API and fail under v3 (`aspect.visit is not a function`).
  */
 
 /** The packs this project is held to: AWS Solutions and HIPAA Security. */
@@ -61,15 +61,15 @@ export const REASONS = {
   authorizer:
     'Public by protocol: /launch and /callback are top-level browser navigations from the EHR (SMART App Launch) that carry no ' +
     'credential an authorizer could check; every /sessions route is authorized inside its function by the 256-bit session id ' +
-    'in the path plus the HttpOnly __Host- cookie bound to it (invariant 2). A Cognito or IAM authorizer does not apply ' +
+    'in the path plus the HttpOnly __Host- cookie bound to it (invariant 2, docs/design.md). A Cognito or IAM authorizer does not apply ' +
     'to EHR-launched browser flows.',
   requestValidation:
     'All routes are Lambda proxy integrations without request models; every input (query, path, headers, cookies) is validated ' +
-    'with zod inside the function, which answers a clear 4xx with a stable error code (invariant 9). An API Gateway ' +
+    'with zod inside the function, which answers a clear 4xx with a stable error code (invariant 9, docs/design.md). An API Gateway ' +
     'validator would have nothing to check.',
   executionLogging:
     'Execution logging is off on purpose: at INFO it records method request paths and query strings, i.e. session ids and the ' +
-    'OAuth authorization code and state (invariant 1). (Access logging, which is on, already needs the account-wide ' +
+    'OAuth authorization code and state (invariant 1, docs/design.md). (Access logging, which is on, already needs the account-wide ' +
     'API Gateway CloudWatch role; synth refuses a customer stack that neither creates it nor confirms it exists.) JSON access ' +
     'logs (route template, status, latencies, request id) and the functions\' structured logs cover operations.',
   cache:
@@ -82,7 +82,7 @@ export const REASONS = {
     'the API over TLS 1.2+ (custom domain security policy TLS_1_2).',
   xray:
     'X-Ray tracing is off on purpose: API Gateway trace segments record the request URL, which carries session ids in the path and ' +
-    'the authorization code and state in the callback query (invariant 1). Correlation ids (the API request id) join ' +
+    'the authorization code and state in the callback query (invariant 1, docs/design.md). Correlation ids (the API request id) join ' +
     'access logs and function logs instead.',
   waf:
     'No web ACL is supplied for this stack. Organisations usually attach their managed WAFv2 ACL centrally (Firewall Manager); ' +

@@ -21,7 +21,7 @@ import {
 } from '../shared/core/discovery.js';
 import { isSmartError, safeList, SmartError } from '../shared/core/errors.js';
 import { fetchJwks } from '../shared/core/id-token.js';
-import { redirectUri } from '../shared/core/launch.js';
+import { redirectUri } from '../shared/core/urls.js';
 import type { HttpClient, Random } from '../shared/core/ports.js';
 
 /**

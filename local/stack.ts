@@ -11,7 +11,8 @@ import { parseConfig, parseConfigText, type Config, type IssuerConfig } from '..
 import type { CoreDeps } from '../shared/core/deps.js';
 import { DiscoveryCache } from '../shared/core/discovery.js';
 import { JwksCache } from '../shared/core/id-token.js';
-import type { HttpClient } from '../shared/core/ports.js';
+import type { Clock, HttpClient } from '../shared/core/ports.js';
+import { jwksUrl, launchUrl, redirectUri } from '../shared/core/urls.js';
 import { createStreamingFhirProxyHandler } from '../functions/fhir-proxy/handler.js';
 import { createJwksHandler } from '../functions/jwks/handler.js';
 import { createLaunchHandler } from '../functions/launch/handler.js';
@@ -28,7 +29,7 @@ export const LOCAL_DISCOVERY_FRESH_MS = 10_000;
 export const LOCAL_JWT_CLIENT = 'smart-launch-jwt';
 
 /** `{apiUrl}/.well-known/jwks.json`: where EHRs (and the sandbox) fetch this client's public keys. */
-export const jwksUrlOf = (apiUrl: string) => `${apiUrl}/.well-known/jwks.json`;
+export const jwksUrlOf = jwksUrl;
 
 /** The embedded defaults: one confidential client at the bundled sandbox EHR. */
 export function sampleConfig(apiUrl: string, fhirBaseUrl: string): unknown {
@@ -66,6 +67,8 @@ export interface LocalStackOptions {
   readonly sandboxClients?: ((apiUrl: string) => SandboxClient[]) | undefined;
   /** Replaces the outbound HTTP client (tests that watch what the API fetches). */
   readonly http?: HttpClient | undefined;
+  /** The API's clock (default: the system clock); tests pass one that skips waits instead of sleeping. */
+  readonly clock?: Clock | undefined;
 }
 
 export interface LocalStack {
@@ -80,9 +83,9 @@ export interface LocalStack {
 
 function defaultClients(apiUrl: string): SandboxClient[] {
   return [
-    { clientId: LOCAL_CLIENT.clientId, clientAuth: 'client_secret_basic', clientSecret: LOCAL_CLIENT.clientSecret, redirectUris: [`${apiUrl}/callback`] },
-    { clientId: LOCAL_PUBLIC_CLIENT, clientAuth: 'none', redirectUris: [`${apiUrl}/callback`] },
-    { clientId: LOCAL_JWT_CLIENT, clientAuth: 'private_key_jwt', jwksUri: jwksUrlOf(apiUrl), redirectUris: [`${apiUrl}/callback`] },
+    { clientId: LOCAL_CLIENT.clientId, clientAuth: 'client_secret_basic', clientSecret: LOCAL_CLIENT.clientSecret, redirectUris: [redirectUri(apiUrl)] },
+    { clientId: LOCAL_PUBLIC_CLIENT, clientAuth: 'none', redirectUris: [redirectUri(apiUrl)] },
+    { clientId: LOCAL_JWT_CLIENT, clientAuth: 'private_key_jwt', jwksUri: jwksUrlOf(apiUrl), redirectUris: [redirectUri(apiUrl)] },
   ];
 }
 
@@ -133,7 +136,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
       sandbox = await startSandbox({
         port: options.sandboxPort ?? 0,
         clients: (options.sandboxClients ?? defaultClients)(apiUrl),
-        launchUrl: `${apiUrl}/launch`,
+        launchUrl: launchUrl(apiUrl),
       });
     }
     let config: Config;
@@ -154,7 +157,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
       store: new DynamoSessionStore({ client: dynamo.client, tableName: dynamo.tableName }),
       keyRing: new CachingKeyRing(await LocalKeyRing.open(dataDir, cryptoRandom), systemClock),
       http: options.http ?? fetchHttpClient,
-      clock: systemClock,
+      clock: options.clock ?? systemClock,
       random: cryptoRandom,
       clientSecrets: localClientSecrets,
       signer,

@@ -99,7 +99,7 @@ export interface LaunchApiProps {
 }
 
 /**
- * The REST API (payload v1) of DESIGN.md §2: exactly the routes of `ROUTES`, each a Lambda proxy
+ * The REST API (payload v1) of docs/design.md §2: exactly the routes of `ROUTES`, each a Lambda proxy
  * integration, with stage and per-method throttling, JSON access logs without ids or query strings,
  * and no execution logging.
  */

@@ -5,7 +5,7 @@ import { encryptionContext, sessionKey, transactionKey } from '../../shared/core
 import type { FunctionName } from '../../shared/http/routes.js';
 
 /**
- * What each function may do, and nothing else (DESIGN.md §3, STYLE.md §4). Everything here is
+ * What each function may do, and nothing else (docs/design.md §3: least privilege per function). Everything here is
  * derived from the code the functions run (`shared/core/records.ts`, `shared/adapters/*`), so a
  * change of key prefix or encryption context cannot silently drift away from the IAM conditions.
  */
@@ -54,7 +54,7 @@ export const FUNCTION_ACCESS: Readonly<Record<FunctionName, FunctionAccess>> = {
     assertionKeys: 'sign',
   },
   // GET /sessions/{id}: GetItem + Decrypt. POST /sessions/{id}/refresh: the refresh lease and its
-  // completion are conditional UpdateItems (DESIGN.md invariant 8); a refused refresh deletes the
+  // completion are conditional UpdateItems (invariant 8); a refused refresh deletes the
   // session. POST /sessions/{id}/logout: revocation at the EHR (client authentication) + DeleteItem.
   sessions: {
     table: [{ actions: ['dynamodb:GetItem', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem'], keyPrefixes: [KEY_PREFIX.session] }],

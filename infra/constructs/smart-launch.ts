@@ -9,6 +9,7 @@ import { DEADLINE_MARGIN_MS } from '../../shared/runtime/deadline.js';
 import { streamingCapBytes, streamingSecondsFor } from '../../functions/fhir-proxy/streaming.js';
 import { DEFAULT_INTEGRATION_TIMEOUT_SECONDS } from './launch-api-defaults.js';
 import { DEFAULT_RESERVED_CONCURRENCY, DEFAULT_SIZING } from './smart-function-defaults.js';
+import { jwksUrl, launchUrl, redirectUri } from '../../shared/core/urls.js';
 import { ROUTES, type FunctionName } from '../../shared/http/routes.js';
 import { SmartLaunchKeys, type AssertionKeyRotation } from './keys.js';
 import { FUNCTION_ACCESS } from './permissions.js';
@@ -171,9 +172,9 @@ export class SmartLaunch extends Construct {
       ...(props.alarmThresholds ? { thresholds: props.alarmThresholds } : {}),
     });
 
-    this.launchUrl = `${config.publicUrl}/launch`;
-    this.redirectUri = `${config.publicUrl}/callback`;
-    this.jwksUrl = `${config.publicUrl}/.well-known/jwks.json`;
+    this.launchUrl = launchUrl(config.publicUrl);
+    this.redirectUri = redirectUri(config.publicUrl);
+    this.jwksUrl = jwksUrl(config.publicUrl);
     this.apiUrl = this.api.api.url;
 
     if (!props.api?.customDomain && !EXECUTE_API_HOST.test(publicUrl.hostname)) {

@@ -250,7 +250,7 @@ export function createAuthServer(options: AuthServerOptions): AuthServer {
       const { dispatcher: _ssrfGuard, ...rest } = init as RequestInit & { dispatcher?: unknown };
       return fetch(url, rest);
     },
-    // oidc-provider's default list lacks RS384/ES384 (STACK.md §4); only what SMART names.
+    // oidc-provider's default list lacks RS384/ES384 (a client registered with them is refused); only what SMART names.
     enabledJWA: { clientAuthSigningAlgValues: [...CLIENT_AUTH_SIGNING_ALGS] },
     clientBasedCORS: (_ctx, origin, client) => client.redirectUris.some((uri) => URL.parse(uri)?.origin === origin),
     scopes: [...STATIC_SCOPES],

@@ -89,7 +89,7 @@ export class JwksCache {
 }
 
 /**
- * Verifies an id_token (OIDC Core §3.1.3.7, DESIGN invariant 5): signature with a key from the
+ * Verifies an id_token (OIDC Core §3.1.3.7, invariant 5): signature with a key from the
  * issuer's JWKS, `iss`, `aud` (our client id), `exp`/`iat` (60 s skew), and `nonce`. With a
  * `JwksCache` the key set comes from the cache, and a `kid` it lacks fetches the set once more.
  */

@@ -4,7 +4,7 @@ import { SmartError } from './errors.js';
 /**
  * Picks the configured issuer for a launch. `iss` is compared as an exact string (no trailing-slash
  * or case normalisation) before anything touches the network: an issuer that is not on the
- * customer's list is never fetched and never redirected to (SMART-LAUNCH-02, DESIGN invariant 3).
+ * customer's list is never fetched and never redirected to (SMART-LAUNCH-02, invariant 3).
  * Without `iss`, a standalone launch uses the default issuer (or the only one).
  */
 export function resolveIssuer(config: Config, iss: string | undefined): IssuerConfig {

@@ -1,4 +1,3 @@
-import { timingSafeEqual } from 'node:crypto';
 import type { IssuerConfig } from '../config/schema.js';
 import { buildAuthorizeForm, buildAuthorizeUrl, createPkce, scopeIncludes, type AuthorizeForm, type AuthorizeRequest, type LaunchMode } from './authorize.js';
 import { authorizeMethodFor, launchScope, requireCapabilities } from './capabilities.js';
@@ -7,11 +6,11 @@ import type { CoreDeps } from './deps.js';
 import { discoverCached } from './discovery.js';
 import { SmartError } from './errors.js';
 import { verifyIdToken } from './id-token.js';
+import { bindingMatches, validBindingSecret } from './binding.js';
 import { singleParam, type Query } from './query.js';
 import {
   bindingHash,
   encryptionContext,
-  OPAQUE_ID,
   openJson,
   sealJson,
   sessionKey,
@@ -26,13 +25,7 @@ import type { SessionRecord } from './ports.js';
 import { verifyPatientAccess } from './proxy.js';
 import { sessionExpiresAt } from './refresh.js';
 import { authenticatedTokenRequest, callTokenEndpoint, DEFAULT_EXPIRES_IN_SECONDS } from './token.js';
-
-export const redirectUri = (publicUrl: string) => `${publicUrl}/callback`;
-
-/** A browser-binding secret from the cookie, if it has the shape we issue; anything else is ignored. */
-export function validBindingSecret(value: string | undefined): string | undefined {
-  return value !== undefined && OPAQUE_ID.test(value) ? value : undefined;
-}
+import { redirectUri, restartUrl } from './urls.js';
 
 export interface LaunchResult {
   /** The authorization request as a URL (what a GET redirect sends). */
@@ -116,25 +109,11 @@ export async function startLaunch(query: Query, cookieSecret: string | undefined
   return { authorizeUrl, authorizeForm, bindingSecret, mode, issuer };
 }
 
-export function bindingMatches(stored: string, cookieSecret: string | undefined): boolean {
-  if (stored === UNBOUND) return true;
-  const secret = validBindingSecret(cookieSecret);
-  if (secret === undefined) return false;
-  const a = Buffer.from(stored);
-  const b = Buffer.from(bindingHash(secret));
-  return a.length === b.length && timingSafeEqual(a, b);
-}
-
 export interface CallbackResult {
   readonly sessionId: string;
   /** `{app.url}#session={id}`. */
   readonly appUrl: string;
   readonly bindingSecret: string | undefined;
-}
-
-/** Where a person can start over after a failed callback, when the issuer is known. */
-export function restartUrl(publicUrl: string, iss: string | undefined): string {
-  return iss === undefined ? `${publicUrl}/launch` : `${publicUrl}/launch?iss=${encodeURIComponent(iss)}`;
 }
 
 /**

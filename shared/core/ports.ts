@@ -7,6 +7,12 @@
 export interface Clock {
   now(): number;
   sleep(ms: number): Promise<void>;
+  /**
+   * A signal that aborts (with a `TimeoutError`) once `ms` have passed on this clock. Optional: the
+   * system clock leaves it out and `timeoutSignal` uses `AbortSignal.timeout`; a test clock fires it
+   * when the test moves time forward.
+   */
+  timeout?(ms: number): AbortSignal;
 }
 
 /** Cryptographically secure random bytes. */

@@ -1,13 +1,14 @@
 import { proxyOptionsOf, type ProxyOptions, type WriteInteraction } from '../config/schema.js';
+import { timeoutSignal } from './clock.js';
 import type { CoreDeps } from './deps.js';
 import { SmartError } from './errors.js';
 import type { Query } from './query.js';
 import { decideScopes, otherPatientTarget, parseGrantedScopes, type Permission } from './scopes.js';
 import type { OpenSession } from './session.js';
-import { fhirBaseUrl } from './session.js';
+import { fhirBaseUrl } from './urls.js';
 
 /*
- * The FHIR proxy (DESIGN §2 `ANY /sessions/{id}/fhir/{path+}`): one implementation, used by the
+ * The FHIR proxy (docs/design.md §2, `ANY /sessions/{id}/fhir/{path+}`): one implementation, used by the
  * buffered and the streaming Lambda handler alike. It decides everything before the EHR is
  * contacted (path, method, interaction, headers, body, scopes, patient), forwards with the session's
  * bearer token to the session's FHIR base only (invariant 7, SMART-FHIR-01/03, BFF-07), and reads the
@@ -53,7 +54,7 @@ export function encodeFhirQuery(query: Query): string {
 
 /**
  * Resolves the path after `/fhir/` against the session's FHIR base, which the result must stay
- * under (DESIGN invariant 7, SMART-FHIR-01/03). Refused before any network call: absolute URLs,
+ * under (invariant 7, SMART-FHIR-01/03). Refused before any network call: absolute URLs,
  * `..` and `.` segments, `//`, backslashes, percent-encoded anything, and oversize paths.
  */
 export function resolveProxyTarget(fhirBase: string, rawPath: string | undefined, query: Query): URL {
@@ -645,7 +646,7 @@ export async function forwardFhirRequest(
 
   let current = await refresh(session, deps);
   // One budget for the whole exchange with the EHR: both attempts and reading the answer.
-  const signal = AbortSignal.timeout(options.timeoutSeconds * 1000);
+  const signal = timeoutSignal(deps.clock, options.timeoutSeconds * 1000);
   const started = deps.clock.now();
   let attempts = 0;
   let response: Response;
@@ -695,7 +696,7 @@ export type PatientAccess =
 
 /**
  * At sign-in, reads the launch's Patient once through the proxy's own rules to confirm it exists and
- * the grant reaches it (issue #4 point 4). Called by the callback once the session is open.
+ * the grant reaches it (SMART-CTX-01). Called by the callback once the session is open.
  * - `verified`: the EHR answered the Patient with that id.
  * - `not-checked`: the launch names no patient, or the granted scopes cannot read Patient (an app
  *   with only `patient/Observation.rs` can still work; the EHR decides on each request).

@@ -166,7 +166,7 @@ async function refreshHoldingLease(session: OpenSession, leaseId: string, deps: 
       refresh_token: secrets.refreshToken as string,
     });
     // Bounded well inside the lease, so the lease cannot lapse while the refresh token is in flight.
-    tokens = await callTokenEndpoint(http, request, config.session.refreshLeaseSeconds * 1000 - 2_000);
+    tokens = await callTokenEndpoint(http, request, config.session.refreshLeaseSeconds * 1000 - 2_000, clock);
   } catch (error) {
     if (error instanceof SmartError && error.code === 'TOKEN_REQUEST_REJECTED') {
       // invalid_grant (revoked, expired, reused) and friends: renewal is impossible. End the session

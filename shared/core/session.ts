@@ -1,9 +1,10 @@
 import type { Config } from '../config/schema.js';
+import { bindingMatches } from './binding.js';
 import type { CoreDeps } from './deps.js';
 import { SmartError } from './errors.js';
-import { bindingMatches } from './launch.js';
 import { encryptionContext, OPAQUE_ID, openJson, SessionSecretsSchema, sessionKey, type SessionSecrets } from './records.js';
 import type { SessionRecord } from './ports.js';
+import { fhirBaseUrl } from './urls.js';
 
 export interface OpenSession {
   readonly sessionId: string;
@@ -37,11 +38,6 @@ export async function openSession(sessionIdParam: string | undefined, cookieSecr
   const dataKey = await deps.keyRing.decryptDataKey(record.wrappedKey, encryptionContext(deps.config, key));
   const secrets = openJson(SessionSecretsSchema, dataKey, record.sealed, key);
   return { sessionId, record, secrets, dataKey };
-}
-
-/** The public FHIR base of a session: any FHIR client library works against it unchanged. */
-export function fhirBaseUrl(config: Config, sessionId: string): string {
-  return `${config.publicUrl}/sessions/${sessionId}/fhir`;
 }
 
 /** The JSON launch context of `GET /sessions/{id}`. Never a token. */

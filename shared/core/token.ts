@@ -4,7 +4,8 @@ import { assertionAudience, CLIENT_ASSERTION_TYPE, createClientAssertion } from 
 import type { CoreDeps } from './deps.js';
 import { SmartError } from './errors.js';
 import { UPSTREAM_TIMEOUT_MS } from './discovery.js';
-import type { HttpClient } from './ports.js';
+import { timeoutSignal } from './clock.js';
+import type { Clock, HttpClient } from './ports.js';
 
 /** A FHIR logical id (FHIR R4 `id` datatype), so context values can never smuggle a path. */
 const FhirId = z.string().regex(/^[A-Za-z0-9\-.]{1,64}$/);
@@ -208,7 +209,7 @@ export async function parseTokenResponse(response: Response): Promise<TokenRespo
 }
 
 /** Sends a token request and parses the answer; network failures and timeouts are the EHR's fault. */
-export async function callTokenEndpoint(http: HttpClient, request: TokenRequest, timeoutMs = UPSTREAM_TIMEOUT_MS): Promise<TokenResponse> {
+export async function callTokenEndpoint(http: HttpClient, request: TokenRequest, timeoutMs = UPSTREAM_TIMEOUT_MS, clock?: Clock): Promise<TokenResponse> {
   let response: Response;
   try {
     response = await http(request.url, {
@@ -216,7 +217,7 @@ export async function callTokenEndpoint(http: HttpClient, request: TokenRequest,
       headers: request.headers,
       body: request.body,
       redirect: 'manual',
-      signal: AbortSignal.timeout(timeoutMs),
+      signal: timeoutSignal(clock, timeoutMs),
     });
   } catch (cause) {
     throw new SmartError('TOKEN_ENDPOINT_UNAVAILABLE', 'the token endpoint could not be reached', { cause });

@@ -1,7 +1,7 @@
 import type { Config } from '../config/schema.js';
 
 /**
- * The browser-binding cookie (DESIGN invariant 2): `__Host-` prefixed (so `Secure`, `Path=/` and no
+ * The browser-binding cookie (invariant 2): `__Host-` prefixed (so `Secure`, `Path=/` and no
  * `Domain`), `HttpOnly`, `SameSite` from config; `None` is always sent with `Partitioned` (CHIPS)
  * so that it works, and stays in the EHR's partition, inside an EHR iframe (BFF-12).
  */

@@ -1,5 +1,5 @@
 /**
- * The HTTP contract (DESIGN.md §2): one table used by the CDK API and by the local runner, so both
+ * The HTTP contract (docs/design.md §2): one table used by the CDK API and by the local runner, so both
  * serve exactly the same routes with the same function behind each.
  */
 export type FunctionName = 'launch' | 'sessions' | 'fhir-proxy' | 'jwks';

@@ -52,7 +52,7 @@ describe('CachingKeyRing over KmsKeyRing (KMS mocked)', () => {
     return { Plaintext: new Uint8Array(match.plaintext), KeyId: KEY_ID };
   }
 
-  it('calls KMS Decrypt once for 100 decrypts of one session’s wrapped key (DESIGN §5: one Decrypt per session per warm container)', async () => {
+  it('calls KMS Decrypt once for 100 decrypts of one session’s wrapped key (docs/design.md §5: one Decrypt per session per warm container)', async () => {
     // Arrange
     const keyRing = new CachingKeyRing(kmsKeyRing, clock);
 

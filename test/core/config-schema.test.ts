@@ -302,7 +302,7 @@ describe('parseConfig', () => {
   });
 });
 
-describe('issuers[].writes and issuers[].proxy (issue #4)', () => {
+describe('issuers[].writes and issuers[].proxy', () => {
   it('leaves both out of the parsed config when absent (the config travels in a 4 KB Lambda environment), with read-only defaults', () => {
     const config = parseConfig(sampleConfig(), 'local');
     const issuer = config.issuers[0]!;

@@ -1,6 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { completeCallback, restartUrl, startLaunch } from '../../shared/core/launch.js';
+import { completeCallback, startLaunch } from '../../shared/core/launch.js';
+import { restartUrl } from '../../shared/core/urls.js';
 import type { Query } from '../../shared/core/query.js';
 import { OPAQUE_ID, UNBOUND } from '../../shared/core/records.js';
 import { openSession } from '../../shared/core/session.js';
@@ -585,7 +586,7 @@ describe('startLaunch and completeCallback', () => {
     });
   });
 
-  describe('key ring use (DESIGN §5 budget, invariant 6)', () => {
+  describe('key ring use (docs/design.md §5 budget, invariant 6)', () => {
     it('makes one GenerateDataKey per sign-in and one decrypt at the callback', async () => {
       const h = await harness();
 

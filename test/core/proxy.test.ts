@@ -293,7 +293,7 @@ describe('forwardFhirRequest: requests', () => {
     expect(JSON.parse(Buffer.from(response.body).toString('utf8'))).toEqual({ resourceType: 'Patient', id: PATIENT });
   });
 
-  it('forwards a query verbatim: repeated parameters, modifiers, chains, _include, commas and | (issue #4 point 1)', async () => {
+  it('forwards a query verbatim: repeated parameters, modifiers, chains, _include, commas and |', async () => {
     const { h, session } = await proxySetup();
     h.ehr.fhirAnswer = () => json({ resourceType: 'Bundle', type: 'searchset' });
     const q = {
@@ -409,13 +409,27 @@ describe('forwardFhirRequest: requests', () => {
 
   it('answers UPSTREAM_TIMEOUT (504) after the issuer’s proxy.timeoutSeconds', async () => {
     const { h, session } = await proxySetup({ config: proxyConfig({ timeoutSeconds: 1 }) });
+    let called!: () => void;
+    const reached = new Promise<void>((resolve) => (called = resolve));
     const http = (_url: string, init?: RequestInit) =>
-      new Promise<Response>((_resolve, reject) => init?.signal?.addEventListener('abort', () => reject(init.signal?.reason)));
-    const started = Date.now();
+      new Promise<Response>((_resolve, reject) => {
+        init?.signal?.addEventListener('abort', () => reject(init.signal?.reason));
+        called();
+      });
+    let settled = false;
+    const timeoutsBefore = h.deps.clock.pendingTimeouts;
+    const answer = forwardFhirRequest(session, get('Observation'), { ...h.deps, http }).finally(() => (settled = true));
+    answer.catch(() => undefined);
+    await reached;
+    expect(h.deps.clock.pendingTimeouts).toBe(timeoutsBefore + 1);
 
-    await expect(forwardFhirRequest(session, get('Observation'), { ...h.deps, http })).rejects.toMatchObject({ code: 'UPSTREAM_TIMEOUT', status: 504 });
-    expect(Date.now() - started).toBeGreaterThanOrEqual(900);
-    expect(Date.now() - started).toBeLessThan(5000);
+    // The deadline runs on the clock port: just short of it the request is still waiting.
+    h.deps.clock.advance(999);
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(settled).toBe(false);
+    h.deps.clock.advance(1);
+
+    await expect(answer).rejects.toMatchObject({ code: 'UPSTREAM_TIMEOUT', status: 504 });
   });
 });
 

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 
 /**
- * The core stays pure (DESIGN.md §3): no AWS SDK, no environment, no wall clock or global
+ * The core stays pure (docs/design.md §3): no AWS SDK, no environment, no wall clock or global
  * randomness, no direct network access. Time, randomness and HTTP come in through the ports.
  */
 const CORE = join(process.cwd(), 'shared', 'core');
@@ -17,7 +17,7 @@ const FORBIDDEN: Array<[RegExp, string]> = [
   [/from '\.\.\/(adapters|runtime|http)\//, 'an adapter, runtime or HTTP module'],
 ];
 
-describe('shared/core purity (DESIGN.md §3)', () => {
+describe('shared/core purity (docs/design.md §3)', () => {
   it('imports no AWS SDK and reads no environment, clock, randomness or network except through ports', async () => {
     const files = (await readdir(CORE)).filter((name) => name.endsWith('.ts'));
     expect(files.length).toBeGreaterThan(10);

@@ -761,9 +761,11 @@ describe('ensureFreshSession', () => {
     });
 
     it('gives up on a token endpoint that never answers within the lease, with REFRESH_UNAVAILABLE, the session intact', async () => {
-      // Arrange: the shortest lease (3 s) bounds the token call at 1 s of real time.
+      // Arrange: the shortest lease (3 s) bounds the token call at 1 s on the clock port.
       const s = await signedIn({ config: sampleConfig({ session: { refreshLeaseSeconds: 3 } }) });
       let tokenCalls = 0;
+      let called!: () => void;
+      const reached = new Promise<void>((resolve) => (called = resolve));
       const hanging: HttpClient = (url, init) => {
         if (!url.startsWith(s.ehr.tokenEndpoint)) return s.ehr.http(url, init);
         tokenCalls += 1;
@@ -771,18 +773,26 @@ describe('ensureFreshSession', () => {
           const signal = init?.signal;
           if (!signal) return reject(new Error('the token call has no timeout signal'));
           signal.addEventListener('abort', () => reject(signal.reason), { once: true });
+          called();
         });
       };
       const deps: TestDeps = { ...s.deps, http: hanging };
       atExpiry(s, 1);
       const session = await openSession(s.sessionId, s.cookie, deps);
-      const started = performance.now();
 
-      // Act
-      const error = await caught(ensureFreshSession(session, deps));
+      // Act: the token endpoint hangs; time moves to just short of the bound, then past it.
+      let settled = false;
+      const timeoutsBefore = s.deps.clock.pendingTimeouts;
+      const outcome = caught(ensureFreshSession(session, deps)).finally(() => (settled = true));
+      await reached;
+      expect(s.deps.clock.pendingTimeouts).toBe(timeoutsBefore + 1);
+      s.deps.clock.advance(999);
+      await new Promise((resolve) => setImmediate(resolve));
+      expect(settled).toBe(false);
+      s.deps.clock.advance(1);
+      const error = await outcome;
 
       // Assert
-      expect(performance.now() - started).toBeLessThan(3 * SECOND);
       expect(error).toMatchObject({ code: 'REFRESH_UNAVAILABLE', status: 503, retryAfterSeconds: 5 });
       expect(tokenCalls).toBe(1);
       expectUnchanged(s, s.signedInRecord);

@@ -6,6 +6,7 @@ export const T0 = Date.UTC(2026, 0, 15, 12, 0, 0);
 /** A clock that only moves when a test says so. */
 export class FixedClock implements Clock {
   #now: number;
+  #timers: Array<{ readonly at: number; readonly controller: AbortController }> = [];
 
   constructor(start: number = T0) {
     this.#now = start;
@@ -17,16 +18,59 @@ export class FixedClock implements Clock {
 
   advance(ms: number): void {
     this.#now += ms;
+    this.#fire();
   }
 
   /** Waiting moves the clock forward at once, then yields so other pending work can run. */
   async sleep(ms: number): Promise<void> {
-    this.#now += ms;
+    this.advance(ms);
     await new Promise<void>((resolve) => setImmediate(resolve));
+  }
+
+  /** Aborts with a `TimeoutError`, as `AbortSignal.timeout` does, once the clock has moved `ms` forward. */
+  timeout(ms: number): AbortSignal {
+    const controller = new AbortController();
+    this.#timers.push({ at: this.#now + ms, controller });
+    return controller.signal;
+  }
+
+  /** Timeouts started and not yet fired. */
+  get pendingTimeouts(): number {
+    return this.#timers.length;
+  }
+
+  #fire(): void {
+    const due = this.#timers.filter((timer) => timer.at <= this.#now);
+    this.#timers = this.#timers.filter((timer) => timer.at > this.#now);
+    for (const { controller } of due) controller.abort(new DOMException('The operation was aborted due to timeout', 'TimeoutError'));
   }
 
   /** Epoch seconds, as the store ports expect them. */
   nowSeconds(): number {
     return Math.floor(this.#now / 1000);
+  }
+}
+
+/**
+ * Real time plus an offset, for tests against a running stack: it tells the time like the system
+ * clock, but while `skipWaits` is on, a wait moves the offset forward at once instead of sleeping
+ * (a lease left by a crashed invocation expires without the test waiting for it). Time never goes
+ * back: turning `skipWaits` off keeps the offset gained.
+ */
+export class SkippingClock implements Clock {
+  #offset = 0;
+  skipWaits = false;
+
+  now(): number {
+    return Date.now() + this.#offset;
+  }
+
+  async sleep(ms: number): Promise<void> {
+    if (!this.skipWaits) {
+      await new Promise<void>((resolve) => setTimeout(resolve, ms));
+      return;
+    }
+    this.#offset += ms;
+    await new Promise<void>((resolve) => setImmediate(resolve));
   }
 }

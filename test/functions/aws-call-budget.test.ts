@@ -30,7 +30,7 @@ import { behaveLikeKms, KMS_KEY_ID } from '../fakes/fake-kms.js';
 import { apiEvent, lambdaContext, setCookieValue } from '../fixtures/api-event.js';
 
 /**
- * DESIGN.md §5 budgets, counted call by call with aws-sdk-client-mock: the DynamoDB stub forwards
+ * The budgets of docs/design.md §5, counted call by call with aws-sdk-client-mock: the DynamoDB stub forwards
  * every command to a real (dynalite) table, and the KMS stub behaves like KMS (a blob only opens
  * with the context it was made with), so the handlers run for real and every call is counted.
  */
@@ -97,7 +97,7 @@ async function signIn(h: Harness, getDeps: () => Promise<CoreDeps>, callbackDeps
   return { sessionId: String(callback.headers!.location).split('#session=')[1]!, cookies: { [BINDING_COOKIE]: binding } };
 }
 
-describe('AWS calls per operation (DESIGN.md §5)', () => {
+describe('AWS calls per operation (docs/design.md §5)', () => {
   it('a sign-in costs one GenerateDataKey; the callback in another container one Decrypt; three item writes', async () => {
     const h = await harness();
     const launchContainer = container(h);

@@ -18,7 +18,7 @@ import { apiEvent, lambdaContext, setCookieValue } from '../fixtures/api-event.j
 /**
  * The handlers with the deployed signer (KmsSigner, KMS mocked to behave like KMS: DER ECDSA
  * signatures, SPKI public keys): what a warm container costs in KMS calls, and that the EHR can
- * verify every assertion through the published keys (AWS-06, DESIGN.md §5).
+ * verify every assertion through the published keys (AWS-06, docs/design.md §5).
  */
 
 const KEY_ARN = 'arn:aws:kms:us-east-1:111111111111:key/0b7e6d1c-0000-4000-8000-0000000000e3';

@@ -11,7 +11,7 @@ import { awsConfig, resourcesOf, testApp } from './helpers.js';
 
 /*
  * FHIR answers over 6 MB in AWS: the proxy route is a REST API integration in STREAM mode invoking a
- * response-streaming handler (issue #4 point 3).
+ * response-streaming handler.
  */
 
 interface Method {

@@ -164,7 +164,7 @@ describe('granular scopes: patient/Observation.rs?category=…|laboratory (SMART
   });
 });
 
-describe('writes enabled for the issuer, tighter limits (issue #4 points 1, 2, 3, 5)', () => {
+describe('writes enabled for the issuer, tighter limits', () => {
   let stack: Stack;
   let me: Signed;
   beforeAll(async () => {

@@ -8,7 +8,7 @@ import { harness, signIn } from '../fakes/launch-flow.js';
 import { apiEvent, lambdaContext } from '../fixtures/api-event.js';
 
 /*
- * The two Lambda transports of the one proxy implementation (issue #4 point 3), handler by handler:
+ * The two Lambda transports of the one proxy implementation, handler by handler:
  * the buffered payload v1 answer, and the response-streaming answer in the exact format API Gateway's
  * STREAM integration reads (JSON prelude, 8 NUL bytes, raw body). The fake EHR stands in for the FHIR
  * server; the integration tests run the same handlers over real HTTP.

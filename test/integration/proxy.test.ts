@@ -12,7 +12,7 @@ import { outcomeCode, rawRequest, recordingFetch, type Exchange } from './proxy-
 import { ehrLaunch, sessionIdFrom, startFixture, type Fixture, type Observed } from './stack-fixture.js';
 
 /*
- * The FHIR proxy over real HTTP (issue #4): the local runner (the same handlers as Lambda, the
+ * The FHIR proxy over real HTTP: the local runner (the same handlers as Lambda, the
  * streaming one for the proxy) in front of the sandbox EHR, with real FHIR client libraries. The
  * sandbox is the EHR for everything here (10 MB Binary, PDF, XML, gzip, POST _search, compartment
  * search, $everything, its 401 switch); the API's HTTP client only records what crosses the wire.
@@ -79,7 +79,7 @@ const everythingOf = (patient: string) =>
 /** Requests the API sent to the EHR since `before`. */
 const sentSince = (before: number) => observed.requests.slice(before);
 
-describe('real FHIR clients against fhirBaseUrl with the session cookie (issue #4, SMART-FHIR-01/02)', () => {
+describe('real FHIR clients against fhirBaseUrl with the session cookie (SMART-FHIR-01/02)', () => {
   it('fhirclient.js (Node entry): reads the patient and pages through every observation with its own paging (pageLimit: 0)', async () => {
     const client = smart({} as never, {} as never).client({ serverUrl: amy.fhirBaseUrl, tokenResponse: { patient: amy.patient } });
     // The cookie on every request the library makes, paging included.
@@ -159,7 +159,7 @@ describe('real FHIR clients against fhirBaseUrl with the session cookie (issue #
   });
 });
 
-describe('interactions (issue #4 point 1)', () => {
+describe('interactions (SMART-FHIR-03)', () => {
   const get = (path: string, headers: Record<string, string> = {}) => amy.browser.call(`${amy.fhirBaseUrl}/${path}`, { headers });
 
   it('metadata: the CapabilityStatement', async () => {
@@ -231,7 +231,7 @@ describe('interactions (issue #4 point 1)', () => {
   });
 });
 
-describe('bodies pass through byte for byte (issue #4 point 3)', () => {
+describe('bodies pass through byte for byte', () => {
   const sha256 = (bytes: Buffer) => createHash('sha256').update(bytes).digest('hex');
 
   it('a 10 MB Binary arrives byte-exact, streamed by the local runner as Lambda streams it', async () => {
@@ -286,7 +286,7 @@ describe('bodies pass through byte for byte (issue #4 point 3)', () => {
   });
 });
 
-describe('token renewal on an EHR 401 (SMART-FHIR-04, issue #4 point 5)', () => {
+describe('token renewal on an EHR 401 (SMART-FHIR-04)', () => {
   afterEach(() => sandbox().clearFaults());
 
   it('renews once and retries when the EHR answers 401', async () => {
@@ -318,7 +318,7 @@ describe('token renewal on an EHR 401 (SMART-FHIR-04, issue #4 point 5)', () => 
   });
 });
 
-describe('patient-level sessions stay on their patient (issue #4 point 4, BFF-16)', () => {
+describe('patient-level sessions stay on their patient (SMART-CTX-01, BFF-16)', () => {
   it.each([
     ['a read of another Patient', (other: string) => `Patient/${other}`],
     ['a compartment search of another patient', (other: string) => `Patient/${other}/Observation`],
