@@ -243,6 +243,10 @@ export class SmartSession extends EventTarget {
   get cacheSize(): number {
     return this.#cache.size;
   }
+  /** Drops every memoized answer (the SDK also does this when the session ends). */
+  clearCache(): void {
+    this.#cache.clear();
+  }
   get sessionUrl(): string {
     return `${this.apiUrl}/sessions/${encodeURIComponent(this.id)}`;
   }
