@@ -143,9 +143,23 @@ function storageKey(): string {
   return `${STORAGE_PREFIX}${window.name}`;
 }
 
+/**
+ * `sessionStorage`, or `undefined` where the browser refuses it (third-party frames with third-party
+ * storage blocked, e.g. Chrome's incognito default): the session then lives in page memory only.
+ */
+function tabStorage(): Storage | undefined {
+  try {
+    const storage = window.sessionStorage;
+    storage.getItem(STORAGE_PREFIX);
+    return storage;
+  } catch {
+    return undefined;
+  }
+}
+
 function readStored(): Stored | undefined {
   try {
-    const raw = sessionStorage.getItem(storageKey());
+    const raw = tabStorage()?.getItem(storageKey());
     const value = raw ? (JSON.parse(raw) as Stored) : undefined;
     return typeof value?.id === 'string' ? value : undefined;
   } catch {
@@ -155,7 +169,7 @@ function readStored(): Stored | undefined {
 
 function writeStored(value: Stored): void {
   try {
-    sessionStorage.setItem(storageKey(), JSON.stringify(value));
+    tabStorage()?.setItem(storageKey(), JSON.stringify(value));
   } catch {
     // Storage refused (some embedded browsers): the session lives in memory only; a reload relaunches.
   }
@@ -163,7 +177,7 @@ function writeStored(value: Stored): void {
 
 function clearStored(): void {
   try {
-    sessionStorage.removeItem(storageKey());
+    tabStorage()?.removeItem(storageKey());
   } catch {
     // nothing stored
   }
@@ -550,16 +564,19 @@ export async function ready(options: SmartLaunchOptions = {}): Promise<SmartSess
       challenge: string;
     };
     if (!launch.startsWith(`${apiUrl}/launch?`)) throw new SmartLaunchError('INVALID_REQUEST', 'the sign-in window was opened for another service');
-    sessionStorage.setItem(POPUP_MARKER, challenge);
+    const storage = tabStorage();
+    if (!storage) throw new SmartLaunchError('STORAGE_BLOCKED', 'this sign-in window cannot keep its state: allow site data for this app and try again');
+    storage.setItem(POPUP_MARKER, challenge);
     window.location.replace(launch);
     return leaving();
   }
 
   const fromFragment = takeFragment('session');
   if (fromFragment !== undefined) {
-    const challenge = sessionStorage.getItem(POPUP_MARKER);
+    const storage = tabStorage();
+    const challenge = storage?.getItem(POPUP_MARKER) ?? null;
     if (challenge !== null) {
-      sessionStorage.removeItem(POPUP_MARKER);
+      storage?.removeItem(POPUP_MARKER);
       return completePopup(fromFragment, challenge, apiUrl, fetcher);
     }
     return openSession(fromFragment, apiUrl, fetcher, undefined);

@@ -313,16 +313,17 @@ async function start(session) {
   const reloadData = $('reload-data');
   reloadData.hidden = false;
   reloadData.onclick = async () => {
+    // Fresh data on request: drop what the SDK memoized, then show the context as it is now (the
+    // proxy may have refreshed the tokens on the way).
+    session.clearCache();
+    await loadChart(session);
+    if (session.ended) return;
     try {
       await session.reload();
       renderContext(session.context);
     } catch (error) {
-      if (!(error instanceof SessionEndedError)) setStatus(`Could not reload: ${error.message}`, true);
-      return;
+      if (!(error instanceof SessionEndedError)) setStatus(`Could not reload the launch context: ${error.message}`, true);
     }
-    // Fresh data on request: drop what the SDK memoized.
-    session.clearCache();
-    await loadChart(session);
   };
   if (!session.patientId) {
     setStatus('This launch has no patient in context.');
