@@ -390,6 +390,8 @@ export class SmartSession extends EventTarget {
     if (this.#ended) throw new SessionEndedError(this.#ended);
     const response = await this.#fetch(url, { ...init, credentials: 'include' });
     if (!notOpen(response, sessionRoute)) return response;
+    // Ended while this request was in flight: no second refresh, no second event.
+    if (this.#ended) throw new SessionEndedError(this.#ended);
     const error = await errorOf(response.clone());
     // A 401 the EHR gave for one resource still means the session is not usable; try one refresh.
     if (retry && (await this.#refreshOnce())) {
@@ -401,24 +403,26 @@ export class SmartSession extends EventTarget {
     throw this.#notOpen(error);
   }
 
+  /**
+   * One refresh for every 401 that arrives while it runs. A failed refresh stays failed (the
+   * session is over); after a successful one, a later 401 may try once more.
+   */
   #refreshOnce(): Promise<boolean> {
+    if (this.#ended) return Promise.resolve(false);
     this.#refreshing ??= (async () => {
+      let ok = false;
       try {
         const response = await this.#fetch(`${this.sessionUrl}/refresh`, { method: 'POST', credentials: 'include' });
         if (response.ok) {
           const answer = (await response.json()) as { expiresAt: string; scope: string };
           this.#context = { ...this.#context, expiresAt: answer.expiresAt, scope: answer.scope };
-          return true;
+          ok = true;
         }
-        return false;
       } catch {
-        return false;
-      } finally {
-        // The next 401, later, may try one refresh again.
-        queueMicrotask(() => {
-          this.#refreshing = undefined;
-        });
+        ok = false;
       }
+      if (ok) setTimeout(() => (this.#refreshing = undefined), 0);
+      return ok;
     })();
     return this.#refreshing;
   }

@@ -277,6 +277,14 @@ async function loadChart(session) {
   } catch (error) {
     await sections;
     if (error instanceof SessionEndedError) return;
+    if (error.status === 403) {
+      // A refused scope is a state of the launch, not a crash: say what is missing and what to do.
+      $('patient-name').textContent = 'Patient details not shared with this app';
+      $('patient-details').hidden = true;
+      $('chart-area').hidden = false;
+      setStatus(`The EHR did not grant this app access to the patient record (${error.code}). ${error.hint ?? ''}`, true);
+      return;
+    }
     setStatus(`Could not read the patient: ${error.message}${error.code ? ` [${error.code}]` : ''}. ${error.hint ?? ''}`, true);
     return;
   }
@@ -286,6 +294,7 @@ async function loadChart(session) {
   $('patient-birth').textContent = patient.birthDate ?? 'unknown';
   $('patient-gender').textContent = patient.gender ?? 'unknown';
   $('patient-id').textContent = patient.id;
+  $('patient-details').hidden = false;
   // need_patient_banner false: the EHR shows its own banner around the app; keep a compact line.
   const compact = session.context.need_patient_banner === false;
   $('banner').classList.toggle('compact', compact);

@@ -573,6 +573,21 @@ export function createAuthServer(options: AuthServerOptions): AuthServer {
     return grant.save();
   }
 
+  /** A grant of the scopes the user left ticked; the unticked ones are recorded as refused, so oidc-provider does not ask again. */
+  async function grantChosen(accountId: string, clientId: string, params: Record<string, unknown>, chosen: Record<string, unknown>): Promise<string> {
+    const grant: Grant = new provider.Grant({ accountId, clientId });
+    const asked = requestedScopes(params);
+    const kept = new Set(splitScope(chosen.scope));
+    const split = (scopes: string[]) => [scopes.filter((s) => kept.has(s)), scopes.filter((s) => !kept.has(s))] as const;
+    const [oidcKept, oidcRefused] = split(asked.oidc);
+    const [resourceKept, resourceRefused] = split(asked.resource);
+    if (oidcKept.length > 0) grant.addOIDCScope(oidcKept.join(' '));
+    if (oidcRefused.length > 0) grant.rejectOIDCScope(oidcRefused.join(' '));
+    if (resourceKept.length > 0) grant.addResourceScope(fhirBaseUrl, resourceKept.join(' '));
+    if (resourceRefused.length > 0) grant.rejectResourceScope(fhirBaseUrl, resourceRefused.join(' '));
+    return grant.save();
+  }
+
   /*
    * Account switching. One browser keeps one oidc-provider session, and a sandbox launch signs in
    * whichever account it needs: the practitioner for an EHR launch, the chosen user for a standalone
@@ -700,7 +715,8 @@ export function createAuthServer(options: AuthServerOptions): AuthServer {
         granted = { ...params, scope: chosen.join(' ') };
         grantedRefresh = refresh !== undefined && kept.has(refresh) ? refresh : undefined;
       }
-      const grantId = await grantEverything(practitionerAccount.accountId, clientId, granted);
+      const grantId =
+        granted === params ? await grantEverything(practitionerAccount.accountId, clientId, params) : await grantChosen(practitionerAccount.accountId, clientId, params, granted);
       const focus = context.encounter === undefined ? undefined : directory.encounterFocus(context.encounter);
       grantContexts.set(grantId, {
         launchType: 'ehr',

@@ -213,8 +213,12 @@ describe.skipIf(!hasChromium)('the browser SDK and the demo app in Chromium', ()
     const last = fixture.observed.tokenResponses.at(-1)!;
     await sandbox().revokeGrantOf(last.refresh_token as string);
 
+    const refreshCalls: string[] = [];
+    page.on('request', (request) => request.url().endsWith('/refresh') && refreshCalls.push(request.method()));
     await page.getByRole('button', { name: 'Refresh data' }).click();
     await expect.poll(() => page.locator('#ended').isVisible()).toBe(true);
+    // Four sections failed at once: one refresh attempt between them, then one sessionEnded.
+    expect(refreshCalls).toEqual(['POST']);
     expect(await page.locator('#ended-title').textContent()).toBe('Your session has ended');
     expect(await page.locator('#ended-action').textContent()).toContain('open the app again');
     expect(await page.locator('#patient-name').textContent()).toBe('');
@@ -274,5 +278,58 @@ describe.skipIf(!hasChromium)('the browser SDK and the demo app in Chromium', ()
     expect(fhirCalls.length).toBeGreaterThanOrEqual(6);
     expect(fhirCalls.every((url) => url.startsWith(`${fixture.stack.apiUrl}/sessions/`))).toBe(true);
     await shot(page, 'sdk-fhirclient-bridge');
+  });
+
+  it('a narrowed grant: the user unticks scopes at the EHR and the app says what it did not get (SMART-SCOPE-07)', async () => {
+    const { page } = await newPage();
+    const patient = patients()[0]!;
+    await page.goto(`${sandbox().url}/ehr/launch?patient=${patient.id}&consent=1`);
+    await page.getByRole('checkbox', { name: 'offline_access' }).uncheck();
+    await page.getByRole('button', { name: 'Allow' }).click();
+    await page.waitForURL(`${fixture.stack.appUrl}**`);
+    await expect.poll(() => page.locator('#patient-name').textContent()).toBe(patient.name);
+    expect(await page.locator('#reduced-text').textContent()).toContain('No refresh was granted');
+    expect(await page.locator('#context-list').textContent()).not.toContain('offline_access');
+    await shot(page, 'sdk-narrowed-grant');
+
+    // Nothing of the patient record shared: a clear message, no blank page, nothing fetched from the EHR.
+    await page.goto(`${sandbox().url}/ehr/launch?patient=${patient.id}&consent=1`);
+    await page.getByRole('checkbox', { name: 'patient/*.rs' }).uncheck();
+    await page.getByRole('button', { name: 'Allow' }).click();
+    await page.waitForURL(`${fixture.stack.appUrl}**`);
+    await expect.poll(() => page.locator('#status').textContent()).toContain('did not grant this app access');
+    expect(await page.locator('#reduced-text').textContent()).toContain('did not grant access to conditions, medications, observations, vital signs');
+    expect(await page.locator('.state[data-for="conditions"]').textContent()).toContain('Not shared with this app');
+    await shot(page, 'sdk-refused-scope');
+  });
+
+  it('errors at the authorize step each end on a page that says what happened and how to go on', async () => {
+    const { page } = await newPage();
+    const patient = patients()[1]!;
+    const launch = (outcome: string) => page.goto(`${sandbox().url}/ehr/launch?patient=${patient.id}&authorize=${outcome}`);
+    await launch('invalid_client');
+    expect(await page.locator('h1').textContent()).toBe('invalid_client');
+    expect(await page.locator('body').textContent()).toContain('does not know this app');
+    await launch('invalid_redirect');
+    expect(await page.locator('body').textContent()).toContain('redirect_uri is not registered');
+    await launch('invalid_scope');
+    await expect.poll(() => page.locator('h1').textContent()).toBe('Sign-in could not be completed');
+    expect(await page.locator('body').textContent()).toContain('AUTHORIZATION_FAILED');
+    await launch('access_denied');
+    await expect.poll(() => page.locator('body').textContent()).toContain('AUTHORIZATION_DENIED');
+    expect(await page.getByRole('link', { name: 'Start again' }).count()).toBe(1);
+    await shot(page, 'sdk-authorize-denied');
+  });
+
+  it('a foreign session id (well-formed, not this browser\'s) shows "session ended", never a blank page', async () => {
+    const { page } = await newPage();
+    await page.goto(`${fixture.stack.appUrl}#session=${'A'.repeat(43)}`);
+    await expect.poll(() => page.locator('#ended').isVisible()).toBe(true);
+    expect(await page.locator('#ended-action').textContent()).toContain('open the app again');
+    expect(page.url()).toBe(fixture.stack.appUrl);
+    await page.goto('about:blank');
+    await page.goto(`${fixture.stack.appUrl}#session=not-a-session`);
+    await expect.poll(() => page.locator('#ended').isVisible()).toBe(true);
+    await shot(page, 'sdk-foreign-session');
   });
 });
