@@ -304,6 +304,7 @@ async function loadChart(session) {
 }
 
 async function start(session) {
+  // Exposed for a look in the browser's devtools (and for the browser tests): never a token in it.
   window.demo = { session };
   $('signin').hidden = true;
   session.onSessionEnded(showEnded);

@@ -68,6 +68,9 @@ describe.skipIf(!hasChromium)('the browser SDK and the demo app in Chromium', ()
     expect(page.url()).toBe(`${sandbox().url}/`);
     expect(await app.locator('#condition-list li').count()).toBeGreaterThan(0);
     expect(await app.locator('#vitals-chart svg polyline').count()).toBe(3);
+    // The EHR's smart_style_url is honoured: its highlight colour drives the app's bar.
+    await expect.poll(() => app.evaluate(() => document.documentElement.dataset.smartStyle)).toBe('applied');
+    expect(await app.locator('header.bar').evaluate((e) => getComputedStyle(e).backgroundColor)).toBe('rgb(43, 95, 173)');
     await shot(app, 'sdk-new-window');
   });
 
