@@ -109,6 +109,7 @@ function launchOptionsForm(patients: readonly SandboxPatient[]): string {
   <option value="access_denied">the user cancels (access_denied)</option>
 </select></label></p>
 <p><label><input type="checkbox" name="consent" value="1"> Ask which scopes to share (the user may untick some)</label></p>
+<p><label><input type="checkbox" name="refuseFraming" value="1"> The EHR's sign-in pages refuse framing (in a frame, the app signs in in a popup)</label></p>
 <p><label>Access tokens expire after <input type="number" name="tokenTtl" min="1" max="86400" placeholder="300" style="width:6rem"> seconds</label></p>
 <p><button type="submit">Launch app</button> <button type="submit" formtarget="_blank">Launch in new window</button> <button type="submit" formaction="/ehr/frame">Launch in EHR frame</button></p>
 </form>`;

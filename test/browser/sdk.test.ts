@@ -58,6 +58,7 @@ describe.skipIf(!hasChromium)('the browser SDK and the demo app in Chromium', ()
     const { context, page } = await newPage();
     const patient = patients()[0]!;
     await page.goto(`${sandbox().url}/`);
+    await shot(page, 'sdk-sandbox-ehr-page');
     const opened = context.waitForEvent('page');
     await page.locator('tr', { hasText: patient.name }).getByRole('link', { name: 'New window' }).click();
     const app = await opened;
