@@ -46,9 +46,11 @@ async function newPage(): Promise<{ context: BrowserContext; page: Page }> {
 async function ehrLaunch(page: Page, patient: { id: string; name: string }, query = ''): Promise<void> {
   await page.goto(`${sandbox().url}/ehr/launch?patient=${encodeURIComponent(patient.id)}${query}`);
   await page.waitForURL(`${fixture.stack.appUrl}**`);
-  await expect.poll(() => page.locator('#patient-name').textContent()).toBe(patient.name);
+  await eventually(() => page.locator('#patient-name').textContent()).toBe(patient.name);
 }
 
+/** Polls until the page shows what is expected; generous, as the machine may be busy. */
+const eventually = <T>(read: () => T | Promise<T>) => expect.poll(read, { timeout: 20_000, interval: 100 });
 const shot = (page: Page, name: string) => page.screenshot({ path: join(SCREENSHOTS, `${name}.png`), fullPage: true });
 /** What the SDK keeps in this tab: its sessionStorage entries. */
 const storedEntries = (page: Page) => page.evaluate(() => Object.keys(sessionStorage).filter((k) => k.startsWith('smart-launch:')).length);
@@ -63,14 +65,14 @@ describe.skipIf(!hasChromium)('the browser SDK and the demo app in Chromium', ()
     await page.locator('tr', { hasText: patient.name }).getByRole('link', { name: 'New window' }).click();
     const app = await opened;
     await app.waitForURL(`${fixture.stack.appUrl}**`);
-    await expect.poll(() => app.locator('#patient-name').textContent()).toBe(patient.name);
+    await eventually(() => app.locator('#patient-name').textContent()).toBe(patient.name);
     // The session id left the address bar at once; the EHR page stayed where it was.
     expect(app.url()).toBe(fixture.stack.appUrl);
     expect(page.url()).toBe(`${sandbox().url}/`);
     expect(await app.locator('#condition-list li').count()).toBeGreaterThan(0);
     expect(await app.locator('#vitals-chart svg polyline').count()).toBe(3);
     // The EHR's smart_style_url is honoured: its highlight colour drives the app's bar.
-    await expect.poll(() => app.evaluate(() => document.documentElement.dataset.smartStyle)).toBe('applied');
+    await eventually(() => app.evaluate(() => document.documentElement.dataset.smartStyle)).toBe('applied');
     expect(await app.locator('header.bar').evaluate((e) => getComputedStyle(e).backgroundColor)).toBe('rgb(43, 95, 173)');
     await shot(app, 'sdk-new-window');
   });
@@ -83,7 +85,7 @@ describe.skipIf(!hasChromium)('the browser SDK and the demo app in Chromium', ()
     const iframe = page.locator('#app-frame');
     expect(await iframe.getAttribute('sandbox')).toContain('allow-popups-to-escape-sandbox');
     const frame = page.frameLocator('#app-frame');
-    await expect.poll(() => frame.locator('#patient-name').textContent(), { timeout: 15_000 }).toBe(patient.name);
+    await eventually(() => frame.locator('#patient-name').textContent()).toBe(patient.name);
     // The EHR (127.0.0.1) and the app (localhost) are different sites: the frame is cross-site.
     expect(new URL(sandbox().url).hostname).not.toBe(new URL(fixture.stack.appUrl).hostname);
     const cookie = (await context.cookies(fixture.stack.apiUrl)).find((c) => c.name === '__Host-smart-launch');
@@ -102,7 +104,7 @@ describe.skipIf(!hasChromium)('the browser SDK and the demo app in Chromium', ()
     await page.goto(`${sandbox().url}/`);
     await page.locator('tr', { hasText: patient.name }).getByRole('link', { name: 'Frame, sign-in refuses framing' }).click();
     const frame = page.frameLocator('#app-frame');
-    await expect.poll(() => frame.locator('#signin').isVisible()).toBe(true);
+    await eventually(() => frame.locator('#signin').isVisible()).toBe(true);
     await shot(page, 'sdk-popup-signin-needed');
 
     const popupOpened = page.waitForEvent('popup');
@@ -110,7 +112,7 @@ describe.skipIf(!hasChromium)('the browser SDK and the demo app in Chromium', ()
     const popup = await popupOpened;
     await popup.getByRole('button', { name: 'Allow' }).click();
     await popup.waitForEvent('close');
-    await expect.poll(() => frame.locator('#patient-name').textContent(), { timeout: 15_000 }).toBe(patient.name);
+    await eventually(() => frame.locator('#patient-name').textContent()).toBe(patient.name);
 
     // The EHR's sign-in page would not have loaded in the frame.
     expect(interactionHeaders.length).toBeGreaterThan(0);
@@ -131,8 +133,8 @@ describe.skipIf(!hasChromium)('the browser SDK and the demo app in Chromium', ()
     await ehrLaunch(tabs[0]!, a);
     await ehrLaunch(tabs[1]!, b);
     await Promise.all(tabs.map((tab) => tab.reload()));
-    await expect.poll(() => tabs[0]!.locator('#patient-name').textContent()).toBe(a.name);
-    await expect.poll(() => tabs[1]!.locator('#patient-name').textContent()).toBe(b.name);
+    await eventually(() => tabs[0]!.locator('#patient-name').textContent()).toBe(a.name);
+    await eventually(() => tabs[1]!.locator('#patient-name').textContent()).toBe(b.name);
     const ids = await Promise.all(tabs.map((tab) => tab.evaluate(() => (window as unknown as { demo: { session: { id: string } } }).demo.session.id)));
     expect(ids[0]).not.toBe(ids[1]);
     for (const [i, own, other] of [
@@ -155,14 +157,14 @@ describe.skipIf(!hasChromium)('the browser SDK and the demo app in Chromium', ()
     const patient = patients()[1]!;
     await ehrLaunch(page, patient);
     await page.reload();
-    await expect.poll(() => page.locator('#patient-name').textContent()).toBe(patient.name);
+    await eventually(() => page.locator('#patient-name').textContent()).toBe(patient.name);
     expect(page.url()).toBe(fixture.stack.appUrl);
     expect(await page.evaluate(() => history.length)).toBeLessThanOrEqual(3);
     await shot(page, 'sdk-reload');
 
     const fresh = await context.newPage();
     await fresh.goto(fixture.stack.appUrl);
-    await expect.poll(() => fresh.locator('#status').textContent()).toContain('No launch in progress');
+    await eventually(() => fresh.locator('#status').textContent()).toContain('No launch in progress');
     expect(await fresh.locator('#patient-name').textContent()).toBe('');
   });
 
@@ -173,7 +175,7 @@ describe.skipIf(!hasChromium)('the browser SDK and the demo app in Chromium', ()
     await page.getByRole('link', { name: 'Patient portal' }).click();
     await page.getByRole('button', { name: new RegExp(`Sign in as ${patient.name.split(' ')[0]}`) }).click();
     await page.waitForURL(`${fixture.stack.appUrl}**`);
-    await expect.poll(() => page.locator('#patient-name').textContent()).toBe(patient.name);
+    await eventually(() => page.locator('#patient-name').textContent()).toBe(patient.name);
     // A patient-facing launch asks the app for its own patient banner.
     expect(await page.locator('#banner').getAttribute('class')).not.toContain('compact');
     expect(await page.locator('#context-list').textContent()).toContain('standalone');
@@ -192,9 +194,9 @@ describe.skipIf(!hasChromium)('the browser SDK and the demo app in Chromium', ()
     clock.now = () => realNow() + 121_000;
     try {
       await page.getByRole('button', { name: 'Refresh data' }).click();
-      await expect.poll(() => sandbox().stats.tokenRequests.refresh_token ?? 0).toBe(refreshes + 1);
-      await expect.poll(() => page.locator('#observation-rows tr').count()).toBe(10);
-      await expect.poll(() => page.locator('#context-list').textContent()).not.toContain(before);
+      await eventually(() => sandbox().stats.tokenRequests.refresh_token ?? 0).toBe(refreshes + 1);
+      await eventually(() => page.locator('#observation-rows tr').count()).toBe(10);
+      await eventually(() => page.locator('#context-list').textContent()).not.toContain(before);
       expect(await page.locator('#patient-name').textContent()).toBe(patient.name);
       expect(await page.locator('#ended').isVisible()).toBe(false);
     } finally {
@@ -220,7 +222,7 @@ describe.skipIf(!hasChromium)('the browser SDK and the demo app in Chromium', ()
     const refreshCalls: string[] = [];
     page.on('request', (request) => request.url().endsWith('/refresh') && refreshCalls.push(request.method()));
     await page.getByRole('button', { name: 'Refresh data' }).click();
-    await expect.poll(() => page.locator('#ended').isVisible()).toBe(true);
+    await eventually(() => page.locator('#ended').isVisible()).toBe(true);
     // Four sections failed at once: one refresh attempt between them, then one sessionEnded.
     expect(refreshCalls).toEqual(['POST']);
     expect(await page.locator('#ended-title').textContent()).toBe('Your session has ended');
@@ -234,7 +236,7 @@ describe.skipIf(!hasChromium)('the browser SDK and the demo app in Chromium', ()
     await shot(page, 'sdk-revoked');
     // A reload finds nothing to resume.
     await page.reload();
-    await expect.poll(() => page.locator('#status').textContent()).toContain('No launch in progress');
+    await eventually(() => page.locator('#status').textContent()).toContain('No launch in progress');
   });
 
   it('logout revokes, clears the tab and offers a new sign-in; the old session id opens nothing afterwards', async () => {
@@ -242,11 +244,11 @@ describe.skipIf(!hasChromium)('the browser SDK and the demo app in Chromium', ()
     const patient = patients()[1]!;
     await page.goto(`${fixture.stack.apiUrl}/launch`);
     await page.getByRole('button', { name: new RegExp(`Sign in as ${patient.name.split(' ')[0]}`) }).click();
-    await expect.poll(() => page.locator('#patient-name').textContent()).toBe(patient.name);
+    await eventually(() => page.locator('#patient-name').textContent()).toBe(patient.name);
     const id = await page.evaluate(() => (window as unknown as { demo: { session: { id: string } } }).demo.session.id);
     const revocations = sandbox().stats.revocations;
     await page.getByRole('button', { name: 'Sign out' }).click();
-    await expect.poll(() => page.locator('#status').textContent()).toContain('Signed out');
+    await eventually(() => page.locator('#status').textContent()).toContain('Signed out');
     expect(sandbox().stats.revocations).toBe(revocations + 1);
     expect(await page.locator('#patient-name').textContent()).toBe('');
     expect(await storedEntries(page)).toBe(0);
@@ -255,7 +257,7 @@ describe.skipIf(!hasChromium)('the browser SDK and the demo app in Chromium', ()
     // The same id, put back in the fragment, is a clear "session ended" with the way forward.
     await page.goto('about:blank');
     await page.goto(`${fixture.stack.appUrl}#session=${id}`);
-    await expect.poll(() => page.locator('#ended').isVisible()).toBe(true);
+    await eventually(() => page.locator('#ended').isVisible()).toBe(true);
     expect(page.url()).toBe(fixture.stack.appUrl);
   });
 
@@ -266,7 +268,7 @@ describe.skipIf(!hasChromium)('the browser SDK and the demo app in Chromium', ()
     page.on('request', (request) => proxied.push(request.url()));
     await ehrLaunch(page, patient);
     await page.goto(`${fixture.stack.appUrl}fhirclient.html`);
-    await expect.poll(() => page.locator('#result').getAttribute('data-state'), { timeout: 15_000 }).toBe('done');
+    await eventually(() => page.locator('#result').getAttribute('data-state')).toBe('done');
     const result = JSON.parse((await page.locator('#result').textContent()) ?? '{}') as Record<string, unknown>;
     expect(result).toMatchObject({
       patient: { resourceType: 'Patient', id: patient.id },
@@ -291,7 +293,7 @@ describe.skipIf(!hasChromium)('the browser SDK and the demo app in Chromium', ()
     await page.getByRole('checkbox', { name: 'offline_access' }).uncheck();
     await page.getByRole('button', { name: 'Allow' }).click();
     await page.waitForURL(`${fixture.stack.appUrl}**`);
-    await expect.poll(() => page.locator('#patient-name').textContent()).toBe(patient.name);
+    await eventually(() => page.locator('#patient-name').textContent()).toBe(patient.name);
     expect(await page.locator('#reduced-text').textContent()).toContain('No refresh was granted');
     expect(await page.locator('#context-list').textContent()).not.toContain('offline_access');
     await shot(page, 'sdk-narrowed-grant');
@@ -301,7 +303,7 @@ describe.skipIf(!hasChromium)('the browser SDK and the demo app in Chromium', ()
     await page.getByRole('checkbox', { name: 'patient/*.rs' }).uncheck();
     await page.getByRole('button', { name: 'Allow' }).click();
     await page.waitForURL(`${fixture.stack.appUrl}**`);
-    await expect.poll(() => page.locator('#status').textContent()).toContain('did not grant this app access');
+    await eventually(() => page.locator('#status').textContent()).toContain('did not grant this app access');
     expect(await page.locator('#reduced-text').textContent()).toContain('did not grant access to conditions, medications, observations, vital signs');
     expect(await page.locator('.state[data-for="conditions"]').textContent()).toContain('Not shared with this app');
     await shot(page, 'sdk-refused-scope');
@@ -317,10 +319,10 @@ describe.skipIf(!hasChromium)('the browser SDK and the demo app in Chromium', ()
     await launch('invalid_redirect');
     expect(await page.locator('body').textContent()).toContain('redirect_uri is not registered');
     await launch('invalid_scope');
-    await expect.poll(() => page.locator('h1').textContent()).toBe('Sign-in could not be completed');
+    await eventually(() => page.locator('h1').textContent()).toBe('Sign-in could not be completed');
     expect(await page.locator('body').textContent()).toContain('AUTHORIZATION_FAILED');
     await launch('access_denied');
-    await expect.poll(() => page.locator('body').textContent()).toContain('AUTHORIZATION_DENIED');
+    await eventually(() => page.locator('body').textContent()).toContain('AUTHORIZATION_DENIED');
     expect(await page.getByRole('link', { name: 'Start again' }).count()).toBe(1);
     await shot(page, 'sdk-authorize-denied');
   });
@@ -328,12 +330,12 @@ describe.skipIf(!hasChromium)('the browser SDK and the demo app in Chromium', ()
   it('a foreign session id (well-formed, not this browser\'s) shows "session ended", never a blank page', async () => {
     const { page } = await newPage();
     await page.goto(`${fixture.stack.appUrl}#session=${'A'.repeat(43)}`);
-    await expect.poll(() => page.locator('#ended').isVisible()).toBe(true);
+    await eventually(() => page.locator('#ended').isVisible()).toBe(true);
     expect(await page.locator('#ended-action').textContent()).toContain('open the app again');
     expect(page.url()).toBe(fixture.stack.appUrl);
     await page.goto('about:blank');
     await page.goto(`${fixture.stack.appUrl}#session=not-a-session`);
-    await expect.poll(() => page.locator('#ended').isVisible()).toBe(true);
+    await eventually(() => page.locator('#ended').isVisible()).toBe(true);
     await shot(page, 'sdk-foreign-session');
   });
 });
