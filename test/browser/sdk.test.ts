@@ -325,6 +325,11 @@ describe.skipIf(!hasChromium)('the browser SDK and the demo app in Chromium', ()
     await eventually(() => page.locator('body').textContent()).toContain('AUTHORIZATION_DENIED');
     expect(await page.getByRole('link', { name: 'Start again' }).count()).toBe(1);
     await shot(page, 'sdk-authorize-denied');
+    // Launch options the sandbox does not understand are refused with a reason, before any launch.
+    const refused = await page.goto(`${sandbox().url}/ehr/launch?patient=${patient.id}&tokenTtl=0`);
+    expect(refused?.status()).toBe(400);
+    expect(await page.locator('body').textContent()).toContain('between 1 and 86400');
+    expect((await page.goto(`${sandbox().url}/ehr/frame?patient=${patient.id}&authorize=teapot`))?.status()).toBe(400);
   });
 
   it('a foreign session id (well-formed, not this browser\'s) shows "session ended", never a blank page', async () => {
