@@ -11,6 +11,7 @@ import type { ApiEvent, ApiResult } from '../shared/http/api-event.js';
 import { renderError } from '../shared/http/error-response.js';
 import { matchRoute, type FunctionName } from '../shared/http/routes.js';
 import { BASE_HEADERS } from '../shared/http/responses.js';
+import { sdkAsset } from './sdk-assets.js';
 
 export type LambdaHandler = (event: ApiEvent, context: Context) => Promise<ApiResult>;
 
@@ -228,13 +229,14 @@ async function serveDemoApp(res: ServerResponse, relative: string): Promise<bool
   const file = normalize(join(DEMO_APP_DIR, relative === '' ? 'index.html' : relative));
   if (!file.startsWith(DEMO_APP_DIR) || file.includes(`${sep}..`)) return false;
   try {
-    const content = await readFile(file);
+    const content = (await sdkAsset(relative)) ?? (await readFile(file));
     res.writeHead(200, {
       'content-type': CONTENT_TYPES[extname(file)] ?? 'application/octet-stream',
       'cache-control': 'no-cache',
       'referrer-policy': 'no-referrer',
       'x-content-type-options': 'nosniff',
-      'content-security-policy': "default-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'",
+      // connect-src: the EHR's smart_style_url (SMART context-style) may live on the EHR's origin.
+      'content-security-policy': "default-src 'self'; img-src 'self' data:; connect-src 'self' https: http://127.0.0.1:* http://localhost:*; base-uri 'none'; form-action 'none'",
     });
     res.end(content);
     return true;

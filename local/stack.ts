@@ -137,6 +137,8 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
         port: options.sandboxPort ?? 0,
         clients: (options.sandboxClients ?? defaultClients)(apiUrl),
         launchUrl: launchUrl(apiUrl),
+        // The demo app's own launch page (SDK), for frames whose EHR sign-in refuses framing.
+        appLaunchUrl: `${apiUrl}/app/`,
       });
     }
     let config: Config;

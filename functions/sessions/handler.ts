@@ -2,16 +2,27 @@ import { awsDeps } from '../../shared/runtime/aws-deps.js';
 import type { CoreDeps } from '../../shared/core/deps.js';
 import { SmartError } from '../../shared/core/errors.js';
 import { endSession } from '../../shared/core/logout.js';
+import { createHandoff, parseHandoffChallenge, redeemHandoff } from '../../shared/core/handoff.js';
 import { ensureFreshSession } from '../../shared/core/refresh.js';
 import { openSession, sessionView } from '../../shared/core/session.js';
 import { invocationDeadline, withDeadline } from '../../shared/runtime/deadline.js';
 import { apiHandler } from '../../shared/http/api-handler.js';
-import { cookieOf } from '../../shared/http/api-event.js';
-import { BINDING_COOKIE } from '../../shared/http/cookies.js';
+import { cookieOf, headerOf, type ApiEvent } from '../../shared/http/api-event.js';
+import { BINDING_COOKIE, bindingCookie } from '../../shared/http/cookies.js';
 import { createLogger } from '../../shared/http/logger.js';
 import { jsonResponse } from '../../shared/http/responses.js';
 
 const logger = createLogger('smart-launch-sessions');
+
+/** A small JSON request body (the hand-off routes); anything else is treated as empty. */
+function jsonBody(event: ApiEvent): unknown {
+  if (!event.body || event.body.length > 4096) return undefined;
+  try {
+    return JSON.parse(event.isBase64Encoded ? Buffer.from(event.body, 'base64').toString('utf8') : event.body);
+  } catch {
+    return undefined;
+  }
+}
 
 /**
  * `GET /sessions/{id}` (launch context, never a token), `POST /sessions/{id}/refresh` (renew now)
@@ -22,6 +33,16 @@ export function createSessionsHandler(getDeps: () => Promise<CoreDeps>) {
     // Every EHR call ends before Lambda's or API Gateway's clock does (a clear 503/504, never a cut-off).
     const deps = withDeadline(await getDeps(), invocationDeadline(event, context, Date.now()));
     const requestStartedAt = deps.clock.now();
+    if (event.resource === '/sessions/{id}/handoff/redeem') {
+      // Redeemed from inside the app's frame, which has no binding cookie yet: the code and verifier
+      // stand in for it. Only the app's own origin may redeem (browsers always send Origin on POST).
+      if (headerOf(event, 'origin') !== new URL(deps.config.app.url).origin) {
+        throw new SmartError('HANDOFF_REJECTED', 'the hand-off was not redeemed from the app origin');
+      }
+      const bindingSecret = await redeemHandoff(event.pathParameters?.id, jsonBody(event), deps);
+      logger.info('sign-in handed off to the app frame');
+      return { ...jsonResponse(200, { handedOff: true }), multiValueHeaders: { 'set-cookie': [bindingCookie(deps.config, bindingSecret)] } };
+    }
     const session = await openSession(event.pathParameters?.id, cookieOf(event, BINDING_COOKIE), deps);
     switch (`${event.httpMethod} ${event.resource}`) {
       case 'GET /sessions/{id}':
@@ -38,6 +59,12 @@ export function createSessionsHandler(getDeps: () => Promise<CoreDeps>) {
           sessionExpiresAt: new Date(refreshed.record.expiresAt * 1000).toISOString(),
           scope: refreshed.secrets.scope,
         });
+      }
+      case 'POST /sessions/{id}/handoff': {
+        const challenge = parseHandoffChallenge(jsonBody(event));
+        const handoff = await createHandoff(session, cookieOf(event, BINDING_COOKIE), challenge, deps);
+        logger.info('sign-in hand-off code issued');
+        return jsonResponse(200, handoff);
       }
       case 'POST /sessions/{id}/logout': {
         const { revocation, status } = await endSession(session, deps);

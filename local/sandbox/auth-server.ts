@@ -9,7 +9,7 @@ import type { Directory, LaunchStore } from './directory.js';
 import { accessTokenTtl, countTokenRequest, TokenEndpointFaultCounter, tokenEndpointFaulted } from './faults.js';
 import { escapeHtml, page, readBody, readForm, sendHtml, sendJson } from './http-util.js';
 import { SandboxAdapterStore } from './oidc-adapter.js';
-import { renderErrorPage, renderLoginPage } from './pages.js';
+import { renderConsentPage, renderErrorPage, renderLoginPage } from './pages.js';
 import type { LoginAccount } from './pages.js';
 import { isV2ResourceScope, narrowResourceScopes } from './quirks.js';
 import { isResourceScope } from './scopes.js';
@@ -78,7 +78,15 @@ interface GrantContext {
   readonly fhirContext: readonly { reference: string }[];
   /** Which refresh scope the client asked for (oidc-provider strips offline_access before we see it). */
   readonly refresh: 'offline_access' | 'online_access' | undefined;
+  /** The launch's own access-token lifetime (launch option), else the sandbox-wide one. */
+  readonly accessTokenTtlSeconds?: number | undefined;
 }
+
+/** Headers of the EHR sign-in pages of a launch whose sign-in refuses framing (launch option refuseFraming). */
+const FRAME_REFUSED: Readonly<Record<string, string>> = {
+  'X-Frame-Options': 'DENY',
+  'Content-Security-Policy': "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; frame-ancestors 'none'",
+};
 
 interface SandboxAccount {
   readonly accountId: string;
@@ -210,7 +218,10 @@ export function createAuthServer(options: AuthServerOptions): AuthServer {
   // Read on every issue, so faults.accessTokenTtlSeconds applies to the next token (code or refresh).
   const currentAccessTokenTtl = (): number => accessTokenTtl(faults, options.accessTokenTtlSeconds);
   const ttl = {
-    AccessToken: (): number => currentAccessTokenTtl(),
+    AccessToken: (_ctx: KoaContextWithOIDC, token: unknown): number => {
+      const grantId = isRecord(token) && typeof token.grantId === 'string' ? token.grantId : undefined;
+      return (grantId ? grantContexts.get(grantId)?.accessTokenTtlSeconds : undefined) ?? currentAccessTokenTtl();
+    },
     AuthorizationCode: 60,
     IdToken: 3600,
     Interaction: 600,
@@ -562,6 +573,21 @@ export function createAuthServer(options: AuthServerOptions): AuthServer {
     return grant.save();
   }
 
+  /** A grant of the scopes the user left ticked; the unticked ones are recorded as refused, so oidc-provider does not ask again. */
+  async function grantChosen(accountId: string, clientId: string, params: Record<string, unknown>, chosen: Record<string, unknown>): Promise<string> {
+    const grant: Grant = new provider.Grant({ accountId, clientId });
+    const asked = requestedScopes(params);
+    const kept = new Set(splitScope(chosen.scope));
+    const split = (scopes: string[]) => [scopes.filter((s) => kept.has(s)), scopes.filter((s) => !kept.has(s))] as const;
+    const [oidcKept, oidcRefused] = split(asked.oidc);
+    const [resourceKept, resourceRefused] = split(asked.resource);
+    if (oidcKept.length > 0) grant.addOIDCScope(oidcKept.join(' '));
+    if (oidcRefused.length > 0) grant.rejectOIDCScope(oidcRefused.join(' '));
+    if (resourceKept.length > 0) grant.addResourceScope(fhirBaseUrl, resourceKept.join(' '));
+    if (resourceRefused.length > 0) grant.rejectResourceScope(fhirBaseUrl, resourceRefused.join(' '));
+    return grant.save();
+  }
+
   /*
    * Account switching. One browser keeps one oidc-provider session, and a sandbox launch signs in
    * whichever account it needs: the practitioner for an EHR launch, the chosen user for a standalone
@@ -660,7 +686,37 @@ export function createAuthServer(options: AuthServerOptions): AuthServer {
         await finish({ error: 'invalid_request', error_description: 'launch is unknown or has expired' });
         return;
       }
-      const grantId = await grantEverything(practitionerAccount.accountId, clientId, params);
+      // Launch options of the sandbox EHR page: simulated authorize errors, a consent step.
+      const launchOptions = context.options ?? {};
+      if (launchOptions.authorizeOutcome === 'invalid_scope') {
+        await finish({ error: 'invalid_scope', error_description: 'the EHR refused the requested scope (simulated by the sandbox EHR)' });
+        return;
+      }
+      if (launchOptions.authorizeOutcome === 'access_denied') {
+        await finish({ error: 'access_denied', error_description: 'the user cancelled the sign-in (simulated by the sandbox EHR)' });
+        return;
+      }
+      let granted = params;
+      let grantedRefresh = refresh;
+      if (launchOptions.consent === true || launchOptions.refuseFraming === true) {
+        const offered = [...splitScope(params.scope), ...(refresh && !splitScope(params.scope).includes(refresh) ? [refresh] : [])];
+        if (action === 'show') {
+          const patientName = directory.patients.find((p) => p.id === context.patient)?.name ?? context.patient;
+          sendHtml(res, 200, renderConsentPage({ uid, clientId, patientName, scopes: offered }), launchOptions.refuseFraming ? FRAME_REFUSED : {});
+          return;
+        }
+        if (action === 'cancel') {
+          await finish({ error: 'access_denied', error_description: 'the user did not allow access' });
+          return;
+        }
+        // Only what was asked for and left ticked: the user narrows the grant, never widens it.
+        const kept = new Set((await readForm(req)).getAll('scope'));
+        const chosen = offered.filter((scope) => kept.has(scope));
+        granted = { ...params, scope: chosen.join(' ') };
+        grantedRefresh = refresh !== undefined && kept.has(refresh) ? refresh : undefined;
+      }
+      const grantId =
+        granted === params ? await grantEverything(practitionerAccount.accountId, clientId, params) : await grantChosen(practitionerAccount.accountId, clientId, params, granted);
       const focus = context.encounter === undefined ? undefined : directory.encounterFocus(context.encounter);
       grantContexts.set(grantId, {
         launchType: 'ehr',
@@ -670,7 +726,8 @@ export function createAuthServer(options: AuthServerOptions): AuthServer {
         // fhirContext may not carry Patient or Encounter (they have their own parameters), so it names
         // the problem the open encounter addresses.
         fhirContext: focus === undefined ? [] : [{ reference: focus }],
-        refresh,
+        refresh: grantedRefresh,
+        accessTokenTtlSeconds: launchOptions.accessTokenTtlSeconds,
       });
       await finish({ login: { accountId: practitionerAccount.accountId }, consent: { grantId } });
       return;
@@ -727,6 +784,21 @@ export function createAuthServer(options: AuthServerOptions): AuthServer {
       const body = (await readBody(req, MAX_TOKEN_BODY_BYTES)).toString('utf8');
       rest = `${AUTHORIZATION_ROUTE}?${new URLSearchParams(body).toString()}`;
       Object.assign(req, { method: 'GET', url: rest, originalUrl: `${issuerPath}${rest}` });
+    }
+    if (req.method === 'GET' && rest.split('?')[0] === AUTHORIZATION_ROUTE) {
+      const launchId = new URLSearchParams(rest.split('?')[1] ?? '').get('launch');
+      const launchOptions = launchId === null ? undefined : launches.resolve(launchId)?.options;
+      const frameHeaders = launchOptions?.refuseFraming === true ? FRAME_REFUSED : {};
+      for (const [name, value] of Object.entries(frameHeaders)) res.setHeader(name, value);
+      // RFC 6749 §4.1.2.1: with an unknown client or a wrong redirect URI the EHR must not redirect.
+      if (launchOptions?.authorizeOutcome === 'invalid_client') {
+        sendHtml(res, 400, renderErrorPage('invalid_client', 'The EHR does not know this app (client_id), so it cannot send you back to it. (Simulated by the sandbox EHR.)'), frameHeaders);
+        return;
+      }
+      if (launchOptions?.authorizeOutcome === 'invalid_redirect') {
+        sendHtml(res, 400, renderErrorPage('invalid_request', 'The redirect_uri is not registered for this app, so the EHR will not send you there. (Simulated by the sandbox EHR.)'), frameHeaders);
+        return;
+      }
     }
     if (quirks.narrowScopes === true && req.method === 'GET' && rest.split('?')[0] === AUTHORIZATION_ROUTE) {
       // Quirk narrowScopes: the user shares less than the app asked for, as if they had unticked

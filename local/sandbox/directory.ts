@@ -75,8 +75,11 @@ export class LaunchStore {
     }
     this.#prune();
     const id = randomBytes(18).toString('base64url');
-    const bound: LaunchContext =
-      context.encounter === undefined ? { patient: context.patient } : { patient: context.patient, encounter: context.encounter };
+    const bound: LaunchContext = {
+      patient: context.patient,
+      ...(context.encounter === undefined ? {} : { encounter: context.encounter }),
+      ...(context.options === undefined ? {} : { options: { ...context.options } }),
+    };
     this.#launches.set(id, { context: bound, expiresAt: this.#now() + LAUNCH_TTL_MS });
     return id;
   }

@@ -19,8 +19,8 @@ const HTML_HEADERS: Readonly<Record<string, string>> = {
   'X-Content-Type-Options': 'nosniff',
 };
 
-export function sendHtml(res: ServerResponse, status: number, html: string): void {
-  res.writeHead(status, { ...HTML_HEADERS, 'Content-Length': Buffer.byteLength(html) });
+export function sendHtml(res: ServerResponse, status: number, html: string, extraHeaders: Readonly<Record<string, string>> = {}): void {
+  res.writeHead(status, { ...HTML_HEADERS, ...extraHeaders, 'Content-Length': Buffer.byteLength(html) });
   res.end(html);
 }
 

@@ -12,13 +12,15 @@ import { clearQuirks, createQuirkDataSync, quirkedCapabilityStatement, quirkedSm
 import { createFhirServer } from './fhir-server.js';
 import type { FhirServer } from './fhir-server.js';
 import { sendHtml, sendJson, sendRedirect } from './http-util.js';
-import { renderEhrPage, renderErrorPage } from './pages.js';
+import { renderEhrFramePage, renderEhrPage, renderErrorPage } from './pages.js';
 import { buildCapabilityStatement, buildSmartConfiguration, OidcDiscoverySchema } from './smart-configuration.js';
-import type { Sandbox, SandboxFaults, SandboxOptions, SandboxQuirks } from './types.js';
+import type { AuthorizeOutcome, LaunchOptions, Sandbox, SandboxFaults, SandboxOptions, SandboxQuirks } from './types.js';
 
 export type {
+  AuthorizeOutcome,
   IdTokenFault,
   LaunchContext,
+  LaunchOptions,
   Sandbox,
   SandboxClient,
   SandboxFaults,
@@ -66,6 +68,27 @@ function listen(server: Server, port: number, host: string): Promise<AddressInfo
       resolve(address);
     });
   });
+}
+
+const AUTHORIZE_OUTCOMES: readonly AuthorizeOutcome[] = ['invalid_client', 'invalid_redirect', 'invalid_scope', 'access_denied'];
+
+/** Launch options from the EHR page's query (`authorize`, `consent`, `tokenTtl`, `refuseFraming`); a string is the problem. */
+export function launchOptionsFrom(params: URLSearchParams): LaunchOptions | string {
+  const options: LaunchOptions = {};
+  const outcome = params.get('authorize') ?? '';
+  if (outcome !== '' && outcome !== 'ok') {
+    if (!(AUTHORIZE_OUTCOMES as readonly string[]).includes(outcome)) return `Unknown authorize outcome "${outcome}".`;
+    options.authorizeOutcome = outcome as AuthorizeOutcome;
+  }
+  if (params.get('consent') === '1') options.consent = true;
+  if (params.get('refuseFraming') === '1') options.refuseFraming = true;
+  const ttl = params.get('tokenTtl') ?? '';
+  if (ttl !== '') {
+    const seconds = Number(ttl);
+    if (!Number.isInteger(seconds) || seconds < 1 || seconds > 86_400) return 'The access token lifetime must be a whole number of seconds between 1 and 86400.';
+    options.accessTokenTtlSeconds = seconds;
+  }
+  return options;
 }
 
 function withLaunchParams(launchUrl: string, params: Readonly<Record<string, string>>): string {
@@ -228,12 +251,16 @@ export async function startSandbox(options: SandboxOptions): Promise<Sandbox> {
               patients: directory.patients,
               launchUrl,
               portalUrl: launchUrl === undefined ? undefined : withLaunchParams(launchUrl, { iss: fhirBaseUrl }),
+              appLaunchUrl: options.appLaunchUrl,
               clients: options.clients,
             }),
           );
           return;
         case '/ehr/launch':
           handleEhrLaunch(url.searchParams, res);
+          return;
+        case '/ehr/frame':
+          handleEhrLaunch(url.searchParams, res, 'frame');
           return;
         case '/smart-style.json':
           sendJson(res, 200, SMART_STYLE, { 'Cache-Control': 'public, max-age=3600', 'Access-Control-Allow-Origin': '*' });
@@ -243,7 +270,7 @@ export async function startSandbox(options: SandboxOptions): Promise<Sandbox> {
       }
     };
 
-    function handleEhrLaunch(params: URLSearchParams, res: ServerResponse): void {
+    function handleEhrLaunch(params: URLSearchParams, res: ServerResponse, target: 'window' | 'frame' = 'window'): void {
       if (launchUrl === undefined) {
         sendHtml(res, 400, renderErrorPage('No launch URL', 'Start the sandbox with a launch URL (--launch-url) to launch apps.'));
         return;
@@ -259,8 +286,29 @@ export async function startSandbox(options: SandboxOptions): Promise<Sandbox> {
         sendHtml(res, 400, renderErrorPage('Unknown encounter', `Encounter "${encounter}" is not an encounter of ${patient}.`));
         return;
       }
-      const launch = launches.create(encounter === undefined ? { patient } : { patient, encounter });
-      sendRedirect(res, withLaunchParams(launchUrl, { iss: fhirBaseUrl, launch }));
+      const launchOptions = launchOptionsFrom(params);
+      if (typeof launchOptions === 'string') {
+        sendHtml(res, 400, renderErrorPage('Invalid launch options', launchOptions));
+        return;
+      }
+      const launch = launches.create({
+        patient,
+        ...(encounter === undefined ? {} : { encounter }),
+        ...(Object.keys(launchOptions).length === 0 ? {} : { options: launchOptions }),
+      });
+      if (target === 'window') {
+        sendRedirect(res, withLaunchParams(launchUrl, { iss: fhirBaseUrl, launch }));
+        return;
+      }
+      // In a frame, as EHRs embed apps. When the EHR's sign-in refuses framing, the frame opens the
+      // app's own launch page instead, and the app signs in in a popup.
+      const frameUrl =
+        launchOptions.refuseFraming === true && options.appLaunchUrl !== undefined ? options.appLaunchUrl : launchUrl;
+      const src = withLaunchParams(frameUrl, { iss: fhirBaseUrl, launch });
+      const name = directory.patients.find((p) => p.id === patient)?.name ?? patient;
+      sendHtml(res, 200, renderEhrFramePage({ patientName: name, src, refuseFraming: launchOptions.refuseFraming === true }), {
+        'Content-Security-Policy': `default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; frame-src 'self' ${new URL(src).origin}`,
+      });
     }
 
     // Endpoint URLs come from oidc-provider's own discovery, fetched over HTTP like any client would.

@@ -54,6 +54,9 @@ declare module 'oidc-provider' {
     clientId?: string;
     addOIDCScope(scope: string): void;
     addResourceScope(resource: string, scope: string): void;
+    /** Scopes the user refused: the consent prompt counts them as answered. */
+    rejectOIDCScope(scope: string): void;
+    rejectResourceScope(resource: string, scope: string): void;
     getOIDCScope(): string;
     getOIDCScopeFiltered(filter: Set<string>): string;
     getResourceScope(resource: string): string;

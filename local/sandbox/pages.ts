@@ -9,6 +9,28 @@ export interface EhrPageInput {
   readonly launchUrl: string | undefined;
   readonly portalUrl: string | undefined;
   readonly clients: readonly SandboxClient[];
+  /** The app's own launch page, for the "sign-in refuses framing" launch (popup sign-in). */
+  readonly appLaunchUrl?: string | undefined;
+}
+
+/** The sandbox attributes EHRs put on the frames they embed apps in. */
+export const EHR_FRAME_SANDBOX = 'allow-scripts allow-same-origin allow-forms allow-popups allow-popups-to-escape-sandbox allow-modals allow-downloads';
+
+export interface EhrFramePageInput {
+  readonly patientName: string;
+  readonly src: string;
+  readonly refuseFraming: boolean;
+}
+
+/** `GET /ehr/frame`: the EHR's chart with the app embedded in a cross-site, sandboxed iframe. */
+export function renderEhrFramePage(input: EhrFramePageInput): string {
+  return page(
+    'Sandbox EHR chart',
+    `<p><a href="/">Sandbox EHR</a> › Chart of <strong>${escapeHtml(input.patientName)}</strong>${
+      input.refuseFraming ? ' <span class="note">(the EHR sign-in refuses framing: the app signs in in a separate window)</span>' : ''
+    }</p>
+<iframe id="app-frame" title="SMART app" src="${escapeHtml(input.src)}" sandbox="${EHR_FRAME_SANDBOX}" allow="clipboard-write" style="width:100%;height:78vh;border:1px solid #cbd2d9;border-radius:4px;background:#fff"></iframe>`,
+  );
 }
 
 /** `GET /`: the clinician's view of the sandbox EHR, with one EHR-launch button per patient. */
@@ -21,7 +43,13 @@ export function renderEhrPage(input: EhrPageInput): string {
   <td><code>${escapeHtml(p.id)}</code></td>
   <td>${
     input.launchUrl
-      ? `<a class="button" href="/ehr/launch?patient=${escapeHtml(encodeURIComponent(p.id))}">Launch app</a>`
+      ? `<a class="button" href="/ehr/launch?patient=${escapeHtml(encodeURIComponent(p.id))}">Launch app</a>
+    <a href="/ehr/launch?patient=${escapeHtml(encodeURIComponent(p.id))}" target="_blank" rel="opener">New window</a>
+    <a href="/ehr/frame?patient=${escapeHtml(encodeURIComponent(p.id))}">In EHR frame</a>${
+      input.appLaunchUrl
+        ? `\n    <a href="/ehr/frame?patient=${escapeHtml(encodeURIComponent(p.id))}&amp;refuseFraming=1">Frame, sign-in refuses framing</a>`
+        : ''
+    }`
       : '<span class="note">no launch URL configured</span>'
   }</td>
 </tr>`,
@@ -53,6 +81,7 @@ ${rows}
 </tbody>
 </table>
 ${portal}
+${input.launchUrl ? launchOptionsForm(input.patients) : ''}
 <h2>Endpoints</h2>
 <ul>
 <li>FHIR base (<code>iss</code>, <code>aud</code>): <code>${escapeHtml(input.fhirBaseUrl)}</code></li>
@@ -64,6 +93,26 @@ ${portal}
 ${clients || '<li>none</li>'}
 </ul>`,
   );
+}
+
+/** Launch options for app teams: the unhappy paths of the authorize step, narrowed grants, short tokens. */
+function launchOptionsForm(patients: readonly SandboxPatient[]): string {
+  const patientOptions = patients.map((p) => `<option value="${escapeHtml(p.id)}">${escapeHtml(p.name)}</option>`).join('');
+  return `<h2>Launch with options</h2>
+<form method="get" action="/ehr/launch" aria-label="Launch with options">
+<p><label>Patient <select name="patient">${patientOptions}</select></label></p>
+<p><label>At the authorize step <select name="authorize">
+  <option value="ok">sign in normally</option>
+  <option value="invalid_client">fail: unknown client (invalid_client)</option>
+  <option value="invalid_redirect">fail: redirect URI not registered</option>
+  <option value="invalid_scope">fail: scope refused (invalid_scope)</option>
+  <option value="access_denied">the user cancels (access_denied)</option>
+</select></label></p>
+<p><label><input type="checkbox" name="consent" value="1"> Ask which scopes to share (the user may untick some)</label></p>
+<p><label><input type="checkbox" name="refuseFraming" value="1"> The EHR's sign-in pages refuse framing (in a frame, the app signs in in a popup)</label></p>
+<p><label>Access tokens expire after <input type="number" name="tokenTtl" min="1" max="86400" placeholder="300" style="width:6rem"> seconds</label></p>
+<p><button type="submit">Launch app</button> <button type="submit" formtarget="_blank">Launch in new window</button> <button type="submit" formaction="/ehr/frame">Launch in EHR frame</button></p>
+</form>`;
 }
 
 export function renderErrorPage(title: string, message: string): string {
@@ -109,6 +158,39 @@ ${input.error ? `<p class="error">${escapeHtml(input.error)}</p>` : ''}
 ${buttons}
 </tbody>
 </table>
+<form method="post" action="${escapeHtml(`${base}/cancel`)}">
+  <button class="secondary" type="submit">Cancel</button>
+</form>`,
+  );
+}
+
+export interface ConsentPageInput {
+  readonly uid: string;
+  readonly clientId: string;
+  readonly patientName: string;
+  readonly scopes: readonly string[];
+}
+
+/** The EHR-launch consent step (launch option): each requested scope is a ticked box the user may untick. */
+export function renderConsentPage(input: ConsentPageInput): string {
+  const base = `/oauth/interaction/${encodeURIComponent(input.uid)}`;
+  const boxes = input.scopes
+    .map(
+      (scope) =>
+        `<li><label><input type="checkbox" name="scope" value="${escapeHtml(scope)}" checked> <code>${escapeHtml(scope)}</code></label></li>`,
+    )
+    .join('\n');
+  return page(
+    'Allow access',
+    `<h1>Allow access</h1>
+<p>The app <code>${escapeHtml(input.clientId)}</code> asks to open the chart of <strong>${escapeHtml(input.patientName)}</strong> with:</p>
+<form method="post" action="${escapeHtml(`${base}/login`)}">
+<ul>
+${boxes}
+</ul>
+<p class="note">Untick what the app should not get: it will receive a narrower grant.</p>
+<button type="submit">Allow</button>
+</form>
 <form method="post" action="${escapeHtml(`${base}/cancel`)}">
   <button class="secondary" type="submit">Cancel</button>
 </form>`,

@@ -25,6 +25,11 @@ export interface SandboxOptions {
   launchUrl?: string;
   /** Default 300. */
   accessTokenTtlSeconds?: number;
+  /**
+   * The app's own launch page (an SDK app, e.g. http://localhost:3000/app/), opened with `iss` and
+   * `launch` by the "frame whose sign-in refuses framing" launch: the app then signs in in a popup.
+   */
+  appLaunchUrl?: string;
 }
 
 export interface SandboxPatient {
@@ -119,9 +124,25 @@ export interface SandboxStats {
   revocationsByTokenType: Record<string, number>;
 }
 
+/** What the authorize step of one EHR launch simulates (the sandbox EHR page's launch options). */
+export type AuthorizeOutcome = 'invalid_client' | 'invalid_redirect' | 'invalid_scope' | 'access_denied';
+
+/** Per-launch options of the sandbox EHR page, for app teams testing the unhappy paths. */
+export interface LaunchOptions {
+  /** The authorize step fails this way: an error page at the EHR (client, redirect) or an error sent back to the app (scope, user cancels). */
+  authorizeOutcome?: AuthorizeOutcome;
+  /** The clinician sees the requested scopes and may untick some: the grant is narrowed. */
+  consent?: boolean;
+  /** Access tokens of this launch expire after this many seconds (tokens that expire mid-session). */
+  accessTokenTtlSeconds?: number;
+  /** The EHR's sign-in pages of this launch refuse to load in a frame (X-Frame-Options DENY, frame-ancestors 'none'). */
+  refuseFraming?: boolean;
+}
+
 export interface LaunchContext {
   patient: string;
   encounter?: string;
+  options?: LaunchOptions;
 }
 
 export interface Sandbox {

@@ -69,6 +69,7 @@ export const ERRORS = {
   REFRESH_NOT_AVAILABLE: { status: 409, issueType: 'not-supported', hint: 'The EHR issued no refresh token for this session; sign in again when the access token expires.' },
   REFRESH_UNAVAILABLE: { status: 503, issueType: 'transient', hint: 'The EHR token service is unavailable; the session is intact. Retry after the number of seconds in Retry-After.' },
   REFRESH_BUSY: { status: 503, issueType: 'transient', hint: 'Another request is renewing this session\'s tokens; the session is intact. Retry after the number of seconds in Retry-After.' },
+  HANDOFF_REJECTED: { status: 401, issueType: 'login', hint: 'The sign-in window\'s hand-off did not complete (used, expired, or not for this session). Sign in again from the app.' },
   VAULT_INTEGRITY: { status: 401, issueType: 'security', hint: 'The stored session could not be opened. ' + RELAUNCH },
 
   // FHIR proxy

@@ -17,10 +17,15 @@ export const ROUTES: readonly Route[] = [
   { method: 'GET', resource: '/sessions/{id}', fn: 'sessions' },
   { method: 'POST', resource: '/sessions/{id}/refresh', fn: 'sessions' },
   { method: 'POST', resource: '/sessions/{id}/logout', fn: 'sessions' },
+  // Popup sign-in hand-off to an app in an EHR frame (see shared/core/handoff.ts).
+  { method: 'POST', resource: '/sessions/{id}/handoff', fn: 'sessions' },
+  { method: 'POST', resource: '/sessions/{id}/handoff/redeem', fn: 'sessions' },
   // CORS preflights of an app served from another origin (answered by the handlers' CORS middleware).
   { method: 'OPTIONS', resource: '/sessions/{id}', fn: 'sessions' },
   { method: 'OPTIONS', resource: '/sessions/{id}/refresh', fn: 'sessions' },
   { method: 'OPTIONS', resource: '/sessions/{id}/logout', fn: 'sessions' },
+  { method: 'OPTIONS', resource: '/sessions/{id}/handoff', fn: 'sessions' },
+  { method: 'OPTIONS', resource: '/sessions/{id}/handoff/redeem', fn: 'sessions' },
   { method: 'ANY', resource: '/sessions/{id}/fhir/{proxy+}', fn: 'fhir-proxy' },
   // The client's public keys, for EHRs that verify private_key_jwt assertions (SMART-REG-03/04).
   { method: 'GET', resource: '/.well-known/jwks.json', fn: 'jwks' },
