@@ -4,6 +4,7 @@ import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { DynamoSessionStore } from '../shared/adapters/dynamo-session-store.js';
 import { CachingKeyRing } from '../shared/adapters/caching-key-ring.js';
+import { FileAuditSink } from '../shared/adapters/file-audit-sink.js';
 import { LocalKeyRing } from '../shared/adapters/local-key-ring.js';
 import { LocalSigner } from '../shared/adapters/local-signer.js';
 import { cryptoRandom, fetchHttpClient, systemClock } from '../shared/adapters/system.js';
@@ -161,6 +162,8 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
       // As in Lambda, but fresh for 10 s only: sandbox switches changed at /admin show at the next launches.
       discovery: new DiscoveryCache({ freshMs: LOCAL_DISCOVERY_FRESH_MS }),
       jwks: new JwksCache(),
+      // The audit trail of a local run: {dataDir}/audit.ndjson (`npx smart-launch audit export`).
+      audit: new FileAuditSink(dataDir),
     };
     const getDeps = () => Promise.resolve(deps);
     const app = new URL(config.app.url);

@@ -10,6 +10,7 @@ import { cookieOf, queryOf, type ApiEvent, type ApiResult } from '../../shared/h
 import { BINDING_COOKIE } from '../../shared/http/cookies.js';
 import { createLogger } from '../../shared/http/logger.js';
 import { BASE_HEADERS } from '../../shared/http/responses.js';
+import { auditedRefresher, auditTrail, noteAudit, sessionFacts } from '../../shared/audit/trail.js';
 import { streamifyResponse, writeStreamedResponse, type ResponseStream, type StreamingHandler } from './streaming.js';
 
 const logger = createLogger('smart-launch-fhir-proxy');
@@ -62,11 +63,13 @@ async function proxy(event: ApiEvent, deps: CoreDeps, maxResponseBytes: number |
   // Decoded once, and an oversize body refused before any store or KMS call.
   const body = bodyOf(event, ABSOLUTE_REQUEST_LIMIT_BYTES);
   const session = await openSession(event.pathParameters?.id, cookieOf(event, BINDING_COOKIE), deps);
+  noteAudit(event, sessionFacts(deps, session));
   const request: ProxyRequest = { method: event.httpMethod, rawPath: fhirPath(event), query: queryOf(event), headers: headersOf(event), body };
   const upstream = await forwardFhirRequest(session, request, deps, {
-    refresh: ensureFreshSession,
+    refresh: auditedRefresher(event, ensureFreshSession),
     ...(maxResponseBytes !== undefined ? { maxResponseBytes } : {}),
   });
+  noteAudit(event, { interaction: upstream.meta.interaction, resourceType: upstream.meta.resourceType, upstreamStatus: upstream.status });
   logger.info('fhir request forwarded', {
     upstreamStatus: upstream.status,
     upstreamMs: upstream.meta.upstreamMs,
@@ -109,7 +112,7 @@ function proxyRoute(getDeps: () => Promise<CoreDeps>, transport: Transport) {
       body: Buffer.from(upstream.body).toString(text ? 'utf8' : 'base64'),
       isBase64Encoded: !text,
     };
-  }, { corsConfig: async () => (await getDeps()).config });
+  }, { corsConfig: async () => (await getDeps()).config, observe: [auditTrail(getDeps, logger, (event) => (event.httpMethod === 'OPTIONS' ? undefined : 'fhir'))] });
 }
 
 /**

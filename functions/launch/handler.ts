@@ -6,6 +6,7 @@ import { cookieOf, queryOf } from '../../shared/http/api-event.js';
 import { BINDING_COOKIE, bindingCookie } from '../../shared/http/cookies.js';
 import { createLogger } from '../../shared/http/logger.js';
 import { formPostResponse, redirectResponse } from '../../shared/http/responses.js';
+import { auditTrail, noteAudit } from '../../shared/audit/trail.js';
 
 const logger = createLogger('smart-launch-launch');
 
@@ -16,6 +17,7 @@ export function createLaunchHandler(getDeps: () => Promise<CoreDeps>) {
     const cookie = cookieOf(event, BINDING_COOKIE);
     if (event.resource === '/callback') {
       const result = await completeCallback(queryOf(event), cookie, deps);
+      if (result.signedIn) noteAudit(event, result.signedIn);
       logger.info('sign-in completed');
       return redirectResponse(result.appUrl, result.bindingSecret ? [bindingCookie(deps.config, result.bindingSecret)] : []);
     }
@@ -25,7 +27,7 @@ export function createLaunchHandler(getDeps: () => Promise<CoreDeps>) {
     // SMART-AUTHZ-10: a request too long for a URL goes as an auto-submitting form.
     if (result.authorizeForm) return formPostResponse(result.authorizeForm.action, result.authorizeForm.fields, cookies);
     return redirectResponse(result.authorizeUrl, cookies);
-  });
+  }, { observe: [auditTrail(getDeps, logger, (event) => (event.resource === '/callback' ? 'sign-in' : undefined))] });
 }
 
 export const handler = createLaunchHandler(awsDeps);

@@ -9,6 +9,8 @@ import { cookieOf } from '../../shared/http/api-event.js';
 import { BINDING_COOKIE } from '../../shared/http/cookies.js';
 import { createLogger } from '../../shared/http/logger.js';
 import { jsonResponse } from '../../shared/http/responses.js';
+import { auditTrail, noteAudit, sessionFacts } from '../../shared/audit/trail.js';
+import type { AuditAction } from '../../shared/audit/record.js';
 
 const logger = createLogger('smart-launch-sessions');
 
@@ -21,6 +23,7 @@ export function createSessionsHandler(getDeps: () => Promise<CoreDeps>) {
     const deps = await getDeps();
     const requestStartedAt = deps.clock.now();
     const session = await openSession(event.pathParameters?.id, cookieOf(event, BINDING_COOKIE), deps);
+    noteAudit(event, sessionFacts(deps, session));
     switch (`${event.httpMethod} ${event.resource}`) {
       case 'GET /sessions/{id}':
         return jsonResponse(200, sessionView(deps.config, session));
@@ -41,12 +44,21 @@ export function createSessionsHandler(getDeps: () => Promise<CoreDeps>) {
         const { revocation, status } = await endSession(session, deps);
         if (revocation === 'failed') logger.warn('revocation at the EHR failed; the session was deleted anyway', { upstreamStatus: status ?? 0 });
         logger.info('session ended', { revocation });
+        noteAudit(event, { revocation });
         return jsonResponse(200, { loggedOut: true, revocation });
       }
       default:
         throw new SmartError('METHOD_NOT_ALLOWED', `${event.httpMethod} is not supported on this route`);
     }
-  }, { corsConfig: async () => (await getDeps()).config });
+  }, { corsConfig: async () => (await getDeps()).config, observe: [auditTrail(getDeps, logger, auditedAction)] });
+}
+
+/** The audited actions of this route group (reading the launch context is not one). */
+function auditedAction(event: { httpMethod: string; resource: string }): AuditAction | undefined {
+  if (event.httpMethod !== 'POST') return undefined;
+  if (event.resource === '/sessions/{id}/refresh') return 'refresh';
+  if (event.resource === '/sessions/{id}/logout') return 'logout';
+  return undefined;
 }
 
 export const handler = createSessionsHandler(awsDeps);

@@ -13,4 +13,6 @@ export const ENV = {
   signingKeyEs384: 'SMART_LAUNCH_SIGNING_KEY_ES384',
   /** Comma-separated ARNs of keys published in the JWKS without signing yet: the successors of a rotation. */
   signingKeysNext: 'SMART_LAUNCH_SIGNING_KEYS_NEXT',
+  /** Name of the dedicated audit log group; unset: no audit trail is written. */
+  auditLogGroup: 'SMART_LAUNCH_AUDIT_LOG_GROUP',
 } as const;

@@ -1,4 +1,4 @@
-import middy from '@middy/core';
+import middy, { type MiddlewareObj } from '@middy/core';
 import type { Logger } from '@aws-lambda-powertools/logger';
 import type { Config } from '../config/schema.js';
 import type { ApiEvent, ApiResult } from './api-event.js';
@@ -15,9 +15,11 @@ export function apiHandler(
   format: ErrorFormat,
   logger: Logger,
   handle: (event: ApiEvent) => Promise<ApiResult>,
-  options: { corsConfig?: () => Promise<Config> } = {},
+  options: { corsConfig?: () => Promise<Config>; observe?: readonly MiddlewareObj<ApiEvent, ApiResult>[] } = {},
 ) {
   const stack = middy<ApiEvent, ApiResult>().use(requestContext(logger, route));
+  // Audit and metrics: outside the error mapping, so they see the status every request was answered.
+  for (const middleware of options.observe ?? []) stack.use(middleware);
   if (options.corsConfig) stack.use(cors(options.corsConfig));
   return stack.use(errorResponse(format, logger)).handler(handle);
 }

@@ -1,6 +1,9 @@
+import { randomUUID } from 'node:crypto';
+import { CloudWatchLogsClient } from '@aws-sdk/client-cloudwatch-logs';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { KMSClient } from '@aws-sdk/client-kms';
 import { GetSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
+import { CloudWatchAuditSink } from '../adapters/cloudwatch-audit-sink.js';
 import { DynamoSessionStore } from '../adapters/dynamo-session-store.js';
 import { CachingKeyRing } from '../adapters/caching-key-ring.js';
 import { KmsKeyRing } from '../adapters/kms-key-ring.js';
@@ -46,6 +49,14 @@ export class SecretsManagerClientSecrets implements ClientSecrets {
   }
 }
 
+/** The dedicated audit log group, one stream per container (date and a random id), when the stack names one. */
+function auditSink(): CloudWatchAuditSink | undefined {
+  const logGroupName = process.env[ENV.auditLogGroup];
+  if (logGroupName === undefined || logGroupName === '') return undefined;
+  const logStreamName = `${new Date().toISOString().slice(0, 10)}/${process.env.AWS_LAMBDA_FUNCTION_NAME ?? 'smart-launch'}/${randomUUID()}`;
+  return new CloudWatchAuditSink({ client: new CloudWatchLogsClient({}), logGroupName, logStreamName });
+}
+
 let deps: Promise<CoreDeps> | undefined;
 
 /** The adapters of a deployed stack, built once per container from the environment the CDK construct sets. */
@@ -66,6 +77,7 @@ export function awsDeps(): Promise<CoreDeps> {
       // Per warm container: discovery 5 min fresh, then stale-while-revalidate up to 1 h; JWKS re-fetched on an unknown kid.
       discovery: new DiscoveryCache(),
       jwks: new JwksCache(),
+      audit: auditSink(),
     };
   });
   return deps;
