@@ -13,6 +13,7 @@ import type { CoreDeps } from '../shared/core/deps.js';
 import { DiscoveryCache } from '../shared/core/discovery.js';
 import { JwksCache } from '../shared/core/id-token.js';
 import type { HttpClient } from '../shared/core/ports.js';
+import type { MetricsSink } from '../shared/ops/metrics.js';
 import { createStreamingFhirProxyHandler } from '../functions/fhir-proxy/handler.js';
 import { createJwksHandler } from '../functions/jwks/handler.js';
 import { createLaunchHandler } from '../functions/launch/handler.js';
@@ -67,6 +68,8 @@ export interface LocalStackOptions {
   readonly sandboxClients?: ((apiUrl: string) => SandboxClient[]) | undefined;
   /** Replaces the outbound HTTP client (tests that watch what the API fetches). */
   readonly http?: HttpClient | undefined;
+  /** Publishes operational metrics (tests read the EMF); local runs publish none by default. */
+  readonly metrics?: MetricsSink | undefined;
 }
 
 export interface LocalStack {
@@ -164,6 +167,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
       jwks: new JwksCache(),
       // The audit trail of a local run: {dataDir}/audit.ndjson (`npx smart-launch audit export`).
       audit: new FileAuditSink(dataDir),
+      metrics: options.metrics,
     };
     const getDeps = () => Promise.resolve(deps);
     const app = new URL(config.app.url);

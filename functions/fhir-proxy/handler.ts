@@ -11,6 +11,7 @@ import { BINDING_COOKIE } from '../../shared/http/cookies.js';
 import { createLogger } from '../../shared/http/logger.js';
 import { BASE_HEADERS } from '../../shared/http/responses.js';
 import { auditedRefresher, auditTrail, noteAudit, sessionFacts } from '../../shared/audit/trail.js';
+import { noteUpstreamMs, opsMetrics } from '../../shared/ops/metrics.js';
 import { streamifyResponse, writeStreamedResponse, type ResponseStream, type StreamingHandler } from './streaming.js';
 
 const logger = createLogger('smart-launch-fhir-proxy');
@@ -70,6 +71,7 @@ async function proxy(event: ApiEvent, deps: CoreDeps, maxResponseBytes: number |
     ...(maxResponseBytes !== undefined ? { maxResponseBytes } : {}),
   });
   noteAudit(event, { interaction: upstream.meta.interaction, resourceType: upstream.meta.resourceType, upstreamStatus: upstream.status });
+  noteUpstreamMs(event, upstream.meta.upstreamMs);
   logger.info('fhir request forwarded', {
     upstreamStatus: upstream.status,
     upstreamMs: upstream.meta.upstreamMs,
@@ -112,7 +114,7 @@ function proxyRoute(getDeps: () => Promise<CoreDeps>, transport: Transport) {
       body: Buffer.from(upstream.body).toString(text ? 'utf8' : 'base64'),
       isBase64Encoded: !text,
     };
-  }, { corsConfig: async () => (await getDeps()).config, observe: [auditTrail(getDeps, logger, (event) => (event.httpMethod === 'OPTIONS' ? undefined : 'fhir'))] });
+  }, { corsConfig: async () => (await getDeps()).config, observe: [auditTrail(getDeps, logger, (event) => (event.httpMethod === 'OPTIONS' ? undefined : 'fhir')), opsMetrics(getDeps, 'fhir')] });
 }
 
 /**

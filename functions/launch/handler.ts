@@ -7,6 +7,7 @@ import { BINDING_COOKIE, bindingCookie } from '../../shared/http/cookies.js';
 import { createLogger } from '../../shared/http/logger.js';
 import { formPostResponse, redirectResponse } from '../../shared/http/responses.js';
 import { auditTrail, noteAudit } from '../../shared/audit/trail.js';
+import { opsMetrics } from '../../shared/ops/metrics.js';
 
 const logger = createLogger('smart-launch-launch');
 
@@ -22,12 +23,13 @@ export function createLaunchHandler(getDeps: () => Promise<CoreDeps>) {
       return redirectResponse(result.appUrl, result.bindingSecret ? [bindingCookie(deps.config, result.bindingSecret)] : []);
     }
     const result = await startLaunch(queryOf(event), cookie, deps);
+    noteAudit(event, { iss: result.issuer.iss, launchMode: result.mode });
     logger.info('launch started', { mode: result.mode, iss: result.issuer.iss, authorizeMethod: result.authorizeForm ? 'POST' : 'GET' });
     const cookies = result.bindingSecret ? [bindingCookie(deps.config, result.bindingSecret)] : [];
     // SMART-AUTHZ-10: a request too long for a URL goes as an auto-submitting form.
     if (result.authorizeForm) return formPostResponse(result.authorizeForm.action, result.authorizeForm.fields, cookies);
     return redirectResponse(result.authorizeUrl, cookies);
-  }, { observe: [auditTrail(getDeps, logger, (event) => (event.resource === '/callback' ? 'sign-in' : undefined))] });
+  }, { observe: [auditTrail(getDeps, logger, (event) => (event.resource === '/callback' ? 'sign-in' : undefined)), opsMetrics(getDeps, 'launch')] });
 }
 
 export const handler = createLaunchHandler(awsDeps);

@@ -37,6 +37,16 @@ export function noteAudit(event: ApiEvent, facts: AuditFacts): void {
   found.facts = { ...found.facts, ...facts };
 }
 
+/** What the route noted so far (metrics count the same facts, without who or which patient). */
+export function auditFactsOf(event: ApiEvent): AuditFacts {
+  return pending.get(event)?.facts ?? {};
+}
+
+/** The further actions noted so far (refreshes and session ends during the request). */
+export function auditActionsOf(event: ApiEvent): ReadonlyArray<{ action: AuditAction; status: number; code?: string | undefined; facts: AuditFacts }> {
+  return pending.get(event)?.extra ?? [];
+}
+
 /** Records one more action of this request (it shares the request's facts and correlation id). */
 export function noteAuditAction(event: ApiEvent, action: AuditAction, status: number, code?: string, facts: AuditFacts = {}): void {
   entry(event).extra.push({ action, status, code, facts });
@@ -83,9 +93,11 @@ export function recordsOf(
   nowMs: number,
 ): AuditRecord[] {
   const found = pending.get(event) ?? { facts: {}, extra: [] };
-  pending.delete(event);
   const correlationId = correlationIdOf(event);
-  const records = found.extra.map((extra) =>
+  const extra = [...found.extra];
+  // A refresh the EHR refused ended the session: that is recorded too.
+  if (action === 'refresh' && code === 'REFRESH_REJECTED') extra.push({ action: 'session-end', status, code, facts: { cause: 'refresh-rejected' } });
+  const records = extra.map((extra) =>
     auditRecord({ nowMs, action: extra.action, status: extra.status, code: extra.code, correlationId, customer, facts: { ...found.facts, ...extra.facts } }),
   );
   records.push(auditRecord({ nowMs, action, status, code, correlationId, customer, facts: found.facts }));
@@ -104,15 +116,10 @@ export function auditTrail(
 ): MiddlewareObj<ApiEvent, ApiResult> {
   const finish = async (event: ApiEvent, status: number, error: unknown): Promise<void> => {
     const named = action(event);
-    if (named === undefined) {
-      pending.delete(event);
-      return;
-    }
+    if (named === undefined) return;
     try {
       const deps = await getDeps();
       const code = error === undefined ? undefined : toSmartError(error).code;
-      // A refresh the EHR refused ended the session: that is recorded too.
-      if (named === 'refresh' && code === 'REFRESH_REJECTED') noteAuditAction(event, 'session-end', status, code, { cause: 'refresh-rejected' });
       const records = recordsOf(event, named, status, code, deps.config.customer, deps.clock.now());
       await deps.audit?.write(records);
     } catch (failure) {

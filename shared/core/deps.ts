@@ -3,6 +3,7 @@ import type { ClientSigner, Clock, HttpClient, KeyRing, Random, SessionStore } f
 import type { DiscoveryCache } from './discovery.js';
 import type { JwksCache } from './id-token.js';
 import type { AuditSink } from '../audit/record.js';
+import type { MetricsSink } from '../ops/metrics.js';
 
 /** Where the client secret of an issuer comes from (the config file locally, Secrets Manager in AWS). */
 export interface ClientSecrets {
@@ -33,4 +34,6 @@ export interface CoreDeps {
   readonly jwks?: JwksCache | undefined;
   /** Where audit records go (a local file, a dedicated CloudWatch Logs group). Absent: no audit trail. */
   readonly audit?: AuditSink | undefined;
+  /** Operational metrics per issuer (EMF in Lambda). Absent: none are published. */
+  readonly metrics?: MetricsSink | undefined;
 }

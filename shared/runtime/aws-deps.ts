@@ -15,6 +15,7 @@ import { DiscoveryCache } from '../core/discovery.js';
 import { JwksCache } from '../core/id-token.js';
 import { SmartError } from '../core/errors.js';
 import { awsSigner } from './aws-signer.js';
+import { EmfMetrics, metricNamespace } from '../ops/metrics.js';
 
 function required(name: string): string {
   const value = process.env[name];
@@ -78,6 +79,7 @@ export function awsDeps(): Promise<CoreDeps> {
       discovery: new DiscoveryCache(),
       jwks: new JwksCache(),
       audit: auditSink(),
+      metrics: new EmfMetrics(metricNamespace(config.customer), 'smart-launch'),
     };
   });
   return deps;
