@@ -10,6 +10,7 @@ import { SmartLaunchKeys, type AssertionKeyRotation } from './keys.js';
 import { FUNCTION_ACCESS } from './permissions.js';
 import { LaunchApi, type LaunchApiProps } from './launch-api.js';
 import { Monitoring } from './monitoring.js';
+import { AuditLog } from './audit-log.js';
 import type { AlarmThresholds } from './monitoring-defaults.js';
 import { SessionTable, type SessionTableProps } from './session-table.js';
 import { SmartFunction } from './smart-function.js';
@@ -139,6 +140,8 @@ export class SmartLaunch extends Construct {
       });
     }
     this.functions = functions;
+    // The audit trail: its own log group, key and retention; the API functions append to it.
+    new AuditLog(this, 'AuditLog', { customer: config.customer, writers: [functions.launch, functions.sessions, functions['fhir-proxy']] });
 
     this.api = new LaunchApi(this, 'Api', {
       ...props.api,
@@ -159,6 +162,7 @@ export class SmartLaunch extends Construct {
       stage: this.api.stage,
       table: this.sessionTable.table,
       topicKey: this.keys.observability,
+      issuers: config.issuers.map((issuer) => issuer.iss),
       ...(props.alarmEmail ? { alarmEmail: props.alarmEmail } : {}),
       ...(props.alarmThresholds ? { thresholds: props.alarmThresholds } : {}),
     });
