@@ -11,6 +11,7 @@ import { BINDING_COOKIE } from '../../shared/http/cookies.js';
 import { createLogger } from '../../shared/http/logger.js';
 import { BASE_HEADERS } from '../../shared/http/responses.js';
 import { auditedRefresher, auditTrail, noteAudit, sessionFacts } from '../../shared/audit/trail.js';
+import { tracing } from '../../shared/ops/tracing.js';
 import { noteUpstreamMs, opsMetrics } from '../../shared/ops/metrics.js';
 import { streamifyResponse, writeStreamedResponse, type ResponseStream, type StreamingHandler } from './streaming.js';
 
@@ -114,7 +115,7 @@ function proxyRoute(getDeps: () => Promise<CoreDeps>, transport: Transport) {
       body: Buffer.from(upstream.body).toString(text ? 'utf8' : 'base64'),
       isBase64Encoded: !text,
     };
-  }, { corsConfig: async () => (await getDeps()).config, observe: [auditTrail(getDeps, logger, (event) => (event.httpMethod === 'OPTIONS' ? undefined : 'fhir')), opsMetrics(getDeps, 'fhir')] });
+  }, { corsConfig: async () => (await getDeps()).config, observe: [...tracing(), auditTrail(getDeps, logger, (event) => (event.httpMethod === 'OPTIONS' ? undefined : 'fhir')), opsMetrics(getDeps, 'fhir')] });
 }
 
 /**

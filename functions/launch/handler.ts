@@ -7,6 +7,7 @@ import { BINDING_COOKIE, bindingCookie } from '../../shared/http/cookies.js';
 import { createLogger } from '../../shared/http/logger.js';
 import { formPostResponse, redirectResponse } from '../../shared/http/responses.js';
 import { auditTrail, noteAudit } from '../../shared/audit/trail.js';
+import { tracing } from '../../shared/ops/tracing.js';
 import { opsMetrics } from '../../shared/ops/metrics.js';
 
 const logger = createLogger('smart-launch-launch');
@@ -29,7 +30,7 @@ export function createLaunchHandler(getDeps: () => Promise<CoreDeps>) {
     // SMART-AUTHZ-10: a request too long for a URL goes as an auto-submitting form.
     if (result.authorizeForm) return formPostResponse(result.authorizeForm.action, result.authorizeForm.fields, cookies);
     return redirectResponse(result.authorizeUrl, cookies);
-  }, { observe: [auditTrail(getDeps, logger, (event) => (event.resource === '/callback' ? 'sign-in' : undefined)), opsMetrics(getDeps, 'launch')] });
+  }, { observe: [...tracing(), auditTrail(getDeps, logger, (event) => (event.resource === '/callback' ? 'sign-in' : undefined)), opsMetrics(getDeps, 'launch')] });
 }
 
 export const handler = createLaunchHandler(awsDeps);

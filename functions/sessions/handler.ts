@@ -11,6 +11,7 @@ import { createLogger } from '../../shared/http/logger.js';
 import { jsonResponse } from '../../shared/http/responses.js';
 import { auditTrail, noteAudit, sessionFacts } from '../../shared/audit/trail.js';
 import type { AuditAction } from '../../shared/audit/record.js';
+import { tracing } from '../../shared/ops/tracing.js';
 import { opsMetrics } from '../../shared/ops/metrics.js';
 
 const logger = createLogger('smart-launch-sessions');
@@ -51,7 +52,7 @@ export function createSessionsHandler(getDeps: () => Promise<CoreDeps>) {
       default:
         throw new SmartError('METHOD_NOT_ALLOWED', `${event.httpMethod} is not supported on this route`);
     }
-  }, { corsConfig: async () => (await getDeps()).config, observe: [auditTrail(getDeps, logger, auditedAction), opsMetrics(getDeps, 'sessions')] });
+  }, { corsConfig: async () => (await getDeps()).config, observe: [...tracing(), auditTrail(getDeps, logger, auditedAction), opsMetrics(getDeps, 'sessions')] });
 }
 
 /** The audited actions of this route group (reading the launch context is not one). */

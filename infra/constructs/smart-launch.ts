@@ -11,6 +11,7 @@ import { FUNCTION_ACCESS } from './permissions.js';
 import { LaunchApi, type LaunchApiProps } from './launch-api.js';
 import { Monitoring } from './monitoring.js';
 import { AuditLog } from './audit-log.js';
+import { enableActiveTracing } from './tracing.js';
 import type { AlarmThresholds } from './monitoring-defaults.js';
 import { SessionTable, type SessionTableProps } from './session-table.js';
 import { SmartFunction } from './smart-function.js';
@@ -142,6 +143,7 @@ export class SmartLaunch extends Construct {
     this.functions = functions;
     // The audit trail: its own log group, key and retention; the API functions append to it.
     new AuditLog(this, 'AuditLog', { customer: config.customer, writers: [functions.launch, functions.sessions, functions['fhir-proxy']] });
+    enableActiveTracing([functions.launch, functions.sessions, functions['fhir-proxy']]);
 
     this.api = new LaunchApi(this, 'Api', {
       ...props.api,

@@ -16,6 +16,7 @@ import { JwksCache } from '../core/id-token.js';
 import { SmartError } from '../core/errors.js';
 import { awsSigner } from './aws-signer.js';
 import { EmfMetrics, metricNamespace } from '../ops/metrics.js';
+import { tracedHttp, tracer } from '../ops/tracing.js';
 
 function required(name: string): string {
   const value = process.env[name];
@@ -55,7 +56,7 @@ function auditSink(): CloudWatchAuditSink | undefined {
   const logGroupName = process.env[ENV.auditLogGroup];
   if (logGroupName === undefined || logGroupName === '') return undefined;
   const logStreamName = `${new Date().toISOString().slice(0, 10)}/${process.env.AWS_LAMBDA_FUNCTION_NAME ?? 'smart-launch'}/${randomUUID()}`;
-  return new CloudWatchAuditSink({ client: new CloudWatchLogsClient({}), logGroupName, logStreamName });
+  return new CloudWatchAuditSink({ client: tracer.captureAWSv3Client(new CloudWatchLogsClient({})), logGroupName, logStreamName });
 }
 
 let deps: Promise<CoreDeps> | undefined;
@@ -67,13 +68,13 @@ export function awsDeps(): Promise<CoreDeps> {
     return {
       config,
       mode: 'aws' as const,
-      store: new DynamoSessionStore({ client: new DynamoDBClient({}), tableName: required(ENV.tableName) }),
+      store: new DynamoSessionStore({ client: tracer.captureAWSv3Client(new DynamoDBClient({})), tableName: required(ENV.tableName) }),
       // Decrypt at most once per session per warm container.
-      keyRing: new CachingKeyRing(new KmsKeyRing({ client: new KMSClient({}), keyId: required(ENV.kmsKeyId) }), systemClock),
-      http: fetchHttpClient,
+      keyRing: new CachingKeyRing(new KmsKeyRing({ client: tracer.captureAWSv3Client(new KMSClient({})), keyId: required(ENV.kmsKeyId) }), systemClock),
+      http: tracedHttp(fetchHttpClient),
       clock: systemClock,
       random: cryptoRandom,
-      clientSecrets: new SecretsManagerClientSecrets(new SecretsManagerClient({})),
+      clientSecrets: new SecretsManagerClientSecrets(tracer.captureAWSv3Client(new SecretsManagerClient({}))),
       signer: awsSigner(),
       // Per warm container: discovery 5 min fresh, then stale-while-revalidate up to 1 h; JWKS re-fetched on an unknown kid.
       discovery: new DiscoveryCache(),
