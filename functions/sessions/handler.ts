@@ -9,7 +9,7 @@ import { cookieOf } from '../../shared/http/api-event.js';
 import { BINDING_COOKIE } from '../../shared/http/cookies.js';
 import { createLogger } from '../../shared/http/logger.js';
 import { jsonResponse } from '../../shared/http/responses.js';
-import { auditTrail, noteAudit, sessionFacts } from '../../shared/audit/trail.js';
+import { auditTrail, noteAudit, noteRefreshWait, sessionFacts } from '../../shared/audit/trail.js';
 import type { AuditAction } from '../../shared/audit/record.js';
 import { tracing } from '../../shared/ops/tracing.js';
 import { opsMetrics } from '../../shared/ops/metrics.js';
@@ -35,6 +35,8 @@ export function createSessionsHandler(getDeps: () => Promise<CoreDeps>) {
         }
         const refreshed = await ensureFreshSession(session, deps, { force: true, requestStartedAt });
         if (refreshed.refreshNotStored) logger.warn('refreshed tokens could not be stored: the lease lapsed');
+        // Joined another request's refresh (waited for it, or found its fresh token): no token request of its own.
+        if (refreshed.waitedForRefresh || refreshed.record.revision === session.record.revision) noteRefreshWait(event);
         logger.info('session refreshed', { revision: refreshed.record.revision });
         return jsonResponse(200, {
           expiresAt: new Date(refreshed.secrets.accessTokenExpiresAt).toISOString(),

@@ -47,6 +47,15 @@ export function auditActionsOf(event: ApiEvent): ReadonlyArray<{ action: AuditAc
   return pending.get(event)?.extra ?? [];
 }
 
+const refreshWaits = new WeakSet<ApiEvent>();
+/** This request waited on another request's refresh (the single flight of invariant 8). */
+export function noteRefreshWait(event: ApiEvent): void {
+  refreshWaits.add(event);
+}
+export function waitedForRefresh(event: ApiEvent): boolean {
+  return refreshWaits.has(event);
+}
+
 /** Records one more action of this request (it shares the request's facts and correlation id). */
 export function noteAuditAction(event: ApiEvent, action: AuditAction, status: number, code?: string, facts: AuditFacts = {}): void {
   entry(event).extra.push({ action, status, code, facts });
@@ -72,7 +81,9 @@ export function auditedRefresher(event: ApiEvent, refresher: SessionRefresher): 
   return async (session, deps, options) => {
     try {
       const after = await refresher(session, deps, options);
-      if (after.record.revision !== session.record.revision) noteAuditAction(event, 'refresh', 200);
+      // A request that waited on another's refresh used its tokens: that refresh has its own record.
+      if (after.waitedForRefresh) noteRefreshWait(event);
+      else if (after.record.revision !== session.record.revision) noteAuditAction(event, 'refresh', 200);
       return after;
     } catch (error) {
       const failure = toSmartError(error);

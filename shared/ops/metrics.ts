@@ -3,7 +3,7 @@ import type { MiddlewareObj } from '@middy/core';
 import type { Config } from '../config/schema.js';
 import { toSmartError } from '../core/errors.js';
 import type { ApiEvent, ApiResult } from '../http/api-event.js';
-import { auditFactsOf, auditActionsOf } from '../audit/trail.js';
+import { auditFactsOf, auditActionsOf, waitedForRefresh } from '../audit/trail.js';
 
 /**
  * Operational metrics (CloudWatch embedded metric format through Powertools Metrics), per issuer:
@@ -24,7 +24,10 @@ export const OPS_METRICS = {
   Callbacks: ['Issuer', 'Outcome'],
   /** Token endpoint calls: grant `authorization_code` or `refresh_token`; outcome `success` or the error code. */
   TokenRequests: ['Issuer', 'Grant', 'Outcome'],
-  /** Refreshes (explicit or before a proxied request): `success` or the error code (`REFRESH_BUSY` = gave up waiting on the single flight). */
+  /**
+   * Refreshes (explicit or before a proxied request): `success` or the error code; `waited` = used the
+   * tokens another request's refresh stored (the single flight), `REFRESH_BUSY` = gave up waiting.
+   */
   Refreshes: ['Issuer', 'Outcome'],
   /** Proxied FHIR requests by interaction and status class (`2xx` … `5xx`). */
   ProxyRequests: ['Issuer', 'Interaction', 'StatusClass'],
@@ -111,6 +114,7 @@ export function metricPoints(input: {
     }
     if (action.action === 'session-end') points.push(count('SessionEnds', { Issuer, Cause: action.facts.cause ?? 'unknown' }));
   }
+  if (waitedForRefresh(event)) points.push(count('Refreshes', { Issuer, Outcome: 'waited' }));
   switch (group) {
     case 'launch': {
       if (event.resource === '/callback') {
@@ -125,7 +129,7 @@ export function metricPoints(input: {
       break;
     }
     case 'sessions': {
-      if (event.httpMethod === 'POST' && event.resource === '/sessions/{id}/refresh') {
+      if (event.httpMethod === 'POST' && event.resource === '/sessions/{id}/refresh' && !waitedForRefresh(event)) {
         points.push(count('Refreshes', { Issuer, Outcome: outcome }));
         if (code === undefined || TOKEN_ENDPOINT_CODES.has(code.code) || code.code === 'REFRESH_REJECTED' || code.code === 'REFRESH_UNAVAILABLE') {
           points.push(count('TokenRequests', { Issuer, Grant: 'refresh_token', Outcome: outcome }));

@@ -104,6 +104,19 @@ describe('operational metrics (EMF through Powertools Metrics)', () => {
       { name: 'TokenRequests', unit: 'Count', dimensions: { Issuer, Grant: 'refresh_token', Outcome: 'success' }, value: 1 },
     ]);
 
+    // A storm of refreshes: one token request, every other request joins it (invariant 8).
+    sandbox.resetStats();
+    const storm = await emfOf(async () => {
+      const answers = await Promise.all(Array.from({ length: 6 }, () => browser.call(`${base}/refresh`, { method: 'POST' })));
+      expect(answers.map((a) => a.status)).toEqual([200, 200, 200, 200, 200, 200]);
+    });
+    expect(sandbox.stats.tokenRequests.refresh_token).toBe(1);
+    expect(storm.filter((p) => p.name === 'TokenRequests')).toEqual([
+      { name: 'TokenRequests', unit: 'Count', dimensions: { Issuer, Grant: 'refresh_token', Outcome: 'success' }, value: 1 },
+    ]);
+    const refreshes = storm.filter((p) => p.name === 'Refreshes').map((p) => p.dimensions.Outcome).sort();
+    expect(refreshes).toEqual(['success', 'waited', 'waited', 'waited', 'waited', 'waited']);
+
     const logout = await emfOf(async () => {
       expect((await browser.call(`${base}/logout`, { method: 'POST' })).status).toBe(200);
     });
