@@ -87,6 +87,9 @@ describe('audit trail of a local run', () => {
     const issued = [...fixture.observed.secrets, sessionId, ...cookie, LOCAL_CLIENT.clientSecret, '_count'];
     expect(issued.length).toBeGreaterThan(6);
     for (const secret of issued) expect(text.includes(secret), `audit holds ${secret.slice(0, 8)}…`).toBe(false);
+    // Nor any body: the patient's name and birth date the reads returned are not in it.
+    expect(JSON.stringify(read.body)).toContain(patient.birthDate);
+    for (const bodyValue of [patient.name, patient.birthDate, ...patient.name.split(' ')]) expect(text).not.toContain(bodyValue);
     const exported = records.map((r) => JSON.stringify(toAuditEvent(r))).join('\n');
     for (const secret of issued) expect(exported.includes(secret)).toBe(false);
   });

@@ -78,11 +78,9 @@ describe('docs/go-live.md stays true', () => {
     const after = resourcesOf(changed, 'AWS::Lambda::Function');
     expect(Object.keys(after)).toEqual(Object.keys(before));
     for (const id of Object.keys(before)) {
-      const { Environment: envBefore, ...restBefore } = before[id]!.Properties!;
-      const { Environment: envAfter, ...restAfter } = after[id]!.Properties!;
+      const { Environment: _envBefore, ...restBefore } = before[id]!.Properties!;
+      const { Environment: _envAfter, ...restAfter } = after[id]!.Properties!;
       expect(restAfter, id).toEqual(restBefore);
-      void envBefore;
-      void envAfter;
     }
     const changedEnv = Object.values(after).filter((fn, index) => JSON.stringify(fn.Properties?.Environment) !== JSON.stringify(Object.values(before)[index]!.Properties?.Environment));
     expect(changedEnv.length).toBeGreaterThan(0);
