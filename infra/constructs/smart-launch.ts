@@ -143,7 +143,7 @@ export class SmartLaunch extends Construct {
     this.functions = functions;
     // The audit trail: its own log group, key and retention; the API functions append to it.
     new AuditLog(this, 'AuditLog', { customer: config.customer, writers: [functions.launch, functions.sessions, functions['fhir-proxy']] });
-    enableActiveTracing([functions.launch, functions.sessions, functions['fhir-proxy']]);
+    enableActiveTracing(Object.values(functions));
 
     this.api = new LaunchApi(this, 'Api', {
       ...props.api,

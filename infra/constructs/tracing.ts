@@ -7,7 +7,7 @@ export const TRACE_WRITE_ACTIONS = ['xray:PutTraceSegments', 'xray:PutTelemetryR
 export const TRACE_STATEMENT_SID = 'WriteTraces';
 
 /**
- * Active X-Ray tracing on the functions that serve the API (the Lambda service then samples requests
+ * Active X-Ray tracing on the functions (the Lambda service then samples requests
  * and the Powertools Tracer in `shared/ops/tracing.ts` adds a subsegment per outbound call). Only
  * Lambda traces: the API Gateway stage keeps X-Ray off, because its segments would record request
  * URLs with session ids and callback codes.

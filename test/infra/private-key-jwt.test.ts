@@ -106,7 +106,7 @@ describe('private_key_jwt in the CDK stack (AWS-06, SMART-CAUTH-08)', () => {
       const sign = statements.find((s) => s.Sid === 'ClientAssertionSign');
       if (fn === 'jwks') {
         expect(sign).toBeUndefined();
-        expect(statements.map((s) => s.Sid)).toEqual(['WriteOwnLogs', 'ClientAssertionPublicKeys']);
+        expect(statements.map((s) => s.Sid)).toEqual(['WriteOwnLogs', 'ClientAssertionPublicKeys', 'WriteTraces']);
       } else {
         expect(sign!.Action).toBe('kms:Sign');
         expectKeys(sign!.Resource, ['ClientAssertionRS384', 'ClientAssertionES384']);

@@ -102,15 +102,15 @@ describe('audit trail infrastructure', () => {
 });
 
 describe('tracing infrastructure', () => {
-  it('turns on active X-Ray tracing for the API functions, with the two write actions X-Ray needs and nothing more', () => {
+  it('turns on active X-Ray tracing for every function, with the two write actions X-Ray needs and nothing more', () => {
     const functions = Object.values(resourcesOf(template, 'AWS::Lambda::Function'));
     const traced = functions.filter((fn) => (fn.Properties?.TracingConfig as { Mode?: string } | undefined)?.Mode === 'Active');
     expect(traced.map((fn) => (fn.Properties?.Environment as { Variables: Record<string, string> }).Variables.POWERTOOLS_SERVICE_NAME).sort()).toEqual(
-      ['smart-launch-fhir-proxy', 'smart-launch-launch', 'smart-launch-sessions'],
+      ['smart-launch-fhir-proxy', 'smart-launch-jwks', 'smart-launch-launch', 'smart-launch-sessions'],
     );
     const statements = Object.values(resourcesOf(template, 'AWS::IAM::ManagedPolicy')).flatMap((p) => (p.Properties!.PolicyDocument as { Statement: Statement[] }).Statement);
     const traces = statements.filter((s) => s.Sid === 'WriteTraces');
-    expect(traces).toHaveLength(3);
+    expect(traces).toHaveLength(4);
     for (const s of traces) expect(asArray(s.Action).sort()).toEqual(['xray:PutTelemetryRecords', 'xray:PutTraceSegments']);
     // The stage itself keeps X-Ray off (its segments would record URLs).
     for (const stage of Object.values(resourcesOf(template, 'AWS::ApiGateway::Stage'))) expect(stage.Properties?.TracingEnabled).not.toBe(true);
