@@ -10,6 +10,7 @@ import { SmartLaunchKeys, type AssertionKeyRotation } from './keys.js';
 import { FUNCTION_ACCESS } from './permissions.js';
 import { LaunchApi, type LaunchApiProps } from './launch-api.js';
 import { Monitoring } from './monitoring.js';
+import * as iam from 'aws-cdk-lib/aws-iam';
 import { AuditLog } from './audit-log.js';
 import { enableActiveTracing } from './tracing.js';
 import type { AlarmThresholds } from './monitoring-defaults.js';
@@ -38,6 +39,8 @@ export interface SmartLaunchProps {
   /** Customer-managed KMS keys of the client secrets, if they are not under `aws/secretsmanager`. */
   readonly secretKeyArns?: readonly string[];
   readonly alarmEmail?: string;
+  /** Roles (ARNs) that may read the audit trail (security review, SIEM export); nobody else gets a grant. */
+  readonly auditReaderRoleArns?: readonly string[];
   readonly alarmThresholds?: Partial<AlarmThresholds>;
   /** Rotation of the `private_key_jwt` signing keys (created only when an issuer uses `private_key_jwt`). */
   readonly assertionKeys?: AssertionKeyRotation;
@@ -142,7 +145,11 @@ export class SmartLaunch extends Construct {
     }
     this.functions = functions;
     // The audit trail: its own log group, key and retention; the API functions append to it.
-    new AuditLog(this, 'AuditLog', { customer: config.customer, writers: [functions.launch, functions.sessions, functions['fhir-proxy']] });
+    new AuditLog(this, 'AuditLog', {
+      customer: config.customer,
+      writers: [functions.launch, functions.sessions, functions['fhir-proxy']],
+      readers: (props.auditReaderRoleArns ?? []).map((arn, index) => iam.Role.fromRoleArn(this, `AuditReader${index + 1}`, arn, { mutable: false })),
+    });
     enableActiveTracing(Object.values(functions));
 
     this.api = new LaunchApi(this, 'Api', {

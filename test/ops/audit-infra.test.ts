@@ -116,3 +116,17 @@ describe('tracing infrastructure', () => {
     for (const stage of Object.values(resourcesOf(template, 'AWS::ApiGateway::Stage'))) expect(stage.Properties?.TracingEnabled).not.toBe(true);
   });
 });
+
+describe('audit trail readers', () => {
+  it('grants read (export, query) on the audit group only to the roles named, nothing that writes or deletes', () => {
+    const named = Template.fromStack(
+      new SmartLaunchStack(testApp(), 'SmartLaunch-acme-health', { config, smartLaunch: { auditReaderRoleArns: ['arn:aws:iam::111111111111:role/security-review'] } }),
+    );
+    const readers = Object.values(resourcesOf(named, 'AWS::IAM::ManagedPolicy')).filter((p) => JSON.stringify(p.Properties).includes('ReadAuditTrail'));
+    expect(readers).toHaveLength(1);
+    expect(readers[0]!.Properties?.Roles).toEqual(['security-review']);
+    const [statement] = (readers[0]!.Properties!.PolicyDocument as { Statement: Statement[] }).Statement;
+    expect(asArray(statement!.Action).sort()).toEqual([...AUDIT_READ_ACTIONS].sort());
+    expect(JSON.stringify(statement!.Resource)).toMatch(/AuditLogLogGroup/);
+  });
+});
