@@ -108,6 +108,10 @@ export const REASONS = {
     'The stack\'s own web ACL carries two blocking rules (per-client rate, request size). Full WAF logs would record every ' +
     'request\'s URI and query string, i.e. session ids and the OAuth code and state (invariant 1). Each rule publishes ' +
     'CloudWatch metrics (requests allowed and blocked), and the stage\'s access log records the WAF response code of every request.',
+  xrayWrite:
+    'xray:PutTraceSegments and xray:PutTelemetryRecords do not support resource-level permissions; "*" is the only resource ' +
+    'they accept. The statement grants these two write-only actions and nothing else; traces hold hosts, operations, statuses ' +
+    'and correlation ids, never URLs, paths or query strings (shared/ops/tracing.ts).',
   cloudWatchRoleManagedPolicy:
     'The account-level API Gateway logging role uses AmazonAPIGatewayPushToCloudWatchLogs, the AWS-maintained policy API Gateway ' +
     'requires for access logging; it is only created when the "createApiGatewayCloudWatchRole" stack option is set.',
@@ -153,6 +157,12 @@ export function acknowledgeFindings(sl: SmartLaunch): void {
     if (!hasReservedConcurrency(cfn)) {
       acknowledge(cfn, { id: 'HIPAA.Security-LambdaConcurrency', reason: REASONS.lambdaConcurrency });
     }
+  }
+
+  // Active tracing (infra/constructs/tracing.ts): X-Ray's write actions take no resource but `*`.
+  for (const fn of Object.values(sl.functions)) {
+    const traced = fn.function.node.defaultChild instanceof CfnFunction && fn.function.node.defaultChild.tracingConfig !== undefined;
+    if (traced) acknowledge(fn.policy.node.defaultChild, { id: 'AwsSolutions-IAM5[Resource::*]', reason: REASONS.xrayWrite });
   }
 
   const cloudWatchRole = sl.api.api.node.tryFindChild('CloudWatchRole');

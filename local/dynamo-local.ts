@@ -50,6 +50,9 @@ export async function startLocalDynamo(options: LocalDynamoOptions): Promise<Loc
   }
 
   const endpoint = `http://127.0.0.1:${port}`;
+  // Where operator commands (`smart-launch sessions end`) find the running store: LevelDB has one opener.
+  const endpointFile = `${storeDir}.endpoint`;
+  await writeFile(endpointFile, endpoint, { mode: 0o600 });
   const client = new DynamoDBClient({
     endpoint,
     region: 'us-east-1',
@@ -62,6 +65,7 @@ export async function startLocalDynamo(options: LocalDynamoOptions): Promise<Loc
     closed ??= (async () => {
       client.destroy();
       await closeServer(server);
+      await unlink(endpointFile).catch(() => undefined);
       await releaseLock();
     })();
     return closed;
@@ -163,4 +167,24 @@ function closeServer(server: Server): Promise<void> {
 
 function isErrno(error: unknown, code: string): boolean {
   return error instanceof Error && (error as NodeJS.ErrnoException).code === code;
+}
+
+/**
+ * The local store of a data folder for a command run next to `npm start`: the running server's store
+ * when one holds the folder (its endpoint is written next to the lock), else the store opened here.
+ */
+export async function connectLocalDynamo(dataDir: string): Promise<LocalDynamo> {
+  const storeDir = join(dataDir, 'dynamo');
+  const holder = Number.parseInt(await readFile(`${storeDir}.lock`, 'utf8').catch(() => ''), 10);
+  const endpoint = await readFile(`${storeDir}.endpoint`, 'utf8').catch(() => undefined);
+  if (endpoint !== undefined && Number.isSafeInteger(holder) && holder > 0 && isRunning(holder) && /^http:\/\/127\.0\.0\.1:\d+$/.test(endpoint)) {
+    const client = new DynamoDBClient({ endpoint, region: 'us-east-1', credentials: { accessKeyId: 'local', secretAccessKey: 'local' } });
+    return {
+      endpoint,
+      client,
+      tableName: LOCAL_TABLE_NAME,
+      close: async () => client.destroy(),
+    };
+  }
+  return startLocalDynamo({ dataDir });
 }

@@ -4,6 +4,7 @@ import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { DynamoSessionStore } from '../shared/adapters/dynamo-session-store.js';
 import { CachingKeyRing } from '../shared/adapters/caching-key-ring.js';
+import { FileAuditSink } from '../shared/adapters/file-audit-sink.js';
 import { LocalKeyRing } from '../shared/adapters/local-key-ring.js';
 import { LocalSigner } from '../shared/adapters/local-signer.js';
 import { cryptoRandom, fetchHttpClient, systemClock } from '../shared/adapters/system.js';
@@ -13,6 +14,7 @@ import { DiscoveryCache } from '../shared/core/discovery.js';
 import { JwksCache } from '../shared/core/id-token.js';
 import type { Clock, HttpClient } from '../shared/core/ports.js';
 import { jwksUrl, launchUrl, redirectUri } from '../shared/core/urls.js';
+import type { MetricsSink } from '../shared/ops/metrics.js';
 import { createStreamingFhirProxyHandler } from '../functions/fhir-proxy/handler.js';
 import { createJwksHandler } from '../functions/jwks/handler.js';
 import { createLaunchHandler } from '../functions/launch/handler.js';
@@ -69,6 +71,8 @@ export interface LocalStackOptions {
   readonly http?: HttpClient | undefined;
   /** The API's clock (default: the system clock); tests pass one that skips waits instead of sleeping. */
   readonly clock?: Clock | undefined;
+  /** Publishes operational metrics (tests read the EMF); local runs publish none by default. */
+  readonly metrics?: MetricsSink | undefined;
 }
 
 export interface LocalStack {
@@ -166,6 +170,9 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
       // As in Lambda, but fresh for 10 s only: sandbox switches changed at /admin show at the next launches.
       discovery: new DiscoveryCache({ freshMs: LOCAL_DISCOVERY_FRESH_MS }),
       jwks: new JwksCache(),
+      // The audit trail of a local run: {dataDir}/audit.ndjson (`npx smart-launch audit export`).
+      audit: new FileAuditSink(dataDir),
+      metrics: options.metrics,
     };
     const getDeps = () => Promise.resolve(deps);
     const app = new URL(config.app.url);

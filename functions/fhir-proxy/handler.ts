@@ -12,6 +12,9 @@ import { createLogger } from '../../shared/http/logger.js';
 import { BASE_HEADERS } from '../../shared/http/responses.js';
 import { renderError } from '../../shared/http/error-response.js';
 import { DEADLINE_MARGIN_MS, invocationDeadline, withDeadline } from '../../shared/runtime/deadline.js';
+import { auditedRefresher, auditTrail, noteAudit, sessionFacts } from '../../shared/audit/trail.js';
+import { tracing } from '../../shared/ops/tracing.js';
+import { noteUpstreamMs, opsMetrics } from '../../shared/ops/metrics.js';
 import { streamifyResponse, streamingCapBytes, writeStreamedResponse, type ResponseStream, type StreamingHandler } from './streaming.js';
 
 const logger = createLogger('smart-launch-fhir-proxy');
@@ -64,11 +67,14 @@ async function proxy(event: ApiEvent, deps: CoreDeps, maxResponseBytes: number |
   // Decoded once, and an oversize body refused before any store or KMS call.
   const body = bodyOf(event, ABSOLUTE_REQUEST_LIMIT_BYTES);
   const session = await openSession(event.pathParameters?.id, cookieOf(event, BINDING_COOKIE), deps);
+  noteAudit(event, sessionFacts(deps, session));
   const request: ProxyRequest = { method: event.httpMethod, rawPath: fhirPath(event), query: queryOf(event), headers: headersOf(event), body };
   const upstream = await forwardFhirRequest(session, request, deps, {
-    refresh: ensureFreshSession,
+    refresh: auditedRefresher(event, ensureFreshSession),
     ...(maxResponseBytes !== undefined ? { maxResponseBytes } : {}),
   });
+  noteAudit(event, { interaction: upstream.meta.interaction, resourceType: upstream.meta.resourceType, upstreamStatus: upstream.status });
+  noteUpstreamMs(event, upstream.meta.upstreamMs);
   logger.info('fhir request forwarded', {
     upstreamStatus: upstream.status,
     upstreamMs: upstream.meta.upstreamMs,
@@ -113,7 +119,7 @@ function proxyRoute(getDeps: () => Promise<CoreDeps>, transport: Transport) {
       body: Buffer.from(upstream.body).toString(text ? 'utf8' : 'base64'),
       isBase64Encoded: !text,
     };
-  }, { corsConfig: async () => (await getDeps()).config });
+  }, { corsConfig: async () => (await getDeps()).config, observe: [...tracing(), auditTrail(getDeps, logger, (event) => (event.httpMethod === 'OPTIONS' ? undefined : 'fhir')), opsMetrics(getDeps, 'fhir')] });
 }
 
 /**

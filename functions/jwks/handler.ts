@@ -4,6 +4,7 @@ import type { ClientSigner } from '../../shared/core/ports.js';
 import { apiHandler } from '../../shared/http/api-handler.js';
 import { createLogger } from '../../shared/http/logger.js';
 import { BASE_HEADERS } from '../../shared/http/responses.js';
+import { tracing } from '../../shared/ops/tracing.js';
 
 const logger = createLogger('smart-launch-jwks');
 
@@ -25,7 +26,7 @@ export function createJwksHandler(getSigner: () => Promise<ClientSigner | undefi
       headers: { ...base, 'content-type': 'application/json', 'cache-control': `public, max-age=${JWKS_MAX_AGE_SECONDS}` },
       body: JSON.stringify(jwks),
     };
-  });
+  }, { observe: tracing() });
 }
 
 export const handler = createJwksHandler(async () => awsSigner());

@@ -7,6 +7,9 @@ import { cookieOf, queryOf } from '../../shared/http/api-event.js';
 import { BINDING_COOKIE, bindingCookie } from '../../shared/http/cookies.js';
 import { createLogger } from '../../shared/http/logger.js';
 import { formPostResponse, redirectResponse } from '../../shared/http/responses.js';
+import { auditTrail, noteAudit } from '../../shared/audit/trail.js';
+import { tracing } from '../../shared/ops/tracing.js';
+import { opsMetrics } from '../../shared/ops/metrics.js';
 
 const logger = createLogger('smart-launch-launch');
 
@@ -18,16 +21,18 @@ export function createLaunchHandler(getDeps: () => Promise<CoreDeps>) {
     const cookie = cookieOf(event, BINDING_COOKIE);
     if (event.resource === '/callback') {
       const result = await completeCallback(queryOf(event), cookie, deps);
+      if (result.signedIn) noteAudit(event, result.signedIn);
       logger.info('sign-in completed');
       return redirectResponse(result.appUrl, result.bindingSecret ? [bindingCookie(deps.config, result.bindingSecret)] : []);
     }
     const result = await startLaunch(queryOf(event), cookie, deps);
+    noteAudit(event, { iss: result.issuer.iss, launchMode: result.mode });
     logger.info('launch started', { mode: result.mode, iss: result.issuer.iss, authorizeMethod: result.authorizeForm ? 'POST' : 'GET' });
     const cookies = result.bindingSecret ? [bindingCookie(deps.config, result.bindingSecret)] : [];
     // SMART-AUTHZ-10: a request too long for a URL goes as an auto-submitting form.
     if (result.authorizeForm) return formPostResponse(result.authorizeForm.action, result.authorizeForm.fields, cookies);
     return redirectResponse(result.authorizeUrl, cookies);
-  });
+  }, { observe: [...tracing(), auditTrail(getDeps, logger, (event) => (event.resource === '/callback' ? 'sign-in' : undefined)), opsMetrics(getDeps, 'launch')] });
 }
 
 export const handler = createLaunchHandler(awsDeps);

@@ -11,6 +11,10 @@ import { cookieOf, headerOf, type ApiEvent } from '../../shared/http/api-event.j
 import { BINDING_COOKIE, bindingCookie } from '../../shared/http/cookies.js';
 import { createLogger } from '../../shared/http/logger.js';
 import { jsonResponse } from '../../shared/http/responses.js';
+import { auditTrail, noteAudit, noteRefreshWait, sessionFacts } from '../../shared/audit/trail.js';
+import type { AuditAction } from '../../shared/audit/record.js';
+import { tracing } from '../../shared/ops/tracing.js';
+import { opsMetrics } from '../../shared/ops/metrics.js';
 
 const logger = createLogger('smart-launch-sessions');
 
@@ -44,6 +48,7 @@ export function createSessionsHandler(getDeps: () => Promise<CoreDeps>) {
       return { ...jsonResponse(200, { handedOff: true }), multiValueHeaders: { 'set-cookie': [bindingCookie(deps.config, bindingSecret)] } };
     }
     const session = await openSession(event.pathParameters?.id, cookieOf(event, BINDING_COOKIE), deps);
+    noteAudit(event, sessionFacts(deps, session));
     switch (`${event.httpMethod} ${event.resource}`) {
       case 'GET /sessions/{id}':
         return jsonResponse(200, sessionView(deps.config, session));
@@ -53,6 +58,8 @@ export function createSessionsHandler(getDeps: () => Promise<CoreDeps>) {
         }
         const refreshed = await ensureFreshSession(session, deps, { force: true, requestStartedAt });
         if (refreshed.refreshNotStored) logger.warn('refreshed tokens could not be stored: the lease lapsed');
+        // Joined another request's refresh (waited for it, or found its fresh token): no token request of its own.
+        if (refreshed.waitedForRefresh || refreshed.record.revision === session.record.revision) noteRefreshWait(event);
         logger.info('session refreshed', { revision: refreshed.record.revision });
         return jsonResponse(200, {
           expiresAt: new Date(refreshed.secrets.accessTokenExpiresAt).toISOString(),
@@ -70,12 +77,21 @@ export function createSessionsHandler(getDeps: () => Promise<CoreDeps>) {
         const { revocation, status } = await endSession(session, deps);
         if (revocation === 'failed') logger.warn('revocation at the EHR failed; the session was deleted anyway', { upstreamStatus: status ?? 0 });
         logger.info('session ended', { revocation });
+        noteAudit(event, { revocation });
         return jsonResponse(200, { loggedOut: true, revocation });
       }
       default:
         throw new SmartError('METHOD_NOT_ALLOWED', `${event.httpMethod} is not supported on this route`);
     }
-  }, { corsConfig: async () => (await getDeps()).config });
+  }, { corsConfig: async () => (await getDeps()).config, observe: [...tracing(), auditTrail(getDeps, logger, auditedAction), opsMetrics(getDeps, 'sessions')] });
+}
+
+/** The audited actions of this route group (reading the launch context is not one). */
+function auditedAction(event: { httpMethod: string; resource: string }): AuditAction | undefined {
+  if (event.httpMethod !== 'POST') return undefined;
+  if (event.resource === '/sessions/{id}/refresh') return 'refresh';
+  if (event.resource === '/sessions/{id}/logout') return 'logout';
+  return undefined;
 }
 
 export const handler = createSessionsHandler(awsDeps);

@@ -13,6 +13,11 @@ export interface AlarmThresholds {
   /** Log lines per token-endpoint failure code over `period`. */
   readonly tokenEndpoint: Readonly<Partial<Record<TokenEndpointCode, number>>>;
   readonly period: Duration;
+  /** Launches of one issuer that did not end signed in, in percent of its launches (once `minLaunches` started). */
+  readonly launchFailurePercent: number;
+  readonly minLaunches: number;
+  /** Proxied requests one issuer's FHIR server failed (5xx, timeout, unreachable) over `period`. */
+  readonly upstreamErrors: number;
 }
 
 /**
@@ -37,6 +42,9 @@ export const DEFAULT_THRESHOLDS: AlarmThresholds = {
     TOKEN_REQUEST_REJECTED: 10,
   },
   period: Duration.minutes(5),
+  launchFailurePercent: 20,
+  minLaunches: 5,
+  upstreamErrors: 5,
 };
 
 export const METRIC_NAMESPACE_PREFIX = 'SmartLaunch';

@@ -19,6 +19,7 @@ import {
   type AlarmThresholds,
 } from './monitoring-defaults.js';
 import type { SmartFunction } from './smart-function.js';
+import { OPS_METRICS, type OpsMetricName } from '../../shared/ops/metrics.js';
 
 export interface MonitoringProps {
   readonly customer: string;
@@ -29,6 +30,8 @@ export interface MonitoringProps {
   /** Subscribed to the alarm topic (SNS sends a confirmation mail first). */
   readonly alarmEmail?: string;
   readonly thresholds?: Partial<AlarmThresholds>;
+  /** The customer's issuers: the per-issuer metrics (`shared/ops/metrics.ts`) are graphed and alarmed for each. */
+  readonly issuers?: readonly string[];
 }
 
 /** Alarms to an encrypted SNS topic, log metric filters for token-endpoint failures, one dashboard. */
@@ -133,6 +136,73 @@ export class Monitoring extends Construct {
     const dynamoThrottles = props.table.metricThrottledRequestsForOperations({ operations, period: t.period });
     alarm('TableThrottles', dynamoThrottles, t.dynamoThrottles, 'DynamoDB requests throttled');
 
+    // --- Per issuer (EMF from the functions, shared/ops/metrics.ts) ------------------------------
+    const opsMetric = (name: OpsMetricName, dimensionsMap: Record<string, string>, statistic = 'Sum', label?: string) => {
+      const expected = [...OPS_METRICS[name]].sort();
+      if (JSON.stringify(Object.keys(dimensionsMap).sort()) !== JSON.stringify(expected)) throw new Error(`metric ${name} has dimensions ${expected.join(', ')}`);
+      return new cloudwatch.Metric({ namespace: this.metricNamespace, metricName: name, dimensionsMap, statistic, period: t.period, ...(label ? { label } : {}) });
+    };
+    const issuerRows: cloudwatch.IWidget[][] = [];
+    (props.issuers ?? []).forEach((iss, index) => {
+      const Issuer = iss;
+      const n = index + 1;
+      const launches = new cloudwatch.MathExpression({
+        expression: `SUM([ehr, standalone])`,
+        usingMetrics: { ehr: opsMetric('Launches', { Issuer, Mode: 'ehr' }), standalone: opsMetric('Launches', { Issuer, Mode: 'standalone' }) },
+        period: t.period,
+        label: 'launches',
+      });
+      const failures = opsMetric('LaunchFailures', { Issuer }, 'Sum', 'launch failures');
+      const failureRate = new cloudwatch.MathExpression({
+        expression: `IF(launches >= ${t.minLaunches}, 100 * failures / launches, 0)`,
+        usingMetrics: { launches, failures },
+        period: t.period,
+        label: 'launch failure %',
+      });
+      alarm(`Issuer${n}LaunchFailureRate`, failureRate, t.launchFailurePercent, `launch failures above ${t.launchFailurePercent}% of launches at ${iss}`);
+      const upstreamErrors = opsMetric('UpstreamErrors', { Issuer }, 'Sum', 'upstream errors');
+      alarm(`Issuer${n}UpstreamErrors`, upstreamErrors, t.upstreamErrors, `FHIR server errors (5xx, timeouts, unreachable) at ${iss}`);
+      const interactions = ['read', 'search-type', 'search-compartment', 'capabilities'];
+      issuerRows.push([
+        new cloudwatch.GraphWidget({
+          title: `${iss}: launches and failures`,
+          left: [launches, failures, opsMetric('Callbacks', { Issuer, Outcome: 'success' }, 'Sum', 'signed in')],
+          right: [failureRate],
+          width: 6,
+        }),
+        new cloudwatch.GraphWidget({
+          title: `${iss}: token requests`,
+          left: [
+            opsMetric('TokenRequests', { Issuer, Grant: 'authorization_code', Outcome: 'success' }, 'Sum', 'code: success'),
+            opsMetric('TokenRequests', { Issuer, Grant: 'refresh_token', Outcome: 'success' }, 'Sum', 'refresh: success'),
+            ...TOKEN_ENDPOINT_CODES.map((code) => opsMetric('TokenRequests', { Issuer, Grant: 'authorization_code', Outcome: code }, 'Sum', `code: ${code}`)),
+            ...['REFRESH_REJECTED', 'REFRESH_UNAVAILABLE'].map((code) => opsMetric('TokenRequests', { Issuer, Grant: 'refresh_token', Outcome: code }, 'Sum', `refresh: ${code}`)),
+          ],
+          width: 6,
+        }),
+        new cloudwatch.GraphWidget({
+          title: `${iss}: proxied requests`,
+          left: [
+            ...interactions.map((interaction) => opsMetric('ProxyRequests', { Issuer, Interaction: interaction, StatusClass: '2xx' }, 'Sum', `${interaction} 2xx`)),
+            ...['4xx', '5xx'].map((statusClass) => opsMetric('ProxyRequests', { Issuer, Interaction: 'read', StatusClass: statusClass }, 'Sum', `read ${statusClass}`)),
+            upstreamErrors,
+          ],
+          width: 6,
+        }),
+        new cloudwatch.GraphWidget({
+          title: `${iss}: upstream latency and session ends`,
+          left: [opsMetric('UpstreamLatency', { Issuer }, 'p50', 'latency p50'), opsMetric('UpstreamLatency', { Issuer }, 'p99', 'latency p99')],
+          right: [
+            opsMetric('SessionEnds', { Issuer, Cause: 'logout' }, 'Sum', 'logouts'),
+            opsMetric('SessionEnds', { Issuer, Cause: 'refresh-rejected' }, 'Sum', 'ended: refresh refused'),
+            opsMetric('Refreshes', { Issuer, Outcome: 'success' }, 'Sum', 'refreshes'),
+            opsMetric('Refreshes', { Issuer, Outcome: 'REFRESH_BUSY' }, 'Sum', 'refresh waits given up'),
+          ],
+          width: 6,
+        }),
+      ]);
+    });
+
     // --- Dashboard -----------------------------------------------------------------------------
     const fns = Object.entries(props.functions) as Array<[FunctionName, SmartFunction]>;
     this.dashboard = new cloudwatch.Dashboard(this, 'Dashboard', {
@@ -169,6 +239,7 @@ export class Monitoring extends Construct {
             width: 8,
           }),
         ],
+        ...issuerRows,
         [new cloudwatch.AlarmStatusWidget({ title: 'Alarms', alarms: this.alarms, width: 24 })],
       ],
     });

@@ -15,6 +15,9 @@ import { SmartLaunchKeys, type AssertionKeyRotation } from './keys.js';
 import { FUNCTION_ACCESS } from './permissions.js';
 import { LaunchApi, type LaunchApiProps } from './launch-api.js';
 import { Monitoring } from './monitoring.js';
+import * as iam from 'aws-cdk-lib/aws-iam';
+import { AuditLog } from './audit-log.js';
+import { enableActiveTracing } from './tracing.js';
 import type { AlarmThresholds } from './monitoring-defaults.js';
 import { SessionTable, type SessionTableProps } from './session-table.js';
 import { SmartFunction } from './smart-function.js';
@@ -42,6 +45,8 @@ export interface SmartLaunchProps {
   /** Customer-managed KMS keys of the client secrets, if they are not under `aws/secretsmanager`. */
   readonly secretKeyArns?: readonly string[];
   readonly alarmEmail?: string;
+  /** Roles (ARNs) that may read the audit trail (security review, SIEM export); nobody else gets a grant. */
+  readonly auditReaderRoleArns?: readonly string[];
   readonly alarmThresholds?: Partial<AlarmThresholds>;
   /** Rotation of the `private_key_jwt` signing keys (created only when an issuer uses `private_key_jwt`). */
   readonly assertionKeys?: AssertionKeyRotation;
@@ -146,6 +151,13 @@ export class SmartLaunch extends Construct {
       });
     }
     this.functions = functions;
+    // The audit trail: its own log group, key and retention; the API functions append to it.
+    new AuditLog(this, 'AuditLog', {
+      customer: config.customer,
+      writers: [functions.launch, functions.sessions, functions['fhir-proxy']],
+      readers: (props.auditReaderRoleArns ?? []).map((arn, index) => iam.Role.fromRoleArn(this, `AuditReader${index + 1}`, arn, { mutable: false })),
+    });
+    enableActiveTracing(Object.values(functions));
 
     this.api = new LaunchApi(this, 'Api', {
       ...props.api,
@@ -168,6 +180,7 @@ export class SmartLaunch extends Construct {
       stage: this.api.stage,
       table: this.sessionTable.table,
       topicKey: this.keys.observability,
+      issuers: config.issuers.map((issuer) => issuer.iss),
       ...(props.alarmEmail ? { alarmEmail: props.alarmEmail } : {}),
       ...(props.alarmThresholds ? { thresholds: props.alarmThresholds } : {}),
     });

@@ -2,6 +2,7 @@ import {
   DeleteItemCommand,
   GetItemCommand,
   PutItemCommand,
+  ScanCommand,
   UpdateItemCommand,
   type AttributeValue,
   type DynamoDBClient,
@@ -166,6 +167,36 @@ export class DynamoSessionStore implements SessionStore {
       ExpressionAttributeNames: { '#leaseId': 'leaseId', '#leaseUntil': 'leaseUntil' },
       ExpressionAttributeValues: { ':leaseId': { S: leaseId } },
     });
+  }
+
+  /**
+   * Every session record, optionally of one issuer only, page by page (a Scan: it reads the whole
+   * table whatever the filter, so it is for operator commands, never for a request path). Expired
+   * records that TTL has not deleted yet are skipped.
+   */
+  async *scanSessions(options: { readonly iss?: string | undefined; readonly nowSeconds: number }): AsyncGenerator<SessionRecord> {
+    let startKey: Item | undefined;
+    do {
+      let page;
+      try {
+        page = await this.#client.send(
+          new ScanCommand({
+            TableName: this.#tableName,
+            FilterExpression: options.iss === undefined ? '#kind = :session' : '#kind = :session AND #iss = :iss',
+            ExpressionAttributeNames: { '#kind': 'kind', ...(options.iss === undefined ? {} : { '#iss': 'iss' }) },
+            ExpressionAttributeValues: { ':session': { S: 'session' }, ...(options.iss === undefined ? {} : { ':iss': { S: options.iss } }) },
+            ...(startKey ? { ExclusiveStartKey: startKey } : {}),
+          }),
+        );
+      } catch (error) {
+        throw storeUnavailable('Scan', error);
+      }
+      for (const item of page.Items ?? []) {
+        const record = parseSession(item);
+        if (record.expiresAt > options.nowSeconds) yield record;
+      }
+      startKey = page.LastEvaluatedKey;
+    } while (startKey !== undefined);
   }
 
   /** One conditional UpdateItem: `true` when it applied, `false` when its condition did not hold. */

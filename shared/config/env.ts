@@ -15,4 +15,6 @@ export const ENV = {
   signingKeysNext: 'SMART_LAUNCH_SIGNING_KEYS_NEXT',
   /** API Gateway's integration timeout of the function's routes, in ms: the handlers answer before it. */
   integrationTimeoutMs: 'SMART_LAUNCH_INTEGRATION_TIMEOUT_MS',
+  /** Name of the dedicated audit log group; unset: no audit trail is written. */
+  auditLogGroup: 'SMART_LAUNCH_AUDIT_LOG_GROUP',
 } as const;

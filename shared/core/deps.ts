@@ -2,6 +2,8 @@ import type { Config, ConfigMode, IssuerConfig } from '../config/schema.js';
 import type { ClientSigner, Clock, HttpClient, KeyRing, Random, SessionStore } from './ports.js';
 import type { DiscoveryCache } from './discovery.js';
 import type { JwksCache } from './id-token.js';
+import type { AuditSink } from '../audit/record.js';
+import type { MetricsSink } from '../ops/metrics.js';
 
 /** Where the client secret of an issuer comes from (the config file locally, Secrets Manager in AWS). */
 export interface ClientSecrets {
@@ -30,4 +32,8 @@ export interface CoreDeps {
   readonly discovery?: DiscoveryCache | undefined;
   /** Issuers' JWK Sets per container, re-fetched on an unknown `kid`. Absent: fetched per id_token. */
   readonly jwks?: JwksCache | undefined;
+  /** Where audit records go (a local file, a dedicated CloudWatch Logs group). Absent: no audit trail. */
+  readonly audit?: AuditSink | undefined;
+  /** Operational metrics per issuer (EMF in Lambda). Absent: none are published. */
+  readonly metrics?: MetricsSink | undefined;
 }

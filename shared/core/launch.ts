@@ -114,6 +114,14 @@ export interface CallbackResult {
   /** `{app.url}#session={id}`. */
   readonly appUrl: string;
   readonly bindingSecret: string | undefined;
+  /** Who signed in, for the audit trail and metrics: never a token or id. */
+  readonly signedIn?: {
+    readonly iss: string;
+    readonly clientId: string;
+    readonly fhirUser: string | undefined;
+    readonly patient: string | undefined;
+    readonly launchMode: 'ehr' | 'standalone';
+  };
 }
 
 /**
@@ -229,5 +237,6 @@ export async function completeCallback(query: Query, cookieSecret: string | unde
   const verified: SessionSecrets = { ...session, context: { ...session.context, patientAccess: access.status } };
   await deps.store.putSession({ ...record, sealed: sealJson(dataKey, verified, txn.sessionKey, random) });
   const appUrl = `${config.app.url}#session=${secrets.sessionId}`;
-  return { sessionId: secrets.sessionId, appUrl, bindingSecret: validBindingSecret(cookieSecret) };
+  const signedIn = { iss: txn.iss, clientId: issuer.clientId, fhirUser, patient: tokens.patient, launchMode: session.launchMode };
+  return { sessionId: secrets.sessionId, appUrl, bindingSecret: validBindingSecret(cookieSecret), signedIn };
 }

@@ -133,7 +133,7 @@ async function refreshSingleFlight(session: OpenSession, deps: CoreDeps): Promis
       if (record.revision > current.record.revision) {
         // Same session, same data key: no key ring call needed to open the new tokens.
         const secrets = openJson(SessionSecretsSchema, current.dataKey, record.sealed, record.key);
-        return { ...current, record, secrets };
+        return { ...current, record, secrets, waitedForRefresh: true };
       }
       if (record.leaseUntil === undefined) {
         // The holder released its lease without a new revision: its refresh failed (the EHR answered

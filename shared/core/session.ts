@@ -13,6 +13,8 @@ export interface OpenSession {
   readonly dataKey: Uint8Array;
   /** A refresh got new tokens but lost its lease before storing them (worth a warning in the log). */
   readonly refreshNotStored?: boolean;
+  /** This request waited for another request's refresh and uses the tokens it stored (metrics count the waits). */
+  readonly waitedForRefresh?: boolean;
 }
 
 /** Checks the shape of a session id from the request path before it is hashed or looked up. */

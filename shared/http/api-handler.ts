@@ -1,4 +1,4 @@
-import middy from '@middy/core';
+import middy, { type MiddlewareObj } from '@middy/core';
 import type { Logger } from '@aws-lambda-powertools/logger';
 import type { Context } from 'aws-lambda';
 import type { Config } from '../config/schema.js';
@@ -16,9 +16,11 @@ export function apiHandler(
   format: ErrorFormat,
   logger: Logger,
   handle: (event: ApiEvent, context: Context) => Promise<ApiResult>,
-  options: { corsConfig?: () => Promise<Config> } = {},
+  options: { corsConfig?: () => Promise<Config>; observe?: readonly MiddlewareObj<ApiEvent, ApiResult>[] } = {},
 ) {
   const stack = middy<ApiEvent, ApiResult>().use(requestContext(logger, route));
+  // Audit and metrics: outside the error mapping, so they see the status every request was answered.
+  for (const middleware of options.observe ?? []) stack.use(middleware);
   if (options.corsConfig) stack.use(cors(options.corsConfig));
   return stack.use(errorResponse(format, logger)).handler(handle);
 }

@@ -1,6 +1,9 @@
+import { randomUUID } from 'node:crypto';
+import { CloudWatchLogsClient } from '@aws-sdk/client-cloudwatch-logs';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { KMSClient } from '@aws-sdk/client-kms';
 import { GetSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
+import { CloudWatchAuditSink } from '../adapters/cloudwatch-audit-sink.js';
 import { DynamoSessionStore } from '../adapters/dynamo-session-store.js';
 import { CachingKeyRing } from '../adapters/caching-key-ring.js';
 import { KmsKeyRing } from '../adapters/kms-key-ring.js';
@@ -12,6 +15,8 @@ import { DiscoveryCache } from '../core/discovery.js';
 import { JwksCache } from '../core/id-token.js';
 import { SmartError } from '../core/errors.js';
 import { awsSigner } from './aws-signer.js';
+import { EmfMetrics, metricNamespace } from '../ops/metrics.js';
+import { tracedHttp, tracer } from '../ops/tracing.js';
 
 function required(name: string): string {
   const value = process.env[name];
@@ -46,6 +51,14 @@ export class SecretsManagerClientSecrets implements ClientSecrets {
   }
 }
 
+/** The dedicated audit log group, one stream per container (date and a random id), when the stack names one. */
+function auditSink(): CloudWatchAuditSink | undefined {
+  const logGroupName = process.env[ENV.auditLogGroup];
+  if (logGroupName === undefined || logGroupName === '') return undefined;
+  const logStreamName = `${new Date().toISOString().slice(0, 10)}/${process.env.AWS_LAMBDA_FUNCTION_NAME ?? 'smart-launch'}/${randomUUID()}`;
+  return new CloudWatchAuditSink({ client: tracer.captureAWSv3Client(new CloudWatchLogsClient({})), logGroupName, logStreamName });
+}
+
 let deps: Promise<CoreDeps> | undefined;
 
 /** The adapters of a deployed stack, built once per container from the environment the CDK construct sets. */
@@ -55,17 +68,19 @@ export function awsDeps(): Promise<CoreDeps> {
     return {
       config,
       mode: 'aws' as const,
-      store: new DynamoSessionStore({ client: new DynamoDBClient({}), tableName: required(ENV.tableName) }),
+      store: new DynamoSessionStore({ client: tracer.captureAWSv3Client(new DynamoDBClient({})), tableName: required(ENV.tableName) }),
       // Decrypt at most once per session per warm container.
-      keyRing: new CachingKeyRing(new KmsKeyRing({ client: new KMSClient({}), keyId: required(ENV.kmsKeyId) }), systemClock),
-      http: fetchHttpClient,
+      keyRing: new CachingKeyRing(new KmsKeyRing({ client: tracer.captureAWSv3Client(new KMSClient({})), keyId: required(ENV.kmsKeyId) }), systemClock),
+      http: tracedHttp(fetchHttpClient),
       clock: systemClock,
       random: cryptoRandom,
-      clientSecrets: new SecretsManagerClientSecrets(new SecretsManagerClient({})),
+      clientSecrets: new SecretsManagerClientSecrets(tracer.captureAWSv3Client(new SecretsManagerClient({}))),
       signer: awsSigner(),
       // Per warm container: discovery 5 min fresh, then stale-while-revalidate up to 1 h; JWKS re-fetched on an unknown kid.
       discovery: new DiscoveryCache(),
       jwks: new JwksCache(),
+      audit: auditSink(),
+      metrics: new EmfMetrics(metricNamespace(config.customer), 'smart-launch'),
     };
   });
   return deps;

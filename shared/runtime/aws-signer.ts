@@ -1,6 +1,7 @@
 import { KMSClient } from '@aws-sdk/client-kms';
 import { KmsSigner } from '../adapters/kms-signer.js';
 import { ENV } from '../config/env.js';
+import { tracer } from '../ops/tracing.js';
 
 function optional(name: string): string | undefined {
   const value = process.env[name]?.trim();
@@ -28,7 +29,7 @@ export function awsSigner(): KmsSigner | undefined {
       rs384 === undefined && es384 === undefined && next.length === 0
         ? null
         : new KmsSigner({
-            client: new KMSClient({}),
+            client: tracer.captureAWSv3Client(new KMSClient({})),
             current: { ...(rs384 ? { RS384: rs384 } : {}), ...(es384 ? { ES384: es384 } : {}) },
             next,
           });

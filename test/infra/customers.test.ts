@@ -75,7 +75,7 @@ describe('customer files', () => {
       expect(text).not.toContain(other);
       expect(text).not.toContain('Fn::ImportValue');
       expect(Object.values(mine.Resources).filter((r) => r.Type === 'AWS::DynamoDB::Table')).toHaveLength(1);
-      expect(Object.values(mine.Resources).filter((r) => r.Type === 'AWS::KMS::Key')).toHaveLength(3);
+      expect(Object.values(mine.Resources).filter((r) => r.Type === 'AWS::KMS::Key')).toHaveLength(4); // tokens, table, observability, audit
       const aliases = (t: typeof mine) => Object.values(t.Resources).filter((r) => r.Type === 'AWS::KMS::Alias').map((r) => r.Properties?.AliasName);
       expect(aliases(mine).filter((name) => aliases(theirs).includes(name))).toEqual([]);
     }

@@ -57,15 +57,16 @@ describe('session table', () => {
 });
 
 describe('KMS keys', () => {
-  it('has three rotating, retained keys with per-customer aliases', () => {
+  it('has four rotating, retained keys with per-customer aliases', () => {
     const keys = resourcesOf(template, 'AWS::KMS::Key');
-    expect(Object.keys(keys)).toHaveLength(3);
+    expect(Object.keys(keys)).toHaveLength(4);
     for (const key of Object.values(keys)) {
       expect(key.Properties?.EnableKeyRotation).toBe(true);
       expect(key.DeletionPolicy).toBe('Retain');
     }
     const aliases = Object.values(resourcesOf(template, 'AWS::KMS::Alias')).map((a) => a.Properties?.AliasName);
     expect(aliases.sort()).toEqual([
+      'alias/smart-launch/acme-health/audit',
       'alias/smart-launch/acme-health/observability',
       'alias/smart-launch/acme-health/table',
       'alias/smart-launch/acme-health/tokens',
@@ -91,7 +92,7 @@ describe('functions', () => {
       expect(p.Handler).toBe('index.handler');
       const variables = (p.Environment as { Variables: Record<string, unknown> }).Variables;
       expect(Object.keys(variables).sort()).toEqual(
-        [ENV.config, ENV.tableName, ENV.kmsKeyId, ENV.integrationTimeoutMs, 'NODE_OPTIONS', 'POWERTOOLS_SERVICE_NAME'].sort(),
+        [ENV.config, ENV.tableName, ENV.kmsKeyId, ENV.integrationTimeoutMs, ENV.auditLogGroup, 'NODE_OPTIONS', 'POWERTOOLS_SERVICE_NAME'].sort(),
       );
       expect(variables.NODE_OPTIONS).toBe('--enable-source-maps');
       // The functions re-validate the config at cold start: it must pass the same AWS schema.
@@ -113,7 +114,8 @@ describe('functions', () => {
   });
 
   it('keeps every log group encrypted and time-limited', () => {
-    const groups = Object.values(resourcesOf(template, 'AWS::Logs::LogGroup'));
+    // The audit trail's group has its own key and retention (test/ops/audit-infra.test.ts).
+    const groups = Object.values(resourcesOf(template, 'AWS::Logs::LogGroup')).filter((g) => g.Properties?.LogGroupName !== '/smart-launch/acme-health/audit');
     expect(groups).toHaveLength(5); // four functions + API access log
     for (const group of groups) {
       expect(group.Properties?.RetentionInDays).toBe(365);
@@ -158,7 +160,7 @@ describe('IAM', () => {
     const policies = policiesByFunction();
     expect([...policies.keys()].sort()).toEqual(Object.keys(expected).sort());
     for (const [fn, statements] of policies) {
-      const own = statements.filter((s) => !['WriteOwnLogs', 'TableKeyViaDynamoDB'].includes(s.Sid ?? ''));
+      const own = statements.filter((s) => !['WriteOwnLogs', 'TableKeyViaDynamoDB', 'AppendAuditTrail', 'WriteTraces'].includes(s.Sid ?? ''));
       const actions = [...new Set(own.flatMap((s) => asArray(s.Action)))].sort();
       expect(actions, fn).toEqual(expected[fn]);
     }
@@ -169,6 +171,8 @@ describe('IAM', () => {
       for (const s of statements) {
         expect(s.Effect).toBe('Allow');
         for (const action of asArray(s.Action)) expect(action).not.toContain('*');
+        // X-Ray's two write actions take no resource but "*" (infra/constructs/tracing.ts).
+        if (s.Sid === 'WriteTraces') continue;
         for (const resource of asArray(s.Resource)) expect(resource).not.toBe('*');
       }
     }
@@ -323,8 +327,9 @@ describe('operations', () => {
     template.hasResourceProperties('AWS::SNS::Topic', { KmsMasterKeyId: Match.anyValue() });
     template.hasResourceProperties('AWS::SNS::Subscription', { Protocol: 'email', Endpoint: 'oncall@acme-health.example' });
     const alarms = Object.values(resourcesOf(template, 'AWS::CloudWatch::Alarm'));
-    // API 5xx, errors + throttles per function (8), three token-endpoint codes, table throttles.
-    expect(alarms).toHaveLength(13);
+    // API 5xx, errors + throttles per function (8), three token-endpoint codes, table throttles,
+    // launch failure rate and upstream errors per issuer (2 × 2).
+    expect(alarms).toHaveLength(17);
     for (const alarm of alarms) expect(alarm.Properties?.AlarmActions).toHaveLength(1);
   });
 

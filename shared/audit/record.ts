@@ -1,0 +1,119 @@
+import { z } from 'zod';
+
+/**
+ * The audit trail: one record per sign-in, refresh, logout, session end and proxied FHIR interaction.
+ * Who (`fhirUser`), which patient, which issuer and client, what (interaction and resource type), the
+ * outcome and status, when, and the correlation id shared with the logs. Never a token, a code, a
+ * session id, a cookie, a request or response body, or a query value: the record has no field that
+ * could hold one, and every field is shaped (`AuditRecordSchema`) before it is written.
+ *
+ * Pure: no I/O. Sinks (`AuditSink`) write records where the deployment keeps them: a file under the
+ * local data folder, or a dedicated CloudWatch Logs group in AWS.
+ */
+
+export const AUDIT_ACTIONS = ['sign-in', 'refresh', 'logout', 'session-end', 'fhir'] as const;
+export type AuditAction = (typeof AUDIT_ACTIONS)[number];
+
+/** Why a session ended without a logout by its user. */
+export const SESSION_END_CAUSES = ['operator', 'refresh-rejected'] as const;
+
+const Bounded = (max: number) => z.string().min(1).max(max);
+/** No control characters, no whitespace: what a reference, a URL or an id can hold, nothing more. */
+const Token = (max: number) => Bounded(max).regex(/^[\x21-\x7e]+$/);
+
+export const AuditRecordSchema = z.strictObject({
+  v: z.literal(1),
+  /** ISO 8601 instant with milliseconds (UTC). */
+  time: z.iso.datetime({ precision: 3 }),
+  action: z.enum(AUDIT_ACTIONS),
+  outcome: z.enum(['success', 'failure']),
+  /** HTTP status answered to the caller. */
+  status: z.number().int().min(100).max(599),
+  /** Stable error code on failure. */
+  code: z.string().regex(/^[A-Z][A-Z0-9_]{1,63}$/).optional(),
+  correlationId: Token(128),
+  customer: Token(64),
+  /** Exact issuer (FHIR base URL) of the session. */
+  iss: Token(2048).optional(),
+  clientId: Token(256).optional(),
+  /** The `fhirUser` claim of the id_token (a FHIR reference to the user). */
+  fhirUser: Token(2048).optional(),
+  /** Id of the launch's patient, as the EHR's token response gave it. */
+  patient: Token(256).optional(),
+  launchMode: z.enum(['ehr', 'standalone']).optional(),
+  /** FHIR RESTful interaction (`read`, `search-type`, …) of a proxied request. */
+  interaction: z.string().regex(/^[a-z-]{1,32}$/).optional(),
+  resourceType: z.string().regex(/^[A-Z][A-Za-z]{0,63}$/).optional(),
+  /** Status the EHR answered a proxied request with. */
+  upstreamStatus: z.number().int().min(100).max(599).optional(),
+  cause: z.enum(SESSION_END_CAUSES).optional(),
+  revocation: z.enum(['revoked', 'failed', 'not-offered']).optional(),
+});
+export type AuditRecord = z.infer<typeof AuditRecordSchema>;
+
+/** Writes audit records; a sink keeps them apart from the operational logs. */
+export interface AuditSink {
+  write(records: readonly AuditRecord[]): Promise<void>;
+}
+
+/** Reads audit records back for an export (`from` inclusive, `to` exclusive, epoch ms). */
+export interface AuditSource {
+  read(fromMs: number, toMs: number): AsyncIterable<AuditRecord>;
+}
+
+/** The facts a route knows about its request; `auditRecord` keeps only what the schema allows. */
+export type AuditFacts = Partial<Omit<AuditRecord, 'v' | 'time' | 'action' | 'outcome' | 'status' | 'correlationId' | 'customer'>>;
+
+/**
+ * Shapes one record. A fact that does not fit its field (too long, control characters, not a FHIR
+ * type) is left out rather than written: the trail never carries free text from a request.
+ */
+export function auditRecord(base: {
+  readonly nowMs: number;
+  readonly action: AuditAction;
+  readonly status: number;
+  readonly correlationId: string;
+  readonly customer: string;
+  readonly code?: string | undefined;
+  readonly facts?: AuditFacts | undefined;
+}): AuditRecord {
+  const candidate: Record<string, unknown> = {
+    v: 1,
+    time: new Date(base.nowMs).toISOString(),
+    action: base.action,
+    outcome: base.status < 400 ? 'success' : 'failure',
+    status: base.status,
+    code: base.code,
+    correlationId: base.correlationId,
+    customer: base.customer,
+    ...base.facts,
+  };
+  const shape = AuditRecordSchema.shape as Record<string, z.ZodType>;
+  const record: Record<string, unknown> = {};
+  for (const [field, value] of Object.entries(candidate)) {
+    if (value === undefined) continue;
+    const fieldSchema = shape[field];
+    if (fieldSchema === undefined) continue;
+    const parsed = fieldSchema.safeParse(value);
+    if (parsed.success) record[field] = parsed.data;
+  }
+  if (record.correlationId === undefined) record.correlationId = 'unknown';
+  return AuditRecordSchema.parse(record);
+}
+
+/** One NDJSON line per record (the local file and the CloudWatch message are the same JSON). */
+export function auditLine(record: AuditRecord): string {
+  return JSON.stringify(record);
+}
+
+/** Reads one stored line back; `undefined` for anything that is not an audit record. */
+export function parseAuditLine(line: string): AuditRecord | undefined {
+  let value: unknown;
+  try {
+    value = JSON.parse(line);
+  } catch {
+    return undefined;
+  }
+  const parsed = AuditRecordSchema.safeParse(value);
+  return parsed.success ? parsed.data : undefined;
+}

@@ -1,0 +1,144 @@
+import type { MiddlewareObj } from '@middy/core';
+import type { Logger } from '@aws-lambda-powertools/logger';
+import type { CoreDeps } from '../core/deps.js';
+import { toSmartError } from '../core/errors.js';
+import type { SessionRefresher } from '../core/proxy.js';
+import type { OpenSession } from '../core/session.js';
+import { correlationIdOf, type ApiEvent, type ApiResult } from '../http/api-event.js';
+import { auditRecord, type AuditAction, type AuditFacts, type AuditRecord } from './record.js';
+
+/**
+ * The audit hook of the HTTP routes: handlers note what they learn (`noteAudit`) as the request runs;
+ * when it ends, successful or not, one record per audited action goes to the deployment's audit sink
+ * with the status answered and, on failure, the error code. A sink that fails is logged and never
+ * fails the request the user made.
+ */
+
+interface Pending {
+  facts: AuditFacts;
+  /** Further actions of the same request (a refresh during a proxied read, a session it ended). */
+  readonly extra: Array<{ action: AuditAction; status: number; code?: string | undefined; facts: AuditFacts }>;
+}
+
+const pending = new WeakMap<ApiEvent, Pending>();
+
+function entry(event: ApiEvent): Pending {
+  let found = pending.get(event);
+  if (!found) {
+    found = { facts: {}, extra: [] };
+    pending.set(event, found);
+  }
+  return found;
+}
+
+/** Adds what the route learned to the request's audit record (later facts win). */
+export function noteAudit(event: ApiEvent, facts: AuditFacts): void {
+  const found = entry(event);
+  found.facts = { ...found.facts, ...facts };
+}
+
+/** What the route noted so far (metrics count the same facts, without who or which patient). */
+export function auditFactsOf(event: ApiEvent): AuditFacts {
+  return pending.get(event)?.facts ?? {};
+}
+
+/** The further actions noted so far (refreshes and session ends during the request). */
+export function auditActionsOf(event: ApiEvent): ReadonlyArray<{ action: AuditAction; status: number; code?: string | undefined; facts: AuditFacts }> {
+  return pending.get(event)?.extra ?? [];
+}
+
+const refreshWaits = new WeakSet<ApiEvent>();
+/** This request waited on another request's refresh (the single flight of invariant 8). */
+export function noteRefreshWait(event: ApiEvent): void {
+  refreshWaits.add(event);
+}
+export function waitedForRefresh(event: ApiEvent): boolean {
+  return refreshWaits.has(event);
+}
+
+/** Records one more action of this request (it shares the request's facts and correlation id). */
+export function noteAuditAction(event: ApiEvent, action: AuditAction, status: number, code?: string, facts: AuditFacts = {}): void {
+  entry(event).extra.push({ action, status, code, facts });
+}
+
+/** What the audit trail says about a session: who, which patient, which issuer and client. */
+export function sessionFacts(deps: CoreDeps, session: OpenSession): AuditFacts {
+  const { context, launchMode } = session.secrets;
+  return {
+    iss: session.record.iss,
+    clientId: deps.config.issuers.find((issuer) => issuer.iss === session.record.iss)?.clientId,
+    fhirUser: context.fhirUser,
+    patient: context.patient,
+    launchMode,
+  };
+}
+
+/**
+ * A refresher that records the refreshes it performs: a `refresh` record when the session moved to a
+ * new revision, a failed one (and a `session-end` when the EHR refused) when it throws.
+ */
+export function auditedRefresher(event: ApiEvent, refresher: SessionRefresher): SessionRefresher {
+  return async (session, deps, options) => {
+    try {
+      const after = await refresher(session, deps, options);
+      // A request that waited on another's refresh used its tokens: that refresh has its own record.
+      if (after.waitedForRefresh) noteRefreshWait(event);
+      else if (after.record.revision !== session.record.revision) noteAuditAction(event, 'refresh', 200);
+      return after;
+    } catch (error) {
+      const failure = toSmartError(error);
+      noteAuditAction(event, 'refresh', failure.status, failure.code);
+      if (failure.code === 'REFRESH_REJECTED') noteAuditAction(event, 'session-end', failure.status, failure.code, { cause: 'refresh-rejected' });
+      throw error;
+    }
+  };
+}
+
+/** The records of a finished request, in the order they happened (extra actions first). */
+export function recordsOf(
+  event: ApiEvent,
+  action: AuditAction,
+  status: number,
+  code: string | undefined,
+  customer: string,
+  nowMs: number,
+): AuditRecord[] {
+  const found = pending.get(event) ?? { facts: {}, extra: [] };
+  const correlationId = correlationIdOf(event);
+  const extra = [...found.extra];
+  // A refresh the EHR refused ended the session: that is recorded too.
+  if (action === 'refresh' && code === 'REFRESH_REJECTED') extra.push({ action: 'session-end', status, code, facts: { cause: 'refresh-rejected' } });
+  const records = extra.map((extra) =>
+    auditRecord({ nowMs, action: extra.action, status: extra.status, code: extra.code, correlationId, customer, facts: { ...found.facts, ...extra.facts } }),
+  );
+  records.push(auditRecord({ nowMs, action, status, code, correlationId, customer, facts: found.facts }));
+  return records;
+}
+
+/**
+ * The middy middleware: `action(event)` names what a request is (or `undefined` for requests that are
+ * not audited, such as `GET /launch`). Registered outside the error mapping, so on failure it sees the
+ * status the caller was answered.
+ */
+export function auditTrail(
+  getDeps: () => Promise<CoreDeps>,
+  logger: Logger,
+  action: (event: ApiEvent) => AuditAction | undefined,
+): MiddlewareObj<ApiEvent, ApiResult> {
+  const finish = async (event: ApiEvent, status: number, error: unknown): Promise<void> => {
+    const named = action(event);
+    if (named === undefined) return;
+    try {
+      const deps = await getDeps();
+      const code = error === undefined ? undefined : toSmartError(error).code;
+      const records = recordsOf(event, named, status, code, deps.config.customer, deps.clock.now());
+      await deps.audit?.write(records);
+    } catch (failure) {
+      logger.error('audit records could not be written', { cause: failure instanceof Error ? failure.name : typeof failure });
+    }
+  };
+  return {
+    after: async (request) => finish(request.event, request.response?.statusCode ?? 200, undefined),
+    onError: async (request) => finish(request.event, request.response?.statusCode ?? toSmartError(request.error).status, request.error),
+  };
+}
