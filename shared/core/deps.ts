@@ -3,7 +3,7 @@ import type { ClientSigner, Clock, HttpClient, KeyRing, Random, SessionStore } f
 import type { DiscoveryCache } from './discovery.js';
 import type { JwksCache } from './id-token.js';
 import type { AuditSink } from '../audit/record.js';
-import type { MetricsSink } from '../ops/metrics.js';
+import type { MetricsSink } from '../ops/metric-points.js';
 
 /** Where the client secret of an issuer comes from (the config file locally, Secrets Manager in AWS). */
 export interface ClientSecrets {

@@ -11,48 +11,10 @@ import { auditFactsOf, auditActionsOf, waitedForRefresh } from '../audit/trail.j
  * own dimension set; `infra/constructs/monitoring.ts` graphs and alarms on exactly these.
  */
 
-export const METRIC_NAMESPACE_PREFIX = 'SmartLaunch';
-export const metricNamespace = (customer: string) => `${METRIC_NAMESPACE_PREFIX}/${customer}`;
+export { METRIC_NAMESPACE_PREFIX, metricNamespace, OPS_METRICS } from './metric-points.js';
+export type { MetricPoint, MetricsSink, OpsMetricName } from './metric-points.js';
+import { type MetricPoint, type MetricsSink, type OpsMetricName } from './metric-points.js';
 
-/** Metric names and their dimensions (in this order). */
-export const OPS_METRICS = {
-  /** `GET /launch` answered with a redirect to the EHR. */
-  Launches: ['Issuer', 'Mode'],
-  /** `GET /launch` or `/callback` failed (a launch that did not end signed in, by the page it showed). */
-  LaunchFailures: ['Issuer'],
-  /** `/callback` outcomes: `success` or the error code. */
-  Callbacks: ['Issuer', 'Outcome'],
-  /** Token endpoint calls: grant `authorization_code` or `refresh_token`; outcome `success` or the error code. */
-  TokenRequests: ['Issuer', 'Grant', 'Outcome'],
-  /**
-   * Refreshes (explicit or before a proxied request): `success` or the error code; `waited` = used the
-   * tokens another request's refresh stored (the single flight), `REFRESH_BUSY` = gave up waiting.
-   */
-  Refreshes: ['Issuer', 'Outcome'],
-  /** Proxied FHIR requests by interaction and status class (`2xx` … `5xx`). */
-  ProxyRequests: ['Issuer', 'Interaction', 'StatusClass'],
-  /** Time the EHR's FHIR server took, milliseconds. */
-  UpstreamLatency: ['Issuer'],
-  /** Proxied requests the EHR failed: it answered 5xx, timed out or was unreachable. */
-  UpstreamErrors: ['Issuer'],
-  /** Sessions ended, by cause: `logout`, `refresh-rejected` (`operator` ends are in the audit trail). */
-  SessionEnds: ['Issuer', 'Cause'],
-} as const satisfies Record<string, readonly string[]>;
-export type OpsMetricName = keyof typeof OPS_METRICS;
-
-export interface MetricPoint {
-  readonly name: OpsMetricName;
-  readonly dimensions: Readonly<Record<string, string>>;
-  readonly value: number;
-  readonly unit: 'Count' | 'Milliseconds';
-}
-
-/** Where metric points go: EMF on stdout in Lambda (CloudWatch extracts them from the log). */
-export interface MetricsSink {
-  publish(points: readonly MetricPoint[]): void;
-}
-
-/** EMF through Powertools Metrics: one EMF line per point, so every metric keeps its own dimension set. */
 export class EmfMetrics implements MetricsSink {
   readonly #metrics: Metrics;
 
