@@ -69,6 +69,19 @@ export function refreshedSecrets(previous: SessionSecrets, tokens: TokenResponse
   };
 }
 
+/**
+ * How long before expiry a token counts as due for renewal: the configured skew, but never more than
+ * a quarter of the token's whole lifetime. A token shorter than the skew (some EHRs issue one- or
+ * two-minute tokens) would otherwise be due again the moment it is issued, and a request arriving
+ * just after a refresh would start another (invariant 8: one refresh per expiry, for any lifetime).
+ */
+export function refreshSkewMs(config: Config, secrets: Pick<SessionSecrets, 'accessTokenExpiresAt' | 'obtainedAt'>): number {
+  const configured = config.session.refreshSkewSeconds * 1000;
+  if (secrets.obtainedAt === undefined) return configured;
+  const lifetime = Math.max(0, secrets.accessTokenExpiresAt - secrets.obtainedAt);
+  return Math.min(configured, Math.floor(lifetime / 4));
+}
+
 const FIRST_BACKOFF_MS = 25;
 /** What a waiter tells its client when the lease holder's refresh failed. */
 const WAITER_RETRY_AFTER_SECONDS = 5;
@@ -89,7 +102,7 @@ export async function ensureFreshSession(
 ): Promise<OpenSession> {
   const { secrets } = session;
   const now = deps.clock.now();
-  if (!options.force && secrets.accessTokenExpiresAt - now > deps.config.session.refreshSkewSeconds * 1000) return session;
+  if (!options.force && secrets.accessTokenExpiresAt - now > refreshSkewMs(deps.config, secrets)) return session;
   // A token obtained after this request began is as fresh as forcing would make it: requests of one
   // storm that read the session just after its refresh completed use it instead of renewing again.
   if (options.force && options.requestStartedAt !== undefined && (secrets.obtainedAt ?? 0) >= options.requestStartedAt) return session;
