@@ -97,6 +97,25 @@ export const ERRORS = {
 
 export type ErrorCode = keyof typeof ERRORS;
 
+/**
+ * The most characters of a message, hint or detail value that reach a log line or an answer: some
+ * quote what a client or an EHR sent, and a 3 MB `resourceType` must not become a 3 MB log line.
+ */
+export const MAX_ERROR_TEXT = 512;
+
+/** `value` cut to `max` characters (marked with "…"), control characters replaced: safe to quote in a message. */
+export function bounded(value: string, max = 64): string {
+  const clean = value.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g, '?');
+  return clean.length > max ? `${clean.slice(0, max)}…` : clean;
+}
+
+function boundedDetails(details: Record<string, string | number | boolean> | undefined): Readonly<Record<string, string | number | boolean>> | undefined {
+  if (details === undefined) return undefined;
+  const out: Record<string, string | number | boolean> = {};
+  for (const [name, value] of Object.entries(details).slice(0, 32)) out[bounded(name, 64)] = typeof value === 'string' ? bounded(value, MAX_ERROR_TEXT) : value;
+  return out;
+}
+
 export class SmartError extends Error {
   readonly code: ErrorCode;
   readonly status: number;
@@ -120,14 +139,14 @@ export class SmartError extends Error {
       retryAfterSeconds?: number;
     } = {},
   ) {
-    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    super(bounded(message, MAX_ERROR_TEXT), options.cause === undefined ? undefined : { cause: options.cause });
     this.name = 'SmartError';
     this.code = code;
     const spec: ErrorSpec = ERRORS[code];
     this.status = spec.status;
     this.issueType = spec.issueType;
-    this.hint = options.hint ?? spec.hint;
-    this.details = options.details;
+    this.hint = options.hint === undefined ? spec.hint : bounded(options.hint, MAX_ERROR_TEXT);
+    this.details = boundedDetails(options.details);
     this.retryUrl = options.retryUrl;
     this.retryAfterSeconds = options.retryAfterSeconds;
   }

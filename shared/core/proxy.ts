@@ -1,6 +1,6 @@
 import { proxyOptionsOf, type ProxyOptions, type WriteInteraction } from '../config/schema.js';
 import type { CoreDeps } from './deps.js';
-import { SmartError } from './errors.js';
+import { bounded, SmartError } from './errors.js';
 import type { Query } from './query.js';
 import { decideScopes, otherPatientTarget, parseGrantedScopes, type Permission } from './scopes.js';
 import type { OpenSession } from './session.js';
@@ -366,7 +366,7 @@ function checkBody(kind: FhirInteraction, request: ProxyRequest, contentType: st
       throw new SmartError('PROXY_REQUEST_INVALID', `a ${kind.write} body must be a FHIR resource (a JSON object with resourceType)`);
     }
     if (resource.resourceType !== kind.resourceType) {
-      throw new SmartError('PROXY_REQUEST_INVALID', `the body is a ${resource.resourceType}, but the path names ${kind.resourceType ?? 'no type'}`);
+      throw new SmartError('PROXY_REQUEST_INVALID', `the body is a ${bounded(resource.resourceType)}, but the path names ${kind.resourceType ?? 'no type'}`);
     }
     if (kind.write === 'update' && kind.pathId !== undefined && resource.id !== undefined && resource.id !== kind.pathId) {
       throw new SmartError('PROXY_REQUEST_INVALID', 'the id in the body differs from the id in the path');
