@@ -30,7 +30,11 @@ const MAX_PATH_LENGTH = 2048;
 const QUERY_LITERAL = /%(2C|7C|3A|2F|24|40)/g;
 const QUERY_LITERALS: Readonly<Record<string, string>> = { '2C': ',', '7C': '|', '3A': ':', '2F': '/', '24': '$', '40': '@' };
 
+/** A UTF-16 surrogate without its pair: no URL can carry it (encodeURIComponent throws URIError). */
+const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
+
 function encodeQueryPart(value: string): string {
+  if (LONE_SURROGATE.test(value)) throw new SmartError('PROXY_REQUEST_INVALID', 'the query string is not well-formed Unicode');
   return encodeURIComponent(value).replace(QUERY_LITERAL, (_, hex: string) => QUERY_LITERALS[hex] as string);
 }
 
