@@ -485,6 +485,18 @@ describe('forwardFhirRequest: bodies and writes', () => {
     expect(h.ehr.requests).toEqual([]);
   });
 
+  it.each([
+    ['_type=Patient&_id', '_type=Patient&_id=someone-else'],
+    ['_type=Observation,Patient&_id', '_type=Observation%2CPatient&_id=someone-else'],
+    ['_id without _type', '_id=someone-else'],
+  ] as const)('refuses a system POST _search with %s of another patient on a patient-level session, contacting nothing (BFF-16)', async (_what, form) => {
+    const { h, session } = await proxySetup();
+    const { seen, deps } = capturing(h);
+    const request = withBody('POST', '_search', form, { 'content-type': 'application/x-www-form-urlencoded' });
+    await expect(forwardFhirRequest(session, request, deps)).rejects.toMatchObject({ code: 'PATIENT_MISMATCH', status: 403 });
+    expect(seen).toHaveLength(0);
+  });
+
   it('forwards a POST _search form body and checks its parameters like a query (patient confinement)', async () => {
     const { h, session } = await proxySetup();
     const { seen, deps } = capturing(h);
