@@ -52,7 +52,7 @@ export type EndReason = 'not-open' | 'logged-out';
 
 export interface SessionEndedDetail {
   readonly reason: EndReason;
-  /** The server's stable error code, when it gave one (`REFRESH_REJECTED`, `SESSION_NOT_FOUND`, …). */
+  /** The server's stable error code, when it gave one (`SESSION_NOT_OPEN`, `HANDOFF_REJECTED`, …). */
   readonly code: string | undefined;
   readonly message: string;
   /** Where to start a new sign-in: set for standalone launches; EHR launches start again from the EHR. */

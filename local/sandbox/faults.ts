@@ -124,6 +124,15 @@ export const FaultsPatchSchema = z.strictObject({
   fhir401: z.enum(['once', 'always']).nullable().optional(),
   fhirDelayMs: z.number().int().nonnegative().max(10 * 60 * 1000).nullable().optional(),
   fhirDropConnection: z.boolean().nullable().optional(),
+  fhirAnswer: z
+    .strictObject({
+      status: z.number().int().min(200).max(599),
+      headers: z.record(z.string(), z.string()).optional(),
+      body: z.string().max(8 * 1024 * 1024).optional(),
+      pathPrefix: z.string().max(2048).optional(),
+    })
+    .nullable()
+    .optional(),
 });
 export type FaultsPatch = z.infer<typeof FaultsPatchSchema>;
 

@@ -914,6 +914,16 @@ export function createFhirServer(options: FhirServerOptions): FhirServer {
       const message = 'the access token was refused (sandbox fault fhir401)';
       throw new FhirError(401, 'expired', message, { 'WWW-Authenticate': bearerChallenge({ code: 'invalid_token', description: message }) });
     }
+    const canned = faults.fhirAnswer;
+    if (canned !== undefined) {
+      const path = new URL(ex.req.url ?? '/', 'http://sandbox.invalid').pathname.slice(fhirBasePath.length + 1);
+      if (canned.pathPrefix === undefined || path.startsWith(canned.pathPrefix)) {
+        const body = canned.body === undefined ? undefined : canned.body.startsWith('base64:') ? Buffer.from(canned.body.slice(7), 'base64') : Buffer.from(canned.body, 'utf8');
+        ex.res.writeHead(canned.status, { ...(canned.headers ?? {}) });
+        ex.res.end(body);
+        return false;
+      }
+    }
     return true;
   }
 

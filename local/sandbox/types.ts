@@ -84,6 +84,21 @@ export interface SandboxFaults {
   fhirDelayMs?: number | undefined;
   /** FHIR answers to requests that need a token break off: the head and half the body are sent, then the connection is destroyed. */
   fhirDropConnection?: boolean | undefined;
+  /**
+   * FHIR requests that need a token get exactly this answer instead of the real one (a hostile or
+   * broken EHR: active content, hostile headers, garbage bodies). Checked after `fhir401`.
+   */
+  fhirAnswer?: FhirAnswerFault | undefined;
+}
+
+/** A canned FHIR answer (`faults.fhirAnswer`): status, headers and body as sent on the wire. */
+export interface FhirAnswerFault {
+  readonly status: number;
+  readonly headers?: Readonly<Record<string, string>> | undefined;
+  /** The body as text (UTF-8), or `base64:` followed by base64 bytes. */
+  readonly body?: string | undefined;
+  /** Only requests whose path (after the FHIR base) starts with this are answered so; default all. */
+  readonly pathPrefix?: string | undefined;
 }
 
 /**

@@ -9,7 +9,7 @@ import {
 } from '@aws-sdk/client-dynamodb';
 import { z } from 'zod';
 import { SmartError } from '../core/errors.js';
-import type { RefreshLease, RefreshResult, SessionRecord, SessionStore, StoredRecord, TransactionRecord } from '../core/ports.js';
+import type { RefreshLease, RefreshResult, SessionRecord, SessionStore, StoredRecord, TakeTransactionResult, TransactionRecord } from '../core/ports.js';
 import { TABLE } from './table.js';
 
 /**
@@ -79,6 +79,45 @@ export class DynamoSessionStore implements SessionStore {
     // TTL deletion is lazy (and absent locally): an expired transaction is gone for good here,
     // since the delete above already consumed it.
     return record.expiresAt > nowSeconds ? record : undefined;
+  }
+
+  async takeBoundTransaction(key: string, nowSeconds: number, bindingHashes: readonly string[]): Promise<TakeTransactionResult> {
+    const values = Object.fromEntries(bindingHashes.map((hash, i) => [`:b${i}`, { S: hash }]));
+    let attributes: Item | undefined;
+    try {
+      // One conditional delete, as in takeTransaction, that also requires this browser's binding: a
+      // callback from another browser consumes nothing.
+      const output = await this.#client.send(
+        new DeleteItemCommand({
+          TableName: this.#tableName,
+          Key: { [PK]: { S: key } },
+          ConditionExpression: `${KEY_IS_TAKEN} AND #binding IN (${Object.keys(values).join(', ')})`,
+          ExpressionAttributeNames: { ...PK_NAME, '#binding': 'bindingHash' },
+          ExpressionAttributeValues: values,
+          ReturnValues: 'ALL_OLD',
+        }),
+      );
+      attributes = output.Attributes;
+    } catch (error) {
+      if (!isConditionalCheckFailure(error)) throw storeUnavailable('DeleteItem', error);
+      // Absent, or bound to another browser: only this (rare) refusal costs a second read.
+      const held = await this.#readItem(key);
+      if (held === undefined) return { outcome: 'absent' };
+      const record = parseTransaction(held);
+      return record.expiresAt > nowSeconds ? { outcome: 'not-bound', iss: record.iss } : { outcome: 'absent' };
+    }
+    if (attributes === undefined) return { outcome: 'absent' };
+    const record = parseTransaction(attributes);
+    return record.expiresAt > nowSeconds ? { outcome: 'taken', record } : { outcome: 'absent' };
+  }
+
+  async #readItem(key: string): Promise<Item | undefined> {
+    try {
+      const output = await this.#client.send(new GetItemCommand({ TableName: this.#tableName, Key: { [PK]: { S: key } }, ConsistentRead: true }));
+      return output.Item;
+    } catch (error) {
+      throw storeUnavailable('GetItem', error);
+    }
   }
 
   async putSession(record: SessionRecord): Promise<void> {

@@ -1,7 +1,7 @@
 import type { MiddlewareObj } from '@middy/core';
 import type { Logger } from '@aws-lambda-powertools/logger';
 import type { CoreDeps } from '../core/deps.js';
-import { toSmartError } from '../core/errors.js';
+import { toSmartError, type SmartError } from '../core/errors.js';
 import type { SessionRefresher } from '../core/proxy.js';
 import type { OpenSession } from '../core/session.js';
 import { correlationIdOf, type ApiEvent, type ApiResult } from '../http/api-event.js';
@@ -74,6 +74,15 @@ export function sessionFacts(deps: CoreDeps, session: OpenSession): AuditFacts {
 }
 
 /**
+ * The outcome an audit record and a metric carry for a failure: the error's code, except that the one
+ * "sign in again" answer (`SESSION_NOT_OPEN`) is told apart when it is the EHR refusing a refresh
+ * (`REFRESH_REJECTED`), which operators must see separately from sessions that were simply not open.
+ */
+export function outcomeOf(error: SmartError): string {
+  return error.code === 'SESSION_NOT_OPEN' && error.details?.notOpen === 'refresh-refused' ? 'REFRESH_REJECTED' : error.code;
+}
+
+/**
  * A refresher that records the refreshes it performs: a `refresh` record when the session moved to a
  * new revision, a failed one (and a `session-end` when the EHR refused) when it throws.
  */
@@ -87,8 +96,9 @@ export function auditedRefresher(event: ApiEvent, refresher: SessionRefresher): 
       return after;
     } catch (error) {
       const failure = toSmartError(error);
-      noteAuditAction(event, 'refresh', failure.status, failure.code);
-      if (failure.code === 'REFRESH_REJECTED') noteAuditAction(event, 'session-end', failure.status, failure.code, { cause: 'refresh-rejected' });
+      const outcome = outcomeOf(failure);
+      noteAuditAction(event, 'refresh', failure.status, outcome);
+      if (outcome === 'REFRESH_REJECTED') noteAuditAction(event, 'session-end', failure.status, outcome, { cause: 'refresh-rejected' });
       throw error;
     }
   };
@@ -130,7 +140,7 @@ export function auditTrail(
     if (named === undefined) return;
     try {
       const deps = await getDeps();
-      const code = error === undefined ? undefined : toSmartError(error).code;
+      const code = error === undefined ? undefined : outcomeOf(toSmartError(error));
       const records = recordsOf(event, named, status, code, deps.config.customer, deps.clock.now());
       await deps.audit?.write(records);
     } catch (failure) {

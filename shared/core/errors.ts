@@ -61,11 +61,13 @@ export const ERRORS = {
 
   // Sessions
   SESSION_ID_MALFORMED: { status: 400, issueType: 'invalid', hint: 'Use the session id exactly as delivered in the app URL fragment.' },
-  SESSION_NOT_FOUND: { status: 404, issueType: 'not-found', hint: RELAUNCH },
-  SESSION_NOT_BOUND: { status: 401, issueType: 'login', hint: 'This session belongs to another browser, or the session cookie was blocked. ' + RELAUNCH },
-  SESSION_EXPIRED: { status: 401, issueType: 'expired', hint: RELAUNCH },
-  TOKEN_EXPIRED: { status: 401, issueType: 'expired', hint: 'The EHR\'s access token expired and the EHR issued no refresh token. ' + RELAUNCH },
-  REFRESH_REJECTED: { status: 401, issueType: 'login', hint: 'The EHR no longer accepts this session (access revoked, expired, or ended elsewhere). ' + RELAUNCH },
+  /**
+   * The one answer for "sign in again" on every `/sessions/{id}/…` route: unknown, expired, logged
+   * out, ended by a refused refresh or while the request was in flight, token expired without a
+   * refresh token, no or wrong cookie. Same status, code, message and hint whatever the reason, so an
+   * app has one signal and an outsider learns nothing about which ids are live (the reason is logged).
+   */
+  SESSION_NOT_OPEN: { status: 401, issueType: 'login', hint: 'No session with this id is open in this browser: it ended, expired, was refused by the EHR, or belongs to another browser (or the session cookie was blocked). ' + RELAUNCH },
   REFRESH_NOT_AVAILABLE: { status: 409, issueType: 'not-supported', hint: 'The EHR issued no refresh token for this session; sign in again when the access token expires.' },
   REFRESH_UNAVAILABLE: { status: 503, issueType: 'transient', hint: 'The EHR token service is unavailable; the session is intact. Retry after the number of seconds in Retry-After.' },
   REFRESH_BUSY: { status: 503, issueType: 'transient', hint: 'Another request is renewing this session\'s tokens; the session is intact. Retry after the number of seconds in Retry-After.' },
@@ -96,6 +98,25 @@ export const ERRORS = {
 
 export type ErrorCode = keyof typeof ERRORS;
 
+/**
+ * The most characters of a message, hint or detail value that reach a log line or an answer: some
+ * quote what a client or an EHR sent, and a 3 MB `resourceType` must not become a 3 MB log line.
+ */
+export const MAX_ERROR_TEXT = 512;
+
+/** `value` cut to `max` characters (marked with "…"), control characters replaced: safe to quote in a message. */
+export function bounded(value: string, max = 64): string {
+  const clean = value.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g, '?');
+  return clean.length > max ? `${clean.slice(0, max)}…` : clean;
+}
+
+function boundedDetails(details: Record<string, string | number | boolean> | undefined): Readonly<Record<string, string | number | boolean>> | undefined {
+  if (details === undefined) return undefined;
+  const out: Record<string, string | number | boolean> = {};
+  for (const [name, value] of Object.entries(details).slice(0, 32)) out[bounded(name, 64)] = typeof value === 'string' ? bounded(value, MAX_ERROR_TEXT) : value;
+  return out;
+}
+
 export class SmartError extends Error {
   readonly code: ErrorCode;
   readonly status: number;
@@ -119,14 +140,14 @@ export class SmartError extends Error {
       retryAfterSeconds?: number;
     } = {},
   ) {
-    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    super(bounded(message, MAX_ERROR_TEXT), options.cause === undefined ? undefined : { cause: options.cause });
     this.name = 'SmartError';
     this.code = code;
     const spec: ErrorSpec = ERRORS[code];
     this.status = spec.status;
     this.issueType = spec.issueType;
-    this.hint = options.hint ?? spec.hint;
-    this.details = options.details;
+    this.hint = options.hint === undefined ? spec.hint : bounded(options.hint, MAX_ERROR_TEXT);
+    this.details = boundedDetails(options.details);
     this.retryUrl = options.retryUrl;
     this.retryAfterSeconds = options.retryAfterSeconds;
   }

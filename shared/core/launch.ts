@@ -6,7 +6,7 @@ import type { CoreDeps } from './deps.js';
 import { discoverCached } from './discovery.js';
 import { SmartError } from './errors.js';
 import { verifyIdToken } from './id-token.js';
-import { bindingMatches, validBindingSecret } from './binding.js';
+import { validBindingSecret } from './binding.js';
 import { singleParam, type Query } from './query.js';
 import {
   bindingHash,
@@ -16,6 +16,7 @@ import {
   sessionKey,
   TransactionSecretsSchema,
   transactionKey,
+  transactionSealKey,
   UNBOUND,
   type SessionSecrets,
   type TransactionSecrets,
@@ -83,7 +84,8 @@ export async function startLaunch(query: Query, cookieSecret: string | undefined
 
   const key = transactionKey(state);
   const sesKey = sessionKey(sessionId);
-  const dataKey = await deps.keyRing.generateDataKey(encryptionContext(config, sesKey));
+  // No key-ring call for an anonymous launch (a flood costs no KMS money); the session's own data
+  // key is generated at the callback, once the EHR has issued a code.
   const secrets: TransactionSecrets = {
     v: 1,
     sessionId,
@@ -99,8 +101,8 @@ export async function startLaunch(query: Query, cookieSecret: string | undefined
     sessionKey: sesKey,
     bindingHash: bindingSecret === undefined ? UNBOUND : bindingHash(bindingSecret),
     endpoints: smart.endpoints,
-    wrappedKey: dataKey.wrapped,
-    sealed: sealJson(dataKey.plaintext, secrets, key, random),
+    wrappedKey: new Uint8Array(0),
+    sealed: sealJson(transactionSealKey(config, state), secrets, key, random),
     createdAt: now,
     expiresAt: now + config.session.transactionMinutes * 60,
   });
@@ -140,13 +142,18 @@ export async function completeCallback(query: Query, cookieSecret: string | unde
   if (code === undefined && error === undefined) throw new SmartError('CALLBACK_INVALID', 'the sign-in response has neither "code" nor "error"');
 
   const now = clock.now();
-  const txn = await deps.store.takeTransaction(transactionKey(state), Math.floor(now / 1000));
-  if (!txn) throw new SmartError('STATE_UNKNOWN', '"state" does not match a pending launch (already used, expired, or never issued)');
+  // The binding is checked by the consuming write itself: a callback from another browser (or from
+  // someone who only learnt the `state`) leaves the pending launch intact for its own browser.
+  const cookieBinding = validBindingSecret(cookieSecret);
+  const acceptable = cookieBinding === undefined ? [UNBOUND] : [bindingHash(cookieBinding), UNBOUND];
+  const taken = await deps.store.takeBoundTransaction(transactionKey(state), Math.floor(now / 1000), acceptable);
+  if (taken.outcome === 'absent') throw new SmartError('STATE_UNKNOWN', '"state" does not match a pending launch (already used, expired, or never issued)');
+  if (taken.outcome === 'not-bound') {
+    throw new SmartError('BROWSER_MISMATCH', 'the sign-in was started in another browser, or its cookie was blocked', { retryUrl: restartUrl(config.publicUrl, taken.iss) });
+  }
+  const txn = taken.record;
   const retry = restartUrl(config.publicUrl, txn.iss);
 
-  if (!bindingMatches(txn.bindingHash, cookieSecret)) {
-    throw new SmartError('BROWSER_MISMATCH', 'the sign-in was started in another browser, or its cookie was blocked', { retryUrl: retry });
-  }
   // RFC 9207 §2.4: compare `iss` with the issuer recorded for this transaction; require it where advertised.
   const expectedIssuer = txn.endpoints.issuer;
   if (iss !== undefined && expectedIssuer !== undefined && iss !== expectedIssuer) {
@@ -168,9 +175,7 @@ export async function completeCallback(query: Query, cookieSecret: string | unde
 
   const issuer = config.issuers.find((candidate) => candidate.iss === txn.iss);
   if (!issuer) throw new SmartError('ISSUER_NOT_ALLOWED', 'the issuer of this launch is no longer configured');
-  const context = encryptionContext(config, txn.sessionKey);
-  const dataKey = await deps.keyRing.decryptDataKey(txn.wrappedKey, context);
-  const secrets = openJson(TransactionSecretsSchema, dataKey, txn.sealed, txn.key);
+  const secrets = openJson(TransactionSecretsSchema, transactionSealKey(config, state), txn.sealed, txn.key);
 
   const withRetry = (e: unknown) => {
     throw e instanceof SmartError ? new SmartError(e.code, e.message, { cause: e.cause, hint: e.hint, retryUrl: retry, details: e.details ?? {} }) : e;
@@ -218,12 +223,14 @@ export async function completeCallback(query: Query, cookieSecret: string | unde
     },
   };
   const createdAt = Math.floor(clock.now() / 1000);
+  // The session's data key: the one key-ring call of a sign-in (invariant 6: its context names the record).
+  const dataKey = await deps.keyRing.generateDataKey(encryptionContext(config, txn.sessionKey));
   const record: SessionRecord = {
     key: txn.sessionKey,
     iss: txn.iss,
     bindingHash: txn.bindingHash,
     endpoints: txn.endpoints,
-    wrappedKey: txn.wrappedKey,
+    wrappedKey: dataKey.wrapped,
     sealed: new Uint8Array(0), // sealed below, once the patient check has run
     createdAt,
     expiresAt: sessionExpiresAt(config, createdAt, session.accessTokenExpiresAt),
@@ -231,11 +238,11 @@ export async function completeCallback(query: Query, cookieSecret: string | unde
   };
   // Read the launch's patient once through the new grant, so a launch whose patient cannot be read
   // ends here on a clear page instead of in an app that renders nothing.
-  const access = await verifyPatientAccess({ sessionId: secrets.sessionId, record, secrets: session, dataKey }, deps).catch((e: unknown) => {
+  const access = await verifyPatientAccess({ sessionId: secrets.sessionId, record, secrets: session, dataKey: dataKey.plaintext }, deps).catch((e: unknown) => {
     throw e instanceof SmartError ? new SmartError(e.code, e.message, { cause: e.cause, retryUrl: retry, details: e.details ?? {} }) : e;
   });
   const verified: SessionSecrets = { ...session, context: { ...session.context, patientAccess: access.status } };
-  await deps.store.putSession({ ...record, sealed: sealJson(dataKey, verified, txn.sessionKey, random) });
+  await deps.store.putSession({ ...record, sealed: sealJson(dataKey.plaintext, verified, txn.sessionKey, random) });
   const appUrl = `${config.app.url}#session=${secrets.sessionId}`;
   const signedIn = { iss: txn.iss, clientId: issuer.clientId, fhirUser, patient: tokens.patient, launchMode: session.launchMode };
   return { sessionId: secrets.sessionId, appUrl, bindingSecret: validBindingSecret(cookieSecret), signedIn };

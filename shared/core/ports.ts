@@ -120,6 +120,12 @@ export interface TransactionRecord extends StoredRecord {
   readonly sessionKey: string;
 }
 
+/** What `takeBoundTransaction` found: the record (now consumed), one bound to another browser (left intact), or none. */
+export type TakeTransactionResult =
+  | { readonly outcome: 'taken'; readonly record: TransactionRecord }
+  | { readonly outcome: 'not-bound'; readonly iss: string }
+  | { readonly outcome: 'absent' };
+
 /** A signed-in launch. Stored under `ses#<hash of session id>`; tokens and context are inside `sealed`. */
 export interface SessionRecord extends StoredRecord {
   /** Incremented on every rewrite; conditional updates compare it. */
@@ -158,6 +164,12 @@ export interface SessionStore {
   putTransaction(record: TransactionRecord): Promise<void>;
   /** Atomically deletes and returns the transaction; `undefined` when absent, taken or expired. */
   takeTransaction(key: string, nowSeconds: number): Promise<TransactionRecord | undefined>;
+  /**
+   * Deletes and returns the transaction only when its binding hash is one of `bindingHashes` (one
+   * conditional write). A transaction bound to another browser is left as it is (`not-bound`): who
+   * learns a `state` cannot burn the launch of the browser it belongs to.
+   */
+  takeBoundTransaction(key: string, nowSeconds: number, bindingHashes: readonly string[]): Promise<TakeTransactionResult>;
   /** Writes a new session; never overwrites one. */
   putSession(record: SessionRecord): Promise<void>;
   getSession(key: string, nowSeconds: number): Promise<SessionRecord | undefined>;

@@ -1,7 +1,7 @@
 import { proxyOptionsOf, type ProxyOptions, type WriteInteraction } from '../config/schema.js';
 import { timeoutSignal } from './clock.js';
 import type { CoreDeps } from './deps.js';
-import { SmartError } from './errors.js';
+import { bounded, SmartError } from './errors.js';
 import type { Query } from './query.js';
 import { decideScopes, otherPatientTarget, parseGrantedScopes, type Permission } from './scopes.js';
 import type { OpenSession } from './session.js';
@@ -31,7 +31,11 @@ const MAX_PATH_LENGTH = 2048;
 const QUERY_LITERAL = /%(2C|7C|3A|2F|24|40)/g;
 const QUERY_LITERALS: Readonly<Record<string, string>> = { '2C': ',', '7C': '|', '3A': ':', '2F': '/', '24': '$', '40': '@' };
 
+/** A UTF-16 surrogate without its pair: no URL can carry it (encodeURIComponent throws URIError). */
+const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
+
 function encodeQueryPart(value: string): string {
+  if (LONE_SURROGATE.test(value)) throw new SmartError('PROXY_REQUEST_INVALID', 'the query string is not well-formed Unicode');
   return encodeURIComponent(value).replace(QUERY_LITERAL, (_, hex: string) => QUERY_LITERALS[hex] as string);
 }
 
@@ -367,7 +371,7 @@ function checkBody(kind: FhirInteraction, request: ProxyRequest, contentType: st
       throw new SmartError('PROXY_REQUEST_INVALID', `a ${kind.write} body must be a FHIR resource (a JSON object with resourceType)`);
     }
     if (resource.resourceType !== kind.resourceType) {
-      throw new SmartError('PROXY_REQUEST_INVALID', `the body is a ${resource.resourceType}, but the path names ${kind.resourceType ?? 'no type'}`);
+      throw new SmartError('PROXY_REQUEST_INVALID', `the body is a ${bounded(resource.resourceType)}, but the path names ${kind.resourceType ?? 'no type'}`);
     }
     if (kind.write === 'update' && kind.pathId !== undefined && resource.id !== undefined && resource.id !== kind.pathId) {
       throw new SmartError('PROXY_REQUEST_INVALID', 'the id in the body differs from the id in the path');
@@ -457,23 +461,51 @@ export function rewriteLocation(value: string, upstreamBase: string, proxyBase: 
 }
 
 /**
- * Cache-Control as the EHR sent it, but never cacheable by a shared cache: the URL carries a session
- * id, and a shared cache would answer it without the binding cookie (invariant 2).
+ * Every proxied answer is kept out of every cache (SMART-TOKEN-08): it is patient data under a URL
+ * that carries a session id, and after logout a shared clinical workstation must not serve it again
+ * from the browser's HTTP cache. The EHR's own Cache-Control is therefore never forwarded.
  */
-function privateCacheControl(value: string): string {
-  const directives = value
-    .split(',')
-    .map((d) => d.trim())
-    .filter((d) => d !== '' && !/^(public|s-maxage\s*=.*|proxy-revalidate)$/i.test(d));
-  if (directives.some((d) => /^(no-store|private)$/i.test(d))) return directives.join(', ');
-  return ['private', ...directives].join(', ');
+export const PROXY_CACHE_CONTROL = 'no-store';
+
+/**
+ * The EHR's content is data, never an active document of the API's origin: `sandbox` gives any
+ * document the browser renders from a proxied answer a unique opaque origin with scripts, forms,
+ * plugins and popups off, and `default-src 'none'` lets it load nothing (so it cannot read the
+ * binding cookie, the session or anything else of this origin).
+ */
+export const PROXY_CSP = "sandbox; default-src 'none'; base-uri 'none'; form-action 'none'";
+
+/**
+ * Types a browser renders as an active document (script, markup that may embed script, style
+ * sheets that may exfiltrate): HTML, XHTML, SVG, any XML (XHTML-namespaced elements run script in
+ * an XML document), XSLT, JavaScript, and `multipart/x-mixed-replace`. A navigation to one of them
+ * downloads it (`Content-Disposition: attachment`) instead of rendering it; `fetch` and XHR, which
+ * FHIR clients use, ignore the header and get the bytes unchanged.
+ */
+const ACTIVE_TYPE = /^\s*(text\/html|application\/xhtml\+xml|image\/svg\+xml|text\/xml|application\/xml|application\/[\w.+-]*\+xml|text\/xsl|application\/xslt\+xml|text\/(javascript|ecmascript|jscript|livescript)|application\/(x-)?(javascript|ecmascript)|text\/css|multipart\/)/i;
+
+/** True when a browser would render a body of this Content-Type (or of none, or an unparsable one) as active content. */
+export function isActiveContentType(contentType: string | undefined): boolean {
+  if (contentType === undefined || contentType.trim() === '') return true;
+  if (!/^\s*[\w.+-]+\/[\w.+-]+\s*(;|$)/.test(contentType)) return true;
+  return ACTIVE_TYPE.test(contentType);
+}
+
+/** Headers that neutralise the EHR's content on the API's origin (see `PROXY_CSP`, `isActiveContentType`). */
+export function neutralisingHeaders(contentType: string | undefined): Record<string, string> {
+  return {
+    'cache-control': PROXY_CACHE_CONTROL,
+    'content-security-policy': PROXY_CSP,
+    'x-content-type-options': 'nosniff',
+    ...(isActiveContentType(contentType) ? { 'content-disposition': 'attachment' } : {}),
+  };
 }
 
 function responseHeaders(response: Response, upstreamBase: string, proxyBase: string): Record<string, string> {
   const out: Record<string, string> = {};
   for (const name of FORWARDED_RESPONSE_HEADERS) {
     const value = response.headers.get(name);
-    if (value !== null) out[name] = name === 'cache-control' ? privateCacheControl(value) : value;
+    if (value !== null && name !== 'cache-control') out[name] = value;
   }
   for (const name of LOCATION_HEADERS) {
     const value = response.headers.get(name);
@@ -485,7 +517,7 @@ function responseHeaders(response: Response, upstreamBase: string, proxyBase: st
   // cannot decode reaches us still encoded, and is labelled as such.
   const coding = response.headers.get('content-encoding');
   if (coding !== null && !coding.split(',').every((c) => DECODED_CODINGS.has(c.trim().toLowerCase()))) out['content-encoding'] = coding;
-  return out;
+  return { ...out, ...neutralisingHeaders(out['content-type']) };
 }
 
 function isAbort(cause: unknown): boolean {

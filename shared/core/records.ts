@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import type { Config } from '../config/schema.js';
+import { hkdfSync } from 'node:crypto';
 import { open, seal, sha256Base64url } from './crypto.js';
 import { SmartError } from './errors.js';
 import type { EncryptionContext, Random } from './ports.js';
@@ -20,6 +21,16 @@ export const bindingHash = (bindingSecret: string) => `b#${sha256Base64url(bindi
  */
 export function encryptionContext(config: Config, key: string): EncryptionContext {
   return { service: 'smart-launch', customer: config.customer, session: key };
+}
+
+/**
+ * The key that seals a pending launch's secrets: derived (HKDF-SHA256) from its `state`, which is
+ * 256 random bits that the record only holds as a hash. An anonymous `GET /launch` therefore costs no
+ * key-ring (KMS) call at all, and the table alone does not open a transaction: opening one takes the
+ * `state` that the callback presents, and the callback consumes it once.
+ */
+export function transactionSealKey(config: Config, state: string): Uint8Array {
+  return new Uint8Array(hkdfSync('sha256', Buffer.from(state, 'utf8'), Buffer.from('smart-launch transaction', 'utf8'), Buffer.from(config.customer, 'utf8'), 32));
 }
 
 /** Secrets of a pending launch, sealed inside the transaction record. */

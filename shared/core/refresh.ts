@@ -5,7 +5,7 @@ import type { CoreDeps } from './deps.js';
 import { SmartError } from './errors.js';
 import { verifyIdToken } from './id-token.js';
 import { SessionSecretsSchema, openJson, sealJson, type LaunchContext, type SessionSecrets } from './records.js';
-import type { OpenSession } from './session.js';
+import { sessionNotOpen, type OpenSession } from './session.js';
 import { authenticatedTokenRequest, callTokenEndpoint, DEFAULT_EXPIRES_IN_SECONDS, type TokenResponse } from './token.js';
 
 /**
@@ -69,6 +69,19 @@ export function refreshedSecrets(previous: SessionSecrets, tokens: TokenResponse
   };
 }
 
+/**
+ * How long before expiry a token counts as due for renewal: the configured skew, but never more than
+ * a quarter of the token's whole lifetime. A token shorter than the skew (some EHRs issue one- or
+ * two-minute tokens) would otherwise be due again the moment it is issued, and a request arriving
+ * just after a refresh would start another (invariant 8: one refresh per expiry, for any lifetime).
+ */
+export function refreshSkewMs(config: Config, secrets: Pick<SessionSecrets, 'accessTokenExpiresAt' | 'obtainedAt'>): number {
+  const configured = config.session.refreshSkewSeconds * 1000;
+  if (secrets.obtainedAt === undefined) return configured;
+  const lifetime = Math.max(0, secrets.accessTokenExpiresAt - secrets.obtainedAt);
+  return Math.min(configured, Math.floor(lifetime / 4));
+}
+
 const FIRST_BACKOFF_MS = 25;
 /** What a waiter tells its client when the lease holder's refresh failed. */
 const WAITER_RETRY_AFTER_SECONDS = 5;
@@ -89,14 +102,14 @@ export async function ensureFreshSession(
 ): Promise<OpenSession> {
   const { secrets } = session;
   const now = deps.clock.now();
-  if (!options.force && secrets.accessTokenExpiresAt - now > deps.config.session.refreshSkewSeconds * 1000) return session;
+  if (!options.force && secrets.accessTokenExpiresAt - now > refreshSkewMs(deps.config, secrets)) return session;
   // A token obtained after this request began is as fresh as forcing would make it: requests of one
   // storm that read the session just after its refresh completed use it instead of renewing again.
   if (options.force && options.requestStartedAt !== undefined && (secrets.obtainedAt ?? 0) >= options.requestStartedAt) return session;
   if (secrets.refreshToken === undefined) {
     // "Can refresh" is the presence of a refresh token, not offline_access in the scope (SMART-SCOPE-12).
     if (options.force || secrets.accessTokenExpiresAt <= now) {
-      throw new SmartError('TOKEN_EXPIRED', 'the access token expired and there is no refresh token');
+      throw sessionNotOpen('token-expired');
     }
     return session;
   }
@@ -129,7 +142,7 @@ async function refreshSingleFlight(session: OpenSession, deps: CoreDeps): Promis
       await clock.sleep(backoff);
       backoff = Math.min(backoff * 2, MAX_BACKOFF_MS);
       const record = await store.getSession(current.record.key, Math.floor(clock.now() / 1000));
-      if (!record) throw new SmartError('REFRESH_REJECTED', 'the session ended while its tokens were being renewed');
+      if (!record) throw sessionNotOpen('ended-during-refresh');
       if (record.revision > current.record.revision) {
         // Same session, same data key: no key ring call needed to open the new tokens.
         const secrets = openJson(SessionSecretsSchema, current.dataKey, record.sealed, record.key);
@@ -156,7 +169,7 @@ async function refreshHoldingLease(session: OpenSession, leaseId: string, deps: 
   const issuer = config.issuers.find((candidate) => candidate.iss === record.iss);
   if (!issuer) {
     await release();
-    throw new SmartError('REFRESH_REJECTED', 'the issuer of this session is no longer configured');
+    throw sessionNotOpen('issuer-removed');
   }
   let tokens: TokenResponse;
   try {
@@ -172,7 +185,8 @@ async function refreshHoldingLease(session: OpenSession, leaseId: string, deps: 
       // invalid_grant (revoked, expired, reused) and friends: renewal is impossible. End the session
       // so every later request gets the same single answer instead of retrying.
       await store.deleteSession(record.key);
-      throw new SmartError('REFRESH_REJECTED', 'the EHR refused to renew the session\'s tokens', { cause: error, details: error.details ?? {} });
+      const ended = sessionNotOpen('refresh-refused', error);
+      throw new SmartError(ended.code, ended.message, { cause: error, details: { ...(error.details ?? {}), ...ended.details } });
     }
     await release();
     if (error instanceof SmartError && error.code === 'TOKEN_ENDPOINT_UNAVAILABLE') {

@@ -286,6 +286,9 @@ export function otherPatientTarget(targets: PatientTargets, patientId: string, f
   if (targets.pathType === 'Patient' && targets.pathId !== undefined && targets.pathId !== patientId) {
     return 'the path names another Patient';
   }
+  // A system-level search (`[base]?…`, `[base]/_search`) reaches Patient when `_type` names it or is absent.
+  const types = targets.params.filter(([name]) => name === '_type').flatMap(([, value]) => value.split(',').map((t) => t.trim()));
+  const systemSearchReachesPatient = targets.pathType === undefined && (types.length === 0 || types.includes('Patient'));
   for (const [name, value] of targets.params) {
     if (name.includes('.')) continue;
     const [code, modifier, ...rest] = name.split(':');
@@ -295,7 +298,7 @@ export function otherPatientTarget(targets: PatientTargets, patientId: string, f
       // `patient` only ever targets Patient; a bare id on `subject` is read as a Patient id too (a
       // Group or Device is always written with its type).
       bareIdIsPatient = true;
-    } else if (code === '_id' && modifier === undefined && targets.pathType === 'Patient' && targets.pathId === undefined) {
+    } else if (code === '_id' && modifier === undefined && ((targets.pathType === 'Patient' && targets.pathId === undefined) || systemSearchReachesPatient)) {
       bareIdIsPatient = true;
     } else {
       continue;

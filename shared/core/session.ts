@@ -25,6 +25,17 @@ export function checkSessionId(sessionId: string | undefined): string {
   return sessionId;
 }
 
+/** Why a session is not open, for the log only: the answer is the same `SESSION_NOT_OPEN` whatever it is. */
+export type NotOpenReason = 'unknown-or-expired' | 'not-bound' | 'refresh-refused' | 'ended-during-refresh' | 'issuer-removed' | 'token-expired';
+
+/** The single "sign in again" error of every `/sessions/{id}/…` route (same message whatever the reason). */
+export function sessionNotOpen(reason: NotOpenReason, cause?: unknown): SmartError {
+  return new SmartError('SESSION_NOT_OPEN', 'no session with this id is open in this browser', {
+    details: { notOpen: reason },
+    ...(cause !== undefined ? { cause } : {}),
+  });
+}
+
 /**
  * Loads a session for a request: it must exist, be unexpired, and be bound to this browser's cookie
  * (a session id alone, copied elsewhere, opens nothing). The binding is checked before any KMS call.
@@ -33,10 +44,8 @@ export async function openSession(sessionIdParam: string | undefined, cookieSecr
   const sessionId = checkSessionId(sessionIdParam);
   const key = sessionKey(sessionId);
   const record = await deps.store.getSession(key, Math.floor(deps.clock.now() / 1000));
-  if (!record) throw new SmartError('SESSION_NOT_FOUND', 'no active session has this id (it may have ended or expired)');
-  if (!bindingMatches(record.bindingHash, cookieSecret)) {
-    throw new SmartError('SESSION_NOT_BOUND', 'the session is not bound to this browser');
-  }
+  if (!record) throw sessionNotOpen('unknown-or-expired');
+  if (!bindingMatches(record.bindingHash, cookieSecret)) throw sessionNotOpen('not-bound');
   const dataKey = await deps.keyRing.decryptDataKey(record.wrappedKey, encryptionContext(deps.config, key));
   const secrets = openJson(SessionSecretsSchema, dataKey, record.sealed, key);
   return { sessionId, record, secrets, dataKey };

@@ -25,8 +25,20 @@ const FhirContextItem = z.union([
     }),
 ]);
 
+/**
+ * The longest access-token lifetime taken from an EHR: 24 hours. SMART access tokens live minutes to
+ * an hour; a larger `expires_in` (up to 2^53-1, or digits beyond any float) is clamped to this, so
+ * an EHR's number can never overflow a date, switch off proactive refresh or outlast the idle
+ * timeout by more than a day. Zero, negative, fractional and non-numeric values are refused
+ * (TOKEN_RESPONSE_INVALID).
+ */
+export const MAX_EXPIRES_IN_SECONDS = 24 * 60 * 60;
+
 const ExpiresIn = z.preprocess(
-  (value) => (typeof value === 'string' && /^\d+$/.test(value) ? Number(value) : value),
+  (value) => {
+    const number = typeof value === 'string' && /^\d{1,400}$/.test(value) ? Number(value) : value;
+    return typeof number === 'number' && number > MAX_EXPIRES_IN_SECONDS && (Number.isInteger(number) || number === Number.POSITIVE_INFINITY) ? MAX_EXPIRES_IN_SECONDS : number;
+  },
   z.number().int().positive(),
 );
 

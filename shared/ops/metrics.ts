@@ -3,7 +3,7 @@ import type { MiddlewareObj } from '@middy/core';
 import type { Config } from '../config/schema.js';
 import { toSmartError } from '../core/errors.js';
 import type { ApiEvent, ApiResult } from '../http/api-event.js';
-import { auditFactsOf, auditActionsOf, waitedForRefresh } from '../audit/trail.js';
+import { auditFactsOf, auditActionsOf, outcomeOf, waitedForRefresh } from '../audit/trail.js';
 
 /**
  * Operational metrics (CloudWatch embedded metric format through Powertools Metrics), per issuer:
@@ -59,7 +59,7 @@ export function metricPoints(input: {
   const { group, event, config, status } = input;
   const facts = auditFactsOf(event);
   const code = input.error === undefined ? undefined : toSmartError(input.error);
-  const outcome = code?.code ?? 'success';
+  const outcome = code === undefined ? 'success' : outcomeOf(code);
   // A failed callback knows its issuer only through the restart link it offers.
   const retryIss = code?.retryUrl === undefined ? undefined : (new URL(code.retryUrl).searchParams.get('iss') ?? undefined);
   const queryIss = event.queryStringParameters?.iss ?? undefined;
@@ -93,10 +93,10 @@ export function metricPoints(input: {
     case 'sessions': {
       if (event.httpMethod === 'POST' && event.resource === '/sessions/{id}/refresh' && !waitedForRefresh(event)) {
         points.push(count('Refreshes', { Issuer, Outcome: outcome }));
-        if (code === undefined || TOKEN_ENDPOINT_CODES.has(code.code) || code.code === 'REFRESH_REJECTED' || code.code === 'REFRESH_UNAVAILABLE') {
+        if (code === undefined || TOKEN_ENDPOINT_CODES.has(code.code) || outcome === 'REFRESH_REJECTED' || code.code === 'REFRESH_UNAVAILABLE') {
           points.push(count('TokenRequests', { Issuer, Grant: 'refresh_token', Outcome: outcome }));
         }
-        if (code?.code === 'REFRESH_REJECTED') points.push(count('SessionEnds', { Issuer, Cause: 'refresh-rejected' }));
+        if (outcome === 'REFRESH_REJECTED') points.push(count('SessionEnds', { Issuer, Cause: 'refresh-rejected' }));
       }
       if (event.httpMethod === 'POST' && event.resource === '/sessions/{id}/logout' && code === undefined) {
         points.push(count('SessionEnds', { Issuer, Cause: 'logout' }));

@@ -447,6 +447,39 @@ describe('DynamoSessionStore (against dynalite)', () => {
     expect(taken?.sealed.byteLength).toBe(taken?.sealed.buffer.byteLength);
   });
 
+  describe('takeBoundTransaction', () => {
+    it('takes a transaction without a wrapped key (a launch makes no KMS call) for its own browser, once', async () => {
+      const record = transaction({ wrappedKey: new Uint8Array(0) });
+      await store.putTransaction(record);
+
+      const taken = await store.takeBoundTransaction(record.key, NOW, [record.bindingHash, 'unbound']);
+      const again = await store.takeBoundTransaction(record.key, NOW, [record.bindingHash, 'unbound']);
+
+      expect(taken).toEqual({ outcome: 'taken', record });
+      expect(again).toEqual({ outcome: 'absent' });
+    });
+
+    it('leaves a transaction bound to another browser in place and says so', async () => {
+      const record = transaction();
+      await store.putTransaction(record);
+
+      const foreign = await store.takeBoundTransaction(record.key, NOW, ['b#another-browser', 'unbound']);
+      const own = await store.takeBoundTransaction(record.key, NOW, [record.bindingHash]);
+
+      expect(foreign).toEqual({ outcome: 'not-bound', iss: record.iss });
+      expect(own).toEqual({ outcome: 'taken', record });
+    });
+
+    it('answers absent for an unknown key and for an expired transaction', async () => {
+      const expired = transaction({ expiresAt: NOW });
+      await store.putTransaction(expired);
+
+      expect(await store.takeBoundTransaction('txn#never', NOW, ['unbound'])).toEqual({ outcome: 'absent' });
+      expect(await store.takeBoundTransaction(expired.key, NOW, ['b#another-browser'])).toEqual({ outcome: 'absent' });
+      expect(await store.takeBoundTransaction(expired.key, NOW, [expired.bindingHash])).toEqual({ outcome: 'absent' });
+    });
+  });
+
   it('returns undefined when a transaction is taken a second time', async () => {
     // Arrange
     const record = transaction();

@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { completeCallback, startLaunch } from '../../shared/core/launch.js';
 import { restartUrl } from '../../shared/core/urls.js';
 import type { Query } from '../../shared/core/query.js';
-import { OPAQUE_ID, UNBOUND } from '../../shared/core/records.js';
+import { OPAQUE_ID, openJson, TransactionSecretsSchema, transactionSealKey, UNBOUND } from '../../shared/core/records.js';
 import { openSession } from '../../shared/core/session.js';
 import { deps, APP_URL, PUBLIC_URL, sampleConfig, sampleIssuer } from '../fakes/deps.js';
 import { EHR_CLIENT_SECRET, query } from '../fakes/fake-ehr.js';
@@ -380,8 +380,23 @@ describe('startLaunch and completeCallback', () => {
         retryUrl: restartUrl(PUBLIC_URL, h.ehr.fhirBase),
       });
       expect(h.ehr.tokenRequests()).toEqual([]);
-      expect(h.deps.store.records()).toEqual([]);
+      expect(h.deps.store.sessions()).toEqual([]);
     });
+
+    it.each([['another browser', OTHER_BROWSER], ['no cookie', undefined], ['a malformed cookie', 'garbage']])(
+      'leaves the pending launch intact when %s presents its state: the browser it belongs to still signs in (SMART-CB-07, invariant 4)',
+      async (_who, cookie) => {
+        const h = await harness();
+        const { authorization, cookie: owner } = await startAndAuthorize(h);
+        const pending = h.deps.store.records();
+
+        await expect(completeCallback(authorization.callbackQuery, cookie, h.deps)).rejects.toMatchObject({ code: 'BROWSER_MISMATCH' });
+        expect(h.deps.store.records()).toEqual(pending);
+
+        await expect(completeCallback(authorization.callbackQuery, owner, h.deps)).resolves.toMatchObject({ sessionId: expect.stringMatching(OPAQUE_ID) });
+        expect(h.deps.store.sessions()).toHaveLength(1);
+      },
+    );
 
     it.each([['no cookie', undefined], ['a malformed cookie', 'not-a-binding-secret']])(
       'refuses a callback with %s with BROWSER_MISMATCH (SMART-CB-07)',
@@ -587,17 +602,28 @@ describe('startLaunch and completeCallback', () => {
   });
 
   describe('key ring use (docs/design.md §5 budget, invariant 6)', () => {
-    it('makes one GenerateDataKey per sign-in and one decrypt at the callback', async () => {
+    it('makes no key-ring call for an anonymous launch, and one GenerateDataKey (no decrypt) at the callback', async () => {
       const h = await harness();
 
       const launch = await startLaunch(ehrLaunchQuery(h.ehr), undefined, h.deps);
-      expect(h.deps.keyRing.generateCalls).toBe(1);
+      expect(h.deps.keyRing.generateCalls).toBe(0);
       expect(h.deps.keyRing.decryptCalls).toBe(0);
       const authorization = h.ehr.authorize(launch.authorizeUrl);
       await completeCallback(authorization.callbackQuery, launch.bindingSecret, h.deps);
 
       expect(h.deps.keyRing.generateCalls).toBe(1);
-      expect(h.deps.keyRing.decryptCalls).toBe(1);
+      expect(h.deps.keyRing.decryptCalls).toBe(0);
+    });
+
+    it('stores a pending launch with no wrapped key, its secrets opening only with its state (invariant 1)', async () => {
+      const h = await harness();
+      const launch = await startLaunch(ehrLaunchQuery(h.ehr), undefined, h.deps);
+      const state = new URL(launch.authorizeUrl).searchParams.get('state')!;
+      const [txn] = h.deps.store.transactions();
+
+      expect(txn?.wrappedKey).toEqual(new Uint8Array(0));
+      expect(openJson(TransactionSecretsSchema, transactionSealKey(h.deps.config, state), txn!.sealed, txn!.key)).toMatchObject({ v: 1 });
+      expect(() => openJson(TransactionSecretsSchema, transactionSealKey(h.deps.config, 'A'.repeat(43)), txn!.sealed, txn!.key)).toThrow(/sealed data/);
     });
 
     it('names the customer and the session record in the encryption context (AWS-02)', async () => {

@@ -37,7 +37,7 @@ const open = (s: SignedIn) => openSession(s.sessionId, s.cookie, s.deps);
 
 async function expectEnded(s: SignedIn): Promise<void> {
   expect(s.deps.store.sessions().find((record) => record.key === s.key)).toBeUndefined();
-  await expect(open(s)).rejects.toMatchObject({ code: 'SESSION_NOT_FOUND', status: 404 });
+  await expect(open(s)).rejects.toMatchObject({ code: 'SESSION_NOT_OPEN', status: 401 });
 }
 
 describe('endSession (POST /sessions/{id}/logout)', () => {
@@ -198,7 +198,7 @@ describe('endSession (POST /sessions/{id}/logout)', () => {
     // Assert: even once its access token expired, the stale session has nothing to refresh.
     expect(outcome.revocation).toBe('failed');
     s.deps.clock.advance(session.secrets.accessTokenExpiresAt - s.deps.clock.now() + 1);
-    await expect(ensureFreshSession(session, s.deps)).rejects.toMatchObject({ code: 'REFRESH_REJECTED', status: 401 });
+    await expect(ensureFreshSession(session, s.deps)).rejects.toMatchObject({ code: 'SESSION_NOT_OPEN', status: 401 });
     expect(refreshCalls).toBe(0);
     await expectEnded(s);
   });

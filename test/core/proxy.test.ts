@@ -499,6 +499,18 @@ describe('forwardFhirRequest: bodies and writes', () => {
     expect(h.ehr.requests).toEqual([]);
   });
 
+  it.each([
+    ['_type=Patient&_id', '_type=Patient&_id=someone-else'],
+    ['_type=Observation,Patient&_id', '_type=Observation%2CPatient&_id=someone-else'],
+    ['_id without _type', '_id=someone-else'],
+  ] as const)('refuses a system POST _search with %s of another patient on a patient-level session, contacting nothing (BFF-16)', async (_what, form) => {
+    const { h, session } = await proxySetup();
+    const { seen, deps } = capturing(h);
+    const request = withBody('POST', '_search', form, { 'content-type': 'application/x-www-form-urlencoded' });
+    await expect(forwardFhirRequest(session, request, deps)).rejects.toMatchObject({ code: 'PATIENT_MISMATCH', status: 403 });
+    expect(seen).toHaveLength(0);
+  });
+
   it('forwards a POST _search form body and checks its parameters like a query (patient confinement)', async () => {
     const { h, session } = await proxySetup();
     const { seen, deps } = capturing(h);
@@ -723,7 +735,7 @@ describe('forwardFhirRequest: token renewal (SMART-FHIR-04)', () => {
 });
 
 describe('forwardFhirRequest: responses', () => {
-  it('drops upstream set-cookie and unknown headers, passing content-type, etag, last-modified, cache-control and retry-after back', async () => {
+  it('drops upstream set-cookie, cache-control and unknown headers, passing content-type, etag, last-modified and retry-after back', async () => {
     const { h, session } = await proxySetup();
     h.ehr.fhirAnswer = () =>
       new Response(JSON.stringify({ resourceType: 'Patient', id: PATIENT }), {
@@ -732,12 +744,14 @@ describe('forwardFhirRequest: responses', () => {
           'content-type': 'application/fhir+json',
           etag: 'W/"2"',
           'last-modified': 'Wed, 21 Oct 2015 07:28:00 GMT',
-          'cache-control': 'no-store',
+          'cache-control': 'public, max-age=86400',
           'retry-after': '3',
           'set-cookie': 'EHRSESSION=abc; Path=/; HttpOnly',
           'x-internal-node': 'ehr-7',
           'www-authenticate': 'Bearer realm="ehr"',
           'access-control-allow-origin': '*',
+          'content-disposition': 'inline',
+          'content-security-policy': "script-src 'unsafe-inline'",
         },
       });
 
@@ -748,20 +762,56 @@ describe('forwardFhirRequest: responses', () => {
       etag: 'W/"2"',
       'last-modified': 'Wed, 21 Oct 2015 07:28:00 GMT',
       'cache-control': 'no-store',
+      'content-security-policy': "sandbox; default-src 'none'; base-uri 'none'; form-action 'none'",
+      'x-content-type-options': 'nosniff',
       'retry-after': '3',
     });
   });
 
   it.each([
-    ['public, max-age=300', 'private, max-age=300'],
-    ['max-age=60, s-maxage=600', 'private, max-age=60'],
-    ['private, max-age=60', 'private, max-age=60'],
-    ['no-cache', 'private, no-cache'],
-  ])('never lets a shared cache keep an answer: Cache-Control %s becomes %s (invariant 2)', async (upstream, expected) => {
+    'public, max-age=86400',
+    'max-age=60, s-maxage=600',
+    'private, max-age=60',
+    'no-cache',
+    'immutable',
+  ])('keeps patient data out of every cache, also after logout: Cache-Control %s becomes no-store (SMART-TOKEN-08)', async (upstream) => {
     const { h, session } = await proxySetup();
     h.ehr.fhirAnswer = () => new Response('{}', { headers: { 'content-type': 'application/fhir+json', 'cache-control': upstream } });
     const response = await forwardFhirRequest(session, get(`Patient/${PATIENT}`), h.deps);
-    expect(response.headers['cache-control']).toBe(expected);
+    expect(response.headers['cache-control']).toBe('no-store');
+  });
+
+  it.each([
+    ['text/html; charset=utf-8', true],
+    ['TEXT/HTML', true],
+    ['application/xhtml+xml', true],
+    ['image/svg+xml', true],
+    ['text/xml', true],
+    ['application/xml', true],
+    ['application/fhir+xml', true],
+    ['text/xsl', true],
+    ['application/javascript', true],
+    ['text/javascript', true],
+    ['text/css', true],
+    ['multipart/x-mixed-replace; boundary=x', true],
+    [undefined, true],
+    ['html', true],
+    ['application/fhir+json', false],
+    ['application/json', false],
+    ['application/pdf', false],
+    ['image/png', false],
+    ['text/plain', false],
+    ['application/octet-stream', false],
+  ])('an EHR answer of type %s is sandboxed, and downloaded rather than rendered when active (%s)', async (contentType, active) => {
+    const { h, session } = await proxySetup();
+    h.ehr.fhirAnswer = () =>
+      new Response(new TextEncoder().encode('<svg xmlns="http://www.w3.org/2000/svg"><script>fetch("/")</script></svg>'), {
+        headers: contentType === undefined ? {} : { 'content-type': contentType },
+      });
+    const response = await forwardFhirRequest(session, get('Binary/b1'), h.deps);
+    expect(response.headers['content-security-policy']).toMatch(/^sandbox; default-src 'none'/);
+    expect(response.headers['x-content-type-options']).toBe('nosniff');
+    expect(response.headers['content-disposition']).toBe(active ? 'attachment' : undefined);
   });
 
   it('rewrites Location and Content-Location under the session base to the proxy base and drops others', async () => {

@@ -505,7 +505,7 @@ describe('ensureFreshSession', () => {
   describe('without a refresh token (SMART-SCOPE-12, SMART-REFRESH-01)', () => {
     const noRefreshToken = { tokenResponse: { refresh_token: undefined } };
 
-    it('answers TOKEN_EXPIRED for an expired access token, although offline_access was granted', async () => {
+    it('answers SESSION_NOT_OPEN for an expired access token, although offline_access was granted', async () => {
       // Arrange
       const s = await signedIn(noRefreshToken);
       const calls = answerRefresh(s.ehr);
@@ -517,7 +517,7 @@ describe('ensureFreshSession', () => {
       const error = await caught(ensureFreshSession(session, s.deps));
 
       // Assert
-      expect(error).toMatchObject({ code: 'TOKEN_EXPIRED', status: 401 });
+      expect(error).toMatchObject({ code: 'SESSION_NOT_OPEN', status: 401 });
       expect(calls).toHaveLength(0);
       expect(s.stored()).toEqual(s.signedInRecord);
     });
@@ -537,7 +537,7 @@ describe('ensureFreshSession', () => {
       expect(calls).toHaveLength(0);
     });
 
-    it('answers TOKEN_EXPIRED to a forced refresh', async () => {
+    it('answers SESSION_NOT_OPEN to a forced refresh', async () => {
       // Arrange
       const s = await signedIn(noRefreshToken);
       const calls = answerRefresh(s.ehr);
@@ -546,7 +546,7 @@ describe('ensureFreshSession', () => {
       const error = await caught(ensureFreshSession(await s.open(), s.deps, { force: true }));
 
       // Assert
-      expect(error).toMatchObject({ code: 'TOKEN_EXPIRED', status: 401 });
+      expect(error).toMatchObject({ code: 'SESSION_NOT_OPEN', status: 401 });
       expect(calls).toHaveLength(0);
       expect(s.stored()).toEqual(s.signedInRecord);
     });
@@ -671,7 +671,7 @@ describe('ensureFreshSession', () => {
   });
 
   describe('failures (invariant 8, invariant 9, SMART-TOKEN-11)', () => {
-    it('ends the session on invalid_grant with REFRESH_REJECTED; later requests get SESSION_NOT_FOUND and the EHR is never asked again (SMART-REFRESH-07)', async () => {
+    it('ends the session on invalid_grant with SESSION_NOT_OPEN; later requests get SESSION_NOT_OPEN and the EHR is never asked again (SMART-REFRESH-07)', async () => {
       // Arrange
       const s = await signedIn();
       const calls = answerRefresh(s.ehr, () => json({ error: 'invalid_grant', error_description: 'refresh token revoked' }, 400));
@@ -682,15 +682,15 @@ describe('ensureFreshSession', () => {
       const error = await caught(ensureFreshSession(session, s.deps));
 
       // Assert
-      expect(error).toMatchObject({ code: 'REFRESH_REJECTED', status: 401 });
+      expect(error).toMatchObject({ code: 'SESSION_NOT_OPEN', status: 401 });
       expect(error.details).toMatchObject({ oauthError: 'invalid_grant' });
       expect(s.stored()).toBeUndefined();
-      await expect(s.open()).rejects.toMatchObject({ code: 'SESSION_NOT_FOUND', status: 404 });
-      await expect(ensureFreshSession(session, s.deps)).rejects.toMatchObject({ code: 'REFRESH_REJECTED', status: 401 });
+      await expect(s.open()).rejects.toMatchObject({ code: 'SESSION_NOT_OPEN', status: 401 });
+      await expect(ensureFreshSession(session, s.deps)).rejects.toMatchObject({ code: 'SESSION_NOT_OPEN', status: 401 });
       expect(calls).toHaveLength(1);
     });
 
-    it('answers every request of a storm with REFRESH_REJECTED after a single invalid_grant, the session deleted under the waiters', async () => {
+    it('answers every request of a storm with SESSION_NOT_OPEN after a single invalid_grant, the session deleted under the waiters', async () => {
       // Arrange
       const s = await signedIn();
       const calls = answerRefresh(s.ehr, () => json({ error: 'invalid_grant' }, 400));
@@ -704,7 +704,7 @@ describe('ensureFreshSession', () => {
       expect(calls).toHaveLength(1);
       for (const outcome of outcomes) {
         expect(outcome.status).toBe('rejected');
-        if (outcome.status === 'rejected') expect(outcome.reason).toMatchObject({ code: 'REFRESH_REJECTED', status: 401 });
+        if (outcome.status === 'rejected') expect(outcome.reason).toMatchObject({ code: 'SESSION_NOT_OPEN', status: 401 });
       }
       expect(s.stored()).toBeUndefined();
     });
@@ -841,7 +841,7 @@ describe('ensureFreshSession', () => {
       expect(s.stored()).toEqual(leased);
     });
 
-    it('answers REFRESH_REJECTED to a waiter whose session disappears while it waits', async () => {
+    it('answers SESSION_NOT_OPEN to a waiter whose session disappears while it waits', async () => {
       // Arrange
       const s = await signedIn();
       const calls = answerRefresh(s.ehr);
@@ -856,7 +856,7 @@ describe('ensureFreshSession', () => {
       const error = await caught(waiting);
 
       // Assert
-      expect(error).toMatchObject({ code: 'REFRESH_REJECTED', status: 401 });
+      expect(error).toMatchObject({ code: 'SESSION_NOT_OPEN', status: 401 });
       expect(calls).toHaveLength(0);
     });
   });

@@ -221,6 +221,8 @@ describe('otherPatientTarget: patient-level sessions stay on their patient (BFF-
     ['a chained parameter', 'Observation', undefined, [['subject:Patient.name', 'other']]],
     ['patient:identifier (cannot be checked here)', 'Observation', undefined, [['patient:identifier', 'mrn|1']]],
     ['_id on another type', 'Observation', undefined, [['_id', 'other']]],
+    ['a system search for _id of another type only', undefined, undefined, [['_type', 'Observation'], ['_id', 'other']]],
+    ['a system search for its own patient by _id', undefined, undefined, [['_type', 'Patient'], ['_id', 'pat-1']]],
     ['a versioned reference to its own patient', 'Observation', undefined, [['patient', 'Patient/pat-1/_history/3']]],
   ] as const)('lets %s through', (_what, type, id, params) => {
     expect(check(type, id, params.map(([n, v]) => [n, v]))).toBeUndefined();
@@ -240,6 +242,9 @@ describe('otherPatientTarget: patient-level sessions stay on their patient (BFF-
     ['an OR list with another patient', 'Observation', undefined, [['patient', 'pat-1,pat-2']]],
     ['a repeated parameter naming another', 'Observation', undefined, [['patient', 'pat-1'], ['patient', 'pat-2']]],
     ['Patient?_id={other}', 'Patient', undefined, [['_id', 'pat-2']]],
+    ['a system search _type=Patient&_id={other}', undefined, undefined, [['_type', 'Patient'], ['_id', 'pat-2']]],
+    ['a system search _type=Observation,Patient&_id={other}', undefined, undefined, [['_type', 'Observation,Patient'], ['_id', 'pat-2']]],
+    ['a system search _id={other} without _type (every type)', undefined, undefined, [['_id', 'pat-2']]],
   ] as const)('refuses %s', (_what, type, id, params) => {
     expect(check(type, id, params.map(([n, v]) => [n, v]))).toBeDefined();
   });

@@ -54,28 +54,28 @@ describe('openSession', () => {
     expect(h.deps.keyRing.decryptCalls).toBe(decrypts);
   });
 
-  it('refuses an unknown id with SESSION_NOT_FOUND', async () => {
+  it('refuses an unknown id with SESSION_NOT_OPEN', async () => {
     const { h, cookie } = await signedIn();
 
-    await expect(openSession(unknownId(), cookie, h.deps)).rejects.toMatchObject({ code: 'SESSION_NOT_FOUND', status: 404 });
+    await expect(openSession(unknownId(), cookie, h.deps)).rejects.toMatchObject({ code: 'SESSION_NOT_OPEN', status: 401 });
   });
 
-  it('refuses an expired session with SESSION_NOT_FOUND', async () => {
+  it('refuses an expired session with SESSION_NOT_OPEN', async () => {
     const { h, sessionId, cookie } = await signedIn();
     h.deps.clock.advance(8 * 60 * 60 * 1000);
 
-    await expect(openSession(sessionId, cookie, h.deps)).rejects.toMatchObject({ code: 'SESSION_NOT_FOUND', status: 404 });
+    await expect(openSession(sessionId, cookie, h.deps)).rejects.toMatchObject({ code: 'SESSION_NOT_OPEN', status: 401 });
   });
 
   it.each([
     ['another browser’s cookie', () => randomBytes(32).toString('base64url')],
     ['no cookie', () => undefined],
     ['a malformed cookie', () => 'garbage'],
-  ])('refuses %s with SESSION_NOT_BOUND without calling the key ring (invariant 2)', async (_what, cookie) => {
+  ])('refuses %s with SESSION_NOT_OPEN without calling the key ring (invariant 2)', async (_what, cookie) => {
     const { h, sessionId } = await signedIn();
     const calls = h.deps.keyRing.calls;
 
-    await expect(openSession(sessionId, cookie(), h.deps)).rejects.toMatchObject({ code: 'SESSION_NOT_BOUND', status: 401 });
+    await expect(openSession(sessionId, cookie(), h.deps)).rejects.toMatchObject({ code: 'SESSION_NOT_OPEN', status: 401 });
     expect(h.deps.keyRing.calls).toBe(calls);
   });
 
@@ -85,7 +85,7 @@ describe('openSession', () => {
     const b = await signedIn(h);
 
     expect(a.cookie).not.toBe(b.cookie);
-    await expect(openSession(a.sessionId, b.cookie, h.deps)).rejects.toMatchObject({ code: 'SESSION_NOT_BOUND', status: 401 });
+    await expect(openSession(a.sessionId, b.cookie, h.deps)).rejects.toMatchObject({ code: 'SESSION_NOT_OPEN', status: 401 });
   });
 
   it('refuses a record whose sealed and wrappedKey were copied from another session with VAULT_INTEGRITY (invariant 6)', async () => {

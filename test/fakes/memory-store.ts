@@ -1,5 +1,5 @@
 import { SmartError } from '../../shared/core/errors.js';
-import type { RefreshLease, RefreshResult, SessionRecord, SessionStore, TransactionRecord } from '../../shared/core/ports.js';
+import type { RefreshLease, RefreshResult, SessionRecord, SessionStore, TakeTransactionResult, TransactionRecord } from '../../shared/core/ports.js';
 
 export type StoredRecord =
   | { readonly kind: 'transaction'; readonly record: TransactionRecord }
@@ -29,6 +29,14 @@ export class MemorySessionStore implements SessionStore {
     if (record === undefined) return undefined;
     this.#transactions.delete(key);
     return record.expiresAt > nowSeconds ? copyRecord(record) : undefined;
+  }
+
+  async takeBoundTransaction(key: string, nowSeconds: number, bindingHashes: readonly string[]): Promise<TakeTransactionResult> {
+    const record = this.#transactions.get(key);
+    if (record === undefined) return { outcome: 'absent' };
+    if (!bindingHashes.includes(record.bindingHash)) return record.expiresAt > nowSeconds ? { outcome: 'not-bound', iss: record.iss } : { outcome: 'absent' };
+    this.#transactions.delete(key);
+    return record.expiresAt > nowSeconds ? { outcome: 'taken', record: copyRecord(record) } : { outcome: 'absent' };
   }
 
   async putSession(record: SessionRecord): Promise<void> {

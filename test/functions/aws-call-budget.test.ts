@@ -98,23 +98,55 @@ async function signIn(h: Harness, getDeps: () => Promise<CoreDeps>, callbackDeps
 }
 
 describe('AWS calls per operation (docs/design.md §5)', () => {
-  it('a sign-in costs one GenerateDataKey; the callback in another container one Decrypt; three item writes', async () => {
+  it('an anonymous launch costs one item write and no KMS call', async () => {
+    const h = await harness();
+    const { getDeps } = container(h);
+
+    const launched = await createLaunchHandler(getDeps)(apiEvent({ resource: '/launch', path: '/launch', query: ehrLaunchQuery(h.ehr) as Record<string, string[]> }), lambdaContext);
+
+    expect(launched.statusCode).toBe(302);
+    expect(counts()).toEqual({ GenerateDataKey: 0, Decrypt: 0, GetItem: 0, PutItem: 1, DeleteItem: 0, UpdateItem: 0 });
+  });
+
+  it('a sign-in costs one GenerateDataKey (at the callback, in whichever container) and no Decrypt; two writes and one conditional delete', async () => {
     const h = await harness();
     const launchContainer = container(h);
     const callbackContainer = container(h);
 
     await signIn(h, launchContainer.getDeps, callbackContainer.getDeps);
 
-    expect(counts()).toEqual({ GenerateDataKey: 1, Decrypt: 1, GetItem: 0, PutItem: 2, DeleteItem: 1, UpdateItem: 0 });
+    expect(counts()).toEqual({ GenerateDataKey: 1, Decrypt: 0, GetItem: 0, PutItem: 2, DeleteItem: 1, UpdateItem: 0 });
   });
 
-  it('a sign-in handled by one warm container needs no Decrypt at all', async () => {
+  it('a sign-in handled by one warm container costs the same', async () => {
     const h = await harness();
     const { getDeps } = container(h);
 
     await signIn(h, getDeps);
 
     expect(counts()).toEqual({ GenerateDataKey: 1, Decrypt: 0, GetItem: 0, PutItem: 2, DeleteItem: 1, UpdateItem: 0 });
+  });
+
+  it('a callback from another browser costs one conditional delete that fails and one read, no KMS call, and consumes nothing', async () => {
+    const h = await harness();
+    const { getDeps } = container(h);
+    const launched = await createLaunchHandler(getDeps)(apiEvent({ resource: '/launch', path: '/launch', query: ehrLaunchQuery(h.ehr) as Record<string, string[]> }), lambdaContext);
+    const authorization = h.ehr.authorize(String(launched.headers!.location));
+    dynamoMock.resetHistory();
+
+    const foreign = await createLaunchHandler(getDeps)(
+      apiEvent({ resource: '/callback', path: '/callback', query: authorization.callbackQuery as Record<string, string[]>, cookies: { [BINDING_COOKIE]: 'C'.repeat(43) } }),
+      lambdaContext,
+    );
+
+    expect(foreign.statusCode).toBe(403);
+    expect(counts()).toEqual({ GenerateDataKey: 0, Decrypt: 0, GetItem: 1, PutItem: 0, DeleteItem: 1, UpdateItem: 0 });
+    const binding = setCookieValue(launched.multiValueHeaders?.['set-cookie'], BINDING_COOKIE)!;
+    const own = await createLaunchHandler(getDeps)(
+      apiEvent({ resource: '/callback', path: '/callback', query: authorization.callbackQuery as Record<string, string[]>, cookies: { [BINDING_COOKIE]: binding } }),
+      lambdaContext,
+    );
+    expect(own.statusCode).toBe(302);
   });
 
   it('100 proxied requests in one warm container: one read each, no write, at most one Decrypt', async () => {

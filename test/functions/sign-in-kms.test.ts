@@ -21,7 +21,7 @@ beforeEach(() => {
 });
 
 describe('KMS calls of a sign-in through the handlers (aws-sdk-client-mock)', () => {
-  it('makes exactly one GenerateDataKey at launch and one Decrypt at callback, with the encryption context naming the session record (invariant 6)', async () => {
+  it('makes no KMS call for an anonymous launch and exactly one GenerateDataKey at the callback, with the encryption context naming the session record (invariant 6)', async () => {
     // Arrange
     const h = await harness();
     const deps = { ...testDeps({ http: h.ehr.http, clock: h.deps.clock }), keyRing: new KmsKeyRing({ client: kms, keyId: KMS_KEY_ID }) };
@@ -32,18 +32,11 @@ describe('KMS calls of a sign-in through the handlers (aws-sdk-client-mock)', ()
     // Act: launch
     const launched = await launchHandler(apiEvent({ resource: '/launch', path: '/launch', query }), lambdaContext);
 
-    // Assert: one data key per sign-in, for the session record the launch will create
+    // Assert: an anonymous launch costs KMS nothing (a flood costs no KMS money)
     expect(launched.statusCode).toBe(302);
-    expect(kmsMock).toHaveReceivedCommandTimes(GenerateDataKeyCommand, 1);
+    expect(kmsMock).toHaveReceivedCommandTimes(GenerateDataKeyCommand, 0);
     expect(kmsMock).toHaveReceivedCommandTimes(DecryptCommand, 0);
-    const generate = kmsMock.commandCalls(GenerateDataKeyCommand)[0]!.args[0].input;
-    expect(generate).toStrictEqual({
-      KeyId: KMS_KEY_ID,
-      KeySpec: 'AES_256',
-      EncryptionContext: { service: 'smart-launch', customer: deps.config.customer, session: expect.stringMatching(/^ses#[A-Za-z0-9_-]{43}$/) },
-    });
     const [txn] = deps.store.transactions();
-    expect(generate.EncryptionContext?.session).toBe(txn!.sessionKey);
 
     // Act: the EHR redirects back
     const binding = setCookieValue(launched.multiValueHeaders?.['set-cookie'], BINDING_COOKIE)!;
@@ -53,13 +46,17 @@ describe('KMS calls of a sign-in through the handlers (aws-sdk-client-mock)', ()
       lambdaContext,
     );
 
-    // Assert: one Decrypt with the same context; the session reuses the sign-in's data key
+    // Assert: one data key per sign-in, for the session record the launch named; no Decrypt
     expect(callback.statusCode).toBe(302);
     expect(kmsMock).toHaveReceivedCommandTimes(GenerateDataKeyCommand, 1);
-    expect(kmsMock).toHaveReceivedCommandTimes(DecryptCommand, 1);
-    const decrypt = kmsMock.commandCalls(DecryptCommand)[0]!.args[0].input;
-    expect(decrypt.KeyId).toBe(KMS_KEY_ID);
-    expect(decrypt.EncryptionContext).toStrictEqual(generate.EncryptionContext);
+    expect(kmsMock).toHaveReceivedCommandTimes(DecryptCommand, 0);
+    const generate = kmsMock.commandCalls(GenerateDataKeyCommand)[0]!.args[0].input;
+    expect(generate).toStrictEqual({
+      KeyId: KMS_KEY_ID,
+      KeySpec: 'AES_256',
+      EncryptionContext: { service: 'smart-launch', customer: deps.config.customer, session: expect.stringMatching(/^ses#[A-Za-z0-9_-]{43}$/) },
+    });
+    expect(generate.EncryptionContext?.session).toBe(txn!.sessionKey);
 
     // Act: the app reads its context and a FHIR resource
     const sessionId = String(callback.headers!.location).split('#session=')[1]!;

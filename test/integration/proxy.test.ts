@@ -445,7 +445,7 @@ describe('bad input gets a 4xx OperationOutcome with a code; nothing reaches the
     const malformed = await rawRequest(api(), { path: `/sessions/nope/fhir/Patient/${amy.patient}` });
     const unbound = await rawRequest(api(), { path: path(`Patient/${amy.patient}`) });
     expect([malformed.status, outcomeCode(malformed.json)]).toEqual([400, 'SESSION_ID_MALFORMED']);
-    expect([unbound.status, outcomeCode(unbound.json)]).toEqual([401, 'SESSION_NOT_BOUND']);
+    expect([unbound.status, outcomeCode(unbound.json)]).toEqual([401, 'SESSION_NOT_OPEN']);
     expect(sentSince(before)).toEqual([]);
   });
 });

@@ -92,7 +92,7 @@ describe('sandbox quirks: what smart-launch does with them', () => {
     expect(logout.status).toBe(200);
     expect(logout.body).toEqual({ loggedOut: true, revocation: 'not-offered' });
     expect(sandbox().stats.revocations).toBe(before);
-    expect((await browser.call(url)).status).toBe(404);
+    expect((await browser.call(url)).status).toBe(401);
   });
 
   it('v1-only EHR: the launch asks for v1 scopes (auto syntax), the grant is v1, and the proxy reads with it (SMART-SCOPE-02)', async () => {

@@ -65,9 +65,9 @@ describe('per-launch sessions (SMART-LAUNCH-08, BFF-16)', () => {
     const forged = await thief.call(`${api()}/sessions/${sessionId}`);
 
     expect(context.status).toBe(401);
-    expect(context.body).toMatchObject({ error: { code: 'SESSION_NOT_BOUND' } });
+    expect(context.body).toMatchObject({ error: { code: 'SESSION_NOT_OPEN' } });
     expect(proxied.status).toBe(401);
-    expect(proxied.body).toMatchObject({ resourceType: 'OperationOutcome', issue: [{ details: { coding: [{ code: 'SESSION_NOT_BOUND' }] } }] });
+    expect(proxied.body).toMatchObject({ resourceType: 'OperationOutcome', issue: [{ details: { coding: [{ code: 'SESSION_NOT_OPEN' }] } }] });
     expect(forged.status).toBe(401);
   });
 
@@ -79,8 +79,54 @@ describe('per-launch sessions (SMART-LAUNCH-08, BFF-16)', () => {
     const after = await browser.call(`${api()}/sessions/${sessionId}`);
 
     expect(logout.status).toBe(200);
-    expect(after.status).toBe(404);
-    expect(after.body).toMatchObject({ error: { code: 'SESSION_NOT_FOUND' } });
+    expect(after.status).toBe(401);
+    expect(after.body).toMatchObject({ error: { code: 'SESSION_NOT_OPEN' } });
+  });
+});
+
+describe('one answer for "sign in again" on every /sessions/{id}/… route (invariant 2)', () => {
+  /** The answer without its correlation id (the one field that differs per request). */
+  function shape(answer: { status: number; body: unknown; response: Response }): unknown {
+    const body = JSON.parse(JSON.stringify(answer.body)) as Record<string, unknown>;
+    const error = body.error as Record<string, unknown> | undefined;
+    if (error) delete error.correlationId;
+    const issue = (body.issue as Array<Record<string, unknown>> | undefined)?.[0];
+    if (issue) issue.diagnostics = String(issue.diagnostics).replace(/\(correlation id [^)]*\)/, '');
+    return { status: answer.status, contentType: answer.response.headers.get('content-type'), body };
+  }
+
+  it('answers a live id without its cookie, a forged cookie, an unknown id, a logged-out id and an expired one alike: 401 SESSION_NOT_OPEN', async () => {
+    const owner = new BrowserClient();
+    const live = sessionIdFrom(await ehrLaunch(fixture, owner, patients()[0]!.id));
+    const ended = sessionIdFrom(await ehrLaunch(fixture, owner, patients()[0]!.id));
+    expect((await owner.call(`${api()}/sessions/${ended}/logout`, { method: 'POST' })).status).toBe(200);
+    const unknown = 'A'.repeat(43);
+    const forged = new BrowserClient();
+    forged.setCookie('localhost', '__Host-smart-launch', 'B'.repeat(43));
+
+    const routes: Array<[method: string, path: (id: string) => string]> = [
+      ['GET', (id) => `${api()}/sessions/${id}`],
+      ['POST', (id) => `${api()}/sessions/${id}/refresh`],
+      ['POST', (id) => `${api()}/sessions/${id}/logout`],
+      ['GET', (id) => `${api()}/sessions/${id}/fhir/Patient/${patients()[0]!.id}`],
+    ];
+    for (const [method, path] of routes) {
+      const answers = [
+        await new BrowserClient().call(path(live), { method }),
+        await forged.call(path(live), { method }),
+        await new BrowserClient().call(path(unknown), { method }),
+        await owner.call(path(unknown), { method }),
+        await owner.call(path(ended), { method }),
+      ];
+      const shapes = answers.map(shape);
+      for (const other of shapes.slice(1)) expect(other).toEqual(shapes[0]);
+      expect(answers[0]!.status).toBe(401);
+      expect(JSON.stringify(answers[0]!.body)).toContain('SESSION_NOT_OPEN');
+    }
+    // The live session is still open for its own browser.
+    expect((await owner.call(`${api()}/sessions/${live}`)).status).toBe(200);
+    // Only a malformed id answers otherwise.
+    expect((await owner.call(`${api()}/sessions/not-a-session-id`)).status).toBe(400);
   });
 });
 

@@ -101,9 +101,11 @@ describe('POST /sessions/{id}/refresh (SMART-REFRESH)', () => {
     const again = await browser.call(`${url}/refresh`, { method: 'POST' });
 
     expect(refused.status).toBe(401);
-    expect(refused.body).toMatchObject({ error: { code: 'REFRESH_REJECTED', hint: expect.stringMatching(/Open the app again/) } });
-    expect(after.status).toBe(404);
-    expect(again.status).toBe(404);
+    expect(refused.body).toMatchObject({ error: { code: 'SESSION_NOT_OPEN', hint: expect.stringMatching(/Open the app again/) } });
+    // The same single answer before and after the session ended: one signal for the app.
+    expect([after.status, after.body]).toEqual([refused.status, { error: { ...(refused.body as { error: object }).error, correlationId: expect.any(String) } }]);
+    expect(again.status).toBe(401);
+    expect(again.body).toMatchObject({ error: { code: 'SESSION_NOT_OPEN' } });
     // One call to the token endpoint, never a retry storm.
     expect(sandbox().stats.tokenRequests.refresh_token).toBe(1);
   });
@@ -204,7 +206,7 @@ describe('POST /sessions/{id}/refresh (SMART-REFRESH)', () => {
     }
   });
 
-  it('refuses a refresh from another browser (401) or for an unknown session (404) and touches nothing', async () => {
+  it('refuses a refresh from another browser or for an unknown session with the same 401 and touches nothing', async () => {
     const { url, sessionId } = await signedIn();
     const before = await storedRecord(sessionId);
 
@@ -212,8 +214,9 @@ describe('POST /sessions/{id}/refresh (SMART-REFRESH)', () => {
     const unknown = await new BrowserClient().call(`${api()}/sessions/${'A'.repeat(43)}/refresh`, { method: 'POST' });
 
     expect(foreign.status).toBe(401);
-    expect(foreign.body).toMatchObject({ error: { code: 'SESSION_NOT_BOUND' } });
-    expect(unknown.status).toBe(404);
+    expect(foreign.body).toMatchObject({ error: { code: 'SESSION_NOT_OPEN' } });
+    expect(unknown.status).toBe(401);
+    expect(unknown.body).toEqual({ error: { ...(foreign.body as { error: object }).error, correlationId: expect.any(String) } });
     expect((await storedRecord(sessionId))?.revision).toBe(before?.revision);
     expect(sandbox().stats.tokenRequests.refresh_token ?? 0).toBe(0);
   });
@@ -234,7 +237,7 @@ describe('POST /sessions/{id}/logout (RFC 7009)', () => {
       headers: { authorization: `Bearer ${String(tokens.access_token)}` },
     });
     expect(direct.status).toBe(401);
-    expect((await browser.call(url)).status).toBe(404);
+    expect((await browser.call(url)).status).toBe(401);
   });
 
   it('deletes the session even when revocation at the EHR fails', async () => {
@@ -246,6 +249,6 @@ describe('POST /sessions/{id}/logout (RFC 7009)', () => {
     const logout = await browser.call(`${url}/logout`, { method: 'POST' });
 
     expect(logout.status).toBe(200);
-    expect((await browser.call(url)).status).toBe(404);
+    expect((await browser.call(url)).status).toBe(401);
   });
 });
