@@ -83,6 +83,8 @@ describe('fuzzing every route (invariant 9)', () => {
         const { status, code } = checkAnswer(result, 'html');
         tally.add(status, code);
         if (status !== 302) expect(storedSnapshot(w)).toBe(before);
+        // A pending launch made here is of no further use: drop it so snapshots stay small.
+        for (const pending of w.h.deps.store.transactions()) await w.h.deps.store.takeTransaction(pending.key, 0);
       }),
       params,
     );
@@ -137,10 +139,12 @@ describe('fuzzing every route (invariant 9)', () => {
     const fhirPath = fc.oneof(
       text,
       fc.array(fc.oneof(text, fc.constantFrom('Patient', 'Observation', '123', '_search', '_history', '$everything', 'metadata', 'Binary', '..', '%2e%2e', '')), { minLength: 1, maxLength: 4 }).map((s) => s.join('/')),
+      fc.array(fc.constantFrom('Patient', 'Observation', '123', 'other', '_search', '_history', '$everything', 'metadata', 'Binary', 'b1'), { minLength: 1, maxLength: 3 }).map((s) => s.join('/')),
     );
-    const method = fc.oneof(fc.constantFrom('GET', 'POST', 'PUT', 'PATCH', 'DELETE', 'HEAD', 'OPTIONS', 'TRACE', 'CONNECT'), fc.string({ maxLength: 8 }));
+    const method = fc.oneof({ weight: 4, arbitrary: fc.constantFrom('GET', 'GET', 'POST', 'PUT', 'PATCH', 'DELETE') }, fc.constantFrom('HEAD', 'OPTIONS', 'TRACE', 'CONNECT'), fc.string({ maxLength: 8 }));
     await fc.assert(
-      fc.asyncProperty(fc.oneof({ weight: 4, arbitrary: fc.constant(w.sessionId) }, sessionId()), cookie({ live: true }), method, fhirPath, query, headers, body, async (id, c, verb, path, q, h, b) => {
+      // Mostly the live session with its own cookie, so most cases reach the proxy's own checks and the EHR.
+      fc.asyncProperty(fc.oneof({ weight: 8, arbitrary: fc.constant(w.sessionId) }, sessionId()), fc.oneof({ weight: 8, arbitrary: fc.constant(`${BINDING_COOKIE}=${w.cookie}`) }, cookie({ live: true })), method, fhirPath, query, headers, body, async (id, c, verb, path, q, h, b) => {
         const before = storedSnapshot(w);
         const requests = w.h.ehr.requests.length;
         const result = await call(
