@@ -237,6 +237,33 @@ describe('cookie sites: where publicUrl and app.url may live (aws)', () => {
     expect(problems(base('http://localhost:3000', 'http://127.0.0.1:5173/'), 'local')).toEqual([]);
     expect(siteOf('d111.cloudfront.net')).toBe('d111.cloudfront.net');
   });
+
+  it('files hosts under their Public Suffix List site, private suffixes included', () => {
+    // Multi-label suffixes of the ICANN section.
+    expect(siteOf('app.acme.co.uk')).toBe('acme.co.uk');
+    expect(siteOf('smart.eu.acme.com.au')).toBe('acme.com.au');
+    expect(siteOf('APP.Acme.Example.COM.')).toBe('example.com');
+    // Private section: every customer of a shared host is a site of its own.
+    expect(siteOf('acme.github.io')).toBe('acme.github.io');
+    expect(siteOf('app.acme.github.io')).toBe('acme.github.io');
+    expect(siteOf('bucket.s3.amazonaws.com')).toBe('bucket.s3.amazonaws.com');
+    expect(siteOf('abc123.execute-api.us-east-1.amazonaws.com')).toBe('abc123.execute-api.us-east-1.amazonaws.com');
+    expect(siteOf('abc123.execute-api.eu-west-3.amazonaws.com')).toBe('abc123.execute-api.eu-west-3.amazonaws.com');
+    // Addresses, localhost and bare suffixes stay themselves.
+    expect(siteOf('127.0.0.1')).toBe('127.0.0.1');
+    expect(siteOf('localhost')).toBe('localhost');
+    expect(siteOf('github.io')).toBe('github.io');
+  });
+
+  it('refuses two hosts of one shared suffix and accepts two hosts of one registrable domain under a multi-label suffix', () => {
+    // Two GitHub Pages sites, two buckets, two APIs: different owners, different sites.
+    expect(problems(base('https://smart.acme.github.io', 'https://acme.github.io/app/'))).toEqual([]);
+    expect(problems(base('https://acme.github.io', 'https://other.github.io/'))).toHaveLength(1);
+    expect(problems(base('https://a.s3.amazonaws.com', 'https://b.s3.amazonaws.com/'))).toHaveLength(1);
+    expect(problems(base('https://abc123.execute-api.us-east-1.amazonaws.com/prod', 'https://def456.execute-api.us-east-1.amazonaws.com/'))).toHaveLength(1);
+    expect(problems(base('https://smart.acme.com.au', 'https://portal.acme.com.au/'))).toEqual([]);
+    expect(problems(base('https://smart.acme.com.au', 'https://portal.other.com.au/'))).toHaveLength(1);
+  });
 });
 
 describe('client secrets: partial ARNs and regions', () => {
