@@ -5,12 +5,12 @@ import { App, CfnOutput, Duration, Fn, Stack } from 'aws-cdk-lib';
 import { CfnGuardValidator } from '@cdklabs/cdk-validator-cfnguard';
 import { GUARD_DISABLED_RULES, guardValidator } from '../../infra/nag.js';
 import { sharedSynth } from './shared-synth.js';
-import { Template } from 'aws-cdk-lib/assertions';
+import { Annotations, Match, Template } from 'aws-cdk-lib/assertions';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { contentLengthAtLeast } from '../../infra/constructs/launch-api.js';
 import { DEFAULT_CLIENT_RATE_LIMIT_PER_5_MINUTES, DEFAULT_INTEGRATION_TIMEOUT_SECONDS, WAF_MAX_REQUEST_BODY_BYTES } from '../../infra/constructs/launch-api-defaults.js';
 import { DEFAULT_RESERVED_CONCURRENCY } from '../../infra/constructs/smart-function-defaults.js';
-import { PROJECT_ROOT, type SmartLaunchProps } from '../../infra/constructs/smart-launch.js';
+import { PROJECT_ROOT, SmartLaunch, type SmartLaunchProps } from '../../infra/constructs/smart-launch.js';
 import { addCustomerStacks } from '../../infra/customer-stacks.js';
 import { CustomerFilesError, loadCustomers } from '../../infra/customers.js';
 import { SmartLaunchStack } from '../../infra/stacks/smart-launch-stack.js';
@@ -118,6 +118,25 @@ describe('API Gateway account logging role (access logs need it)', () => {
     writeFileSync(join(dir, 'alpha.stack.json'), JSON.stringify({ apiGatewayCloudWatchRoleExists: true }));
     const [existing] = addCustomerStacks(testApp(), { dir });
     expect(Object.keys(resourcesOf(Template.fromStack(existing!), 'AWS::ApiGateway::Account'))).toHaveLength(0);
+    expect(Annotations.fromStack(existing!).findWarning('*', Match.stringLikeRegexp('CloudWatch Logs role'))).toEqual([]);
+  });
+
+  it('gives a team embedding the construct in its own app the same check: a synth warning naming both props', () => {
+    const errorsOf = (api: SmartLaunchProps['api']) => {
+      const stack = new Stack(testApp(), 'Embedded', { env: { account: '111111111111', region: 'us-east-1' } });
+      new SmartLaunch(stack, 'SmartLaunch', { config: awsConfig('acme'), ...(api ? { api } : {}) });
+      return Annotations.fromStack(stack)
+        .findWarning('*', Match.stringLikeRegexp('CloudWatch Logs role'))
+        .map((e) => `${e.id}: ${String(e.entry.data)}`);
+    };
+    const [error, ...more] = errorsOf(undefined);
+    expect(more).toEqual([]);
+    expect(error).toMatch(/^\/Embedded\/SmartLaunch\/Api: the stage writes access logs, which needs the account's API Gateway CloudWatch Logs role/);
+    expect(error).toMatch(/aws apigateway get-account --query cloudwatchRoleArn/);
+    expect(error).toMatch(/api: \{ cloudWatchRoleExists: true \}/);
+    expect(error).toMatch(/api: \{ createCloudWatchRole: true \}/);
+    expect(errorsOf({ cloudWatchRoleExists: true })).toEqual([]);
+    expect(errorsOf({ createCloudWatchRole: true })).toEqual([]);
   });
 });
 
