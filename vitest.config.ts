@@ -64,7 +64,7 @@ export default defineConfig({
       },
       {
         extends: true,
-        test: { name: 'infra', include: infraFiles, pool: 'forks', isolate: false },
+        test: { name: 'infra', include: infraFiles, pool: 'forks', isolate: false, globalSetup: ['test/infra/synth-run.global.ts'] },
       },
       {
         extends: true,
@@ -73,6 +73,7 @@ export default defineConfig({
           include: ['test/**/*.test.ts'],
           exclude: [...globs(UNIT_FOLDERS), ...stackFiles, ...infraFiles],
           pool: 'forks',
+          globalSetup: ['test/infra/synth-run.global.ts'],
         },
       },
     ],

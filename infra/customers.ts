@@ -181,6 +181,7 @@ export function smartLaunchPropsFrom(options: StackOptions, config?: Config): Om
       ...(options.clientRateLimit !== undefined ? { clientRateLimit: options.clientRateLimit } : {}),
       ...(options.disableExecuteApiEndpoint !== undefined ? { disableExecuteApiEndpoint: options.disableExecuteApiEndpoint } : {}),
       ...(options.createApiGatewayCloudWatchRole !== undefined ? { createCloudWatchRole: options.createApiGatewayCloudWatchRole } : {}),
+      ...(options.apiGatewayCloudWatchRoleExists !== undefined ? { cloudWatchRoleExists: options.apiGatewayCloudWatchRoleExists } : {}),
       ...(options.accessLogSourceIp !== undefined ? { accessLogSourceIp: options.accessLogSourceIp } : {}),
       ...(options.proxyIntegrationTimeoutSeconds !== undefined
         ? { integrations: { 'fhir-proxy': { timeout: Duration.seconds(options.proxyIntegrationTimeoutSeconds) } } }

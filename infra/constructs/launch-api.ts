@@ -1,4 +1,4 @@
-import { Duration, RemovalPolicy } from 'aws-cdk-lib';
+import { Annotations, Duration, RemovalPolicy } from 'aws-cdk-lib';
 import * as apigw from 'aws-cdk-lib/aws-apigateway';
 import * as acm from 'aws-cdk-lib/aws-certificatemanager';
 import type * as kms from 'aws-cdk-lib/aws-kms';
@@ -95,6 +95,12 @@ export interface LaunchApiProps {
    * account baseline) should own it. Default: false.
    */
   readonly createCloudWatchRole?: boolean;
+  /**
+   * The account already has the API Gateway → CloudWatch Logs role (`aws apigateway get-account
+   * --query cloudwatchRoleArn` prints an ARN). One of this and `createCloudWatchRole` must be true:
+   * the stage writes access logs, and without the role the first deploy fails. Default: false.
+   */
+  readonly cloudWatchRoleExists?: boolean;
   readonly integrations?: Partial<Readonly<Record<FunctionName, IntegrationTuning>>>;
 }
 
@@ -153,6 +159,18 @@ export class LaunchApi extends Construct {
       },
     });
     this.stage = this.api.deploymentStage;
+    if (!props.createCloudWatchRole && !props.cloudWatchRoleExists) {
+      // A warning, not an error: the construct cannot see the account, and a team that knows the role
+      // exists acknowledges it with the prop. `cdk synth --strict` (and `cdk deploy`) show it before
+      // CloudFormation would fail the create and leave a stack (termination protection) to clean up.
+      Annotations.of(this).addWarningV2(
+        '@smart-launch/infra:apiGatewayCloudWatchRole',
+        'the stage writes access logs, which needs the account\'s API Gateway CloudWatch Logs role (one per account and region; ' +
+          'without it the first deploy fails and leaves a stack to clean up). Check with `aws apigateway get-account --query ' +
+          'cloudwatchRoleArn`: if it prints an ARN, set `api: { cloudWatchRoleExists: true }`; if it prints null, set ' +
+          '`api: { createCloudWatchRole: true }` in exactly one stack of that account and region',
+      );
+    }
 
     const integrations = new Map<FunctionName, apigw.LambdaIntegration>();
     const timeouts = {} as Record<FunctionName, number>;

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { getDomain } from 'tldts';
 
 /**
  * The customer configuration: one JSON file per customer, validated by this one schema in the
@@ -44,29 +45,14 @@ export function secretArnParts(arn: string): { region: string; account: string; 
 }
 
 /**
- * Hosts under these suffixes belong to different owners (they are on the Public Suffix List), so
- * each host is a site of its own: API Gateway, CloudFront and the usual app hosting domains.
- */
-const SHARED_HOST_SUFFIXES = [
-  'amazonaws.com', 'amazonaws.com.cn', 'cloudfront.net', 'awsapprunner.com', 'amplifyapp.com', 'on.aws',
-  'github.io', 'herokuapp.com', 'azurewebsites.net', 'azurestaticapps.net', 'vercel.app', 'netlify.app',
-  'pages.dev', 'workers.dev', 'web.app', 'firebaseapp.com', 'appspot.com', 'onrender.com', 'fly.dev',
-];
-/** Second-level labels that, under a two-letter country code, form a public suffix (`co.uk`, `com.au`). */
-const COUNTRY_SECOND_LEVELS = new Set(['co', 'com', 'org', 'net', 'ac', 'gov', 'edu', 'ne', 'or', 'go', 'gv', 'nhs']);
-
-/**
- * The site (scheme-less registrable domain) a browser files a host under, for the cookie rules:
- * an approximation of the Public Suffix List that errs towards "different sites" on shared hosts.
+ * The site (scheme-less registrable domain) a browser files a host under, for the cookie rules: the
+ * Public Suffix List as browsers apply it, private section included (each `*.github.io`,
+ * `*.cloudfront.net` or execute-api host is a site of its own), through tldts, which ships the list.
+ * IP addresses, `localhost` and bare suffixes are their own site.
  */
 export function siteOf(hostname: string): string {
   const host = hostname.toLowerCase().replace(/\.$/, '');
-  if (/^[\d.]+$/.test(host) || host.startsWith('[') || !host.includes('.')) return host;
-  if (SHARED_HOST_SUFFIXES.some((suffix) => host === suffix || host.endsWith(`.${suffix}`))) return host;
-  const labels = host.split('.');
-  const last = labels[labels.length - 1]!;
-  const keep = last.length === 2 && labels.length >= 3 && COUNTRY_SECOND_LEVELS.has(labels[labels.length - 2]!) ? 3 : 2;
-  return labels.slice(-keep).join('.');
+  return getDomain(host, { allowPrivateDomains: true }) ?? host;
 }
 
 /**

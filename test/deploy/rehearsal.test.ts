@@ -1,17 +1,16 @@
 import { spawnSync } from 'node:child_process';
 import { createServer, request as httpRequest, type Server } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
-import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
+import { Worker } from 'node:worker_threads';
 import { pathToFileURL } from 'node:url';
-import { App } from 'aws-cdk-lib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PROJECT_ROOT } from '../../infra/constructs/smart-launch.js';
-import { addCustomerStacks } from '../../infra/customer-stacks.js';
 import { startLocalDynamo, type LocalDynamo } from '../../local/dynamo-local.js';
-import { CDK_CONTEXT } from '../infra/helpers.js';
+import { sharedSynth } from '../infra/shared-synth.js';
 import { FakeEhr } from '../fakes/fake-ehr.js';
 import { deniedRequests, unusedActions, type PolicyStatement, type RecordedRequest } from './iam.js';
 import { startLoopbackAws, type LoopbackAws } from './loopback-aws.js';
@@ -42,6 +41,8 @@ const recorded: RecordedRequest[] = [];
 let currentFn = '';
 let dataDir: string;
 let secretArn = '';
+/** The sample's first EHR, which the rehearsal serves on loopback (same client auth, same secret ARN). */
+let sampleIssuer = { iss: '', clientId: '' };
 let ehr: FakeEhr;
 let ehrServer: Server;
 let aws: LoopbackAws;
@@ -126,11 +127,26 @@ interface DeployedFunction {
   readonly statements: PolicyStatement[];
 }
 
+/**
+ * The synthesized config with its first EHR moved to the loopback one: the only change made to what
+ * the template holds (the sample's EHR host does not exist; its client auth and secret ARN stay).
+ */
+function movedToLoopbackEhr(environment: Record<string, string>): Record<string, string> {
+  const json = environment.SMART_LAUNCH_CONFIG;
+  if (json === undefined) return environment;
+  const config = JSON.parse(json) as { issuers: Array<{ iss: string; clientId: string }> };
+  const first = config.issuers.find((i) => i.iss === sampleIssuer.iss && i.clientId === sampleIssuer.clientId);
+  if (!first) throw new Error('the synthesized config does not hold the sample customer\'s first EHR');
+  first.iss = ehr.fhirBase;
+  first.clientId = ehr.clientId;
+  return { ...environment, SMART_LAUNCH_CONFIG: JSON.stringify(config) };
+}
+
 function deployedFunctions(): Map<string, DeployedFunction> {
   const out = new Map<string, DeployedFunction>();
   for (const [, fn] of Object.entries(template.Resources).filter(([, r]) => r.Type === 'AWS::Lambda::Function')) {
     const p = fn.Properties!;
-    const environment = resolve((p.Environment as { Variables: Record<string, unknown> }).Variables) as Record<string, string>;
+    const environment = movedToLoopbackEhr(resolve((p.Environment as { Variables: Record<string, unknown> }).Variables) as Record<string, string>);
     const name = environment.POWERTOOLS_SERVICE_NAME!.replace(/^smart-launch-/, '');
     const roleId = (p.Role as { 'Fn::GetAtt': [string, string] })['Fn::GetAtt'][0];
     const statements = Object.values(template.Resources)
@@ -256,30 +272,41 @@ async function invoke(fn: DeployedFunction, event: unknown) {
   return handler(event, contextFor(fn));
 }
 
+/**
+ * A cold start of a function's bundle in a worker thread whose V8 heap is bounded by the function's
+ * MemorySize (`resourceLimits.maxOldGenerationSizeMb`), with its environment: resolves with the heap
+ * the loaded module holds, rejects when the bound is exceeded (ERR_WORKER_OUT_OF_MEMORY).
+ */
+function coldStart(fn: DeployedFunction, heapMb: number): Promise<{ heapUsedMb: number }> {
+  const code = `
+    const { parentPort } = require('node:worker_threads');
+    globalThis.awslambda = { streamifyResponse: (h) => h, HttpResponseStream: { from: (s) => s } };
+    import(${JSON.stringify(pathToFileURL(fn.bundle).href)}).then((m) => {
+      if (typeof m.handler !== 'function') throw new Error('no handler export');
+      parentPort.postMessage({ heapUsedMb: process.memoryUsage().heapUsed / 2 ** 20 });
+    });`;
+  return new Promise((done, fail) => {
+    const worker = new Worker(code, { eval: true, env: { ...process.env, ...fn.environment }, resourceLimits: { maxOldGenerationSizeMb: heapMb } });
+    worker.once('message', (message: { heapUsedMb: number }) => void worker.terminate().then(() => done(message)));
+    worker.once('error', fail);
+  });
+}
+
 let functions: Map<string, DeployedFunction>;
 const savedEnv = { ...process.env };
 
 beforeAll(async () => {
-  // One synth of the sample customer, with esbuild bundling, inside the project so the bundles
-  // resolve the AWS SDK (external, as the Lambda runtime provides it) from node_modules.
-  const cacheRoot = join(PROJECT_ROOT, 'node_modules', '.cache');
-  mkdirSync(cacheRoot, { recursive: true });
-  outdir = mkdtempSync(join(cacheRoot, 'smart-launch-rehearsal-'));
+  // The run's one `cdk synth` of the sample customer through the CLI (bundling, cdk-nag, template
+  // checks, cfn-guard), shared with test/infra/synth.test.ts.
+  const synth = await sharedSynth();
+  if (synth.status !== 0) throw new Error(`cdk synth failed:\n${synth.output}`);
+  outdir = synth.outdir;
   dataDir = mkdtempSync(join(tmpdir(), 'smart-launch-rehearsal-data-'));
   await startHttpsEhr(dataDir);
-  // The sample customer, its first EHR moved to the loopback one (same client auth, same secret ARN).
-  const customers = join(dataDir, 'customers');
-  mkdirSync(customers);
-  const sample = JSON.parse(readFileSync(join(PROJECT_ROOT, 'customers', 'example.json'), 'utf8')) as { issuers: Array<Record<string, unknown>> };
-  sample.issuers[0] = { ...sample.issuers[0], iss: ehr.fhirBase, clientId: ehr.clientId };
-  writeFileSync(join(customers, 'example.json'), JSON.stringify(sample));
-  copyFileSync(join(PROJECT_ROOT, 'customers', 'example.stack.json'), join(customers, 'example.stack.json'));
-  secretArn = String(sample.issuers[0]!.clientSecret);
-
-  const app = new App({ outdir, context: { ...CDK_CONTEXT, 'aws:cdk:enable-asset-metadata': true } });
-  addCustomerStacks(app, { dir: customers, env: { account: ACCOUNT, region: REGION } });
-  app.synth();
   template = JSON.parse(readFileSync(join(outdir, 'SmartLaunch-example-health.template.json'), 'utf8')) as Template;
+  const sample = JSON.parse(readFileSync(join(PROJECT_ROOT, 'customers', 'example.json'), 'utf8')) as { issuers: Array<Record<string, unknown>> };
+  sampleIssuer = { iss: String(sample.issuers[0]!.iss), clientId: String(sample.issuers[0]!.clientId) };
+  secretArn = String(sample.issuers[0]!.clientSecret);
   aws = await startLoopbackAws({ record: (r) => recorded.push({ ...r, fn: currentFn }), secrets: { [secretArn]: CLIENT_SECRET } });
 
   dynamo = await startLocalDynamo({ dataDir });
@@ -323,7 +350,7 @@ beforeAll(async () => {
   });
   (globalThis as { awslambda?: unknown }).awslambda = awslambda;
   functions = deployedFunctions();
-}, 180_000);
+}, 320_000);
 
 afterAll(async () => {
   delete (globalThis as { awslambda?: unknown }).awslambda;
@@ -333,7 +360,6 @@ afterAll(async () => {
   await dynamo?.close();
   await aws?.close();
   await new Promise<void>((done) => { ehrServer?.closeAllConnections(); ehrServer?.close(() => done()); });
-  rmSync(outdir, { recursive: true, force: true });
   rmSync(dataDir, { recursive: true, force: true });
 });
 
@@ -349,6 +375,20 @@ describe('deploy rehearsal: the synthesized bundles, in a Lambda-like runtime', 
     }
   });
 
+  // Memory: the flows below run in this process (one heap for the four functions and the runner), so
+  // MemorySize bounds only the cold start, each bundle in a worker of its own. Running every flow in
+  // a bounded worker would move the streaming response, the Lambda context and the per-function
+  // attribution of the recorded AWS calls across a thread boundary; the 7 MB answer is streamed,
+  // never held whole, which the streaming test shows by its shape rather than by a heap bound.
+  it('cold-starts every bundle in a worker whose heap is bounded by the function\'s MemorySize', async () => {
+    for (const fn of functions.values()) {
+      const { heapUsedMb } = await coldStart(fn, fn.memoryMb);
+      expect(heapUsedMb, fn.name).toBeLessThan(fn.memoryMb);
+    }
+    // The bound is real: the same cold start within 2 MB of heap dies.
+    await expect(coldStart(functions.get('launch')!, 2)).rejects.toMatchObject({ code: 'ERR_WORKER_OUT_OF_MEMORY' });
+  }, 120_000);
+
   it('launch: refuses an issuer the config does not name with its HTML error page, before any AWS call', async () => {
     const launch = functions.get('launch')!;
     const before = recorded.length;
@@ -358,7 +398,7 @@ describe('deploy rehearsal: the synthesized bundles, in a Lambda-like runtime', 
     expect(recorded.length).toBe(before);
   });
 
-  it('sessions: reads the session record through the real SDK and answers 404 SESSION_NOT_FOUND as JSON', async () => {
+  it('sessions: reads the session record through the real SDK and answers 401 SESSION_NOT_OPEN as JSON', async () => {
     const sessions = functions.get('sessions')!;
     const result = await invoke(
       sessions,
@@ -370,8 +410,8 @@ describe('deploy rehearsal: the synthesized bundles, in a Lambda-like runtime', 
         headers: { Cookie: [`__Host-smart-launch=${'b'.repeat(43)}`], Origin: ['https://app.example-health.org'] },
       }),
     );
-    expect(result.statusCode, result.body).toBe(404);
-    expect(JSON.parse(result.body).error.code).toBe('SESSION_NOT_FOUND');
+    expect(result.statusCode, result.body).toBe(401);
+    expect(JSON.parse(result.body).error.code).toBe('SESSION_NOT_OPEN');
     expect(result.headers?.['access-control-allow-origin']).toBe('https://app.example-health.org');
     expect(recorded.filter((r) => r.fn === 'sessions').map((r) => r.action)).toEqual(['dynamodb:GetItem']);
   });
@@ -395,7 +435,7 @@ describe('deploy rehearsal: the synthesized bundles, in a Lambda-like runtime', 
     );
     expect(stream.contentType).toBe('application/vnd.awslambda.http-integration-response');
     const { prelude, body } = stream.parsed();
-    expect(prelude.statusCode).toBe(404);
+    expect(prelude.statusCode).toBe(401);
     expect(prelude.headers['content-type']).toMatch(/application\/fhir\+json/);
     expect(JSON.parse(body.toString('utf8'))).toMatchObject({ resourceType: 'OperationOutcome' });
   });
@@ -473,7 +513,7 @@ describe('deploy rehearsal: the synthesized bundles, in a Lambda-like runtime', 
     expect(out.statusCode, out.body).toBe(200);
     expect(recorded.filter((r) => r.fn === 'sessions').map((r) => r.action)).toContain('dynamodb:DeleteItem');
     const after = await invoke(sessions, restEvent({ method: 'GET', resource: '/sessions/{id}', path: `/sessions/${flow.sessionId}`, pathParameters: { id: flow.sessionId }, headers: { Cookie: [flow.cookie] } }));
-    expect(after.statusCode).toBe(404);
+    expect(after.statusCode).toBe(401);
   });
 
   it('every AWS request the rehearsal made is allowed by that function\'s role policy in the template', () => {

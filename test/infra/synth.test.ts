@@ -4,24 +4,16 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { PROJECT_ROOT } from '../../infra/constructs/smart-launch.js';
+import { offlineEnv, sharedSynth } from './shared-synth.js';
 
 /**
  * The real thing: `npx cdk synth --quiet` of the sample customer through the CLI and cdk.json, with
- * esbuild bundling, offline and without AWS credentials. Slow (esbuild x3, cdk-nag, CloudFormation
- * validation), so it is the only test that bundles.
+ * esbuild bundling, cdk-nag, the template checks and cfn-guard, offline and without AWS credentials.
+ * Slow, so it runs once per test run (shared-synth.ts) and the deploy rehearsal loads the same bundles.
  */
 
 const scratch = mkdtempSync(join(tmpdir(), 'smart-launch-synth-'));
 afterAll(() => rmSync(scratch, { recursive: true, force: true }));
-
-function offlineEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = { ...process.env };
-  for (const name of Object.keys(env)) {
-    if (name.startsWith('AWS_') || name.startsWith('CDK_') || name.startsWith('SMART_LAUNCH_')) delete env[name];
-  }
-  // No credentials anywhere: never wait on the EC2 metadata endpoint.
-  return { ...env, AWS_EC2_METADATA_DISABLED: 'true', ...extra };
-}
 
 function run(command: string, args: string[], env: NodeJS.ProcessEnv): { status: number | null; output: string } {
   const result = spawnSync(command, args, { cwd: PROJECT_ROOT, env, encoding: 'utf8', timeout: 170_000 });
@@ -29,10 +21,9 @@ function run(command: string, args: string[], env: NodeJS.ProcessEnv): { status:
 }
 
 describe('cdk synth (CLI, bundling, offline)', () => {
-  it('synthesizes the sample customer with bundled ESM functions and no warning', () => {
+  it('synthesizes the sample customer with bundled ESM functions and no warning', async () => {
     // Act
-    const out = join(scratch, 'cdk.out');
-    const { status, output } = run('npx', ['cdk', 'synth', '--quiet', '-c', 'customer=example', '--output', out], offlineEnv());
+    const { outdir: out, status, output } = await sharedSynth();
     // Assert
     expect(status, output).toBe(0);
     const templateFile = join(out, 'SmartLaunch-example-health.template.json');
@@ -59,7 +50,7 @@ describe('cdk synth (CLI, bundling, offline)', () => {
     }
     expect(output).not.toMatch(/WARNING|deprecated|W2531/i);
     expect(output).not.toContain('Synthesis finished with errors');
-  }, 180_000);
+  }, 320_000);
 
   it('fails with every problem of an invalid customer file listed', () => {
     // Arrange
