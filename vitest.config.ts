@@ -9,24 +9,36 @@ import { defineConfig } from 'vitest/config';
  * - `unit`: pure core, adapters (call shapes, in-process dynalite), handlers with stand-ins, HTTP
  *   helpers, fakes and repository checks. No servers: worker threads sharing one module registry
  *   (`isolate: false`), so modules load once per worker instead of once per file.
- * - `stack`: the suites that boot the local stack or the sandbox EHR over real HTTP
- *   (test/integration, test/sandbox). Forked processes, again one module registry per worker: the
- *   sandbox, medplum and oidc-provider load once per worker, and each file still starts its own
- *   servers on port 0 with its own data folder.
+ * - `stack`: the suites that boot the local stack or the sandbox EHR over real HTTP, or drive them
+ *   from Chromium or in bulk (test/integration, test/sandbox, test/browser, test/sdk, test/faults,
+ *   test/load, test/ops). Forked processes, again one module registry per worker: the sandbox,
+ *   medplum, oidc-provider, playwright and aws-cdk-lib load once per worker, and each file still
+ *   starts its own servers on port 0 with its own data folder.
  * - `infra`: CDK assertions, cdk-nag and the real synth (test/infra): forked workers sharing one
  *   module registry, so aws-cdk-lib loads once per worker; every test builds its own App.
- * - `integration`: everything else under test/ (browser, and any folder added later such as
- *   deploy, fuzz, faults, load, sdk or ops), plus the files in ISOLATED: forked, each file in a fresh
- *   process. This is the default for a new folder.
+ * - `integration`: everything else under test/ (deploy, fuzz, and any folder added later), plus the
+ *   files in ISOLATED: forked, each file in a fresh process. This is the default for a new folder.
+ *
+ * Every project runs on two workers (vitest's default on a 2-core machine is one, which runs the
+ * whole suite file after file while most stack files wait on sockets, Chromium or a child process).
+ * Within a run vitest starts the files that took longest last time first.
  *
  * A file in a shared-registry project must not depend on module state at import time (environment
  * read by a module when it loads, patched globals left behind); such a file goes in ISOLATED.
  */
 export const UNIT_FOLDERS = ['core', 'adapters', 'http', 'fakes', 'functions', 'repo'] as const;
-export const STACK_FOLDERS = ['integration', 'sandbox'] as const;
+export const STACK_FOLDERS = ['integration', 'sandbox', 'browser', 'sdk', 'faults', 'load', 'ops'] as const;
 export const INFRA_FOLDERS = ['infra'] as const;
-/** Needs a fresh process: sets the log level before the handler modules load. */
-export const ISOLATED = ['test/integration/logs.test.ts'];
+export const ISOLATED = [
+  /** Sets the log level before the handler modules load. */
+  'test/integration/logs.test.ts',
+  /** Stubs the Lambda environment and resets the module registry so the tracer loads under it. */
+  'test/ops/tracing.test.ts',
+  /** Mocks the AWS SDK client classes (every instance, in every module of the worker). */
+  'test/ops/end-sessions-aws.test.ts',
+];
+/** Workers per project: both cores (the projects run side by side, so this is also the total). */
+const WORKERS = 2;
 
 const globs = (folders: readonly string[]) => folders.map((folder) => `test/${folder}/**/*.test.ts`);
 
@@ -56,15 +68,15 @@ export default defineConfig({
     projects: [
       {
         extends: true,
-        test: { name: 'unit', include: globs(UNIT_FOLDERS), pool: 'threads', isolate: false },
+        test: { name: 'unit', include: globs(UNIT_FOLDERS), pool: 'threads', isolate: false, maxWorkers: WORKERS },
       },
       {
         extends: true,
-        test: { name: 'stack', include: stackFiles, pool: 'forks', isolate: false },
+        test: { name: 'stack', include: stackFiles, pool: 'forks', isolate: false, maxWorkers: WORKERS },
       },
       {
         extends: true,
-        test: { name: 'infra', include: infraFiles, pool: 'forks', isolate: false, globalSetup: ['test/infra/synth-run.global.ts'] },
+        test: { name: 'infra', include: infraFiles, pool: 'forks', isolate: false, maxWorkers: WORKERS, globalSetup: ['test/infra/synth-run.global.ts'] },
       },
       {
         extends: true,
@@ -73,6 +85,7 @@ export default defineConfig({
           include: ['test/**/*.test.ts'],
           exclude: [...globs(UNIT_FOLDERS), ...stackFiles, ...infraFiles],
           pool: 'forks',
+          maxWorkers: WORKERS,
           globalSetup: ['test/infra/synth-run.global.ts'],
         },
       },

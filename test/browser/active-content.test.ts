@@ -14,6 +14,8 @@ import { startFixture, type Fixture } from '../integration/stack-fixture.js';
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const hasChromium = existsSync(CHROMIUM);
+/** How long a page may take to show what is expected: generous, as the machine may be busy. */
+const PAGE_SHOWS = { timeout: 20_000, interval: 100 };
 
 let fixture: Fixture;
 let browser: Browser;
@@ -58,7 +60,7 @@ async function signIn(page: Page): Promise<string> {
   await page.goto(`${fixture.stack.sandbox!.url}/`);
   await page.locator('tr', { hasText: patient.name }).getByRole('link', { name: 'Launch app' }).click();
   const id = new URL((await sessionRequest).url()).pathname.split('/').at(-1)!;
-  await expect.poll(() => page.locator('#patient-name').textContent()).toBe(patient.name);
+  await expect.poll(() => page.locator('#patient-name').textContent(), PAGE_SHOWS).toBe(patient.name);
   return id;
 }
 

@@ -8,6 +8,8 @@ import { startFixture, type Fixture } from '../integration/stack-fixture.js';
 /** Debian's Chromium; `.ci/run` installs it (`apt-get install -y chromium`). */
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const hasChromium = existsSync(CHROMIUM);
+/** How long a page may take to show what is expected: generous, as the machine may be busy. */
+const PAGE_SHOWS = { timeout: 20_000, interval: 100 };
 if (!hasChromium) process.stderr.write(`browser tests skipped: no Chromium at ${CHROMIUM} (apt-get install -y chromium)\n`);
 
 const SCREENSHOTS = join(process.cwd(), '.data', 'screenshots');
@@ -38,7 +40,7 @@ describe.skipIf(!hasChromium)('a person clicking through a launch in Chromium', 
     await page.goto(`${fixture.stack.sandbox!.url}/`);
     await page.locator('tr', { hasText: patient.name }).getByRole('link', { name: 'Launch app' }).click();
     await page.waitForURL(`${fixture.stack.appUrl}**`);
-    await expect.poll(() => page.locator('#patient-name').textContent()).toBe(patient.name);
+    await expect.poll(() => page.locator('#patient-name').textContent(), PAGE_SHOWS).toBe(patient.name);
 
     // The session id is taken from the fragment and removed from the address bar.
     expect(page.url()).toBe(fixture.stack.appUrl);
@@ -62,13 +64,13 @@ describe.skipIf(!hasChromium)('a person clicking through a launch in Chromium', 
     await page.getByRole('link', { name: 'Patient portal' }).click();
     await page.getByRole('button', { name: new RegExp(`Sign in as ${patient.name.split(' ')[0]}`) }).click();
     await page.waitForURL(`${fixture.stack.appUrl}**`);
-    await expect.poll(() => page.locator('#patient-name').textContent()).toBe(patient.name);
+    await expect.poll(() => page.locator('#patient-name').textContent(), PAGE_SHOWS).toBe(patient.name);
     expect(await page.locator('#context-list').textContent()).toContain('standalone');
     await page.screenshot({ path: join(SCREENSHOTS, 'standalone-launch.png'), fullPage: true });
 
     // Signing out ends the session: the app says so, and the session is gone.
     await page.getByRole('button', { name: 'Sign out' }).click();
-    await expect.poll(() => page.locator('#status').textContent()).toContain('Signed out');
+    await expect.poll(() => page.locator('#status').textContent(), PAGE_SHOWS).toContain('Signed out');
     await context.close();
   });
 
@@ -79,10 +81,10 @@ describe.skipIf(!hasChromium)('a person clicking through a launch in Chromium', 
     await page.goto(`${fixture.stack.apiUrl}/launch`);
     await page.getByRole('button', { name: 'Cancel' }).click();
 
-    await expect.poll(() => page.locator('h1').textContent()).toBe('Sign-in could not be completed');
+    await expect.poll(() => page.locator('h1').textContent(), PAGE_SHOWS).toBe('Sign-in could not be completed');
     expect(await page.locator('body').textContent()).toContain('AUTHORIZATION_DENIED');
     await page.getByRole('link', { name: 'Start again' }).click();
-    await expect.poll(() => page.locator('h1').textContent()).toBe('Sandbox EHR sign-in');
+    await expect.poll(() => page.locator('h1').textContent(), PAGE_SHOWS).toBe('Sandbox EHR sign-in');
     await context.close();
   });
 });

@@ -7,6 +7,8 @@ import { startFixture, type Fixture } from '../integration/stack-fixture.js';
 /** Debian's Chromium; `.ci/run` installs it (`apt-get install -y chromium`). */
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const hasChromium = existsSync(CHROMIUM);
+/** How long a page may take to show what is expected: generous, as the machine may be busy. */
+const PAGE_SHOWS = { timeout: 20_000, interval: 100 };
 
 let fixture: Fixture;
 let browser: Browser;
@@ -50,7 +52,7 @@ describe.skipIf(!hasChromium)('EHR quirks in Chromium', () => {
     await page.locator('tr', { hasText: patient.name }).getByRole('link', { name: 'Launch app' }).click();
     await page.waitForURL(`${fixture.stack.appUrl}**`);
 
-    await expect.poll(() => page.locator('#patient-name').textContent()).toBe(patient.name);
+    await expect.poll(() => page.locator('#patient-name').textContent(), PAGE_SHOWS).toBe(patient.name);
     expect(posts).toEqual([`${fixture.stack.sandbox!.issuer}/auth`]);
     expect(violations).toEqual([]);
     await context.close();
@@ -67,7 +69,7 @@ describe.skipIf(!hasChromium)('EHR quirks in Chromium', () => {
     await page.locator('tr', { hasText: patient.name }).getByRole('link', { name: 'Launch app' }).click();
     await page.waitForURL(`${fixture.stack.appUrl}**`);
 
-    await expect.poll(() => page.locator('#status').textContent()).toContain('This launch has no patient in context.');
+    await expect.poll(() => page.locator('#status').textContent(), PAGE_SHOWS).toContain('This launch has no patient in context.');
     fixture.stack.sandbox!.clearQuirks();
     await context.close();
   });

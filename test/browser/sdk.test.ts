@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, it, type ExpectStatic } from 'vitest';
 import { sampleConfig } from '../../local/stack.js';
 import { startFixture, type Fixture } from '../integration/stack-fixture.js';
 
@@ -43,20 +43,28 @@ async function newPage(): Promise<{ context: BrowserContext; page: Page }> {
 }
 
 /** Runs an EHR launch in `page` for a patient and waits for the demo app to show them. */
-async function ehrLaunch(page: Page, patient: { id: string; name: string }, query = ''): Promise<void> {
+async function ehrLaunch(expect: ExpectStatic, page: Page, patient: { id: string; name: string }, query = ''): Promise<void> {
   await page.goto(`${sandbox().url}/ehr/launch?patient=${encodeURIComponent(patient.id)}${query}`);
   await page.waitForURL(`${fixture.stack.appUrl}**`);
-  await eventually(() => page.locator('#patient-name').textContent()).toBe(patient.name);
+  await eventually(expect, () => page.locator('#patient-name').textContent()).toBe(patient.name);
 }
 
-/** Polls until the page shows what is expected; generous, as the machine may be busy. */
-const eventually = <T>(read: () => T | Promise<T>) => expect.poll(read, { timeout: 20_000, interval: 100 });
+/**
+ * Polls until the page shows what is expected; generous, as the machine may be busy and pages run side
+ * by side. Takes the test's own `expect`, as the tests run concurrently.
+ */
+const eventually = <T>(expect: ExpectStatic, read: () => T | Promise<T>) => expect.poll(read, { timeout: 45_000, interval: 100 });
 const shot = (page: Page, name: string) => page.screenshot({ path: join(SCREENSHOTS, `${name}.png`), fullPage: true });
 /** What the SDK keeps in this tab: its sessionStorage entries. */
 const storedEntries = (page: Page) => page.evaluate(() => Object.keys(sessionStorage).filter((k) => k.startsWith('smart-launch:')).length);
 
-describe.skipIf(!hasChromium)('the browser SDK and the demo app in Chromium', () => {
-  it('EHR launch in a new window: the EHR page opens the app in its own window (SMART-LAUNCH-05)', async () => {
+/*
+ * Each test has its own browser context (its own cookies and storage), so they run side by side on
+ * the one stack. The three marked `sequential` run alone: one moves the stack's clock, one takes the
+ * last token the EHR issued, one counts the EHR's revocations; concurrent launches would change those.
+ */
+describe.skipIf(!hasChromium)('the browser SDK and the demo app in Chromium', { concurrent: true, timeout: 120_000 }, () => {
+  it('EHR launch in a new window: the EHR page opens the app in its own window (SMART-LAUNCH-05)', async ({ expect }) => {
     const { context, page } = await newPage();
     const patient = patients()[0]!;
     await page.goto(`${sandbox().url}/`);
@@ -65,19 +73,19 @@ describe.skipIf(!hasChromium)('the browser SDK and the demo app in Chromium', ()
     await page.locator('tr', { hasText: patient.name }).getByRole('link', { name: 'New window' }).click();
     const app = await opened;
     await app.waitForURL(`${fixture.stack.appUrl}**`);
-    await eventually(() => app.locator('#patient-name').textContent()).toBe(patient.name);
+    await eventually(expect, () => app.locator('#patient-name').textContent()).toBe(patient.name);
     // The session id left the address bar at once; the EHR page stayed where it was.
     expect(app.url()).toBe(fixture.stack.appUrl);
     expect(page.url()).toBe(`${sandbox().url}/`);
     expect(await app.locator('#condition-list li').count()).toBeGreaterThan(0);
     expect(await app.locator('#vitals-chart svg polyline').count()).toBe(3);
     // The EHR's smart_style_url is honoured: its highlight colour drives the app's bar.
-    await eventually(() => app.evaluate(() => document.documentElement.dataset.smartStyle)).toBe('applied');
+    await eventually(expect, () => app.evaluate(() => document.documentElement.dataset.smartStyle)).toBe('applied');
     expect(await app.locator('header.bar').evaluate((e) => getComputedStyle(e).backgroundColor)).toBe('rgb(43, 95, 173)');
     await shot(app, 'sdk-new-window');
   });
 
-  it('inside the EHR\'s cross-site, sandboxed iframe the launch runs in the frame with a SameSite=None; Partitioned cookie (BFF-12, SMART-LAUNCH-05)', async () => {
+  it('inside the EHR\'s cross-site, sandboxed iframe the launch runs in the frame with a SameSite=None; Partitioned cookie (BFF-12, SMART-LAUNCH-05)', async ({ expect }) => {
     const { context, page } = await newPage();
     const patient = patients()[1]!;
     await page.goto(`${sandbox().url}/`);
@@ -85,7 +93,7 @@ describe.skipIf(!hasChromium)('the browser SDK and the demo app in Chromium', ()
     const iframe = page.locator('#app-frame');
     expect(await iframe.getAttribute('sandbox')).toContain('allow-popups-to-escape-sandbox');
     const frame = page.frameLocator('#app-frame');
-    await eventually(() => frame.locator('#patient-name').textContent()).toBe(patient.name);
+    await eventually(expect, () => frame.locator('#patient-name').textContent()).toBe(patient.name);
     // The EHR (127.0.0.1) and the app (localhost) are different sites: the frame is cross-site.
     expect(new URL(sandbox().url).hostname).not.toBe(new URL(fixture.stack.appUrl).hostname);
     const cookie = (await context.cookies(fixture.stack.apiUrl)).find((c) => c.name === '__Host-smart-launch');
@@ -94,7 +102,7 @@ describe.skipIf(!hasChromium)('the browser SDK and the demo app in Chromium', ()
     await shot(page, 'sdk-ehr-iframe');
   });
 
-  it('sign-in from a frame whose EHR sign-in page refuses framing: a popup signs in and hands the session to the frame (BFF-13)', async () => {
+  it('sign-in from a frame whose EHR sign-in page refuses framing: a popup signs in and hands the session to the frame (BFF-13)', async ({ expect }) => {
     const { context, page } = await newPage();
     const patient = patients()[2]!;
     const interactionHeaders: Array<Record<string, string>> = [];
@@ -104,7 +112,7 @@ describe.skipIf(!hasChromium)('the browser SDK and the demo app in Chromium', ()
     await page.goto(`${sandbox().url}/`);
     await page.locator('tr', { hasText: patient.name }).getByRole('link', { name: 'Frame, sign-in refuses framing' }).click();
     const frame = page.frameLocator('#app-frame');
-    await eventually(() => frame.locator('#signin').isVisible()).toBe(true);
+    await eventually(expect, () => frame.locator('#signin').isVisible()).toBe(true);
     await shot(page, 'sdk-popup-signin-needed');
 
     const popupOpened = page.waitForEvent('popup');
@@ -112,7 +120,7 @@ describe.skipIf(!hasChromium)('the browser SDK and the demo app in Chromium', ()
     const popup = await popupOpened;
     await popup.getByRole('button', { name: 'Allow' }).click();
     await popup.waitForEvent('close');
-    await eventually(() => frame.locator('#patient-name').textContent()).toBe(patient.name);
+    await eventually(expect, () => frame.locator('#patient-name').textContent()).toBe(patient.name);
 
     // The EHR's sign-in page would not have loaded in the frame.
     expect(interactionHeaders.length).toBeGreaterThan(0);
@@ -124,17 +132,17 @@ describe.skipIf(!hasChromium)('the browser SDK and the demo app in Chromium', ()
     await shot(page, 'sdk-popup-handoff');
   });
 
-  it('two tabs on two patients: each tab fetches only its own patient through its own session (BFF-16)', async () => {
+  it('two tabs on two patients: each tab fetches only its own patient through its own session (BFF-16)', async ({ expect }) => {
     const { context } = await newPage();
     const [a, b] = [patients()[0]!, patients()[1]!];
     const tabs = await Promise.all([context.newPage(), context.newPage()]);
     const seen: string[][] = [[], []];
     tabs.forEach((tab, i) => tab.on('request', (request) => request.url().includes('/sessions/') && seen[i]!.push(request.url())));
-    await ehrLaunch(tabs[0]!, a);
-    await ehrLaunch(tabs[1]!, b);
+    await ehrLaunch(expect, tabs[0]!, a);
+    await ehrLaunch(expect, tabs[1]!, b);
     await Promise.all(tabs.map((tab) => tab.reload()));
-    await eventually(() => tabs[0]!.locator('#patient-name').textContent()).toBe(a.name);
-    await eventually(() => tabs[1]!.locator('#patient-name').textContent()).toBe(b.name);
+    await eventually(expect, () => tabs[0]!.locator('#patient-name').textContent()).toBe(a.name);
+    await eventually(expect, () => tabs[1]!.locator('#patient-name').textContent()).toBe(b.name);
     const ids = await Promise.all(tabs.map((tab) => tab.evaluate(() => (window as unknown as { demo: { session: { id: string } } }).demo.session.id)));
     expect(ids[0]).not.toBe(ids[1]);
     for (const [i, own, other] of [
@@ -152,40 +160,40 @@ describe.skipIf(!hasChromium)('the browser SDK and the demo app in Chromium', ()
     await shot(tabs[1]!, 'sdk-two-tabs-b');
   });
 
-  it('a reload keeps the session; a new tab gets none and says how to start; the fragment is gone from history', async () => {
+  it('a reload keeps the session; a new tab gets none and says how to start; the fragment is gone from history', async ({ expect }) => {
     const { context, page } = await newPage();
     const patient = patients()[1]!;
-    await ehrLaunch(page, patient);
+    await ehrLaunch(expect, page, patient);
     await page.reload();
-    await eventually(() => page.locator('#patient-name').textContent()).toBe(patient.name);
+    await eventually(expect, () => page.locator('#patient-name').textContent()).toBe(patient.name);
     expect(page.url()).toBe(fixture.stack.appUrl);
     expect(await page.evaluate(() => history.length)).toBeLessThanOrEqual(3);
     await shot(page, 'sdk-reload');
 
     const fresh = await context.newPage();
     await fresh.goto(fixture.stack.appUrl);
-    await eventually(() => fresh.locator('#status').textContent()).toContain('No launch in progress');
+    await eventually(expect, () => fresh.locator('#status').textContent()).toContain('No launch in progress');
     expect(await fresh.locator('#patient-name').textContent()).toBe('');
   });
 
-  it('standalone portal launch: the patient signs in and the relaunch path is the portal sign-in', async () => {
+  it('standalone portal launch: the patient signs in and the relaunch path is the portal sign-in', async ({ expect }) => {
     const { page } = await newPage();
     const patient = patients()[0]!;
     await page.goto(`${sandbox().url}/`);
     await page.getByRole('link', { name: 'Patient portal' }).click();
     await page.getByRole('button', { name: new RegExp(`Sign in as ${patient.name.split(' ')[0]}`) }).click();
     await page.waitForURL(`${fixture.stack.appUrl}**`);
-    await eventually(() => page.locator('#patient-name').textContent()).toBe(patient.name);
+    await eventually(expect, () => page.locator('#patient-name').textContent()).toBe(patient.name);
     // A patient-facing launch asks the app for its own patient banner.
     expect(await page.locator('#banner').getAttribute('class')).not.toContain('compact');
     expect(await page.locator('#context-list').textContent()).toContain('standalone');
     await shot(page, 'sdk-standalone');
   });
 
-  it('tokens that expire with the page open are refreshed by the proxy; the page keeps working (invariant 8)', async () => {
+  it.sequential('tokens that expire with the page open are refreshed by the proxy; the page keeps working (invariant 8)', async ({ expect }) => {
     const { page } = await newPage();
     const patient = patients()[2]!;
-    await ehrLaunch(page, patient, '&tokenTtl=120');
+    await ehrLaunch(expect, page, patient, '&tokenTtl=120');
     const before = await page.evaluate(() => (window as unknown as { demo: { session: { context: { expiresAt: string } } } }).demo.session.context.expiresAt);
     expect(Date.parse(before) - Date.now()).toBeLessThan(125_000);
     const refreshes = sandbox().stats.tokenRequests.refresh_token ?? 0;
@@ -194,9 +202,9 @@ describe.skipIf(!hasChromium)('the browser SDK and the demo app in Chromium', ()
     clock.now = () => realNow() + 121_000;
     try {
       await page.getByRole('button', { name: 'Refresh data' }).click();
-      await eventually(() => sandbox().stats.tokenRequests.refresh_token ?? 0).toBe(refreshes + 1);
-      await eventually(() => page.locator('#observation-rows tr').count()).toBe(10);
-      await eventually(() => page.locator('#context-list').textContent()).not.toContain(before);
+      await eventually(expect, () => sandbox().stats.tokenRequests.refresh_token ?? 0).toBe(refreshes + 1);
+      await eventually(expect, () => page.locator('#observation-rows tr').count()).toBe(10);
+      await eventually(expect, () => page.locator('#context-list').textContent()).not.toContain(before);
       expect(await page.locator('#patient-name').textContent()).toBe(patient.name);
       expect(await page.locator('#ended').isVisible()).toBe(false);
     } finally {
@@ -205,10 +213,10 @@ describe.skipIf(!hasChromium)('the browser SDK and the demo app in Chromium', ()
     await shot(page, 'sdk-refresh-after-expiry');
   });
 
-  it('a revoked grant: the next request ends the session once, the page shows the way back, and nothing cached remains (SMART-REVOKE-02)', async () => {
+  it.sequential('a revoked grant: the next request ends the session once, the page shows the way back, and nothing cached remains (SMART-REVOKE-02)', async ({ expect }) => {
     const { page } = await newPage();
     const patient = patients()[0]!;
-    await ehrLaunch(page, patient);
+    await ehrLaunch(expect, page, patient);
     await page.evaluate(() => {
       const w = window as unknown as { ended: number; demo: { session: { onSessionEnded(f: () => void): void } } };
       w.ended = 0;
@@ -222,7 +230,7 @@ describe.skipIf(!hasChromium)('the browser SDK and the demo app in Chromium', ()
     const refreshCalls: string[] = [];
     page.on('request', (request) => request.url().endsWith('/refresh') && refreshCalls.push(request.method()));
     await page.getByRole('button', { name: 'Refresh data' }).click();
-    await eventually(() => page.locator('#ended').isVisible()).toBe(true);
+    await eventually(expect, () => page.locator('#ended').isVisible()).toBe(true);
     // Four sections failed at once: one refresh attempt between them, then one sessionEnded.
     expect(refreshCalls).toEqual(['POST']);
     expect(await page.locator('#ended-title').textContent()).toBe('Your session has ended');
@@ -236,19 +244,19 @@ describe.skipIf(!hasChromium)('the browser SDK and the demo app in Chromium', ()
     await shot(page, 'sdk-revoked');
     // A reload finds nothing to resume.
     await page.reload();
-    await eventually(() => page.locator('#status').textContent()).toContain('No launch in progress');
+    await eventually(expect, () => page.locator('#status').textContent()).toContain('No launch in progress');
   });
 
-  it('logout revokes, clears the tab and offers a new sign-in; the old session id opens nothing afterwards', async () => {
+  it.sequential('logout revokes, clears the tab and offers a new sign-in; the old session id opens nothing afterwards', async ({ expect }) => {
     const { page } = await newPage();
     const patient = patients()[1]!;
     await page.goto(`${fixture.stack.apiUrl}/launch`);
     await page.getByRole('button', { name: new RegExp(`Sign in as ${patient.name.split(' ')[0]}`) }).click();
-    await eventually(() => page.locator('#patient-name').textContent()).toBe(patient.name);
+    await eventually(expect, () => page.locator('#patient-name').textContent()).toBe(patient.name);
     const id = await page.evaluate(() => (window as unknown as { demo: { session: { id: string } } }).demo.session.id);
     const revocations = sandbox().stats.revocations;
     await page.getByRole('button', { name: 'Sign out' }).click();
-    await eventually(() => page.locator('#status').textContent()).toContain('Signed out');
+    await eventually(expect, () => page.locator('#status').textContent()).toContain('Signed out');
     expect(sandbox().stats.revocations).toBe(revocations + 1);
     expect(await page.locator('#patient-name').textContent()).toBe('');
     expect(await storedEntries(page)).toBe(0);
@@ -257,18 +265,18 @@ describe.skipIf(!hasChromium)('the browser SDK and the demo app in Chromium', ()
     // The same id, put back in the fragment, is a clear "session ended" with the way forward.
     await page.goto('about:blank');
     await page.goto(`${fixture.stack.appUrl}#session=${id}`);
-    await eventually(() => page.locator('#ended').isVisible()).toBe(true);
+    await eventually(expect, () => page.locator('#ended').isVisible()).toBe(true);
     expect(page.url()).toBe(fixture.stack.appUrl);
   });
 
-  it('the fhirclient.js bridge: patient.read(), user.read(), encounter.read() and a paged, flat request() with resolveReferences through the proxy', async () => {
+  it('the fhirclient.js bridge: patient.read(), user.read(), encounter.read() and a paged, flat request() with resolveReferences through the proxy', async ({ expect }) => {
     const { page } = await newPage();
     const patient = patients()[0]!;
     const proxied: string[] = [];
     page.on('request', (request) => proxied.push(request.url()));
-    await ehrLaunch(page, patient);
+    await ehrLaunch(expect, page, patient);
     await page.goto(`${fixture.stack.appUrl}fhirclient.html`);
-    await eventually(() => page.locator('#result').getAttribute('data-state')).toBe('done');
+    await eventually(expect, () => page.locator('#result').getAttribute('data-state')).toBe('done');
     const result = JSON.parse((await page.locator('#result').textContent()) ?? '{}') as Record<string, unknown>;
     expect(result).toMatchObject({
       patient: { resourceType: 'Patient', id: patient.id },
@@ -286,14 +294,14 @@ describe.skipIf(!hasChromium)('the browser SDK and the demo app in Chromium', ()
     await shot(page, 'sdk-fhirclient-bridge');
   });
 
-  it('a narrowed grant: the user unticks scopes at the EHR and the app says what it did not get (SMART-SCOPE-07)', async () => {
+  it('a narrowed grant: the user unticks scopes at the EHR and the app says what it did not get (SMART-SCOPE-07)', async ({ expect }) => {
     const { page } = await newPage();
     const patient = patients()[0]!;
     await page.goto(`${sandbox().url}/ehr/launch?patient=${patient.id}&consent=1`);
     await page.getByRole('checkbox', { name: 'offline_access' }).uncheck();
     await page.getByRole('button', { name: 'Allow' }).click();
     await page.waitForURL(`${fixture.stack.appUrl}**`);
-    await eventually(() => page.locator('#patient-name').textContent()).toBe(patient.name);
+    await eventually(expect, () => page.locator('#patient-name').textContent()).toBe(patient.name);
     expect(await page.locator('#reduced-text').textContent()).toContain('No refresh was granted');
     expect(await page.locator('#context-list').textContent()).not.toContain('offline_access');
     await shot(page, 'sdk-narrowed-grant');
@@ -303,13 +311,13 @@ describe.skipIf(!hasChromium)('the browser SDK and the demo app in Chromium', ()
     await page.getByRole('checkbox', { name: 'patient/*.rs' }).uncheck();
     await page.getByRole('button', { name: 'Allow' }).click();
     await page.waitForURL(`${fixture.stack.appUrl}**`);
-    await eventually(() => page.locator('#status').textContent()).toContain('did not grant this app access');
+    await eventually(expect, () => page.locator('#status').textContent()).toContain('did not grant this app access');
     expect(await page.locator('#reduced-text').textContent()).toContain('did not grant access to conditions, medications, observations, vital signs');
     expect(await page.locator('.state[data-for="conditions"]').textContent()).toContain('Not shared with this app');
     await shot(page, 'sdk-refused-scope');
   });
 
-  it('errors at the authorize step each end on a page that says what happened and how to go on', async () => {
+  it('errors at the authorize step each end on a page that says what happened and how to go on', async ({ expect }) => {
     const { page } = await newPage();
     const patient = patients()[1]!;
     const launch = (outcome: string) => page.goto(`${sandbox().url}/ehr/launch?patient=${patient.id}&authorize=${outcome}`);
@@ -319,10 +327,10 @@ describe.skipIf(!hasChromium)('the browser SDK and the demo app in Chromium', ()
     await launch('invalid_redirect');
     expect(await page.locator('body').textContent()).toContain('redirect_uri is not registered');
     await launch('invalid_scope');
-    await eventually(() => page.locator('h1').textContent()).toBe('Sign-in could not be completed');
+    await eventually(expect, () => page.locator('h1').textContent()).toBe('Sign-in could not be completed');
     expect(await page.locator('body').textContent()).toContain('AUTHORIZATION_FAILED');
     await launch('access_denied');
-    await eventually(() => page.locator('body').textContent()).toContain('AUTHORIZATION_DENIED');
+    await eventually(expect, () => page.locator('body').textContent()).toContain('AUTHORIZATION_DENIED');
     expect(await page.getByRole('link', { name: 'Start again' }).count()).toBe(1);
     await shot(page, 'sdk-authorize-denied');
     // Launch options the sandbox does not understand are refused with a reason, before any launch.
@@ -332,15 +340,15 @@ describe.skipIf(!hasChromium)('the browser SDK and the demo app in Chromium', ()
     expect((await page.goto(`${sandbox().url}/ehr/frame?patient=${patient.id}&authorize=teapot`))?.status()).toBe(400);
   });
 
-  it('a foreign session id (well-formed, not this browser\'s) shows "session ended", never a blank page', async () => {
+  it('a foreign session id (well-formed, not this browser\'s) shows "session ended", never a blank page', async ({ expect }) => {
     const { page } = await newPage();
     await page.goto(`${fixture.stack.appUrl}#session=${'A'.repeat(43)}`);
-    await eventually(() => page.locator('#ended').isVisible()).toBe(true);
+    await eventually(expect, () => page.locator('#ended').isVisible()).toBe(true);
     expect(await page.locator('#ended-action').textContent()).toContain('open the app again');
     expect(page.url()).toBe(fixture.stack.appUrl);
     await page.goto('about:blank');
     await page.goto(`${fixture.stack.appUrl}#session=not-a-session`);
-    await eventually(() => page.locator('#ended').isVisible()).toBe(true);
+    await eventually(expect, () => page.locator('#ended').isVisible()).toBe(true);
     await shot(page, 'sdk-foreign-session');
   });
 });
