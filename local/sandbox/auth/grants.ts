@@ -80,7 +80,13 @@ export function accessTokenVerifier(state: AuthState): (token: string) => Promis
   return (token) => verifyAccessToken(state, jwks, issuer, fhirBaseUrl, token);
 }
 
-async function verifyAccessToken(state: AuthState, jwks: ReturnType<typeof createLocalJWKSet>, issuer: string, fhirBaseUrl: string, token: string): Promise<VerifiedAccessToken> {
+async function verifyAccessToken(
+  state: AuthState,
+  jwks: ReturnType<typeof createLocalJWKSet>,
+  issuer: string,
+  fhirBaseUrl: string,
+  token: string,
+): Promise<VerifiedAccessToken> {
   let payload;
   try {
     ({ payload } = await jwtVerify(token, jwks, {
