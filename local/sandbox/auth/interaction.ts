@@ -18,6 +18,7 @@ import type { AuthContext, AuthState } from './state.js';
 /** How long an interaction (a sign-in page) stays valid, in seconds. */
 export const INTERACTION_TTL_SECONDS = 600;
 
+/** On `interaction.started`: remembers which refresh scope the client asked for, by interaction uid. */
 export function rememberRequestedRefresh(state: AuthState, ctx: KoaContextWithOIDC): void {
   const { requestedRefresh } = state;
   const interaction = ctx.oidc?.entities.Interaction;

@@ -36,6 +36,7 @@ export class TokenEndpointFaults {
     this.#ctx = ctx;
   }
 
+  /** A token request while a token endpoint fault is set (tokenEndpointFaulted). */
   async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const { faults } = this.#ctx.options;
     let body: Buffer;
@@ -94,6 +95,7 @@ export class TokenEndpointFaults {
     });
   }
 
+  /** Ends pending delays without answering; called when the sandbox closes. */
   dispose(): void {
     this.#disposed = true;
     for (const entry of this.#pendingDelays) {

@@ -12,9 +12,11 @@ import type { AuthState } from './state.js';
  * counters of the token and revocation endpoints, and the id_token faults (faults.idToken).
  */
 
-// Post-middleware on oidc-provider's own koa stack: counts calls and adds SMART launch context to
-// token responses (oidc-provider has no configuration hook for token response parameters).
-// Token requests the sandbox answers itself (faults) never get here; handleFaultedTokenRequest counts them.
+/**
+ * Post-middleware on oidc-provider's own koa stack: counts calls and adds SMART launch context to
+ * token responses (oidc-provider has no configuration hook for token response parameters). Token
+ * requests the sandbox answers itself (faults) never get here; TokenEndpointFaults counts them.
+ */
 export function tokenEndpointMiddleware(state: AuthState): (ctx: KoaContextWithOIDC, next: () => Promise<void>) => Promise<void> {
   const { stats } = state.options;
   return async (ctx, next) => {
