@@ -5,7 +5,7 @@ import { extname, join, normalize, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Context } from 'aws-lambda';
 import { Writable } from 'node:stream';
-import { isStreamingHandler, PRELUDE_CONTENT_TYPE, PRELUDE_DELIMITER, type ResponseStream, type StreamingHandler, type StreamPrelude } from '../functions/fhir-proxy/streaming.js';
+import { isStreamingHandler, PRELUDE_CONTENT_TYPE, PRELUDE_DELIMITER, type ResponseStream, type StreamingHandler, type StreamPrelude } from '../shared/http/streaming.js';
 import { SmartError } from '../shared/core/errors.js';
 import type { ApiEvent, ApiResult } from '../shared/http/api-event.js';
 import { renderError } from '../shared/http/error-response.js';

@@ -15,7 +15,8 @@ import { DEADLINE_MARGIN_MS, invocationDeadline, withDeadline } from '../../shar
 import { auditedRefresher, auditTrail, noteAudit, sessionFacts } from '../../shared/audit/trail.js';
 import { tracing } from '../../shared/ops/tracing.js';
 import { noteUpstreamMs, opsMetrics } from '../../shared/ops/metrics.js';
-import { streamifyResponse, streamingCapBytes, writeStreamedResponse, type ResponseStream, type StreamingHandler } from './streaming.js';
+import { streamifyResponse, writeStreamedResponse, type ResponseStream, type StreamingHandler } from '../../shared/http/streaming.js';
+import { streamingCapBytes } from './streaming.js';
 
 const logger = createLogger('smart-launch-fhir-proxy');
 
