@@ -5,9 +5,10 @@ import { extname, join, normalize, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Context } from 'aws-lambda';
 import { Writable } from 'node:stream';
-import { isStreamingHandler, PRELUDE_CONTENT_TYPE, PRELUDE_DELIMITER, type ResponseStream, type StreamingHandler, type StreamPrelude } from '../functions/fhir-proxy/streaming.js';
+import { isStreamingHandler, PRELUDE_CONTENT_TYPE, PRELUDE_DELIMITER, type ResponseStream, type StreamingHandler, type StreamPrelude } from '../shared/http/streaming.js';
 import { SmartError } from '../shared/core/errors.js';
 import type { ApiEvent, ApiResult } from '../shared/http/api-event.js';
+import { responseHeaders } from '../shared/http/headers.js';
 import { renderError } from '../shared/http/error-response.js';
 import { matchRoute, type FunctionName } from '../shared/http/routes.js';
 import { BASE_HEADERS } from '../shared/http/responses.js';
@@ -105,11 +106,7 @@ export function toApiEvent(
 }
 
 function writeResult(res: ServerResponse, result: ApiResult): void {
-  const headers: Record<string, string | string[]> = {};
-  for (const [name, value] of Object.entries(result.headers ?? {})) headers[name.toLowerCase()] = String(value);
-  for (const [name, values] of Object.entries(result.multiValueHeaders ?? {})) {
-    headers[name.toLowerCase()] = values.map(String);
-  }
+  const headers = responseHeaders(result.headers, result.multiValueHeaders);
   const body = Buffer.from(result.body ?? '', result.isBase64Encoded ? 'base64' : 'utf8');
   headers['content-length'] = String(body.length);
   res.writeHead(result.statusCode, headers);
@@ -185,9 +182,7 @@ class LocalResponseStream extends Writable implements ResponseStream {
       return;
     }
     this.#prelude = undefined;
-    const headers: Record<string, string | string[]> = {};
-    for (const [name, value] of Object.entries(prelude.headers ?? {})) headers[name.toLowerCase()] = String(value);
-    for (const [name, values] of Object.entries(prelude.multiValueHeaders ?? {})) headers[name.toLowerCase()] = values.map(String);
+    const headers = responseHeaders(prelude.headers, prelude.multiValueHeaders);
     if (prelude.cookies && prelude.cookies.length > 0) headers['set-cookie'] = [...prelude.cookies];
     delete headers['content-length'];
     this.#res.writeHead(prelude.statusCode, headers);

@@ -8,6 +8,7 @@ import { openSession } from '../../shared/core/session.js';
 import { apiHandler } from '../../shared/http/api-handler.js';
 import { cookieOf, queryOf, type ApiEvent, type ApiResult } from '../../shared/http/api-event.js';
 import { BINDING_COOKIE } from '../../shared/http/cookies.js';
+import { requestHeaders } from '../../shared/http/headers.js';
 import { createLogger } from '../../shared/http/logger.js';
 import { BASE_HEADERS } from '../../shared/http/responses.js';
 import { renderError } from '../../shared/http/error-response.js';
@@ -15,7 +16,8 @@ import { DEADLINE_MARGIN_MS, invocationDeadline, withDeadline } from '../../shar
 import { auditedRefresher, auditTrail, noteAudit, sessionFacts } from '../../shared/audit/trail.js';
 import { tracing } from '../../shared/ops/tracing.js';
 import { noteUpstreamMs, opsMetrics } from '../../shared/ops/metrics.js';
-import { streamifyResponse, streamingCapBytes, writeStreamedResponse, type ResponseStream, type StreamingHandler } from './streaming.js';
+import { streamifyResponse, writeStreamedResponse, type ResponseStream, type StreamingHandler } from '../../shared/http/streaming.js';
+import { streamingCapBytes } from './streaming.js';
 
 const logger = createLogger('smart-launch-fhir-proxy');
 
@@ -38,18 +40,6 @@ function fhirPath(event: ApiEvent): string | undefined {
   return index >= 0 ? event.path.slice(index + marker.length) : event.pathParameters?.proxy;
 }
 
-/** Request headers by lower-case name, repeated ones as lists (API Gateway's `multiValueHeaders`). */
-function headersOf(event: ApiEvent): Record<string, string[]> {
-  const out: Record<string, string[]> = {};
-  for (const [name, values] of Object.entries(event.multiValueHeaders ?? {})) {
-    if (values && values.length > 0) (out[name.toLowerCase()] ??= []).push(...values);
-  }
-  if (Object.keys(out).length === 0) {
-    for (const [name, value] of Object.entries(event.headers ?? {})) if (value !== undefined) (out[name.toLowerCase()] ??= []).push(value);
-  }
-  return out;
-}
-
 /** The body API Gateway hands over (base64 when `isBase64Encoded`, which the catch-all binary media type makes the rule), decoded once. */
 function bodyOf(event: ApiEvent, limitBytes: number): Uint8Array | undefined {
   if (event.body === null || event.body === undefined || event.body === '') return undefined;
@@ -68,7 +58,7 @@ async function proxy(event: ApiEvent, deps: CoreDeps, maxResponseBytes: number |
   const body = bodyOf(event, ABSOLUTE_REQUEST_LIMIT_BYTES);
   const session = await openSession(event.pathParameters?.id, cookieOf(event, BINDING_COOKIE), deps);
   noteAudit(event, sessionFacts(deps, session));
-  const request: ProxyRequest = { method: event.httpMethod, rawPath: fhirPath(event), query: queryOf(event), headers: headersOf(event), body };
+  const request: ProxyRequest = { method: event.httpMethod, rawPath: fhirPath(event), query: queryOf(event), headers: requestHeaders(event), body };
   const upstream = await forwardFhirRequest(session, request, deps, {
     refresh: auditedRefresher(event, ensureFreshSession),
     ...(maxResponseBytes !== undefined ? { maxResponseBytes } : {}),

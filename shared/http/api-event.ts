@@ -1,5 +1,6 @@
 import type { APIGatewayProxyEvent, APIGatewayProxyResult } from 'aws-lambda';
 import type { Query } from '../core/query.js';
+import { multiValueHeader, singleHeader } from './headers.js';
 
 /** API Gateway REST API (payload v1) events: the same shape in AWS and from the local runner. */
 export type ApiEvent = APIGatewayProxyEvent;
@@ -11,18 +12,12 @@ export function queryOf(event: ApiEvent): Query {
 
 /** A request header, looked up case-insensitively. */
 export function headerOf(event: ApiEvent, name: string): string | undefined {
-  const wanted = name.toLowerCase();
-  for (const [key, value] of Object.entries(event.headers ?? {})) {
-    if (key.toLowerCase() === wanted && value !== undefined) return value;
-  }
-  return undefined;
+  return singleHeader(event.headers, name);
 }
 
 /** The value of one cookie from the `Cookie` header(s); `undefined` when absent or ambiguous. */
 export function cookieOf(event: ApiEvent, name: string): string | undefined {
-  const headers = Object.entries(event.multiValueHeaders ?? {})
-    .filter(([key]) => key.toLowerCase() === 'cookie')
-    .flatMap(([, values]) => values ?? []);
+  const headers = multiValueHeader(event.multiValueHeaders, 'cookie');
   const single = headerOf(event, 'cookie');
   if (headers.length === 0 && single !== undefined) headers.push(single);
   const found: string[] = [];

@@ -2,18 +2,18 @@ import { randomUUID } from 'node:crypto';
 import { CloudWatchLogsClient } from '@aws-sdk/client-cloudwatch-logs';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { KMSClient } from '@aws-sdk/client-kms';
-import { GetSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
+import { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import { CloudWatchAuditSink } from '../adapters/cloudwatch-audit-sink.js';
 import { DynamoSessionStore } from '../adapters/dynamo-session-store.js';
 import { CachingKeyRing } from '../adapters/caching-key-ring.js';
 import { KmsKeyRing } from '../adapters/kms-key-ring.js';
+import { SecretsManagerClientSecrets } from '../adapters/secrets-manager-client-secrets.js';
 import { cryptoRandom, fetchHttpClient, systemClock } from '../adapters/system.js';
 import { ENV } from '../config/env.js';
-import { parseConfigText, type IssuerConfig } from '../config/schema.js';
-import type { ClientSecrets, CoreDeps } from '../core/deps.js';
+import { parseConfigText } from '../config/schema.js';
+import type { CoreDeps } from '../core/deps.js';
 import { DiscoveryCache } from '../core/discovery.js';
 import { JwksCache } from '../core/id-token.js';
-import { SmartError } from '../core/errors.js';
 import { awsSigner } from './aws-signer.js';
 import { EmfMetrics, metricNamespace } from '../ops/metrics.js';
 import { tracedHttp, tracer } from '../ops/tracing.js';
@@ -22,33 +22,6 @@ function required(name: string): string {
   const value = process.env[name];
   if (value === undefined || value === '') throw new Error(`environment variable ${name} is not set`);
   return value;
-}
-
-/** Client secrets from Secrets Manager, fetched once per container and kept in memory. */
-export class SecretsManagerClientSecrets implements ClientSecrets {
-  readonly #cache = new Map<string, Promise<string>>();
-
-  constructor(private readonly client: SecretsManagerClient) {}
-
-  get(issuer: IssuerConfig): Promise<string | undefined> {
-    const arn = issuer.clientSecret;
-    if (arn === undefined) return Promise.resolve(undefined);
-    let pending = this.#cache.get(arn);
-    if (!pending) {
-      pending = this.client
-        .send(new GetSecretValueCommand({ SecretId: arn }))
-        .then((out) => {
-          if (!out.SecretString) throw new SmartError('CLIENT_AUTH_FAILED', 'the client secret in Secrets Manager is empty');
-          return out.SecretString;
-        })
-        .catch((cause: unknown) => {
-          this.#cache.delete(arn);
-          throw cause instanceof SmartError ? cause : new SmartError('SECRETS_UNAVAILABLE', 'the client secret could not be read', { cause });
-        });
-      this.#cache.set(arn, pending);
-    }
-    return pending;
-  }
 }
 
 /** The dedicated audit log group, one stream per container (date and a random id), when the stack names one. */

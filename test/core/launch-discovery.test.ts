@@ -4,7 +4,7 @@ import { JwksCache } from '../../shared/core/id-token.js';
 import { completeCallback, startLaunch } from '../../shared/core/launch.js';
 import { openSession, sessionView } from '../../shared/core/session.js';
 import type { HttpClient } from '../../shared/core/ports.js';
-import { runDoctor } from '../../local/doctor.js';
+import { runDoctor } from '../../cli/doctor.js';
 import { sampleConfig, sampleIssuer } from '../fakes/deps.js';
 import { json, query, type FakeEhr } from '../fakes/fake-ehr.js';
 import { ehrLaunchQuery, harness, signIn, type Harness } from '../fakes/launch-flow.js';

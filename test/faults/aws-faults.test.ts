@@ -14,7 +14,7 @@ import { CachingKeyRing } from '../../shared/adapters/caching-key-ring.js';
 import { DynamoSessionStore } from '../../shared/adapters/dynamo-session-store.js';
 import { KmsKeyRing } from '../../shared/adapters/kms-key-ring.js';
 import type { CoreDeps } from '../../shared/core/deps.js';
-import { SecretsManagerClientSecrets } from '../../shared/runtime/aws-deps.js';
+import { SecretsManagerClientSecrets } from '../../shared/adapters/secrets-manager-client-secrets.js';
 import { BINDING_COOKIE } from '../../shared/http/cookies.js';
 import { startLocalDynamo, type LocalDynamo } from '../../local/dynamo-local.js';
 import { deps as testDeps } from '../fakes/deps.js';

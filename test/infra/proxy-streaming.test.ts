@@ -3,7 +3,7 @@ import { Duration } from 'aws-cdk-lib';
 import { Template } from 'aws-cdk-lib/assertions';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { bufferedHandler, handler } from '../../functions/fhir-proxy/handler.js';
-import { isStreamingHandler } from '../../functions/fhir-proxy/streaming.js';
+import { isStreamingHandler } from '../../shared/http/streaming.js';
 import { RESPONSE_TRANSFER_MODE } from '../../infra/constructs/launch-api.js';
 import type { FunctionName } from '../../shared/http/routes.js';
 import { SmartLaunchStack } from '../../infra/stacks/smart-launch-stack.js';

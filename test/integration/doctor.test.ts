@@ -3,7 +3,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { doctorMain } from '../../local/doctor.js';
+import { doctorMain } from '../../cli/doctor.js';
 import { startSandbox, type Sandbox, type SandboxQuirks } from '../../local/sandbox/index.js';
 
 /*

@@ -1,7 +1,7 @@
 import { Writable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { BUFFERED_RESPONSE_LIMIT_BYTES, createFhirProxyHandler, createStreamingFhirProxyHandler } from '../../functions/fhir-proxy/handler.js';
-import { PRELUDE_CONTENT_TYPE, PRELUDE_DELIMITER, type ResponseStream } from '../../functions/fhir-proxy/streaming.js';
+import { PRELUDE_CONTENT_TYPE, PRELUDE_DELIMITER, type ResponseStream } from '../../shared/http/streaming.js';
 import { BINDING_COOKIE } from '../../shared/http/cookies.js';
 import { json } from '../fakes/fake-ehr.js';
 import { harness, signIn } from '../fakes/launch-flow.js';

@@ -1,7 +1,7 @@
 import { CloudWatchLogsClient, CreateLogStreamCommand, FilterLogEventsCommand, PutLogEventsCommand } from '@aws-sdk/client-cloudwatch-logs';
 import { mockClient } from 'aws-sdk-client-mock';
 import { describe, expect, it } from 'vitest';
-import { fhirR4Problems } from '../../local/fhir-validate.js';
+import { fhirR4Problems } from '../../cli/fhir-validate.js';
 import { CloudWatchAuditSink } from '../../shared/adapters/cloudwatch-audit-sink.js';
 import { fromAuditEvent, toAuditEvent } from '../../shared/audit/audit-event.js';
 import { AUDIT_ACTIONS, auditRecord, parseAuditLine } from '../../shared/audit/record.js';

@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { fhirR4Problems } from '../../local/fhir-validate.js';
+import { fhirR4Problems } from '../../cli/fhir-validate.js';
 import { LOCAL_CLIENT } from '../../local/stack.js';
 import { fromAuditEvent, toAuditEvent } from '../../shared/audit/audit-event.js';
 import { AuditRecordSchema, type AuditRecord } from '../../shared/audit/record.js';

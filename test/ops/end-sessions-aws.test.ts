@@ -6,7 +6,7 @@ import { DeleteItemCommand, DynamoDBClient, PutItemCommand, ScanCommand, type At
 import { DecryptCommand, KMSClient } from '@aws-sdk/client-kms';
 import { mockClient } from 'aws-sdk-client-mock';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { sessionsMain } from '../../local/ops.js';
+import { sessionsMain } from '../../cli/ops.js';
 import { DynamoSessionStore } from '../../shared/adapters/dynamo-session-store.js';
 import { cryptoRandom } from '../../shared/adapters/system.js';
 import { AuditRecordSchema } from '../../shared/audit/record.js';

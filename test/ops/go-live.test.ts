@@ -123,7 +123,7 @@ describe('docs/operations.md and the runbooks name what exists', () => {
     const commands = [...all.matchAll(/npx smart-launch ([a-z]+)(?: ([a-z]+))?/g)].map((m) => `${m[1]}${m[2] && m[1] !== 'doctor' ? ` ${m[2]}` : ''}`);
     expect(commands.length).toBeGreaterThan(10);
     for (const command of commands) expect(['doctor', 'sessions end', 'audit export']).toContain(command);
-    const usage = readFileSync(join(process.cwd(), 'local', 'ops.ts'), 'utf8') + readFileSync(join(process.cwd(), 'local', 'doctor.ts'), 'utf8');
+    const usage = readFileSync(join(process.cwd(), 'cli', 'ops.ts'), 'utf8') + readFileSync(join(process.cwd(), 'cli', 'doctor.ts'), 'utf8');
     for (const option of new Set([...all.matchAll(/npx smart-launch [^\n`]*/g)].flatMap((m) => [...m[0].matchAll(/--([a-z-]+)/g)].map((o) => o[1]!)))) {
       expect(usage, `--${option}`).toContain(`--${option}`);
     }

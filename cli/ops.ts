@@ -21,11 +21,11 @@ import { ConfigError, parseConfig, parseConfigText, type Config } from '../share
 import type { CoreDeps } from '../shared/core/deps.js';
 import { SmartError } from '../shared/core/errors.js';
 import { endSessions, type SessionSelector } from '../shared/ops/end-sessions.js';
-import { SecretsManagerClientSecrets } from '../shared/runtime/aws-deps.js';
+import { SecretsManagerClientSecrets } from '../shared/adapters/secrets-manager-client-secrets.js';
 import { awsSigner } from '../shared/runtime/aws-signer.js';
-import { connectLocalDynamo } from './dynamo-local.js';
+import { connectLocalDynamo } from '../local/dynamo-local.js';
 import { fhirR4Problems } from './fhir-validate.js';
-import { sampleConfig } from './stack.js';
+import { sampleConfig } from '../local/stack.js';
 
 export interface OpsIo {
   stdout(text: string): void;
