@@ -2,7 +2,7 @@ import type { MiddlewareObj } from '@middy/core';
 import type { Logger } from '@aws-lambda-powertools/logger';
 import type { CoreDeps } from '../core/deps.js';
 import { toSmartError, type SmartError } from '../core/errors.js';
-import type { SessionRefresher } from '../core/proxy.js';
+import type { SessionRefresher } from '../core/proxy/index.js';
 import type { OpenSession } from '../core/session.js';
 import { correlationIdOf, type ApiEvent, type ApiResult } from '../http/api-event.js';
 import { auditRecord, type AuditAction, type AuditFacts, type AuditRecord } from './record.js';

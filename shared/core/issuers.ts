@@ -17,3 +17,8 @@ export function resolveIssuer(config: Config, iss: string | undefined): IssuerCo
   if (!fallback) throw new SmartError('NO_DEFAULT_ISSUER', 'the launch has no "iss" and no issuer is marked as the default');
   return fallback;
 }
+
+/** The configured issuer a session or transaction was opened with (`iss` matched exactly, as at launch); `undefined` once removed from the configuration. */
+export function issuerOf(config: Config, iss: string): IssuerConfig | undefined {
+  return config.issuers.find((issuer) => issuer.iss === iss);
+}

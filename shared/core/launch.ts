@@ -23,7 +23,7 @@ import {
 } from './records.js';
 import { resolveIssuer } from './issuers.js';
 import type { SessionRecord } from './ports.js';
-import { verifyPatientAccess } from './proxy.js';
+import { verifyPatientAccess } from './proxy/index.js';
 import { sessionExpiresAt } from './refresh.js';
 import { authenticatedTokenRequest, callTokenEndpoint, DEFAULT_EXPIRES_IN_SECONDS } from './token.js';
 import { redirectUri, restartUrl } from './urls.js';
