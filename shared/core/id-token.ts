@@ -1,6 +1,6 @@
 import { createLocalJWKSet, errors as joseErrors, jwtVerify, type JSONWebKeySet } from 'jose';
 import { isSmartError, SmartError } from './errors.js';
-import { fetchJson } from './discovery.js';
+import { fetchJson } from './ehr/http.js';
 import type { HttpClient } from './ports.js';
 
 export interface IdTokenExpectations {

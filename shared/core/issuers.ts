@@ -9,7 +9,7 @@ import { SmartError } from './errors.js';
  */
 export function resolveIssuer(config: Config, iss: string | undefined): IssuerConfig {
   if (iss !== undefined) {
-    const match = config.issuers.find((issuer) => issuer.iss === iss);
+    const match = issuerOf(config, iss);
     if (!match) throw new SmartError('ISSUER_NOT_ALLOWED', '"iss" is not an EHR configured for this customer');
     return match;
   }

@@ -21,7 +21,7 @@ import {
   type SessionSecrets,
   type TransactionSecrets,
 } from './records.js';
-import { resolveIssuer } from './issuers.js';
+import { issuerOf, resolveIssuer } from './issuers.js';
 import type { SessionRecord } from './ports.js';
 import { verifyPatientAccess } from './proxy/index.js';
 import { sessionExpiresAt } from './refresh.js';
@@ -173,7 +173,7 @@ export async function completeCallback(query: Query, cookieSecret: string | unde
     });
   }
 
-  const issuer = config.issuers.find((candidate) => candidate.iss === txn.iss);
+  const issuer = issuerOf(config, txn.iss);
   if (!issuer) throw new SmartError('ISSUER_NOT_ALLOWED', 'the issuer of this launch is no longer configured');
   const secrets = openJson(TransactionSecretsSchema, transactionSealKey(config, state), txn.sealed, txn.key);
 
