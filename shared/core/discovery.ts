@@ -2,6 +2,7 @@ import { z } from 'zod';
 import type { ConfigMode } from '../config/schema.js';
 import { fetchJson } from './ehr/http.js';
 import { SmartError } from './errors.js';
+import { SingleFlightCache } from './single-flight-cache.js';
 import type { AuthServerEndpoints, Clock, HttpClient } from './ports.js';
 
 /** `{iss}/.well-known/smart-configuration`, appended even when the base has a path (SMART-DISC-01). */
@@ -269,13 +270,6 @@ export interface DiscoveryCacheOptions {
 export const DISCOVERY_FRESH_MS = 5 * 60_000;
 export const DISCOVERY_STALE_MS = 60 * 60_000;
 
-interface CacheEntry {
-  readonly value: SmartConfiguration;
-  readonly fetchedAt: number;
-  /** When the last background refresh failed, if it did. */
-  failedAt?: number;
-}
-
 /**
  * Discovery per container (SMART-DISC-10), keyed by issuer: fresh for `freshMs`; then, up to `staleMs`,
  * stale-while-revalidate (the stale copy answers at once, one background fetch replaces it, and a
@@ -287,8 +281,7 @@ export class DiscoveryCache {
   readonly freshMs: number;
   readonly staleMs: number;
   readonly retryMs: number;
-  readonly #entries = new Map<string, CacheEntry>();
-  readonly #pending = new Map<string, Promise<SmartConfiguration>>();
+  readonly #cache = new SingleFlightCache<SmartConfiguration>();
   /** Background refreshes that failed (the stale copy was kept); for logs and tests. */
   revalidationFailures = 0;
 
@@ -300,38 +293,25 @@ export class DiscoveryCache {
 
   /** The configuration for `key`: cached, stale while refreshing, or loaded now. */
   async get(key: string, clock: Clock, load: () => Promise<SmartConfiguration>): Promise<SmartConfiguration> {
-    const entry = this.#entries.get(key);
-    const age = entry === undefined ? Infinity : clock.now() - entry.fetchedAt;
+    const entry = this.#cache.entry(key);
+    const age = entry === undefined ? Infinity : clock.now() - entry.loadedAt;
+    const loadedAt = () => clock.now();
     if (entry !== undefined && age < this.freshMs) return entry.value;
     if (entry !== undefined && age < this.staleMs) {
       if (entry.failedAt === undefined || clock.now() - entry.failedAt >= this.retryMs) {
-        this.#load(key, clock, load).catch(() => {
+        this.#cache.load(key, load, loadedAt).catch(() => {
           this.revalidationFailures += 1;
           entry.failedAt = clock.now();
         });
       }
       return entry.value;
     }
-    return this.#load(key, clock, load);
+    return this.#cache.load(key, load, loadedAt);
   }
 
   /** Forgets every entry (the next launch of each issuer fetches again). */
   clear(): void {
-    this.#entries.clear();
-  }
-
-  #load(key: string, clock: Clock, load: () => Promise<SmartConfiguration>): Promise<SmartConfiguration> {
-    let pending = this.#pending.get(key);
-    if (pending === undefined) {
-      pending = load()
-        .then((value) => {
-          this.#entries.set(key, { value, fetchedAt: clock.now() });
-          return value;
-        })
-        .finally(() => this.#pending.delete(key));
-      this.#pending.set(key, pending);
-    }
-    return pending;
+    this.#cache.clear();
   }
 }
 
