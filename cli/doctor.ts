@@ -16,9 +16,9 @@ import {
   capabilityStatementUrl,
   discoverIssuer,
   smartConfigurationUrl,
-  UPSTREAM_TIMEOUT_MS,
   type SmartConfiguration,
 } from '../shared/core/discovery.js';
+import { UPSTREAM_TIMEOUT_MS } from '../shared/core/ehr/http.js';
 import { isSmartError, safeList, SmartError } from '../shared/core/errors.js';
 import { fetchJwks } from '../shared/core/id-token.js';
 import { redirectUri } from '../shared/core/urls.js';

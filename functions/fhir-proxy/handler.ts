@@ -2,7 +2,7 @@ import type { Context } from 'aws-lambda';
 import { awsDeps } from '../../shared/runtime/aws-deps.js';
 import type { CoreDeps } from '../../shared/core/deps.js';
 import { SmartError } from '../../shared/core/errors.js';
-import { forwardFhirRequest, type ProxyRequest, type ProxyResponse } from '../../shared/core/proxy.js';
+import { forwardFhirRequest, type ProxyRequest, type ProxyResponse } from '../../shared/core/proxy/index.js';
 import { ensureFreshSession } from '../../shared/core/refresh.js';
 import { openSession } from '../../shared/core/session.js';
 import { apiHandler } from '../../shared/http/api-handler.js';
@@ -50,7 +50,7 @@ function bodyOf(event: ApiEvent, limitBytes: number): Uint8Array | undefined {
 
 /**
  * The one proxy path both handlers share: open the session (cookie-bound), decode the request once,
- * forward it (`shared/core/proxy.ts`), with the token renewed by `ensureFreshSession` before the
+ * forward it (`shared/core/proxy/`), with the token renewed by `ensureFreshSession` before the
  * request and, forced, once after a 401.
  */
 async function proxy(event: ApiEvent, deps: CoreDeps, maxResponseBytes: number | undefined): Promise<ProxyResponse> {

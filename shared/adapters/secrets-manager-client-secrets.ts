@@ -1,6 +1,6 @@
 import { GetSecretValueCommand, type SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import type { IssuerConfig } from '../config/schema.js';
-import type { ClientSecrets } from '../core/deps.js';
+import type { ClientSecrets } from '../core/ports.js';
 import { SmartError } from '../core/errors.js';
 
 /** Client secrets from Secrets Manager, fetched once per container and kept in memory. */

@@ -2,7 +2,8 @@ import type { MiddlewareObj } from '@middy/core';
 import type { Logger } from '@aws-lambda-powertools/logger';
 import type { CoreDeps } from '../core/deps.js';
 import { toSmartError, type SmartError } from '../core/errors.js';
-import type { SessionRefresher } from '../core/proxy.js';
+import { issuerOf } from '../core/issuers.js';
+import type { SessionRefresher } from '../core/proxy/index.js';
 import type { OpenSession } from '../core/session.js';
 import { correlationIdOf, type ApiEvent, type ApiResult } from '../http/api-event.js';
 import { auditRecord, type AuditAction, type AuditFacts, type AuditRecord } from './record.js';
@@ -66,7 +67,7 @@ export function sessionFacts(deps: CoreDeps, session: OpenSession): AuditFacts {
   const { context, launchMode } = session.secrets;
   return {
     iss: session.record.iss,
-    clientId: deps.config.issuers.find((issuer) => issuer.iss === session.record.iss)?.clientId,
+    clientId: issuerOf(deps.config, session.record.iss)?.clientId,
     fhirUser: context.fhirUser,
     patient: context.patient,
     launchMode,

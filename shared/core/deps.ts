@@ -1,14 +1,9 @@
-import type { Config, ConfigMode, IssuerConfig } from '../config/schema.js';
-import type { ClientSigner, Clock, HttpClient, KeyRing, Random, SessionStore } from './ports.js';
+import type { Config, ConfigMode } from '../config/schema.js';
+import type { ClientSecrets, ClientSigner, Clock, HttpClient, KeyRing, Random, SessionStore } from './ports.js';
 import type { DiscoveryCache } from './discovery.js';
 import type { JwksCache } from './id-token.js';
 import type { AuditSink } from '../audit/record.js';
 import type { MetricsSink } from '../ops/metric-points.js';
-
-/** Where the client secret of an issuer comes from (the config file locally, Secrets Manager in AWS). */
-export interface ClientSecrets {
-  get(issuer: IssuerConfig): Promise<string | undefined>;
-}
 
 /** Everything the core flows need, passed in by the handlers' wiring. */
 export interface CoreDeps {

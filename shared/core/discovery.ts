@@ -1,6 +1,8 @@
 import { z } from 'zod';
 import type { ConfigMode } from '../config/schema.js';
-import { SmartError, type ErrorCode } from './errors.js';
+import { fetchJson } from './ehr/http.js';
+import { SmartError } from './errors.js';
+import { SingleFlightCache } from './single-flight-cache.js';
 import type { AuthServerEndpoints, Clock, HttpClient } from './ports.js';
 
 /** `{iss}/.well-known/smart-configuration`, appended even when the base has a path (SMART-DISC-01). */
@@ -84,7 +86,7 @@ function invalidDocument(error: z.ZodError, what: string): SmartError {
  * Validates a SMART configuration document without judging what it offers: required fields present
  * and typed (SMART-DISC-02), `issuer` and `jwks_uri` present with `sso-openid-connect`, endpoints
  * absolute (or, given `fhirBase`, relative to it: SMART-DISC-05) and https (loopback http in local
- * runs). Whether S256 is advertised is the caller's judgement (`parseSmartConfiguration`, capabilities).
+ * runs). Whether S256 is advertised is the caller's judgement (`checkPkceSupported`, called by `requireCapabilities`).
  */
 export function readSmartConfiguration(document: unknown, mode: ConfigMode, fhirBase?: string): SmartConfiguration {
   const parsed = SmartConfigurationSchema.safeParse(document);
@@ -125,54 +127,6 @@ export function checkPkceSupported(smart: SmartConfiguration): void {
   if (smart.codeChallengeMethods !== undefined && !smart.codeChallengeMethods.includes('S256')) {
     throw new SmartError('PKCE_UNSUPPORTED', 'the SMART configuration does not list "S256" in code_challenge_methods_supported');
   }
-}
-
-/**
- * Validates a SMART configuration document (`readSmartConfiguration`) and fails closed when PKCE S256
- * is not advertised (SMART-DISC-04).
- */
-export function parseSmartConfiguration(document: unknown, mode: ConfigMode, fhirBase?: string): SmartConfiguration {
-  const smart = readSmartConfiguration(document, mode, fhirBase);
-  checkPkceSupported(smart);
-  return smart;
-}
-
-/** Time allowed for any single call to an EHR endpoint. */
-export const UPSTREAM_TIMEOUT_MS = 10_000;
-
-/** Reads JSON from an upstream URL, mapping network and HTTP failures to the given error codes. */
-export async function fetchJson(
-  http: HttpClient,
-  url: string,
-  codes: { unavailable: ErrorCode; invalid: ErrorCode },
-  what: string,
-): Promise<unknown> {
-  let response: Response;
-  try {
-    // Redirects are not followed: only the allow-listed URL is ever contacted.
-    response = await http(url, { headers: { accept: 'application/json' }, redirect: 'manual', signal: AbortSignal.timeout(UPSTREAM_TIMEOUT_MS) });
-  } catch (cause) {
-    throw new SmartError(codes.unavailable, `${what} could not be fetched`, { cause });
-  }
-  if (!response.ok) {
-    throw new SmartError(codes.unavailable, `${what} answered HTTP ${response.status}`, { details: { status: response.status } });
-  }
-  try {
-    return await response.json();
-  } catch (cause) {
-    throw new SmartError(codes.invalid, `${what} is not valid JSON`, { cause });
-  }
-}
-
-/** Fetches and validates `{iss}/.well-known/smart-configuration`. Call only with an allow-listed `iss`. */
-export async function discover(http: HttpClient, iss: string, mode: ConfigMode): Promise<SmartConfiguration> {
-  const document = await fetchJson(
-    http,
-    smartConfigurationUrl(iss),
-    { unavailable: 'DISCOVERY_UNAVAILABLE', invalid: 'DISCOVERY_INVALID' },
-    'the SMART configuration',
-  );
-  return parseSmartConfiguration(document, mode);
 }
 
 /** `{iss}/metadata`: the FHIR CapabilityStatement, where SMART v1 servers name their OAuth endpoints. */
@@ -316,13 +270,6 @@ export interface DiscoveryCacheOptions {
 export const DISCOVERY_FRESH_MS = 5 * 60_000;
 export const DISCOVERY_STALE_MS = 60 * 60_000;
 
-interface CacheEntry {
-  readonly value: SmartConfiguration;
-  readonly fetchedAt: number;
-  /** When the last background refresh failed, if it did. */
-  failedAt?: number;
-}
-
 /**
  * Discovery per container (SMART-DISC-10), keyed by issuer: fresh for `freshMs`; then, up to `staleMs`,
  * stale-while-revalidate (the stale copy answers at once, one background fetch replaces it, and a
@@ -334,8 +281,7 @@ export class DiscoveryCache {
   readonly freshMs: number;
   readonly staleMs: number;
   readonly retryMs: number;
-  readonly #entries = new Map<string, CacheEntry>();
-  readonly #pending = new Map<string, Promise<SmartConfiguration>>();
+  readonly #cache = new SingleFlightCache<SmartConfiguration>();
   /** Background refreshes that failed (the stale copy was kept); for logs and tests. */
   revalidationFailures = 0;
 
@@ -347,38 +293,25 @@ export class DiscoveryCache {
 
   /** The configuration for `key`: cached, stale while refreshing, or loaded now. */
   async get(key: string, clock: Clock, load: () => Promise<SmartConfiguration>): Promise<SmartConfiguration> {
-    const entry = this.#entries.get(key);
-    const age = entry === undefined ? Infinity : clock.now() - entry.fetchedAt;
+    const entry = this.#cache.entry(key);
+    const age = entry === undefined ? Infinity : clock.now() - entry.loadedAt;
+    const loadedAt = () => clock.now();
     if (entry !== undefined && age < this.freshMs) return entry.value;
     if (entry !== undefined && age < this.staleMs) {
       if (entry.failedAt === undefined || clock.now() - entry.failedAt >= this.retryMs) {
-        this.#load(key, clock, load).catch(() => {
+        this.#cache.load(key, load, loadedAt).catch(() => {
           this.revalidationFailures += 1;
           entry.failedAt = clock.now();
         });
       }
       return entry.value;
     }
-    return this.#load(key, clock, load);
+    return this.#cache.load(key, load, loadedAt);
   }
 
   /** Forgets every entry (the next launch of each issuer fetches again). */
   clear(): void {
-    this.#entries.clear();
-  }
-
-  #load(key: string, clock: Clock, load: () => Promise<SmartConfiguration>): Promise<SmartConfiguration> {
-    let pending = this.#pending.get(key);
-    if (pending === undefined) {
-      pending = load()
-        .then((value) => {
-          this.#entries.set(key, { value, fetchedAt: clock.now() });
-          return value;
-        })
-        .finally(() => this.#pending.delete(key));
-      this.#pending.set(key, pending);
-    }
-    return pending;
+    this.#cache.clear();
   }
 }
 

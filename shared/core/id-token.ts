@@ -1,6 +1,7 @@
 import { createLocalJWKSet, errors as joseErrors, jwtVerify, type JSONWebKeySet } from 'jose';
 import { isSmartError, SmartError } from './errors.js';
-import { fetchJson } from './discovery.js';
+import { fetchJson } from './ehr/http.js';
+import { SingleFlightCache } from './single-flight-cache.js';
 import type { HttpClient } from './ports.js';
 
 export interface IdTokenExpectations {
@@ -48,43 +49,34 @@ export interface JwksCacheOptions {
 export class JwksCache {
   readonly maxAgeMs: number;
   readonly minRefetchIntervalMs: number;
-  readonly #entries = new Map<string, { keys: JSONWebKeySet; fetchedAt: number }>();
-  readonly #pending = new Map<string, Promise<JSONWebKeySet>>();
-  /** JWKS fetches made (for tests and logs). */
-  fetches = 0;
+  readonly #cache = new SingleFlightCache<JSONWebKeySet>();
 
   constructor(options: JwksCacheOptions = {}) {
     this.maxAgeMs = options.maxAgeMs ?? 10 * 60_000;
     this.minRefetchIntervalMs = options.minRefetchIntervalMs ?? 30_000;
   }
 
+  /** JWKS fetches made (for tests and logs). */
+  get fetches(): number {
+    return this.#cache.loads;
+  }
+
   /** The key set: cached while younger than `maxAgeMs`, else fetched. */
   keys(http: HttpClient, jwksUri: string, now: number): Promise<JSONWebKeySet> {
-    const entry = this.#entries.get(jwksUri);
-    if (entry !== undefined && now - entry.fetchedAt < this.maxAgeMs) return Promise.resolve(entry.keys);
+    const entry = this.#cache.entry(jwksUri);
+    if (entry !== undefined && now - entry.loadedAt < this.maxAgeMs) return Promise.resolve(entry.value);
     return this.#fetch(http, jwksUri, now);
   }
 
   /** Fetches the set again for an unknown `kid`, unless it was fetched less than `minRefetchIntervalMs` ago. */
   refetch(http: HttpClient, jwksUri: string, now: number): Promise<JSONWebKeySet> | undefined {
-    const entry = this.#entries.get(jwksUri);
-    if (entry !== undefined && now - entry.fetchedAt < this.minRefetchIntervalMs) return undefined;
+    const entry = this.#cache.entry(jwksUri);
+    if (entry !== undefined && now - entry.loadedAt < this.minRefetchIntervalMs) return undefined;
     return this.#fetch(http, jwksUri, now);
   }
 
   #fetch(http: HttpClient, jwksUri: string, now: number): Promise<JSONWebKeySet> {
-    let pending = this.#pending.get(jwksUri);
-    if (pending === undefined) {
-      this.fetches += 1;
-      pending = fetchJwks(http, jwksUri)
-        .then((keys) => {
-          this.#entries.set(jwksUri, { keys, fetchedAt: now });
-          return keys;
-        })
-        .finally(() => this.#pending.delete(jwksUri));
-      this.#pending.set(jwksUri, pending);
-    }
-    return pending;
+    return this.#cache.load(jwksUri, () => fetchJwks(http, jwksUri), () => now);
   }
 }
 

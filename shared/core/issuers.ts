@@ -9,11 +9,16 @@ import { SmartError } from './errors.js';
  */
 export function resolveIssuer(config: Config, iss: string | undefined): IssuerConfig {
   if (iss !== undefined) {
-    const match = config.issuers.find((issuer) => issuer.iss === iss);
+    const match = issuerOf(config, iss);
     if (!match) throw new SmartError('ISSUER_NOT_ALLOWED', '"iss" is not an EHR configured for this customer');
     return match;
   }
   const fallback = config.issuers.find((issuer) => issuer.default === true) ?? (config.issuers.length === 1 ? config.issuers[0] : undefined);
   if (!fallback) throw new SmartError('NO_DEFAULT_ISSUER', 'the launch has no "iss" and no issuer is marked as the default');
   return fallback;
+}
+
+/** The configured issuer a session or transaction was opened with (`iss` matched exactly, as at launch); `undefined` once removed from the configuration. */
+export function issuerOf(config: Config, iss: string): IssuerConfig | undefined {
+  return config.issuers.find((issuer) => issuer.iss === iss);
 }

@@ -21,11 +21,11 @@ import {
   type SessionSecrets,
   type TransactionSecrets,
 } from './records.js';
-import { resolveIssuer } from './issuers.js';
-import type { SessionRecord } from './ports.js';
-import { verifyPatientAccess } from './proxy.js';
+import { issuerOf, resolveIssuer } from './issuers.js';
+import type { SessionRecord, TransactionRecord } from './ports.js';
+import { verifyPatientAccess } from './proxy/index.js';
 import { sessionExpiresAt } from './refresh.js';
-import { authenticatedTokenRequest, callTokenEndpoint, DEFAULT_EXPIRES_IN_SECONDS } from './token.js';
+import { authenticatedTokenRequest, callTokenEndpoint, DEFAULT_EXPIRES_IN_SECONDS, type TokenResponse } from './token.js';
 import { redirectUri, restartUrl } from './urls.js';
 
 export interface LaunchResult {
@@ -126,44 +126,51 @@ export interface CallbackResult {
   };
 }
 
-/**
- * `GET /callback`: consumes the transaction named by `state` (once), checks that the same browser
- * finishes the flow, checks RFC 9207 `iss`, handles `error` answers, redeems the code, verifies the
- * id_token and stores the new session. Nothing is stored unless every check passed.
- * @see https://hl7.org/fhir/smart-app-launch/STU2.2/app-launch.html#step-5-access-token
- */
-export async function completeCallback(query: Query, cookieSecret: string | undefined, deps: CoreDeps): Promise<CallbackResult> {
-  const { config, clock, random } = deps;
+/** The parameters of a sign-in response (`GET /callback`), each present at most once. */
+interface CallbackParams {
+  readonly state: string;
+  readonly code: string | undefined;
+  readonly error: string | undefined;
+  readonly iss: string | undefined;
+}
+
+function readCallbackParams(query: Query): CallbackParams {
   const state = singleParam(query, 'state', 512, 'CALLBACK_INVALID');
   const code = singleParam(query, 'code', 4096, 'CALLBACK_INVALID');
   const error = singleParam(query, 'error', 256, 'CALLBACK_INVALID');
   const iss = singleParam(query, 'iss', 2048, 'CALLBACK_INVALID');
   if (state === undefined) throw new SmartError('CALLBACK_INVALID', 'the sign-in response has no "state"');
   if (code === undefined && error === undefined) throw new SmartError('CALLBACK_INVALID', 'the sign-in response has neither "code" nor "error"');
+  return { state, code, error, iss };
+}
 
-  const now = clock.now();
-  // The binding is checked by the consuming write itself: a callback from another browser (or from
-  // someone who only learnt the `state`) leaves the pending launch intact for its own browser.
+/**
+ * Consumes the pending launch named by `state`. The binding is checked by the consuming write itself:
+ * a callback from another browser (or from someone who only learnt the `state`) leaves the pending
+ * launch intact for its own browser.
+ */
+async function takeTransaction(state: string, cookieSecret: string | undefined, deps: CoreDeps): Promise<TransactionRecord> {
   const cookieBinding = validBindingSecret(cookieSecret);
   const acceptable = cookieBinding === undefined ? [UNBOUND] : [bindingHash(cookieBinding), UNBOUND];
-  const taken = await deps.store.takeBoundTransaction(transactionKey(state), Math.floor(now / 1000), acceptable);
+  const taken = await deps.store.takeBoundTransaction(transactionKey(state), Math.floor(deps.clock.now() / 1000), acceptable);
   if (taken.outcome === 'absent') throw new SmartError('STATE_UNKNOWN', '"state" does not match a pending launch (already used, expired, or never issued)');
   if (taken.outcome === 'not-bound') {
-    throw new SmartError('BROWSER_MISMATCH', 'the sign-in was started in another browser, or its cookie was blocked', { retryUrl: restartUrl(config.publicUrl, taken.iss) });
+    throw new SmartError('BROWSER_MISMATCH', 'the sign-in was started in another browser, or its cookie was blocked', { retryUrl: restartUrl(deps.config.publicUrl, taken.iss) });
   }
-  const txn = taken.record;
-  const retry = restartUrl(config.publicUrl, txn.iss);
+  return taken.record;
+}
 
-  // RFC 9207 §2.4: compare `iss` with the issuer recorded for this transaction; require it where advertised.
+/** RFC 9207 §2.4: `iss` is the issuer recorded for this launch, and required where advertised; then the EHR's `error`, if any. */
+function checkCallbackAnswer(txn: TransactionRecord, params: CallbackParams, retry: string): void {
   const expectedIssuer = txn.endpoints.issuer;
-  if (iss !== undefined && expectedIssuer !== undefined && iss !== expectedIssuer) {
+  if (params.iss !== undefined && expectedIssuer !== undefined && params.iss !== expectedIssuer) {
     throw new SmartError('ISSUER_MISMATCH', '"iss" of the sign-in response is not the issuer this launch used', { retryUrl: retry });
   }
-  if (iss === undefined && txn.endpoints.issParameterSupported === true) {
+  if (params.iss === undefined && txn.endpoints.issParameterSupported === true) {
     throw new SmartError('ISSUER_MISMATCH', 'the sign-in response lacks "iss" although the EHR advertises it', { retryUrl: retry });
   }
-  if (error !== undefined) {
-    const safeError = /^[\x20-\x7e]{1,64}$/.test(error) ? error : 'invalid';
+  if (params.error !== undefined) {
+    const safeError = /^[\x20-\x7e]{1,64}$/.test(params.error) ? params.error : 'invalid';
     if (safeError === 'access_denied') {
       throw new SmartError('AUTHORIZATION_DENIED', 'access was not granted at the EHR', { retryUrl: retry, details: { oauthError: safeError } });
     }
@@ -172,42 +179,56 @@ export async function completeCallback(query: Query, cookieSecret: string | unde
       details: { oauthError: safeError },
     });
   }
+}
 
-  const issuer = config.issuers.find((candidate) => candidate.iss === txn.iss);
-  if (!issuer) throw new SmartError('ISSUER_NOT_ALLOWED', 'the issuer of this launch is no longer configured');
-  const secrets = openJson(TransactionSecretsSchema, transactionSealKey(config, state), txn.sealed, txn.key);
-
-  const withRetry = (e: unknown) => {
-    throw e instanceof SmartError ? new SmartError(e.code, e.message, { cause: e.cause, hint: e.hint, retryUrl: retry, details: e.details ?? {} }) : e;
+/** A refusal of a sign-in step, re-thrown with the launch's restart URL; everything else about it (hint, details, Retry-After) kept. */
+function withRetryUrl(retry: string): (error: unknown) => never {
+  return (error) => {
+    if (!(error instanceof SmartError)) throw error;
+    throw new SmartError(error.code, error.message, {
+      cause: error.cause,
+      hint: error.hint,
+      details: error.details ?? {},
+      retryUrl: retry,
+      ...(error.retryAfterSeconds === undefined ? {} : { retryAfterSeconds: error.retryAfterSeconds }),
+    });
   };
-  const tokenRequest = await authenticatedTokenRequest(deps, issuer, txn.endpoints.tokenEndpoint, {
+}
+
+/** Redeems the authorization code with PKCE at the token endpoint (SMART-TOKEN-01). */
+async function redeemCode(deps: CoreDeps, issuer: IssuerConfig, txn: TransactionRecord, secrets: TransactionSecrets, code: string): Promise<TokenResponse> {
+  const request = await authenticatedTokenRequest(deps, issuer, txn.endpoints.tokenEndpoint, {
     grant_type: 'authorization_code',
-    code: code as string,
+    code,
     redirect_uri: secrets.redirectUri,
     code_verifier: secrets.codeVerifier,
-  }).catch(withRetry);
-  const tokens = await callTokenEndpoint(deps.http, tokenRequest).catch(withRetry);
+  });
+  return callTokenEndpoint(deps.http, request);
+}
 
-  let fhirUser: string | undefined;
-  if (tokens.id_token !== undefined) {
-    const claims = await verifyIdToken(deps.http, tokens.id_token, {
-      issuer: txn.endpoints.issuer,
-      jwksUri: txn.endpoints.jwksUri,
-      clientId: issuer.clientId,
-      nonce: secrets.nonce,
-      now: clock.now(),
-    }, deps.jwks);
-    fhirUser = claims.fhirUser;
-  }
+/** The `fhirUser` of a verified id_token (invariant 5); none without an id_token. */
+async function verifiedFhirUser(deps: CoreDeps, issuer: IssuerConfig, txn: TransactionRecord, secrets: TransactionSecrets, tokens: TokenResponse): Promise<string | undefined> {
+  if (tokens.id_token === undefined) return undefined;
+  const claims = await verifyIdToken(deps.http, tokens.id_token, {
+    issuer: txn.endpoints.issuer,
+    jwksUri: txn.endpoints.jwksUri,
+    clientId: issuer.clientId,
+    nonce: secrets.nonce,
+    now: deps.clock.now(),
+  }, deps.jwks);
+  return claims.fhirUser;
+}
 
+/** The new session's secrets: the tokens, their lifetime, the granted scope and the launch context. */
+function sessionSecretsOf(tokens: TokenResponse, secrets: TransactionSecrets, fhirUser: string | undefined, now: number): SessionSecrets {
   const expiresIn = tokens.expires_in ?? DEFAULT_EXPIRES_IN_SECONDS;
-  const session: SessionSecrets = {
+  return {
     v: 1,
     accessToken: tokens.access_token,
     refreshToken: tokens.refresh_token,
     idToken: tokens.id_token,
-    accessTokenExpiresAt: clock.now() + expiresIn * 1000,
-    obtainedAt: clock.now(),
+    accessTokenExpiresAt: now + expiresIn * 1000,
+    obtainedAt: now,
     // RFC 6749 §5.1: an absent scope means the requested scope was granted as asked.
     scope: tokens.scope ?? secrets.scope,
     launchMode: secrets.launch === undefined ? 'standalone' : 'ehr',
@@ -222,6 +243,14 @@ export async function completeCallback(query: Query, cookieSecret: string | unde
       fhirUser,
     },
   };
+}
+
+/**
+ * Stores the session once the launch's patient was read through the new grant, so a launch whose
+ * patient cannot be read ends here on a clear page instead of in an app that renders nothing.
+ */
+async function storeSession(deps: CoreDeps, txn: TransactionRecord, sessionId: string, session: SessionSecrets, retry: string): Promise<void> {
+  const { config, clock, random } = deps;
   const createdAt = Math.floor(clock.now() / 1000);
   // The session's data key: the one key-ring call of a sign-in (invariant 6: its context names the record).
   const dataKey = await deps.keyRing.generateDataKey(encryptionContext(config, txn.sessionKey));
@@ -236,13 +265,33 @@ export async function completeCallback(query: Query, cookieSecret: string | unde
     expiresAt: sessionExpiresAt(config, createdAt, session.accessTokenExpiresAt),
     revision: 1,
   };
-  // Read the launch's patient once through the new grant, so a launch whose patient cannot be read
-  // ends here on a clear page instead of in an app that renders nothing.
-  const access = await verifyPatientAccess({ sessionId: secrets.sessionId, record, secrets: session, dataKey: dataKey.plaintext }, deps).catch((e: unknown) => {
-    throw e instanceof SmartError ? new SmartError(e.code, e.message, { cause: e.cause, retryUrl: retry, details: e.details ?? {} }) : e;
-  });
+  const access = await verifyPatientAccess({ sessionId, record, secrets: session, dataKey: dataKey.plaintext }, deps).catch(withRetryUrl(retry));
   const verified: SessionSecrets = { ...session, context: { ...session.context, patientAccess: access.status } };
   await deps.store.putSession({ ...record, sealed: sealJson(dataKey.plaintext, verified, txn.sessionKey, random) });
+}
+
+/**
+ * `GET /callback`: consumes the transaction named by `state` (once), checks that the same browser
+ * finishes the flow, checks RFC 9207 `iss`, handles `error` answers, redeems the code, verifies the
+ * id_token and stores the new session. Nothing is stored unless every check passed.
+ * @see https://hl7.org/fhir/smart-app-launch/STU2.2/app-launch.html#step-5-access-token
+ */
+export async function completeCallback(query: Query, cookieSecret: string | undefined, deps: CoreDeps): Promise<CallbackResult> {
+  const { config } = deps;
+  const params = readCallbackParams(query);
+  const txn = await takeTransaction(params.state, cookieSecret, deps);
+  const retry = restartUrl(config.publicUrl, txn.iss);
+  checkCallbackAnswer(txn, params, retry);
+
+  const issuer = issuerOf(config, txn.iss);
+  if (!issuer) throw new SmartError('ISSUER_NOT_ALLOWED', 'the issuer of this launch is no longer configured');
+  const secrets = openJson(TransactionSecretsSchema, transactionSealKey(config, params.state), txn.sealed, txn.key);
+
+  const tokens = await redeemCode(deps, issuer, txn, secrets, params.code as string).catch(withRetryUrl(retry));
+  const fhirUser = await verifiedFhirUser(deps, issuer, txn, secrets, tokens);
+  const session = sessionSecretsOf(tokens, secrets, fhirUser, deps.clock.now());
+  await storeSession(deps, txn, secrets.sessionId, session, retry);
+
   const appUrl = `${config.app.url}#session=${secrets.sessionId}`;
   const signedIn = { iss: txn.iss, clientId: issuer.clientId, fhirUser, patient: tokens.patient, launchMode: session.launchMode };
   return { sessionId: secrets.sessionId, appUrl, bindingSecret: validBindingSecret(cookieSecret), signedIn };

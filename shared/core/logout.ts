@@ -1,7 +1,7 @@
 import type { CoreDeps } from './deps.js';
-import { UPSTREAM_TIMEOUT_MS } from './discovery.js';
+import { revokeToken } from './ehr/revocation.js';
+import { issuerOf } from './issuers.js';
 import type { OpenSession } from './session.js';
-import { authenticatedTokenRequest } from './token.js';
 
 export type RevocationOutcome = 'revoked' | 'failed' | 'not-offered';
 
@@ -10,29 +10,18 @@ export type RevocationOutcome = 'revoked' | 'failed' | 'not-offered';
  * `revocation_endpoint` when discovery advertised one (the refresh token first, since revoking it
  * ends the grant at most servers; else the access token), with the client's authentication, and
  * then deletes the record. The session is unusable afterwards even when revocation failed.
- * @see https://www.rfc-editor.org/rfc/rfc7009#section-2.1
  */
 export async function endSession(session: OpenSession, deps: CoreDeps): Promise<{ revocation: RevocationOutcome; status?: number }> {
   const { record, secrets } = session;
   let outcome: { revocation: RevocationOutcome; status?: number } = { revocation: 'not-offered' };
   const endpoint = record.endpoints.revocationEndpoint;
-  const issuer = deps.config.issuers.find((candidate) => candidate.iss === record.iss);
+  const issuer = issuerOf(deps.config, record.iss);
   if (endpoint !== undefined && issuer !== undefined) {
     const [token, hint] =
-      secrets.refreshToken !== undefined ? [secrets.refreshToken, 'refresh_token'] : [secrets.accessToken, 'access_token'];
+      secrets.refreshToken !== undefined ? [secrets.refreshToken, 'refresh_token' as const] : [secrets.accessToken, 'access_token' as const];
     try {
-      // With private_key_jwt the assertion's `aud` is the revocation endpoint itself (SMART-CAUTH-07).
-      const request = await authenticatedTokenRequest(deps, issuer, endpoint, { token, token_type_hint: hint });
-      const response = await deps.http(request.url, {
-        method: 'POST',
-        headers: request.headers,
-        body: request.body,
-        redirect: 'manual',
-        signal: AbortSignal.timeout(UPSTREAM_TIMEOUT_MS),
-      });
-      await response.body?.cancel();
-      // RFC 7009 §2.2: 200 for a revoked (or already invalid) token.
-      outcome = { revocation: response.status === 200 ? 'revoked' : 'failed', status: response.status };
+      const status = await revokeToken(deps, issuer, endpoint, token, hint);
+      outcome = { revocation: status === 200 ? 'revoked' : 'failed', status };
     } catch {
       outcome = { revocation: 'failed' };
     }

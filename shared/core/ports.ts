@@ -2,6 +2,7 @@
  * The ports the SMART core needs from the outside world. Adapters live in `shared/adapters/`;
  * nothing in `shared/core/` imports an AWS SDK, reads the environment or the wall clock.
  */
+import type { IssuerConfig } from '../config/schema.js';
 
 /** Wall clock in epoch milliseconds, and waiting (so tests can run time forward instead of sleeping). */
 export interface Clock {
@@ -61,6 +62,11 @@ export interface ClientSigner {
   publicJwks(): Promise<{ readonly keys: readonly PublicJwk[] }>;
   /** The current key for `alg`; throws `SmartError` when none is configured or it cannot be read. */
   signingKey(alg: ClientAssertionAlg): Promise<AssertionSigningKey>;
+}
+
+/** Where the client secret of an issuer comes from (the config file locally, Secrets Manager in AWS). */
+export interface ClientSecrets {
+  get(issuer: IssuerConfig): Promise<string | undefined>;
 }
 
 /** KMS-style encryption context: every entry must match again to unwrap a data key. */

@@ -4,6 +4,7 @@ import { randomToken } from './crypto.js';
 import type { CoreDeps } from './deps.js';
 import { SmartError } from './errors.js';
 import { verifyIdToken } from './id-token.js';
+import { issuerOf } from './issuers.js';
 import { SessionSecretsSchema, openJson, sealJson, type LaunchContext, type SessionSecrets } from './records.js';
 import { sessionNotOpen, type OpenSession } from './session.js';
 import { authenticatedTokenRequest, callTokenEndpoint, DEFAULT_EXPIRES_IN_SECONDS, type TokenResponse } from './token.js';
@@ -166,7 +167,7 @@ async function refreshHoldingLease(session: OpenSession, leaseId: string, deps: 
   const { store, config, clock, random, http } = deps;
   const { record, secrets } = session;
   const release = () => store.releaseRefreshLease(record.key, leaseId).catch(() => undefined);
-  const issuer = config.issuers.find((candidate) => candidate.iss === record.iss);
+  const issuer = issuerOf(config, record.iss);
   if (!issuer) {
     await release();
     throw sessionNotOpen('issuer-removed');

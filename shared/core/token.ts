@@ -3,8 +3,7 @@ import { signingAlgOf, type IssuerConfig } from '../config/schema.js';
 import { assertionAudience, CLIENT_ASSERTION_TYPE, createClientAssertion } from './client-assertion.js';
 import type { CoreDeps } from './deps.js';
 import { SmartError } from './errors.js';
-import { UPSTREAM_TIMEOUT_MS } from './discovery.js';
-import { timeoutSignal } from './clock.js';
+import { postForm, UPSTREAM_TIMEOUT_MS, type FormRequest } from './ehr/http.js';
 import type { Clock, HttpClient } from './ports.js';
 
 /** A FHIR logical id (FHIR R4 `id` datatype), so context values can never smuggle a path. */
@@ -66,11 +65,8 @@ export type TokenResponse = z.infer<typeof TokenResponseSchema>;
 /** Access tokens without `expires_in` are assumed short-lived (SMART-TOKEN-05). */
 export const DEFAULT_EXPIRES_IN_SECONDS = 300;
 
-export interface TokenRequest {
-  readonly url: string;
-  readonly headers: Record<string, string>;
-  readonly body: string;
-}
+/** A request to the token endpoint (or another that takes the same client authentication). */
+export type TokenRequest = FormRequest;
 
 /**
  * RFC 6749 §2.3.1 `client_secret_basic`: id and secret are form-urlencoded before base64 (SMART-CAUTH-01/02;
@@ -224,13 +220,7 @@ export async function parseTokenResponse(response: Response): Promise<TokenRespo
 export async function callTokenEndpoint(http: HttpClient, request: TokenRequest, timeoutMs = UPSTREAM_TIMEOUT_MS, clock?: Clock): Promise<TokenResponse> {
   let response: Response;
   try {
-    response = await http(request.url, {
-      method: 'POST',
-      headers: request.headers,
-      body: request.body,
-      redirect: 'manual',
-      signal: timeoutSignal(clock, timeoutMs),
-    });
+    response = await postForm(http, request, timeoutMs, clock);
   } catch (cause) {
     throw new SmartError('TOKEN_ENDPOINT_UNAVAILABLE', 'the token endpoint could not be reached', { cause });
   }

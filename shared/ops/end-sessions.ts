@@ -1,5 +1,6 @@
 import type { CoreDeps } from '../core/deps.js';
 import { toSmartError } from '../core/errors.js';
+import { issuerOf } from '../core/issuers.js';
 import { endSession, type RevocationOutcome } from '../core/logout.js';
 import type { SessionRecord } from '../core/ports.js';
 import { encryptionContext, openJson, SessionSecretsSchema, type SessionSecrets } from '../core/records.js';
@@ -95,7 +96,7 @@ export async function endSessions(scanner: SessionScanner, deps: CoreDeps, optio
           cause: 'operator',
           revocation: outcome.revocation,
           iss: record.iss,
-          clientId: deps.config.issuers.find((issuer) => issuer.iss === record.iss)?.clientId,
+          clientId: issuerOf(deps.config, record.iss)?.clientId,
           fhirUser: secrets.context.fhirUser,
           patient: secrets.context.patient,
           launchMode: secrets.launchMode,

@@ -1,8 +1,23 @@
 import { describe, expect, it } from 'vitest';
-import { discover, parseSmartConfiguration, smartConfigurationUrl } from '../../shared/core/discovery.js';
+import type { ConfigMode } from '../../shared/config/schema.js';
+import { checkPkceSupported, discoverIssuer, readSmartConfiguration, smartConfigurationUrl, type SmartConfiguration } from '../../shared/core/discovery.js';
 import type { HttpClient } from '../../shared/core/ports.js';
 import { FixedClock } from '../fakes/clock.js';
 import { FakeEhr, json } from '../fakes/fake-ehr.js';
+
+/** Reading a document and the PKCE judgement the launch makes on it (SMART-DISC-04), together. */
+function parseSmartConfiguration(document: unknown, mode: ConfigMode): SmartConfiguration {
+  const smart = readSmartConfiguration(document, mode);
+  checkPkceSupported(smart);
+  return smart;
+}
+
+/** The launch's discovery of one issuer, with the same PKCE judgement. */
+async function discover(http: HttpClient, iss: string, mode: ConfigMode): Promise<SmartConfiguration> {
+  const smart = await discoverIssuer(http, { iss }, mode);
+  checkPkceSupported(smart);
+  return smart;
+}
 
 const ISS = 'https://ehr.example.org/fhir/r4';
 

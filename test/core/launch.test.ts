@@ -570,6 +570,20 @@ describe('startLaunch and completeCallback', () => {
       expect(h.deps.store.records()).toEqual([]);
     });
 
+    it('keeps Retry-After and the hint of a busy token endpoint when it adds the retryUrl (SMART-TOKEN-11)', async () => {
+      const h = await harness();
+      h.ehr.tokenAnswer = () => new Response('busy', { status: 503, headers: { 'retry-after': '7' } });
+      const { authorization, cookie } = await startAndAuthorize(h);
+
+      await expect(completeCallback(authorization.callbackQuery, cookie, h.deps)).rejects.toMatchObject({
+        code: 'TOKEN_ENDPOINT_UNAVAILABLE',
+        retryAfterSeconds: 7,
+        hint: expect.any(String),
+        retryUrl: restartUrl(PUBLIC_URL, h.ehr.fhirBase),
+      });
+      expect(h.deps.store.sessions()).toEqual([]);
+    });
+
     it('maps a wrong client secret to CLIENT_AUTH_FAILED (SMART-TOKEN-11)', async () => {
       const h = await harness({ deps: { clientSecrets: { get: async () => 'wrong-secret' } } });
       const { authorization, cookie } = await startAndAuthorize(h);

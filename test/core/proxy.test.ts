@@ -4,6 +4,7 @@ import {
   classifyInteraction,
   encodeFhirQuery,
   forwardFhirRequest,
+  keepSession,
   resolveProxyTarget,
   rewriteBundleUrls,
   rewriteLocation,
@@ -11,7 +12,7 @@ import {
   type ForwardOptions,
   type ProxyRequest,
   type SessionRefresher,
-} from '../../shared/core/proxy.js';
+} from '../../shared/core/proxy/index.js';
 import { openSession, type OpenSession } from '../../shared/core/session.js';
 import { PUBLIC_URL, sampleConfig, sampleIssuer } from '../fakes/deps.js';
 import { json, query } from '../fakes/fake-ehr.js';
@@ -727,10 +728,29 @@ describe('forwardFhirRequest: token renewal (SMART-FHIR-04)', () => {
     expect(h.ehr.requests).toHaveLength(1);
   });
 
-  it('without a refresher, the first 401 is already UPSTREAM_UNAUTHORIZED', async () => {
+  it('renews by default: without a refresher option, a 401 renews the token with the refresh token and retries', async () => {
+    const { h, session, accessToken } = await proxySetup();
+    const grants: Array<string | null> = [];
+    h.ehr.tokenAnswer = ({ form }) => {
+      grants.push(form.get('grant_type'));
+      return json({ access_token: 'renewed-token', token_type: 'Bearer', expires_in: 3600, refresh_token: 'rt-renewed' });
+    };
+    h.ehr.fhirAnswer = (_url, request) =>
+      request.headers.authorization === 'Bearer renewed-token' ? json({ resourceType: 'Patient', id: PATIENT }) : json({ resourceType: 'OperationOutcome' }, 401);
+
+    const response = await forwardFhirRequest(session, get(`Patient/${PATIENT}`), h.deps);
+
+    expect(response.status).toBe(200);
+    expect(response.meta.attempts).toBe(2);
+    expect(grants).toEqual(['refresh_token']);
+    expect(h.ehr.requestsTo(BASE).map((r) => r.headers.authorization)).toEqual([`Bearer ${accessToken}`, 'Bearer renewed-token']);
+  });
+
+  it('with renewal turned off (keepSession), a 401 ends in UPSTREAM_UNAUTHORIZED without asking the EHR for a token', async () => {
     const { h, session } = await proxySetup();
     h.ehr.fhirAnswer = () => json({}, 401);
-    await expect(forwardFhirRequest(session, get(`Patient/${PATIENT}`), h.deps)).rejects.toMatchObject({ code: 'UPSTREAM_UNAUTHORIZED' });
+    await expect(forwardFhirRequest(session, get(`Patient/${PATIENT}`), h.deps, { refresh: keepSession })).rejects.toMatchObject({ code: 'UPSTREAM_UNAUTHORIZED' });
+    expect(h.ehr.requestsTo(h.ehr.tokenEndpoint)).toHaveLength(0);
   });
 });
 

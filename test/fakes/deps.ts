@@ -1,7 +1,7 @@
 import { cryptoRandom } from '../../shared/adapters/system.js';
 import { parseConfig, type Config, type ConfigMode } from '../../shared/config/schema.js';
-import type { ClientSecrets, CoreDeps } from '../../shared/core/deps.js';
-import type { HttpClient, Random } from '../../shared/core/ports.js';
+import type { CoreDeps } from '../../shared/core/deps.js';
+import type { ClientSecrets, HttpClient, Random } from '../../shared/core/ports.js';
 import { FixedClock } from './clock.js';
 import { EHR_CLIENT_ID, EHR_CLIENT_SECRET, EHR_FHIR_BASE } from './fake-ehr.js';
 import { MemoryKeyRing } from './memory-key-ring.js';

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { isActiveContentType } from '../../shared/core/proxy.js';
+import { isActiveContentType } from '../../shared/core/proxy/index.js';
 import { startLaunch } from '../../shared/core/launch.js';
 import { ehrLaunchQuery } from '../fakes/launch-flow.js';
 import { BINDING_COOKIE, call, captureLogs, checkAnswer, drainLogs, event, fc, FUZZ_RUNS, FUZZ_SEED, storedSnapshot, Tally, text, world, type World } from './harness.js';
