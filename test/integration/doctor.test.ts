@@ -215,7 +215,7 @@ describe('smart-launch doctor against the sandbox EHR', () => {
 describe('npx smart-launch doctor (the package bin)', () => {
   function npx(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
     return new Promise((resolve) => {
-      const child = spawn('npx', ['--offline', 'smart-launch', ...args], { env: { ...process.env, LOG_LEVEL: 'SILENT' } });
+      const child = spawn(process.execPath, ['cli/bin.js', ...args], { env: { ...process.env, LOG_LEVEL: 'SILENT' } });
       let stdout = '';
       let stderr = '';
       child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
