@@ -1,6 +1,8 @@
+import { realpathSync } from 'node:fs';
+import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { ConfigError } from '../shared/config/schema.js';
-import { startLocalStack } from './stack.js';
+import { startLocalStack, type LocalStack } from './stack.js';
 
 const USAGE = `Usage: npm start [-- options]
 
@@ -13,20 +15,35 @@ const USAGE = `Usage: npm start [-- options]
   --help               this text
 `;
 
+/** Where `cliMain` writes, and when the stack it started stops (the process: on SIGINT/SIGTERM). */
+export interface CliIo {
+  stdout(text: string): void;
+  stderr(text: string): void;
+  /** Settles when a started stack should close; `cliMain` then closes it and answers 0. */
+  readonly stop: Promise<void>;
+  /** Told once the stack listens (after the banner is written). */
+  started?(stack: LocalStack): void | Promise<void>;
+}
+
+class UsageError extends Error {}
+
 function port(value: string | undefined, fallback: number, flag: string): number {
   if (value === undefined) return fallback;
   const n = Number(value);
-  if (!Number.isInteger(n) || n < 0 || n > 65535) {
-    process.stderr.write(`${flag} must be a port number (0-65535), got "${value}"\n`);
-    process.exit(2);
-  }
+  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new UsageError(`${flag} must be a port number (0-65535), got "${value}"\n`);
   return n;
 }
 
-async function main(): Promise<void> {
+/**
+ * `npm start`: parses the options, starts the local stack, prints what to register with the EHR and
+ * serves until `io.stop` settles. Answers the process exit code: 0 (help, or stopped), 1 (nothing
+ * started: an invalid config or a failed start), 2 (a usage error).
+ */
+export async function cliMain(argv: readonly string[], io: CliIo): Promise<number> {
   let values;
   try {
     ({ values } = parseArgs({
+      args: [...argv],
       options: {
         config: { type: 'string' },
         port: { type: 'string' },
@@ -38,20 +55,34 @@ async function main(): Promise<void> {
       strict: true,
     }));
   } catch (error) {
-    process.stderr.write(`${(error as Error).message}\n\n${USAGE}`);
-    process.exit(2);
+    io.stderr(`${(error as Error).message}\n\n${USAGE}`);
+    return 2;
   }
   if (values.help) {
-    process.stdout.write(USAGE);
-    return;
+    io.stdout(USAGE);
+    return 0;
   }
-  const stack = await startLocalStack({
-    port: port(values.port, 3000, '--port'),
-    dataDir: values.data ?? '.data',
-    configPath: values.config,
-    sandbox: values.config === undefined ? true : values.sandbox === true,
-    sandboxPort: port(values['sandbox-port'], 3001, '--sandbox-port'),
-  });
+  let stack: LocalStack;
+  try {
+    stack = await startLocalStack({
+      port: port(values.port, 3000, '--port'),
+      dataDir: values.data ?? '.data',
+      configPath: values.config,
+      sandbox: values.config === undefined ? true : values.sandbox === true,
+      sandboxPort: port(values['sandbox-port'], 3001, '--sandbox-port'),
+    });
+  } catch (error) {
+    if (error instanceof UsageError) {
+      io.stderr(error.message);
+      return 2;
+    }
+    if (error instanceof ConfigError) {
+      io.stderr(`${error.message}\n\nNothing was started. Fix the problems above and run again.\n`);
+    } else {
+      io.stderr(`smart-launch could not start: ${(error as Error).message}\n`);
+    }
+    return 1;
+  }
   const lines = [
     '',
     'smart-launch is running',
@@ -65,19 +96,33 @@ async function main(): Promise<void> {
   } else {
     lines.push('', `Launch from your EHR with ${stack.apiUrl}/launch?iss=…&launch=…, or open ${stack.apiUrl}/launch for a standalone launch.`);
   }
-  process.stdout.write(`${lines.join('\n')}\n\nPress Ctrl+C to stop.\n`);
-  const stop = () => {
-    void stack.close().then(() => process.exit(0));
-  };
-  process.once('SIGINT', stop);
-  process.once('SIGTERM', stop);
+  io.stdout(`${lines.join('\n')}\n\nPress Ctrl+C to stop.\n`);
+  try {
+    await io.started?.(stack);
+    await io.stop;
+  } finally {
+    await stack.close();
+  }
+  return 0;
 }
 
-main().catch((error: unknown) => {
-  if (error instanceof ConfigError) {
-    process.stderr.write(`${error.message}\n\nNothing was started. Fix the problems above and run again.\n`);
-  } else {
-    process.stderr.write(`smart-launch could not start: ${(error as Error).message}\n`);
+/** Whether this module runs as the program (`npm start` is `tsx local/cli.ts`) rather than imported. */
+function isMain(): boolean {
+  try {
+    return process.argv[1] !== undefined && import.meta.url === pathToFileURL(realpathSync(process.argv[1])).href;
+  } catch {
+    return false;
   }
-  process.exit(1);
-});
+}
+if (isMain()) {
+  const stop = new Promise<void>((resolve) => {
+    process.once('SIGINT', () => resolve());
+    process.once('SIGTERM', () => resolve());
+  });
+  const code = await cliMain(process.argv.slice(2), {
+    stdout: (text) => process.stdout.write(text),
+    stderr: (text) => process.stderr.write(text),
+    stop,
+  });
+  process.exit(code);
+}

@@ -3,6 +3,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { cliMain } from '../../local/cli.js';
 import { startSandbox, type Sandbox } from '../../local/sandbox/index.js';
 
 let dir: string;
@@ -21,6 +22,18 @@ interface Run {
   code: number | null;
   stdout: string;
   stderr: string;
+}
+
+/** Runs `npm start -- ARGS` in this process, for the runs that end before anything listens. */
+async function runCliInProcess(args: string[]): Promise<Run> {
+  let stdout = '';
+  let stderr = '';
+  const code = await cliMain(args, {
+    stdout: (text) => (stdout += text),
+    stderr: (text) => (stderr += text),
+    stop: Promise.resolve(),
+  });
+  return { code, stdout, stderr };
 }
 
 /** Runs `npm start -- ARGS` the way npm does (tsx on local/cli.ts); stops it once `until` matches stdout. */
@@ -63,7 +76,7 @@ describe('npm start', () => {
       }),
     );
 
-    const run = await runCli(['--config', file, '--port', '0', '--data', join(dir, 'data')]);
+    const run = await runCliInProcess(['--config', file, '--port', '0', '--data', join(dir, 'data')]);
 
     expect(run.code).toBe(1);
     expect(run.stderr).toContain(`configuration ${file} is invalid`);
@@ -79,11 +92,23 @@ describe('npm start', () => {
   it('refuses a config file that is not JSON', async () => {
     const file = join(dir, 'broken.json');
     await writeFile(file, '{ "customer": ');
-    const run = await runCli(['--config', file, '--port', '0', '--data', join(dir, 'data')]);
+    const run = await runCliInProcess(['--config', file, '--port', '0', '--data', join(dir, 'data')]);
     expect(run.code).toBe(1);
     expect(run.stderr).toMatch(/\$: not valid JSON/);
   });
 
+  it('answers a bad port or an unknown option with exit code 2 and the usage, and starts nothing', async () => {
+    const badPort = await runCliInProcess(['--port', '70000', '--data', join(dir, 'data')]);
+    expect(badPort.code).toBe(2);
+    expect(badPort.stderr).toContain('--port must be a port number (0-65535), got "70000"');
+    expect(badPort.stdout).not.toContain('is running');
+
+    const unknown = await runCliInProcess(['--colour']);
+    expect(unknown.code).toBe(2);
+    expect(unknown.stderr).toContain('Usage: npm start');
+  });
+
+  // The one run through the real entry point (a child process, as `npm start` runs it).
   it('serves the API for a given config file on the given port, against the EHR it names', async () => {
     const file = join(dir, 'good.json');
     await writeFile(
