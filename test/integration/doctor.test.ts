@@ -1,9 +1,9 @@
-import { spawn } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { doctorMain } from '../../cli/doctor.js';
+import { binMain } from '../../cli/main.js';
 import { startSandbox, type Sandbox, type SandboxQuirks } from '../../local/sandbox/index.js';
 
 /*
@@ -213,18 +213,15 @@ describe('smart-launch doctor against the sandbox EHR', () => {
 });
 
 describe('npx smart-launch doctor (the package bin)', () => {
-  function npx(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-    return new Promise((resolve) => {
-      const child = spawn(process.execPath, ['cli/bin.js', ...args], { env: { ...process.env, LOG_LEVEL: 'SILENT' } });
-      let stdout = '';
-      let stderr = '';
-      child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
-      child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-      child.on('close', (code) => resolve({ code, stdout, stderr }));
-    });
+  /** The bin's dispatch (`cli/bin.js` hands it argv and the process streams), run in-process. */
+  async function npx(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+    let stdout = '';
+    let stderr = '';
+    const code = await binMain(args, { stdout: (text) => (stdout += text), stderr: (text) => (stderr += text) });
+    return { code, stdout, stderr };
   }
 
-  it('runs as a child process: the table on stdout and exit code 1 when a check fails', async () => {
+  it('dispatches doctor: the table on stdout and exit code 1 when a check fails', async () => {
     sandbox.quirks.noS256 = true;
 
     const run = await npx(['doctor', '--config', await configFile(), '--mode', 'local']);
@@ -239,5 +236,16 @@ describe('npx smart-launch doctor (the package bin)', () => {
 
     expect(run.code).toBe(0);
     expect(run.stdout).toContain('Result: OK');
+  });
+
+  it('prints the commands for no command or help, and refuses an unknown one with exit code 2', async () => {
+    const help = await npx([]);
+    expect(help.code).toBe(0);
+    expect(help.stdout).toContain('Usage: smart-launch <command>');
+    expect((await npx(['help'])).stdout).toBe(help.stdout);
+
+    const unknown = await npx(['doctr']);
+    expect(unknown.code).toBe(2);
+    expect(unknown.stderr).toContain('unknown command "doctr"');
   });
 });
