@@ -74,3 +74,63 @@ export class SkippingClock implements Clock {
     await new Promise<void>((resolve) => setImmediate(resolve));
   }
 }
+
+/**
+ * Real time (plus what the test added) until `hold()`; from then on a clock that only the test moves
+ * (`advance`). Lease expiry, waiters' deadlines and EHR call timeouts are all measured on the clock
+ * port, so while held, however slow a loaded machine is, none of them can fire on its own: only the
+ * test's `advance` makes time pass. A wait (a refresh waiter's backoff) never moves the clock: it ends
+ * at the next `wake()` (call it whenever what waiters wait for may have changed) or after `ms` of
+ * real time as a fallback pace, whichever comes first.
+ */
+export class HeldClock implements Clock {
+  #offset = 0;
+  #held: number | undefined;
+  #sleepers = new Set<() => void>();
+  #timers: Array<{ readonly at: number; readonly controller: AbortController }> = [];
+
+  now(): number {
+    return this.#held ?? Date.now() + this.#offset;
+  }
+
+  /** Stops time where it is now. */
+  hold(): void {
+    this.#held = this.now();
+  }
+
+  advance(ms: number): void {
+    if (this.#held === undefined) this.#offset += ms;
+    else this.#held += ms;
+    const now = this.now();
+    const due = this.#timers.filter((timer) => timer.at <= now);
+    this.#timers = this.#timers.filter((timer) => timer.at > now);
+    for (const { controller } of due) controller.abort(new DOMException('The operation was aborted due to timeout', 'TimeoutError'));
+  }
+
+  /** Ends every wait in progress (their callers look again at once). */
+  wake(): void {
+    const sleepers = [...this.#sleepers];
+    this.#sleepers.clear();
+    for (const resolve of sleepers) resolve();
+  }
+
+  sleep(ms: number): Promise<void> {
+    if (this.#held === undefined) return new Promise((resolve) => setTimeout(resolve, ms));
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.#sleepers.delete(done);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      this.#sleepers.add(done);
+    });
+  }
+
+  /** Aborts with a `TimeoutError`, as `AbortSignal.timeout` does, once `advance` has moved the clock `ms` forward. */
+  timeout(ms: number): AbortSignal {
+    const controller = new AbortController();
+    this.#timers.push({ at: this.now() + ms, controller });
+    return controller.signal;
+  }
+}

@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Clock } from '../../shared/core/ports.js';
+import type { Clock, SessionStore } from '../../shared/core/ports.js';
+import { HeldClock } from '../fakes/clock.js';
 import { BrowserClient } from '../integration/browser-client.js';
 import { ehrLaunch, scanTable, sessionIdFrom, startFixture, type Fixture } from '../integration/stack-fixture.js';
 
@@ -18,26 +19,42 @@ const REQUESTS_PER_SESSION = 3;
 const ROUNDS = 3;
 const TOKEN_SECONDS = 60;
 
-/** The API's clock: real time plus an offset the test moves; waiting is real (the refresh backoff), time is not advanced by it. */
-class OffsetClock implements Clock {
-  offset = 0;
-  now(): number {
-    return Date.now() + this.offset;
-  }
-  sleep(ms: number): Promise<void> {
-    return new Promise((resolve) => setTimeout(resolve, ms));
-  }
-}
-
+/**
+ * The API's clock. Held (moved only by the test) through the refresh rounds: the lease (15 s), the
+ * waiters' deadline and the token call's timeout are measured on it, so a loaded machine answering
+ * slowly cannot expire a lease mid-refresh (a second grant) or time a waiter out (a 503). Waiters
+ * wake when a refresh ends (the store's write below), not after their backoff.
+ */
+const clock = new HeldClock();
 let fixture: Fixture;
-const clock = new OffsetClock();
 
 beforeAll(async () => {
   fixture = await startFixture();
   // The handlers read their ports from this one object on every request.
-  (fixture.stack.deps as { clock: Clock }).clock = clock;
+  const deps = fixture.stack.deps as { clock: Clock; store: SessionStore };
+  deps.clock = clock;
+  deps.store = wakingOnRefreshEnd(deps.store, () => clock.wake());
   fixture.stack.sandbox!.faults.accessTokenTtlSeconds = TOKEN_SECONDS;
 });
+/** The store, telling `wake` after every write that ends a refresh (stored, given back, or the session ended). */
+function wakingOnRefreshEnd(store: SessionStore, wake: () => void): SessionStore {
+  const ending = new Set<PropertyKey>(['completeRefresh', 'releaseRefreshLease', 'deleteSession']);
+  return new Proxy(store, {
+    get(target, name) {
+      const value: unknown = Reflect.get(target, name, target);
+      if (typeof value !== 'function') return value;
+      const call = (value as (...args: unknown[]) => unknown).bind(target);
+      if (!ending.has(name)) return call;
+      return async (...args: unknown[]) => {
+        try {
+          return await call(...args);
+        } finally {
+          wake();
+        }
+      };
+    },
+  });
+}
 afterAll(async () => {
   await fixture?.close();
 });
@@ -60,10 +77,11 @@ describe(`load: ${SESSIONS} sessions with short-lived tokens through several ref
     });
     expect(new Set(sessions.map((s) => s.url)).size).toBe(SESSIONS);
     const grantsAtStart = sandbox.stats.tokenRequests.refresh_token ?? 0;
+    clock.hold();
 
     for (let round = 1; round <= ROUNDS; round++) {
       // Every session's access token is now past its expiry.
-      clock.offset += (TOKEN_SECONDS + 1) * 1000;
+      clock.advance((TOKEN_SECONDS + 1) * 1000);
       const answers = await Promise.all(
         sessions.flatMap((s) => Array.from({ length: REQUESTS_PER_SESSION }, () => s.browser.call(`${s.url}/fhir/Patient/${s.patient.id}`).then((a) => ({ status: a.status, id: (a.body as { id?: string }).id, patient: s.patient.id })))),
       );
@@ -72,7 +90,7 @@ describe(`load: ${SESSIONS} sessions with short-lived tokens through several ref
       expect((sandbox.stats.tokenRequests.refresh_token ?? 0) - grantsAtStart).toBe(SESSIONS * round);
 
       // Requests just after the round's refreshes use the new tokens: no further grant.
-      clock.offset += 1000;
+      clock.advance(1000);
       const after = await Promise.all(sessions.map((s) => s.browser.call(s.url).then((a) => a.status)));
       expect(after.filter((status) => status !== 200)).toEqual([]);
       expect((sandbox.stats.tokenRequests.refresh_token ?? 0) - grantsAtStart).toBe(SESSIONS * round);
