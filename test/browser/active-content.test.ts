@@ -1,9 +1,9 @@
-import { existsSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startFixture, type Fixture } from '../integration/stack-fixture.js';
+import { hasChromium, releaseBrowser, sharedBrowser, PAGE_SHOWS } from './chromium.js';
 
 /*
  * A hostile (or merely careless) EHR serves a Binary as HTML or SVG with a script in it. An app opens
@@ -12,10 +12,6 @@ import { startFixture, type Fixture } from '../integration/stack-fixture.js';
  * proxy must keep it from reading anything.
  */
 
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
-const hasChromium = existsSync(CHROMIUM);
-/** How long a page may take to show what is expected: generous, as the machine may be busy. */
-const PAGE_SHOWS = { timeout: 20_000, interval: 100 };
 
 let fixture: Fixture;
 let browser: Browser;
@@ -32,13 +28,10 @@ beforeAll(async () => {
   await new Promise<void>((resolve) => sink.listen(0, '127.0.0.1', resolve));
   sinkUrl = `http://127.0.0.1:${(sink.address() as AddressInfo).port}/leak`;
   fixture = await startFixture();
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-quic', '--no-first-run', '--disable-component-update', '--disable-sync'],
-  });
+  browser = await sharedBrowser();
 });
 afterAll(async () => {
-  await browser?.close();
+  await releaseBrowser(browser);
   await fixture?.close();
   await new Promise<void>((resolve) => (sink ? sink.close(() => resolve()) : resolve()));
 });

@@ -1,18 +1,10 @@
-import { existsSync } from 'node:fs';
-import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { chromium, type Browser } from 'playwright-core';
+import type { Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startFixture, type Fixture } from '../integration/stack-fixture.js';
+import { hasChromium, releaseBrowser, sharedBrowser, PAGE_SHOWS, SCREENSHOTS } from './chromium.js';
 
-/** Debian's Chromium; `.ci/run` installs it (`apt-get install -y chromium`). */
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
-const hasChromium = existsSync(CHROMIUM);
-/** How long a page may take to show what is expected: generous, as the machine may be busy. */
-const PAGE_SHOWS = { timeout: 20_000, interval: 100 };
-if (!hasChromium) process.stderr.write(`browser tests skipped: no Chromium at ${CHROMIUM} (apt-get install -y chromium)\n`);
 
-const SCREENSHOTS = join(process.cwd(), '.data', 'screenshots');
 
 let fixture: Fixture;
 let browser: Browser;
@@ -20,14 +12,10 @@ let browser: Browser;
 beforeAll(async () => {
   if (!hasChromium) return;
   fixture = await startFixture();
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-quic', '--no-first-run', '--disable-component-update', '--disable-sync'],
-  });
-  await mkdir(SCREENSHOTS, { recursive: true });
+  browser = await sharedBrowser();
 });
 afterAll(async () => {
-  await browser?.close();
+  await releaseBrowser(browser);
   await fixture?.close();
 });
 

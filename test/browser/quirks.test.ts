@@ -1,14 +1,9 @@
-import { existsSync } from 'node:fs';
-import { chromium, type Browser } from 'playwright-core';
+import type { Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sampleConfig } from '../../local/stack.js';
 import { startFixture, type Fixture } from '../integration/stack-fixture.js';
+import { hasChromium, releaseBrowser, sharedBrowser, PAGE_SHOWS } from './chromium.js';
 
-/** Debian's Chromium; `.ci/run` installs it (`apt-get install -y chromium`). */
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
-const hasChromium = existsSync(CHROMIUM);
-/** How long a page may take to show what is expected: generous, as the machine may be busy. */
-const PAGE_SHOWS = { timeout: 20_000, interval: 100 };
 
 let fixture: Fixture;
 let browser: Browser;
@@ -23,13 +18,10 @@ beforeAll(async () => {
       return config;
     },
   });
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-quic', '--no-first-run', '--disable-component-update', '--disable-sync'],
-  });
+  browser = await sharedBrowser();
 });
 afterAll(async () => {
-  await browser?.close();
+  await releaseBrowser(browser);
   await fixture?.close();
 });
 

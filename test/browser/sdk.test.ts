@@ -1,15 +1,10 @@
-import { existsSync } from 'node:fs';
-import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, it, type ExpectStatic } from 'vitest';
 import { sampleConfig } from '../../local/stack.js';
 import { startFixture, type Fixture } from '../integration/stack-fixture.js';
+import { hasChromium, releaseBrowser, sharedBrowser, SCREENSHOTS } from './chromium.js';
 
-/** Debian's Chromium; `.ci/run` installs it (`apt-get install -y chromium`). */
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
-const hasChromium = existsSync(CHROMIUM);
-const SCREENSHOTS = join(process.cwd(), '.data', 'screenshots');
 
 let fixture: Fixture;
 let browser: Browser;
@@ -21,15 +16,11 @@ beforeAll(async () => {
   fixture = await startFixture({
     configure: ({ apiUrl, sandbox }) => ({ ...(sampleConfig(apiUrl, sandbox!.fhirBaseUrl) as object), cookie: { sameSite: 'None' } }),
   });
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-quic', '--no-first-run', '--disable-component-update', '--disable-sync'],
-  });
-  await mkdir(SCREENSHOTS, { recursive: true });
+  browser = await sharedBrowser();
 });
 afterAll(async () => {
   for (const context of contexts) await context.close().catch(() => undefined);
-  await browser?.close();
+  await releaseBrowser(browser);
   await fixture?.close();
 });
 

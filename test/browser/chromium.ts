@@ -1,0 +1,41 @@
+import { existsSync } from 'node:fs';
+import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { chromium, type Browser } from 'playwright-core';
+
+/** Debian's Chromium; `.ci/run` installs it (`apt-get install -y chromium`). */
+export const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
+export const hasChromium = existsSync(CHROMIUM);
+if (!hasChromium) process.stderr.write(`browser tests skipped: no Chromium at ${CHROMIUM} (apt-get install -y chromium)\n`);
+
+/** Where the browser tests leave their screenshots. */
+export const SCREENSHOTS = join(process.cwd(), '.data', 'screenshots');
+
+/** How long a page may take to show what is expected: generous, as the machine may be busy. */
+export const PAGE_SHOWS = { timeout: 20_000, interval: 100 };
+
+const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-quic', '--no-first-run', '--disable-component-update', '--disable-sync'];
+
+let launched: Promise<Browser> | undefined;
+
+/**
+ * The worker's one Chromium, launched on first use. The stack project shares one module registry per
+ * worker, so every browser file the worker runs gets the same browser; each test opens its own
+ * context (its own cookies and storage), and `releaseBrowser` closes them when the file ends.
+ * Playwright stops the browser when the worker process exits.
+ */
+export async function sharedBrowser(): Promise<Browser> {
+  if (launched) {
+    const browser = await launched.catch(() => undefined);
+    if (browser?.isConnected()) return browser;
+  }
+  launched = chromium.launch({ executablePath: CHROMIUM, args: ARGS });
+  await mkdir(SCREENSHOTS, { recursive: true });
+  return launched;
+}
+
+/** Closes every context the file left open (files run one at a time in a worker), keeping the browser. */
+export async function releaseBrowser(browser: Browser | undefined): Promise<void> {
+  if (!browser) return;
+  await Promise.all(browser.contexts().map((context) => context.close().catch(() => undefined)));
+}
