@@ -9,6 +9,7 @@ import { cryptoRandom } from '../../shared/adapters/system.js';
 import { createClientAssertion } from '../../shared/core/client-assertion.js';
 import { SmartError } from '../../shared/core/errors.js';
 import type { ClientAssertionAlg } from '../../shared/core/ports.js';
+import { p384 as pooledP384, rsa3072 } from '../fixtures/keys.js';
 
 const metadata = { $metadata: {} };
 const arn = (n: number) => `arn:aws:kms:us-east-1:111111111111:key/0b7e6d1c-0000-4000-8000-00000000000${n}`;
@@ -110,8 +111,9 @@ interface TestKey {
   readonly kid: Promise<string>;
 }
 
-function testKey(n: number, alg: ClientAssertionAlg): TestKey {
-  const pair = alg === 'RS384' ? generateKeyPairSync('rsa', { modulusLength: 3072 }) : generateKeyPairSync('ec', { namedCurve: 'P-384' });
+/** The `n`th KMS key, with the `pooled`th of the process's pooled key pairs of its kind (test/fixtures/keys.ts). */
+function testKey(n: number, alg: ClientAssertionAlg, pooled: number): TestKey {
+  const pair = alg === 'RS384' ? rsa3072(pooled) : pooledP384(pooled);
   return {
     arn: arn(n),
     privateKey: pair.privateKey,
@@ -125,9 +127,9 @@ function testKey(n: number, alg: ClientAssertionAlg): TestKey {
 describe('KmsSigner (aws-sdk-client-mock)', () => {
   const client = new KMSClient({ region: 'us-east-1' });
   const kms = mockClient(client);
-  const rsa = testKey(1, 'RS384');
-  const ec = testKey(2, 'ES384');
-  const nextRsa = testKey(3, 'RS384');
+  const rsa = testKey(1, 'RS384', 0);
+  const ec = testKey(2, 'ES384', 0);
+  const nextRsa = testKey(3, 'RS384', 1);
   const keys = [rsa, ec, nextRsa];
 
   /** KMS as it behaves: GetPublicKey answers SPKI DER; Sign signs the raw message, ECDSA DER-encoded. */

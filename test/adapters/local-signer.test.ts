@@ -6,6 +6,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { LocalSigner, SIGNING_KEYS_FILE } from '../../shared/adapters/local-signer.js';
 import { cryptoRandom } from '../../shared/adapters/system.js';
 import { createClientAssertion } from '../../shared/core/client-assertion.js';
+import { seedSigningKeys } from '../fixtures/keys.js';
 
 const TOKEN_URL = 'http://127.0.0.1:3001/oauth/token';
 let dir: string;
@@ -49,6 +50,7 @@ describe('LocalSigner', () => {
   });
 
   it.each(['RS384', 'ES384'] as const)('signs %s assertions that verify with its JWKS, kid = the key\'s thumbprint', async (alg) => {
+    await seedSigningKeys(dir);
     const signer = new LocalSigner(dir, cryptoRandom);
 
     const jwt = await createClientAssertion(signer, { clientId: 'local', audience: TOKEN_URL, alg, now: Date.now() }, cryptoRandom);
@@ -61,10 +63,12 @@ describe('LocalSigner', () => {
   });
 
   it('publishes a "next" key from the file without signing with it (rotation drill)', async () => {
+    await seedSigningKeys(dir, 0);
     const signer = new LocalSigner(dir, cryptoRandom);
     await signer.publicJwks();
     const file = JSON.parse(await readFile(join(dir, SIGNING_KEYS_FILE), 'utf8')) as { keys: Array<{ alg: string; status: string; privateJwk: unknown }> };
     const otherDir = await mkdtemp(join(tmpdir(), 'smart-launch-signer-next-'));
+    await seedSigningKeys(otherDir, 1);
     const other = new LocalSigner(otherDir, cryptoRandom);
     await other.publicJwks();
     const otherFile = JSON.parse(await readFile(other.path, 'utf8')) as typeof file;

@@ -14,6 +14,7 @@ import type { ClientSigner, PublicJwk } from '../../shared/core/ports.js';
 import { ROUTES } from '../../shared/http/routes.js';
 import { resetAwsSigner } from '../../shared/runtime/aws-signer.js';
 import { apiEvent, lambdaContext } from '../fixtures/api-event.js';
+import { p384, rsa3072 } from '../fixtures/keys.js';
 
 const event = () => apiEvent({ resource: '/.well-known/jwks.json', path: '/.well-known/jwks.json' });
 const PRIVATE_MEMBERS = ['d', 'p', 'q', 'dp', 'dq', 'qi', 'oth', 'k'];
@@ -86,9 +87,9 @@ describe('GET /.well-known/jwks.json', () => {
 
 describe('the deployed JWKS handler (KMS GetPublicKey, aws-sdk-client-mock)', () => {
   const kms = mockClient(KMSClient);
-  const rsa = generateKeyPairSync('rsa', { modulusLength: 3072 });
-  const ec = generateKeyPairSync('ec', { namedCurve: 'P-384' });
-  const next = generateKeyPairSync('rsa', { modulusLength: 3072 });
+  const rsa = rsa3072(0);
+  const ec = p384(0);
+  const next = rsa3072(1);
   const ARNS = { rsa: 'arn:aws:kms:us-east-1:111111111111:key/rsa', ec: 'arn:aws:kms:us-east-1:111111111111:key/ec', next: 'arn:aws:kms:us-east-1:111111111111:key/next' };
   const spki = (key: typeof rsa) => new Uint8Array(key.publicKey.export({ format: 'der', type: 'spki' }));
 

@@ -11,6 +11,7 @@ import { cryptoRandom } from '../../shared/adapters/system.js';
 import { CLIENT_ASSERTION_TYPE, createClientAssertion } from '../../shared/core/client-assertion.js';
 import type { ClientAssertionAlg, ClientSigner } from '../../shared/core/ports.js';
 import { browserGet, buildAuthorizeUrl, CookieJar, createPkce, followRedirects, getJson, postForm, randomToken } from './smart-client.js';
+import { seedSigningKeys } from '../fixtures/keys.js';
 
 /*
  * The sandbox as a private_key_jwt authorization server (SMART client-confidential-asymmetric):
@@ -33,6 +34,7 @@ let authorizationEndpoint: string;
 
 beforeAll(async () => {
   dataDir = await mkdtemp(join(tmpdir(), 'smart-launch-sandbox-jwt-'));
+  await seedSigningKeys(dataDir);
   signer = new LocalSigner(dataDir, cryptoRandom);
   await signer.publicJwks();
   jwksServer = createServer((_req, res) => {
@@ -157,6 +159,7 @@ describe('sandbox EHR: private_key_jwt clients (SMART-CAUTH-04..06)', () => {
   it('refuses an assertion signed by a key that is not in the JWKS, and a tampered signature', async () => {
     const otherDir = await mkdtemp(join(tmpdir(), 'smart-launch-sandbox-jwt-other-'));
     try {
+      await seedSigningKeys(otherDir, 1);
       const stranger = await probe(await assertion(CLIENTS.any, 'ES384', tokenEndpoint, Date.now(), new LocalSigner(otherDir, cryptoRandom)));
       expect([stranger.status, stranger.body.error]).toEqual([401, 'invalid_client']);
     } finally {
