@@ -4,6 +4,7 @@ import { authorizeMethodFor, launchScope, requireCapabilities } from './capabili
 import { randomToken } from './crypto.js';
 import type { CoreDeps } from './deps.js';
 import { discoverCached } from './discovery.js';
+import { clientAuthenticationFor } from './ehr/client-auth.js';
 import { SmartError } from './errors.js';
 import { verifyIdToken } from './id-token.js';
 import { validBindingSecret } from './binding.js';
@@ -25,7 +26,7 @@ import { issuerOf, resolveIssuer } from './issuers.js';
 import type { SessionRecord, TransactionRecord } from './ports.js';
 import { verifyPatientAccess } from './proxy/index.js';
 import { sessionExpiresAt } from './refresh.js';
-import { authenticatedTokenRequest, callTokenEndpoint, DEFAULT_EXPIRES_IN_SECONDS, type TokenResponse } from './token.js';
+import { callTokenEndpoint, DEFAULT_EXPIRES_IN_SECONDS, type TokenResponse } from './token.js';
 import { redirectUri, restartUrl } from './urls.js';
 
 export interface LaunchResult {
@@ -197,7 +198,7 @@ function withRetryUrl(retry: string): (error: unknown) => never {
 
 /** Redeems the authorization code with PKCE at the token endpoint (SMART-TOKEN-01). */
 async function redeemCode(deps: CoreDeps, issuer: IssuerConfig, txn: TransactionRecord, secrets: TransactionSecrets, code: string): Promise<TokenResponse> {
-  const request = await authenticatedTokenRequest(deps, issuer, txn.endpoints.tokenEndpoint, {
+  const request = await clientAuthenticationFor(deps, issuer).formRequest(txn.endpoints.tokenEndpoint, {
     grant_type: 'authorization_code',
     code,
     redirect_uri: secrets.redirectUri,

@@ -1,7 +1,4 @@
 import { z } from 'zod';
-import { signingAlgOf, type IssuerConfig } from '../config/schema.js';
-import { assertionAudience, CLIENT_ASSERTION_TYPE, createClientAssertion } from './client-assertion.js';
-import type { CoreDeps } from './deps.js';
 import { SmartError } from './errors.js';
 import { postForm, UPSTREAM_TIMEOUT_MS, type FormRequest } from './ehr/http.js';
 import type { Clock, HttpClient } from './ports.js';
@@ -65,104 +62,6 @@ export type TokenResponse = z.infer<typeof TokenResponseSchema>;
 /** Access tokens without `expires_in` are assumed short-lived (SMART-TOKEN-05). */
 export const DEFAULT_EXPIRES_IN_SECONDS = 300;
 
-/** A request to the token endpoint (or another that takes the same client authentication). */
-export type TokenRequest = FormRequest;
-
-/**
- * RFC 6749 §2.3.1 `client_secret_basic`: id and secret are form-urlencoded before base64 (SMART-CAUTH-01/02;
- * identical to the raw form for ids and secrets of unreserved characters).
- */
-function basicAuthorization(clientId: string, secret: string): string {
-  const encode = (v: string) => encodeURIComponent(v).replace(/%20/g, '+');
-  return `Basic ${Buffer.from(`${encode(clientId)}:${encode(secret)}`).toString('base64')}`;
-}
-
-/** A signed `private_key_jwt` assertion (`createClientAssertion`), good only at the URL in its `aud`. */
-export interface ClientAssertionCredential {
-  readonly clientAssertion: string;
-}
-
-/** How the client proves itself: the secret (`client_secret_basic`), an assertion (`private_key_jwt`), or nothing (public). */
-export type ClientCredential = string | ClientAssertionCredential | undefined;
-
-/**
- * Builds a request to the token endpoint, or to another endpoint that takes the same client
- * authentication (RFC 7009 revocation), at `endpoint` (SMART-TOKEN-01/02):
- * - `none`: `client_id` in the body;
- * - `client_secret_basic`: HTTP Basic, no `client_id` (SMART-CAUTH-01);
- * - `private_key_jwt`: `client_assertion_type` + `client_assertion` in the body, no Authorization
- *   header (SMART-CAUTH-04); the assertion's `aud` must be exactly `endpoint` (SMART-CAUTH-07).
- * The issuer's `sendClientIdWithAuth` quirk adds `client_id` to authenticated requests too.
- */
-export function buildTokenRequest(
-  endpoint: string,
-  issuer: IssuerConfig,
-  credential: ClientCredential,
-  params: Record<string, string>,
-): TokenRequest {
-  const body = new URLSearchParams(params);
-  const headers: Record<string, string> = {
-    'content-type': 'application/x-www-form-urlencoded',
-    accept: 'application/json',
-  };
-  switch (issuer.clientAuth) {
-    case 'client_secret_basic':
-      if (typeof credential !== 'string') throw new SmartError('CLIENT_AUTH_FAILED', 'no client secret is available for this issuer');
-      headers.authorization = basicAuthorization(issuer.clientId, credential);
-      break;
-    case 'private_key_jwt':
-      if (typeof credential !== 'object') throw new SmartError('CLIENT_AUTH_FAILED', 'no client assertion was made for this issuer');
-      // Audience injection (SMART-CAUTH-07): an assertion is only ever sent to the URL it names.
-      if (assertionAudience(credential.clientAssertion) !== endpoint) {
-        throw new SmartError('INTERNAL', 'a client assertion was about to be sent to a URL other than its "aud"');
-      }
-      body.set('client_assertion_type', CLIENT_ASSERTION_TYPE);
-      body.set('client_assertion', credential.clientAssertion);
-      break;
-    case 'none':
-      body.set('client_id', issuer.clientId);
-      break;
-  }
-  if (issuer.clientAuth !== 'none' && issuer.sendClientIdWithAuth === true) body.set('client_id', issuer.clientId);
-  return { url: endpoint, headers, body: body.toString() };
-}
-
-/**
- * The credential for one request to `endpoint`: the client secret (cached by `ClientSecrets`), or a
- * fresh client assertion whose `aud` is `endpoint` (a new `jti` per request, SMART-CAUTH-06).
- */
-export async function clientCredentialFor(deps: CoreDeps, issuer: IssuerConfig, endpoint: string): Promise<ClientCredential> {
-  switch (issuer.clientAuth) {
-    case 'none':
-      return undefined;
-    case 'client_secret_basic':
-      return deps.clientSecrets.get(issuer);
-    case 'private_key_jwt': {
-      if (deps.signer === undefined) {
-        throw new SmartError('CLIENT_AUTH_FAILED', 'no signing key is configured for private_key_jwt', {
-          hint: 'The deployment has no client assertion signing key: redeploy the stack (it creates one when an issuer uses private_key_jwt).',
-        });
-      }
-      const clientAssertion = await createClientAssertion(
-        deps.signer,
-        { clientId: issuer.clientId, audience: endpoint, alg: signingAlgOf(issuer), now: deps.clock.now() },
-        deps.random,
-      );
-      return { clientAssertion };
-    }
-  }
-}
-
-/** `clientCredentialFor` + `buildTokenRequest`: one authenticated request to `endpoint`. */
-export async function authenticatedTokenRequest(
-  deps: CoreDeps,
-  issuer: IssuerConfig,
-  endpoint: string,
-  params: Record<string, string>,
-): Promise<TokenRequest> {
-  return buildTokenRequest(endpoint, issuer, await clientCredentialFor(deps, issuer, endpoint), params);
-}
-
 /** `Retry-After` as delay-seconds (RFC 9110 §10.2.3), capped at 5 minutes; the HTTP-date form is ignored. */
 function retryAfter(value: string | null): number | undefined {
   const trimmed = value?.trim();
@@ -217,7 +116,7 @@ export async function parseTokenResponse(response: Response): Promise<TokenRespo
 }
 
 /** Sends a token request and parses the answer; network failures and timeouts are the EHR's fault. */
-export async function callTokenEndpoint(http: HttpClient, request: TokenRequest, timeoutMs = UPSTREAM_TIMEOUT_MS, clock?: Clock): Promise<TokenResponse> {
+export async function callTokenEndpoint(http: HttpClient, request: FormRequest, timeoutMs = UPSTREAM_TIMEOUT_MS, clock?: Clock): Promise<TokenResponse> {
   let response: Response;
   try {
     response = await postForm(http, request, timeoutMs, clock);
