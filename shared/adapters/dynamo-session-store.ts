@@ -9,7 +9,8 @@ import {
 } from '@aws-sdk/client-dynamodb';
 import { z } from 'zod';
 import { SmartError } from '../core/errors.js';
-import type { RefreshLease, RefreshResult, SessionRecord, SessionStore, StoredRecord, TakeTransactionResult, TransactionRecord } from '../core/ports.js';
+import type { RefreshLease, RefreshResult, SessionStore, TakeTransactionResult } from '../core/ports.js';
+import type { SessionRecord, StoredRecord, TransactionRecord } from '../core/records.js';
 import { TABLE } from './table.js';
 
 /**

@@ -3,7 +3,8 @@ import type { ConfigMode } from '../config/schema.js';
 import { fetchJson } from './ehr/http.js';
 import { SmartError } from './errors.js';
 import { SingleFlightCache } from './single-flight-cache.js';
-import type { AuthServerEndpoints, Clock, HttpClient } from './ports.js';
+import type { AuthServerEndpoints } from './records.js';
+import type { Clock, HttpClient } from './ports.js';
 
 /** `{iss}/.well-known/smart-configuration`, appended even when the base has a path (SMART-DISC-01). */
 export function smartConfigurationUrl(iss: string): string {

@@ -3,7 +3,8 @@ import { z } from 'zod';
 import type { CoreDeps } from './deps.js';
 import { randomToken, sha256Base64url } from './crypto.js';
 import { SmartError } from './errors.js';
-import { encryptionContext, OPAQUE_ID, openJson, sealJson, sessionKey } from './records.js';
+import { encryptionContext, openJson, sealJson, sessionKey } from './sealed-records.js';
+import { OPAQUE_ID } from './records.js';
 import { checkSessionId, type OpenSession } from './session.js';
 
 /**

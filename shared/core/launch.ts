@@ -9,24 +9,13 @@ import { SmartError } from './errors.js';
 import { verifyIdToken } from './id-token.js';
 import { validBindingSecret } from './binding.js';
 import { singleParam, type Query } from './query.js';
-import {
-  bindingHash,
-  encryptionContext,
-  openJson,
-  sealJson,
-  sessionKey,
-  TransactionSecretsSchema,
-  transactionKey,
-  transactionSealKey,
-  UNBOUND,
-  type SessionSecrets,
-  type TransactionSecrets,
-} from './records.js';
+import { bindingHash, encryptionContext, openJson, sealJson, sessionKey, transactionKey, transactionSealKey } from './sealed-records.js';
+import { TransactionSecretsSchema, UNBOUND, type SessionSecrets, type TransactionSecrets, type SessionRecord, type TransactionRecord } from './records.js';
 import { issuerOf, resolveIssuer } from './issuers.js';
-import type { SessionRecord, TransactionRecord } from './ports.js';
 import { verifyPatientAccess } from './proxy/index.js';
 import { sessionExpiresAt } from './refresh.js';
-import { callTokenEndpoint, DEFAULT_EXPIRES_IN_SECONDS, type TokenResponse } from './token.js';
+import { callTokenEndpoint } from './ehr/token-endpoint.js';
+import { DEFAULT_EXPIRES_IN_SECONDS, type TokenResponse } from './token.js';
 import { redirectUri, restartUrl } from './urls.js';
 
 export interface LaunchResult {

@@ -5,10 +5,12 @@ import type { CoreDeps } from './deps.js';
 import { SmartError } from './errors.js';
 import { verifyIdToken } from './id-token.js';
 import { issuerOf } from './issuers.js';
-import { SessionSecretsSchema, openJson, sealJson, type LaunchContext, type SessionSecrets } from './records.js';
+import { SessionSecretsSchema, type LaunchContext, type SessionSecrets } from './records.js';
+import { openJson, sealJson } from './sealed-records.js';
 import { sessionNotOpen, type OpenSession } from './session.js';
 import { clientAuthenticationFor } from './ehr/client-auth.js';
-import { callTokenEndpoint, DEFAULT_EXPIRES_IN_SECONDS, type TokenResponse } from './token.js';
+import { callTokenEndpoint } from './ehr/token-endpoint.js';
+import { DEFAULT_EXPIRES_IN_SECONDS, type TokenResponse } from './token.js';
 
 /**
  * The record's TTL (epoch seconds): the absolute lifetime from sign-in, or the idle timeout counted

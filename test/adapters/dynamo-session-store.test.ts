@@ -20,7 +20,7 @@ import { DynamoSessionStore } from '../../shared/adapters/dynamo-session-store.j
 import { LocalKeyRing } from '../../shared/adapters/local-key-ring.js';
 import { cryptoRandom } from '../../shared/adapters/system.js';
 import { seal } from '../../shared/core/crypto.js';
-import type { SessionRecord, TransactionRecord } from '../../shared/core/ports.js';
+import type { SessionRecord, TransactionRecord } from '../../shared/core/records.js';
 import { caught } from '../fakes/caught.js';
 
 const TABLE_NAME = 'smart-launch-test';

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { HttpClient } from '../../shared/core/ports.js';
-import { callTokenEndpoint, parseTokenResponse } from '../../shared/core/token.js';
+import { callTokenEndpoint, parseTokenResponse } from '../../shared/core/ehr/token-endpoint.js';
 import { json } from '../fakes/fake-ehr.js';
 
 const TOKEN_URL = 'https://ehr.example.org/oauth2/token';

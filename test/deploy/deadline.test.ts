@@ -6,7 +6,7 @@ import { streamingCapBytes } from '../../functions/fhir-proxy/streaming.js';
 import { PRELUDE_DELIMITER, type ResponseStream } from '../../shared/http/streaming.js';
 import { createSessionsHandler } from '../../functions/sessions/handler.js';
 import type { HttpClient } from '../../shared/core/ports.js';
-import { sessionKey } from '../../shared/core/records.js';
+import { sessionKey } from '../../shared/core/sealed-records.js';
 import { BINDING_COOKIE } from '../../shared/http/cookies.js';
 import { DEADLINE_MARGIN_MS, invocationDeadline } from '../../shared/runtime/deadline.js';
 import { apiEvent } from '../fixtures/api-event.js';

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { pkceChallenge } from '../../shared/core/authorize.js';
-import type { TransactionRecord } from '../../shared/core/ports.js';
+import type { TransactionRecord } from '../../shared/core/records.js';
 import { FixedClock } from './clock.js';
 import { EHR_CLIENT_SECRET, FakeEhr } from './fake-ehr.js';
 import { MemoryKeyRing } from './memory-key-ring.js';

@@ -1,5 +1,6 @@
 import { SmartError } from '../../shared/core/errors.js';
-import type { RefreshLease, RefreshResult, SessionRecord, SessionStore, TakeTransactionResult, TransactionRecord } from '../../shared/core/ports.js';
+import type { RefreshLease, RefreshResult, SessionStore, TakeTransactionResult } from '../../shared/core/ports.js';
+import type { SessionRecord, TransactionRecord } from '../../shared/core/records.js';
 
 export type StoredRecord =
   | { readonly kind: 'transaction'; readonly record: TransactionRecord }
