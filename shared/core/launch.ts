@@ -193,7 +193,7 @@ async function redeemCode(deps: CoreDeps, issuer: IssuerConfig, txn: Transaction
     redirect_uri: secrets.redirectUri,
     code_verifier: secrets.codeVerifier,
   });
-  return callTokenEndpoint(deps.http, request);
+  return callTokenEndpoint(deps.http, request, undefined, deps.clock);
 }
 
 /** The `fhirUser` of a verified id_token (invariant 5); none without an id_token. */
@@ -205,7 +205,7 @@ async function verifiedFhirUser(deps: CoreDeps, issuer: IssuerConfig, txn: Trans
     clientId: issuer.clientId,
     nonce: secrets.nonce,
     now: deps.clock.now(),
-  }, deps.jwks);
+  }, deps.jwks, deps.clock);
   return claims.fhirUser;
 }
 

@@ -214,7 +214,7 @@ async function refreshHoldingLease(session: OpenSession, leaseId: string, deps: 
         clientId: issuer.clientId,
         nonce: undefined,
         now: nowMs,
-      }, deps.jwks);
+      }, deps.jwks, clock);
     } catch (error) {
       await release();
       throw error;
