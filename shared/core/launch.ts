@@ -142,7 +142,7 @@ function readCallbackParams(query: Query): CallbackParams {
 async function takeTransaction(state: string, cookieSecret: string | undefined, deps: CoreDeps): Promise<TransactionRecord> {
   const cookieBinding = validBindingSecret(cookieSecret);
   const acceptable = cookieBinding === undefined ? [UNBOUND] : [bindingHash(cookieBinding), UNBOUND];
-  const taken = await deps.store.takeBoundTransaction(transactionKey(state), Math.floor(deps.clock.now() / 1000), acceptable);
+  const taken = await deps.store.takeTransaction(transactionKey(state), Math.floor(deps.clock.now() / 1000), acceptable);
   if (taken.outcome === 'absent') throw new SmartError('STATE_UNKNOWN', '"state" does not match a pending launch (already used, expired, or never issued)');
   if (taken.outcome === 'not-bound') {
     throw new SmartError('BROWSER_MISMATCH', 'the sign-in was started in another browser, or its cookie was blocked', { retryUrl: restartUrl(deps.config.publicUrl, taken.iss) });

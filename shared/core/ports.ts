@@ -90,7 +90,7 @@ export interface KeyRing {
   decryptDataKey(wrapped: Uint8Array, context: EncryptionContext): Promise<Uint8Array>;
 }
 
-/** What `takeBoundTransaction` found: the record (now consumed), one bound to another browser (left intact), or none. */
+/** What `takeTransaction` found: the record (now consumed), one bound to another browser (left intact), or none. */
 export type TakeTransactionResult =
   | { readonly outcome: 'taken'; readonly record: TransactionRecord }
   | { readonly outcome: 'not-bound'; readonly iss: string }
@@ -124,14 +124,13 @@ export interface RefreshResult {
 export interface SessionStore {
   /** Writes a new transaction; never overwrites one (conditional on the key being absent). */
   putTransaction(record: TransactionRecord): Promise<void>;
-  /** Atomically deletes and returns the transaction; `undefined` when absent, taken or expired. */
-  takeTransaction(key: string, nowSeconds: number): Promise<TransactionRecord | undefined>;
   /**
-   * Deletes and returns the transaction only when its binding hash is one of `bindingHashes` (one
-   * conditional write). A transaction bound to another browser is left as it is (`not-bound`): who
-   * learns a `state` cannot burn the launch of the browser it belongs to.
+   * Atomically deletes and returns the transaction (one conditional write); `absent` when it is
+   * absent, taken or expired. With `bindingHashes`, only when its binding hash is one of them: a
+   * transaction bound to another browser is left as it is (`not-bound`), so who learns a `state`
+   * cannot burn the launch of the browser it belongs to.
    */
-  takeBoundTransaction(key: string, nowSeconds: number, bindingHashes: readonly string[]): Promise<TakeTransactionResult>;
+  takeTransaction(key: string, nowSeconds: number, bindingHashes?: readonly string[]): Promise<TakeTransactionResult>;
   /** Writes a new session; never overwrites one. */
   putSession(record: SessionRecord): Promise<void>;
   getSession(key: string, nowSeconds: number): Promise<SessionRecord | undefined>;

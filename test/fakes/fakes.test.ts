@@ -26,15 +26,15 @@ describe('MemorySessionStore', () => {
     const store = new MemorySessionStore();
     await store.putTransaction(txn('txn#a', 100));
 
-    expect(await store.takeTransaction('txn#a', 50)).toMatchObject({ key: 'txn#a' });
-    expect(await store.takeTransaction('txn#a', 50)).toBeUndefined();
+    expect(await store.takeTransaction('txn#a', 50)).toMatchObject({ outcome: 'taken', record: { key: 'txn#a' } });
+    expect(await store.takeTransaction('txn#a', 50)).toEqual({ outcome: 'absent' });
   });
 
   it('reads an expired transaction as absent, and consumes it', async () => {
     const store = new MemorySessionStore();
     await store.putTransaction(txn('txn#a', 100));
 
-    expect(await store.takeTransaction('txn#a', 100)).toBeUndefined();
+    expect(await store.takeTransaction('txn#a', 100)).toEqual({ outcome: 'absent' });
     expect(store.records()).toEqual([]);
   });
 
