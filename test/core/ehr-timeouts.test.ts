@@ -5,7 +5,7 @@ import { JwksCache, verifyIdToken, type IdTokenExpectations } from '../../shared
 import type { HttpClient } from '../../shared/core/ports.js';
 import { caught } from '../fakes/caught.js';
 import { FixedClock } from '../fakes/clock.js';
-import { json } from '../fakes/fake-ehr.js';
+import { FakeEhr, json } from '../fakes/fake-ehr.js';
 import { completeCallback, startLaunch } from '../../shared/core/launch.js';
 import { ehrLaunchQuery, harness, type Harness } from '../fakes/launch-flow.js';
 
@@ -53,17 +53,6 @@ async function expectTimesOutOnClock(clock: FixedClock, reached: Promise<void>, 
   expect(await outcome).toMatchObject({ code });
 }
 
-const smartDocument = (overrides: Record<string, unknown> = {}) => ({
-  issuer: 'https://ehr.example.org/oauth2',
-  jwks_uri: JWKS_URI,
-  authorization_endpoint: 'https://ehr.example.org/oauth2/authorize',
-  token_endpoint: 'https://ehr.example.org/oauth2/token',
-  grant_types_supported: ['authorization_code'],
-  capabilities: ['launch-ehr'],
-  code_challenge_methods_supported: ['S256'],
-  ...overrides,
-});
-
 describe('discovery times out on the clock port', () => {
   it('the SMART configuration fetch, through discoverCached and its deps.clock', async () => {
     const clock = new FixedClock();
@@ -83,11 +72,14 @@ describe('discovery times out on the clock port', () => {
 
   it('the OpenID configuration of the configured openidIssuer', async () => {
     const clock = new FixedClock();
-    const { http, hung, reached } = hangingExcept({
-      [`${ISS}/.well-known/smart-configuration`]: () => json(smartDocument({ issuer: undefined, jwks_uri: undefined })),
-    });
+    const ehr = await FakeEhr.create({ clock });
+    delete ehr.smartConfiguration.issuer;
+    delete ehr.smartConfiguration.jwks_uri;
+    // Without sso-openid-connect an EHR need not publish them: the configured openidIssuer names them.
+    ehr.smartConfiguration.capabilities = ['launch-ehr', 'client-confidential-symmetric'];
+    const { http, hung, reached } = hangingOn((url) => url.startsWith(OPENID), ehr.http);
 
-    await expectTimesOutOnClock(clock, reached, () => discoverIssuer(http, { iss: ISS, openidIssuer: OPENID }, 'aws', clock), 'DISCOVERY_UNAVAILABLE');
+    await expectTimesOutOnClock(clock, reached, () => discoverIssuer(http, { iss: ehr.fhirBase, openidIssuer: OPENID }, 'aws', clock), 'DISCOVERY_UNAVAILABLE');
     expect(hung).toEqual([`${OPENID}/.well-known/openid-configuration`]);
   });
 });
