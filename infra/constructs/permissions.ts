@@ -1,7 +1,7 @@
 import { Stack } from 'aws-cdk-lib';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import type { Config } from '../../shared/config/schema.js';
-import { encryptionContext, sessionKey, transactionKey } from '../../shared/core/records.js';
+import { encryptionContext, sessionKey, transactionKey } from '../../shared/core/sealed-records.js';
 import type { FunctionName } from '../../shared/http/routes.js';
 
 /**

@@ -9,7 +9,8 @@ import {
 } from '@aws-sdk/client-dynamodb';
 import { z } from 'zod';
 import { SmartError } from '../core/errors.js';
-import type { RefreshLease, RefreshResult, SessionRecord, SessionStore, StoredRecord, TakeTransactionResult, TransactionRecord } from '../core/ports.js';
+import type { RefreshLease, RefreshResult, SessionStore, TakeTransactionResult } from '../core/ports.js';
+import type { SessionRecord, StoredRecord, TransactionRecord } from '../core/records.js';
 import { TABLE } from './table.js';
 
 /**
@@ -54,52 +55,33 @@ export class DynamoSessionStore implements SessionStore {
     });
   }
 
-  async takeTransaction(key: string, nowSeconds: number): Promise<TransactionRecord | undefined> {
+  async takeTransaction(key: string, nowSeconds: number, bindingHashes?: readonly string[]): Promise<TakeTransactionResult> {
+    const values = bindingHashes === undefined ? undefined : Object.fromEntries(bindingHashes.map((hash, i) => [`:b${i}`, { S: hash }]));
     let attributes: Item | undefined;
     try {
       // One conditional delete is the whole consumption: of any number of concurrent callbacks
       // presenting the same `state`, exactly one gets the old item back. The condition turns
-      // "nothing to delete" into an error instead of a silent success with no attributes.
+      // "nothing to delete" into an error instead of a silent success with no attributes; with
+      // binding hashes it also requires this browser's binding, so a callback from another browser
+      // consumes nothing.
       const output = await this.#client.send(
         new DeleteItemCommand({
           TableName: this.#tableName,
           Key: { [PK]: { S: key } },
-          ConditionExpression: KEY_IS_TAKEN,
-          ExpressionAttributeNames: PK_NAME,
-          ReturnValues: 'ALL_OLD',
-        }),
-      );
-      attributes = output.Attributes;
-    } catch (error) {
-      if (isConditionalCheckFailure(error)) return undefined;
-      throw storeUnavailable('DeleteItem', error);
-    }
-    if (attributes === undefined) return undefined;
-    const record = parseTransaction(attributes);
-    // TTL deletion is lazy (and absent locally): an expired transaction is gone for good here,
-    // since the delete above already consumed it.
-    return record.expiresAt > nowSeconds ? record : undefined;
-  }
-
-  async takeBoundTransaction(key: string, nowSeconds: number, bindingHashes: readonly string[]): Promise<TakeTransactionResult> {
-    const values = Object.fromEntries(bindingHashes.map((hash, i) => [`:b${i}`, { S: hash }]));
-    let attributes: Item | undefined;
-    try {
-      // One conditional delete, as in takeTransaction, that also requires this browser's binding: a
-      // callback from another browser consumes nothing.
-      const output = await this.#client.send(
-        new DeleteItemCommand({
-          TableName: this.#tableName,
-          Key: { [PK]: { S: key } },
-          ConditionExpression: `${KEY_IS_TAKEN} AND #binding IN (${Object.keys(values).join(', ')})`,
-          ExpressionAttributeNames: { ...PK_NAME, '#binding': 'bindingHash' },
-          ExpressionAttributeValues: values,
+          ...(values === undefined
+            ? { ConditionExpression: KEY_IS_TAKEN, ExpressionAttributeNames: PK_NAME }
+            : {
+                ConditionExpression: `${KEY_IS_TAKEN} AND #binding IN (${Object.keys(values).join(', ')})`,
+                ExpressionAttributeNames: { ...PK_NAME, '#binding': 'bindingHash' },
+                ExpressionAttributeValues: values,
+              }),
           ReturnValues: 'ALL_OLD',
         }),
       );
       attributes = output.Attributes;
     } catch (error) {
       if (!isConditionalCheckFailure(error)) throw storeUnavailable('DeleteItem', error);
+      if (values === undefined) return { outcome: 'absent' };
       // Absent, or bound to another browser: only this (rare) refusal costs a second read.
       const held = await this.#readItem(key);
       if (held === undefined) return { outcome: 'absent' };
@@ -108,6 +90,8 @@ export class DynamoSessionStore implements SessionStore {
     }
     if (attributes === undefined) return { outcome: 'absent' };
     const record = parseTransaction(attributes);
+    // TTL deletion is lazy (and absent locally): an expired transaction is gone for good here,
+    // since the delete above already consumed it.
     return record.expiresAt > nowSeconds ? { outcome: 'taken', record } : { outcome: 'absent' };
   }
 

@@ -1,5 +1,6 @@
 import { timingSafeEqual } from 'node:crypto';
-import { bindingHash, OPAQUE_ID, UNBOUND } from './records.js';
+import { bindingHash } from './sealed-records.js';
+import { OPAQUE_ID, UNBOUND } from './records.js';
 
 /**
  * The browser binding (invariant 2): a random secret in the HttpOnly cookie, whose hash is stored

@@ -3,7 +3,8 @@ import type { ConfigMode } from '../config/schema.js';
 import { fetchJson } from './ehr/http.js';
 import { SmartError } from './errors.js';
 import { SingleFlightCache } from './single-flight-cache.js';
-import type { AuthServerEndpoints, Clock, HttpClient } from './ports.js';
+import type { AuthServerEndpoints } from './records.js';
+import type { Clock, HttpClient } from './ports.js';
 
 /** `{iss}/.well-known/smart-configuration`, appended even when the base has a path (SMART-DISC-01). */
 export function smartConfigurationUrl(iss: string): string {
@@ -210,12 +211,13 @@ const OpenidConfigurationSchema = z.object({ issuer: z.string(), jwks_uri: z.str
  * issuer's OpenID configuration must name exactly that issuer (OIDC Discovery §4.3), and its JWKS URL
  * passes the same https rule as every endpoint.
  */
-async function withOpenidIssuer(http: HttpClient, smart: SmartConfiguration, openidIssuer: string, mode: ConfigMode): Promise<SmartConfiguration> {
+async function withOpenidIssuer(http: HttpClient, smart: SmartConfiguration, openidIssuer: string, mode: ConfigMode, clock: Clock | undefined): Promise<SmartConfiguration> {
   const document = await fetchJson(
     http,
     openidConfigurationUrl(openidIssuer),
     { unavailable: 'DISCOVERY_UNAVAILABLE', invalid: 'DISCOVERY_INVALID' },
     'the OpenID configuration of openidIssuer',
+    clock,
   );
   const parsed = OpenidConfigurationSchema.safeParse(document);
   if (!parsed.success) throw invalidDocument(parsed.error, 'OpenID configuration');
@@ -236,23 +238,24 @@ export interface DiscoveryTarget {
  * Discovers an allow-listed issuer: `{iss}/.well-known/smart-configuration` (SMART-DISC-01), and when
  * the EHR has none (404 or 410) the SMART v1 CapabilityStatement at `{iss}/metadata` (SMART-DISC-07);
  * relative endpoints resolved against `iss` (SMART-DISC-05); the `openidIssuer` setting used when no
- * OpenID issuer was published. Does not judge capabilities (see `capabilities.ts`).
+ * OpenID issuer was published. Does not judge capabilities (see `capabilities.ts`). Each fetch times
+ * out on `clock` when one is given.
  */
-export async function discoverIssuer(http: HttpClient, target: DiscoveryTarget, mode: ConfigMode): Promise<SmartConfiguration> {
+export async function discoverIssuer(http: HttpClient, target: DiscoveryTarget, mode: ConfigMode, clock?: Clock): Promise<SmartConfiguration> {
   const codes = { unavailable: 'DISCOVERY_UNAVAILABLE', invalid: 'DISCOVERY_INVALID' } as const;
   let smart: SmartConfiguration;
   try {
-    const document = await fetchJson(http, smartConfigurationUrl(target.iss), codes, 'the SMART configuration');
+    const document = await fetchJson(http, smartConfigurationUrl(target.iss), codes, 'the SMART configuration', clock);
     smart = readSmartConfiguration(document, mode, target.iss);
   } catch (error) {
     const status = error instanceof SmartError && error.code === 'DISCOVERY_UNAVAILABLE' ? error.details?.status : undefined;
     if (status !== 404 && status !== 410) throw error;
-    const document = await fetchJson(http, capabilityStatementUrl(target.iss), codes, 'the SMART configuration (HTTP 404) and the CapabilityStatement');
+    const document = await fetchJson(http, capabilityStatementUrl(target.iss), codes, 'the SMART configuration (HTTP 404) and the CapabilityStatement', clock);
     smart = parseCapabilityStatement(document, mode, target.iss);
   }
   const { issuer, jwksUri } = smart.endpoints;
   if (target.openidIssuer !== undefined && (issuer === undefined || jwksUri === undefined)) {
-    smart = await withOpenidIssuer(http, smart, target.openidIssuer, mode);
+    smart = await withOpenidIssuer(http, smart, target.openidIssuer, mode, clock);
   }
   return smart;
 }
@@ -325,6 +328,6 @@ export function discoverCached(
   deps: { readonly http: HttpClient; readonly mode: ConfigMode; readonly clock: Clock; readonly discovery?: DiscoveryCache | undefined },
   target: DiscoveryTarget,
 ): Promise<SmartConfiguration> {
-  const load = () => discoverIssuer(deps.http, target, deps.mode);
+  const load = () => discoverIssuer(deps.http, target, deps.mode, deps.clock);
   return deps.discovery === undefined ? load() : deps.discovery.get(cacheKey(target), deps.clock, load);
 }

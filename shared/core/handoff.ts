@@ -3,7 +3,8 @@ import { z } from 'zod';
 import type { CoreDeps } from './deps.js';
 import { randomToken, sha256Base64url } from './crypto.js';
 import { SmartError } from './errors.js';
-import { encryptionContext, OPAQUE_ID, openJson, sealJson, sessionKey } from './records.js';
+import { encryptionContext, openJson, sealJson, sessionKey } from './sealed-records.js';
+import { OPAQUE_ID } from './records.js';
 import { checkSessionId, type OpenSession } from './session.js';
 
 /**
@@ -91,9 +92,10 @@ export async function redeemHandoff(sessionIdParam: string | undefined, body: un
   }
   const nowSeconds = Math.floor(deps.clock.now() / 1000);
   const key = handoffKey(code);
-  const record = await deps.store.takeTransaction(key, nowSeconds);
+  const taken = await deps.store.takeTransaction(key, nowSeconds);
   const expectedSession = sessionKey(sessionId);
-  if (!record || !sameSecret(record.sessionKey, expectedSession)) throw rejected();
+  if (taken.outcome !== 'taken' || !sameSecret(taken.record.sessionKey, expectedSession)) throw rejected();
+  const { record } = taken;
   // The session must still be open: a code outliving a logout opens nothing.
   if (!(await deps.store.getSession(expectedSession, nowSeconds))) throw rejected();
   const dataKey = await deps.keyRing.decryptDataKey(record.wrappedKey, encryptionContext(deps.config, expectedSession));

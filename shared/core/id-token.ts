@@ -2,7 +2,7 @@ import { createLocalJWKSet, errors as joseErrors, jwtVerify, type JSONWebKeySet 
 import { isSmartError, SmartError } from './errors.js';
 import { fetchJson } from './ehr/http.js';
 import { SingleFlightCache } from './single-flight-cache.js';
-import type { HttpClient } from './ports.js';
+import type { Clock, HttpClient } from './ports.js';
 
 export interface IdTokenExpectations {
   /** The authorization server's `issuer` from discovery. */
@@ -22,9 +22,9 @@ export interface IdTokenClaims {
 
 const ALGORITHMS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512'];
 
-/** Fetches a JWK Set; `DISCOVERY_UNAVAILABLE` / `DISCOVERY_INVALID` when it cannot be had. */
-export async function fetchJwks(http: HttpClient, jwksUri: string): Promise<JSONWebKeySet> {
-  const jwks = await fetchJson(http, jwksUri, { unavailable: 'DISCOVERY_UNAVAILABLE', invalid: 'DISCOVERY_INVALID' }, "the issuer's JWKS");
+/** Fetches a JWK Set (timing out on `clock` when given); `DISCOVERY_UNAVAILABLE` / `DISCOVERY_INVALID` when it cannot be had. */
+export async function fetchJwks(http: HttpClient, jwksUri: string, clock?: Clock): Promise<JSONWebKeySet> {
+  const jwks = await fetchJson(http, jwksUri, { unavailable: 'DISCOVERY_UNAVAILABLE', invalid: 'DISCOVERY_INVALID' }, "the issuer's JWKS", clock);
   try {
     createLocalJWKSet(jwks as JSONWebKeySet);
   } catch (cause) {
@@ -62,21 +62,21 @@ export class JwksCache {
   }
 
   /** The key set: cached while younger than `maxAgeMs`, else fetched. */
-  keys(http: HttpClient, jwksUri: string, now: number): Promise<JSONWebKeySet> {
+  keys(http: HttpClient, jwksUri: string, now: number, clock?: Clock): Promise<JSONWebKeySet> {
     const entry = this.#cache.entry(jwksUri);
     if (entry !== undefined && now - entry.loadedAt < this.maxAgeMs) return Promise.resolve(entry.value);
-    return this.#fetch(http, jwksUri, now);
+    return this.#fetch(http, jwksUri, now, clock);
   }
 
   /** Fetches the set again for an unknown `kid`, unless it was fetched less than `minRefetchIntervalMs` ago. */
-  refetch(http: HttpClient, jwksUri: string, now: number): Promise<JSONWebKeySet> | undefined {
+  refetch(http: HttpClient, jwksUri: string, now: number, clock?: Clock): Promise<JSONWebKeySet> | undefined {
     const entry = this.#cache.entry(jwksUri);
     if (entry !== undefined && now - entry.loadedAt < this.minRefetchIntervalMs) return undefined;
-    return this.#fetch(http, jwksUri, now);
+    return this.#fetch(http, jwksUri, now, clock);
   }
 
-  #fetch(http: HttpClient, jwksUri: string, now: number): Promise<JSONWebKeySet> {
-    return this.#cache.load(jwksUri, () => fetchJwks(http, jwksUri), () => now);
+  #fetch(http: HttpClient, jwksUri: string, now: number, clock: Clock | undefined): Promise<JSONWebKeySet> {
+    return this.#cache.load(jwksUri, () => fetchJwks(http, jwksUri, clock), () => now);
   }
 }
 
@@ -84,8 +84,9 @@ export class JwksCache {
  * Verifies an id_token (OIDC Core §3.1.3.7, invariant 5): signature with a key from the
  * issuer's JWKS, `iss`, `aud` (our client id), `exp`/`iat` (60 s skew), and `nonce`. With a
  * `JwksCache` the key set comes from the cache, and a `kid` it lacks fetches the set once more.
+ * A JWKS fetch times out on `clock` when one is given.
  */
-export async function verifyIdToken(http: HttpClient, idToken: string, expected: IdTokenExpectations, cache?: JwksCache): Promise<IdTokenClaims> {
+export async function verifyIdToken(http: HttpClient, idToken: string, expected: IdTokenExpectations, cache?: JwksCache, clock?: Clock): Promise<IdTokenClaims> {
   if (expected.issuer === undefined || expected.jwksUri === undefined) {
     throw new SmartError('ID_TOKEN_INVALID', 'the SMART configuration has no "issuer" or "jwks_uri" to verify the id_token with');
   }
@@ -102,10 +103,10 @@ export async function verifyIdToken(http: HttpClient, idToken: string, expected:
   let payload: Record<string, unknown>;
   try {
     try {
-      ({ payload } = await verify(cache ? await cache.keys(http, jwksUri, expected.now) : await fetchJwks(http, jwksUri)));
+      ({ payload } = await verify(cache ? await cache.keys(http, jwksUri, expected.now, clock) : await fetchJwks(http, jwksUri, clock)));
     } catch (cause) {
       // A key the cached set does not have: the EHR may have rotated its keys since (SMART-DISC-10).
-      const again = cause instanceof joseErrors.JWKSNoMatchingKey ? cache?.refetch(http, jwksUri, expected.now) : undefined;
+      const again = cause instanceof joseErrors.JWKSNoMatchingKey ? cache?.refetch(http, jwksUri, expected.now, clock) : undefined;
       if (again === undefined) throw cause;
       ({ payload } = await verify(await again));
     }

@@ -4,28 +4,18 @@ import { authorizeMethodFor, launchScope, requireCapabilities } from './capabili
 import { randomToken } from './crypto.js';
 import type { CoreDeps } from './deps.js';
 import { discoverCached } from './discovery.js';
+import { clientAuthenticationFor } from './ehr/client-auth.js';
 import { SmartError } from './errors.js';
 import { verifyIdToken } from './id-token.js';
 import { validBindingSecret } from './binding.js';
 import { singleParam, type Query } from './query.js';
-import {
-  bindingHash,
-  encryptionContext,
-  openJson,
-  sealJson,
-  sessionKey,
-  TransactionSecretsSchema,
-  transactionKey,
-  transactionSealKey,
-  UNBOUND,
-  type SessionSecrets,
-  type TransactionSecrets,
-} from './records.js';
+import { bindingHash, encryptionContext, openJson, sealJson, sessionKey, transactionKey, transactionSealKey } from './sealed-records.js';
+import { TransactionSecretsSchema, UNBOUND, type SessionSecrets, type TransactionSecrets, type SessionRecord, type TransactionRecord } from './records.js';
 import { issuerOf, resolveIssuer } from './issuers.js';
-import type { SessionRecord, TransactionRecord } from './ports.js';
 import { verifyPatientAccess } from './proxy/index.js';
 import { sessionExpiresAt } from './refresh.js';
-import { authenticatedTokenRequest, callTokenEndpoint, DEFAULT_EXPIRES_IN_SECONDS, type TokenResponse } from './token.js';
+import { callTokenEndpoint } from './ehr/token-endpoint.js';
+import { DEFAULT_EXPIRES_IN_SECONDS, type TokenResponse } from './token.js';
 import { redirectUri, restartUrl } from './urls.js';
 
 export interface LaunchResult {
@@ -152,7 +142,7 @@ function readCallbackParams(query: Query): CallbackParams {
 async function takeTransaction(state: string, cookieSecret: string | undefined, deps: CoreDeps): Promise<TransactionRecord> {
   const cookieBinding = validBindingSecret(cookieSecret);
   const acceptable = cookieBinding === undefined ? [UNBOUND] : [bindingHash(cookieBinding), UNBOUND];
-  const taken = await deps.store.takeBoundTransaction(transactionKey(state), Math.floor(deps.clock.now() / 1000), acceptable);
+  const taken = await deps.store.takeTransaction(transactionKey(state), Math.floor(deps.clock.now() / 1000), acceptable);
   if (taken.outcome === 'absent') throw new SmartError('STATE_UNKNOWN', '"state" does not match a pending launch (already used, expired, or never issued)');
   if (taken.outcome === 'not-bound') {
     throw new SmartError('BROWSER_MISMATCH', 'the sign-in was started in another browser, or its cookie was blocked', { retryUrl: restartUrl(deps.config.publicUrl, taken.iss) });
@@ -197,13 +187,13 @@ function withRetryUrl(retry: string): (error: unknown) => never {
 
 /** Redeems the authorization code with PKCE at the token endpoint (SMART-TOKEN-01). */
 async function redeemCode(deps: CoreDeps, issuer: IssuerConfig, txn: TransactionRecord, secrets: TransactionSecrets, code: string): Promise<TokenResponse> {
-  const request = await authenticatedTokenRequest(deps, issuer, txn.endpoints.tokenEndpoint, {
+  const request = await clientAuthenticationFor(deps, issuer).formRequest(txn.endpoints.tokenEndpoint, {
     grant_type: 'authorization_code',
     code,
     redirect_uri: secrets.redirectUri,
     code_verifier: secrets.codeVerifier,
   });
-  return callTokenEndpoint(deps.http, request);
+  return callTokenEndpoint(deps.http, request, undefined, deps.clock);
 }
 
 /** The `fhirUser` of a verified id_token (invariant 5); none without an id_token. */
@@ -215,7 +205,7 @@ async function verifiedFhirUser(deps: CoreDeps, issuer: IssuerConfig, txn: Trans
     clientId: issuer.clientId,
     nonce: secrets.nonce,
     now: deps.clock.now(),
-  }, deps.jwks);
+  }, deps.jwks, deps.clock);
   return claims.fhirUser;
 }
 

@@ -1,4 +1,5 @@
 import type { CoreDeps } from './deps.js';
+import { clientAuthenticationFor } from './ehr/client-auth.js';
 import { revokeToken } from './ehr/revocation.js';
 import { issuerOf } from './issuers.js';
 import type { OpenSession } from './session.js';
@@ -20,7 +21,7 @@ export async function endSession(session: OpenSession, deps: CoreDeps): Promise<
     const [token, hint] =
       secrets.refreshToken !== undefined ? [secrets.refreshToken, 'refresh_token' as const] : [secrets.accessToken, 'access_token' as const];
     try {
-      const status = await revokeToken(deps, issuer, endpoint, token, hint);
+      const status = await revokeToken(deps, clientAuthenticationFor(deps, issuer), endpoint, token, hint);
       outcome = { revocation: status === 200 ? 'revoked' : 'failed', status };
     } catch {
       outcome = { revocation: 'failed' };

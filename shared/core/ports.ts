@@ -3,6 +3,7 @@
  * nothing in `shared/core/` imports an AWS SDK, reads the environment or the wall clock.
  */
 import type { IssuerConfig } from '../config/schema.js';
+import type { SessionRecord, TransactionRecord } from './records.js';
 
 /** Wall clock in epoch milliseconds, and waiting (so tests can run time forward instead of sleeping). */
 export interface Clock {
@@ -89,56 +90,11 @@ export interface KeyRing {
   decryptDataKey(wrapped: Uint8Array, context: EncryptionContext): Promise<Uint8Array>;
 }
 
-/** Endpoints of the authorization server, as discovered when the launch started (SMART-DISC-09). */
-export interface AuthServerEndpoints {
-  readonly authorizationEndpoint: string;
-  readonly tokenEndpoint: string;
-  /** The AS `issuer` from discovery, when it published one (RFC 9207 / OIDC). */
-  readonly issuer?: string | undefined;
-  readonly jwksUri?: string | undefined;
-  readonly revocationEndpoint?: string | undefined;
-  /** Discovery said `authorization_response_iss_parameter_supported: true` (RFC 9207). */
-  readonly issParameterSupported?: boolean | undefined;
-}
-
-/** What every stored record has: its key, the launch's issuer and browser binding, and its sealed secrets. */
-export interface StoredRecord {
-  readonly key: string;
-  /** The exact `iss` (FHIR base URL) of the launch. */
-  readonly iss: string;
-  /** Hash of the browser-binding cookie value of the browser the record is bound to. */
-  readonly bindingHash: string;
-  readonly endpoints: AuthServerEndpoints;
-  readonly wrappedKey: Uint8Array;
-  readonly sealed: Uint8Array;
-  /** Epoch seconds. */
-  readonly createdAt: number;
-  /** Epoch seconds; also the DynamoDB TTL attribute. */
-  readonly expiresAt: number;
-}
-
-/**
- * A pending authorization (one per launch). Stored under `txn#<hash of state>`, consumed exactly
- * once by the callback. Secrets (PKCE verifier, nonce, session id, launch) are inside `sealed`.
- */
-export interface TransactionRecord extends StoredRecord {
-  /** `ses#<hash of session id>` of the session this launch will create. */
-  readonly sessionKey: string;
-}
-
-/** What `takeBoundTransaction` found: the record (now consumed), one bound to another browser (left intact), or none. */
+/** What `takeTransaction` found: the record (now consumed), one bound to another browser (left intact), or none. */
 export type TakeTransactionResult =
   | { readonly outcome: 'taken'; readonly record: TransactionRecord }
   | { readonly outcome: 'not-bound'; readonly iss: string }
   | { readonly outcome: 'absent' };
-
-/** A signed-in launch. Stored under `ses#<hash of session id>`; tokens and context are inside `sealed`. */
-export interface SessionRecord extends StoredRecord {
-  /** Incremented on every rewrite; conditional updates compare it. */
-  readonly revision: number;
-  /** Epoch milliseconds until which a refresh lease is held, when one is. */
-  readonly leaseUntil?: number | undefined;
-}
 
 /** A refresh lease: one refresh at a time per session, across every concurrent Lambda (invariant 8). */
 export interface RefreshLease {
@@ -168,14 +124,13 @@ export interface RefreshResult {
 export interface SessionStore {
   /** Writes a new transaction; never overwrites one (conditional on the key being absent). */
   putTransaction(record: TransactionRecord): Promise<void>;
-  /** Atomically deletes and returns the transaction; `undefined` when absent, taken or expired. */
-  takeTransaction(key: string, nowSeconds: number): Promise<TransactionRecord | undefined>;
   /**
-   * Deletes and returns the transaction only when its binding hash is one of `bindingHashes` (one
-   * conditional write). A transaction bound to another browser is left as it is (`not-bound`): who
-   * learns a `state` cannot burn the launch of the browser it belongs to.
+   * Atomically deletes and returns the transaction (one conditional write); `absent` when it is
+   * absent, taken or expired. With `bindingHashes`, only when its binding hash is one of them: a
+   * transaction bound to another browser is left as it is (`not-bound`), so who learns a `state`
+   * cannot burn the launch of the browser it belongs to.
    */
-  takeBoundTransaction(key: string, nowSeconds: number, bindingHashes: readonly string[]): Promise<TakeTransactionResult>;
+  takeTransaction(key: string, nowSeconds: number, bindingHashes?: readonly string[]): Promise<TakeTransactionResult>;
   /** Writes a new session; never overwrites one. */
   putSession(record: SessionRecord): Promise<void>;
   getSession(key: string, nowSeconds: number): Promise<SessionRecord | undefined>;

@@ -1,36 +1,61 @@
 import { z } from 'zod';
-import type { Config } from '../config/schema.js';
-import { hkdfSync } from 'node:crypto';
-import { open, seal, sha256Base64url } from './crypto.js';
-import { SmartError } from './errors.js';
-import type { EncryptionContext, Random } from './ports.js';
 import { TokenResponseSchema } from './token.js';
+
+/*
+ * The stored records: what a transaction and a session row hold, and the secrets sealed inside
+ * them. Types and schemas only (how records are keyed and sealed is in sealed-records.ts), so the
+ * ports and every adapter can speak of records without depending on the core's machinery.
+ */
 
 /** Opaque ids and cookie values: 32 random octets, base64url. */
 export const OPAQUE_ID = /^[A-Za-z0-9_-]{43}$/;
 
-export const transactionKey = (state: string) => `txn#${sha256Base64url(state)}`;
-export const sessionKey = (sessionId: string) => `ses#${sha256Base64url(sessionId)}`;
 /** Stored in place of a binding hash when the customer turned browser binding off. */
 export const UNBOUND = 'unbound';
-export const bindingHash = (bindingSecret: string) => `b#${sha256Base64url(bindingSecret)}`;
 
-/**
- * The KMS encryption context of a session's data key. It names the session record, so a wrapped
- * key (and everything sealed under it) copied into another session does not open (invariant 6).
- */
-export function encryptionContext(config: Config, key: string): EncryptionContext {
-  return { service: 'smart-launch', customer: config.customer, session: key };
+/** Endpoints of the authorization server, as discovered when the launch started (SMART-DISC-09). */
+export interface AuthServerEndpoints {
+  readonly authorizationEndpoint: string;
+  readonly tokenEndpoint: string;
+  /** The AS `issuer` from discovery, when it published one (RFC 9207 / OIDC). */
+  readonly issuer?: string | undefined;
+  readonly jwksUri?: string | undefined;
+  readonly revocationEndpoint?: string | undefined;
+  /** Discovery said `authorization_response_iss_parameter_supported: true` (RFC 9207). */
+  readonly issParameterSupported?: boolean | undefined;
+}
+
+/** What every stored record has: its key, the launch's issuer and browser binding, and its sealed secrets. */
+export interface StoredRecord {
+  readonly key: string;
+  /** The exact `iss` (FHIR base URL) of the launch. */
+  readonly iss: string;
+  /** Hash of the browser-binding cookie value of the browser the record is bound to. */
+  readonly bindingHash: string;
+  readonly endpoints: AuthServerEndpoints;
+  readonly wrappedKey: Uint8Array;
+  readonly sealed: Uint8Array;
+  /** Epoch seconds. */
+  readonly createdAt: number;
+  /** Epoch seconds; also the DynamoDB TTL attribute. */
+  readonly expiresAt: number;
 }
 
 /**
- * The key that seals a pending launch's secrets: derived (HKDF-SHA256) from its `state`, which is
- * 256 random bits that the record only holds as a hash. An anonymous `GET /launch` therefore costs no
- * key-ring (KMS) call at all, and the table alone does not open a transaction: opening one takes the
- * `state` that the callback presents, and the callback consumes it once.
+ * A pending authorization (one per launch). Stored under `txn#<hash of state>`, consumed exactly
+ * once by the callback. Secrets (PKCE verifier, nonce, session id, launch) are inside `sealed`.
  */
-export function transactionSealKey(config: Config, state: string): Uint8Array {
-  return new Uint8Array(hkdfSync('sha256', Buffer.from(state, 'utf8'), Buffer.from('smart-launch transaction', 'utf8'), Buffer.from(config.customer, 'utf8'), 32));
+export interface TransactionRecord extends StoredRecord {
+  /** `ses#<hash of session id>` of the session this launch will create. */
+  readonly sessionKey: string;
+}
+
+/** A signed-in launch. Stored under `ses#<hash of session id>`; tokens and context are inside `sealed`. */
+export interface SessionRecord extends StoredRecord {
+  /** Incremented on every rewrite; conditional updates compare it. */
+  readonly revision: number;
+  /** Epoch milliseconds until which a refresh lease is held, when one is. */
+  readonly leaseUntil?: number | undefined;
 }
 
 /** Secrets of a pending launch, sealed inside the transaction record. */
@@ -75,21 +100,3 @@ export const SessionSecretsSchema = z.object({
   context: LaunchContextSchema,
 });
 export type SessionSecrets = z.infer<typeof SessionSecretsSchema>;
-
-export function sealJson(dataKey: Uint8Array, value: unknown, recordKey: string, random: Random): Uint8Array {
-  return seal(dataKey, Buffer.from(JSON.stringify(value), 'utf8'), recordKey, random);
-}
-
-/** Opens and validates sealed JSON; a record that decrypts but does not parse is treated as tampered. */
-export function openJson<T>(schema: z.ZodType<T>, dataKey: Uint8Array, sealed: Uint8Array, recordKey: string): T {
-  const plaintext = open(dataKey, sealed, recordKey);
-  let value: unknown;
-  try {
-    value = JSON.parse(Buffer.from(plaintext).toString('utf8'));
-  } catch (cause) {
-    throw new SmartError('VAULT_INTEGRITY', 'sealed data is not valid JSON', { cause });
-  }
-  const parsed = schema.safeParse(value);
-  if (!parsed.success) throw new SmartError('VAULT_INTEGRITY', 'sealed data has an unexpected shape');
-  return parsed.data;
-}

@@ -5,9 +5,12 @@ import type { CoreDeps } from './deps.js';
 import { SmartError } from './errors.js';
 import { verifyIdToken } from './id-token.js';
 import { issuerOf } from './issuers.js';
-import { SessionSecretsSchema, openJson, sealJson, type LaunchContext, type SessionSecrets } from './records.js';
+import { SessionSecretsSchema, type LaunchContext, type SessionSecrets } from './records.js';
+import { openJson, sealJson } from './sealed-records.js';
 import { sessionNotOpen, type OpenSession } from './session.js';
-import { authenticatedTokenRequest, callTokenEndpoint, DEFAULT_EXPIRES_IN_SECONDS, type TokenResponse } from './token.js';
+import { clientAuthenticationFor } from './ehr/client-auth.js';
+import { callTokenEndpoint } from './ehr/token-endpoint.js';
+import { DEFAULT_EXPIRES_IN_SECONDS, type TokenResponse } from './token.js';
 
 /**
  * The record's TTL (epoch seconds): the absolute lifetime from sign-in, or the idle timeout counted
@@ -175,7 +178,7 @@ async function refreshHoldingLease(session: OpenSession, leaseId: string, deps: 
   let tokens: TokenResponse;
   try {
     // A fresh client assertion per refresh (private_key_jwt): never one made for another request.
-    const request = await authenticatedTokenRequest(deps, issuer, record.endpoints.tokenEndpoint, {
+    const request = await clientAuthenticationFor(deps, issuer).formRequest(record.endpoints.tokenEndpoint, {
       grant_type: 'refresh_token',
       refresh_token: secrets.refreshToken as string,
     });
@@ -211,7 +214,7 @@ async function refreshHoldingLease(session: OpenSession, leaseId: string, deps: 
         clientId: issuer.clientId,
         nonce: undefined,
         now: nowMs,
-      }, deps.jwks);
+      }, deps.jwks, clock);
     } catch (error) {
       await release();
       throw error;

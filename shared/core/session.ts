@@ -2,8 +2,8 @@ import type { Config } from '../config/schema.js';
 import { bindingMatches } from './binding.js';
 import type { CoreDeps } from './deps.js';
 import { SmartError } from './errors.js';
-import { encryptionContext, OPAQUE_ID, openJson, SessionSecretsSchema, sessionKey, type SessionSecrets } from './records.js';
-import type { SessionRecord } from './ports.js';
+import { encryptionContext, openJson, sessionKey } from './sealed-records.js';
+import { OPAQUE_ID, SessionSecretsSchema, type SessionSecrets, type SessionRecord } from './records.js';
 import { fhirBaseUrl } from './urls.js';
 
 export interface OpenSession {

@@ -2,8 +2,8 @@ import type { CoreDeps } from '../core/deps.js';
 import { toSmartError } from '../core/errors.js';
 import { issuerOf } from '../core/issuers.js';
 import { endSession, type RevocationOutcome } from '../core/logout.js';
-import type { SessionRecord } from '../core/ports.js';
-import { encryptionContext, openJson, SessionSecretsSchema, type SessionSecrets } from '../core/records.js';
+import { SessionSecretsSchema, type SessionRecord, type SessionSecrets } from '../core/records.js';
+import { encryptionContext, openJson } from '../core/sealed-records.js';
 import { auditRecord, type AuditRecord } from '../audit/record.js';
 
 /**

@@ -16,7 +16,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { startLocalDynamo, type LocalDynamo } from '../../local/dynamo-local.js';
 import { DynamoSessionStore } from '../../shared/adapters/dynamo-session-store.js';
 import { cryptoRandom } from '../../shared/adapters/system.js';
-import type { SessionRecord } from '../../shared/core/ports.js';
+import type { SessionRecord } from '../../shared/core/records.js';
 import { caught } from '../fakes/caught.js';
 
 const TABLE_NAME = 'smart-launch-test';

@@ -20,7 +20,8 @@ import { DynamoSessionStore } from '../../shared/adapters/dynamo-session-store.j
 import { LocalKeyRing } from '../../shared/adapters/local-key-ring.js';
 import { cryptoRandom } from '../../shared/adapters/system.js';
 import { seal } from '../../shared/core/crypto.js';
-import type { SessionRecord, TransactionRecord } from '../../shared/core/ports.js';
+import type { TakeTransactionResult } from '../../shared/core/ports.js';
+import type { SessionRecord, TransactionRecord } from '../../shared/core/records.js';
 import { caught } from '../fakes/caught.js';
 
 const TABLE_NAME = 'smart-launch-test';
@@ -32,6 +33,9 @@ const ENDPOINTS = {
   issuer: 'https://ehr.example/auth',
   issParameterSupported: true,
 } as const;
+
+/** The record a take handed out, or `undefined` when it handed out none. */
+const recordOf = (result: TakeTransactionResult) => (result.outcome === 'taken' ? result.record : undefined);
 
 function transaction(overrides: Partial<TransactionRecord> = {}): TransactionRecord {
   return {
@@ -193,7 +197,7 @@ describe('DynamoSessionStore (SDK calls, mocked)', () => {
       ddb.on(DeleteItemCommand).resolves({ Attributes: transactionItem(record) });
 
       // Act
-      const taken = await store.takeTransaction(record.key, NOW);
+      const taken = recordOf(await store.takeTransaction(record.key, NOW));
 
       // Assert
       expect(taken).toEqual(record);
@@ -209,7 +213,7 @@ describe('DynamoSessionStore (SDK calls, mocked)', () => {
       });
     });
 
-    it('returns undefined when the record is absent or already taken', async () => {
+    it('answers absent when the record is absent or already taken, without reading it', async () => {
       // Arrange
       ddb.on(DeleteItemCommand).rejects(conditionalCheckFailed());
 
@@ -217,10 +221,11 @@ describe('DynamoSessionStore (SDK calls, mocked)', () => {
       const taken = await store.takeTransaction('txn#gone', NOW);
 
       // Assert
-      expect(taken).toBeUndefined();
+      expect(taken).toEqual({ outcome: 'absent' });
+      expect(ddb.calls()).toHaveLength(1);
     });
 
-    it('returns undefined for a record whose expiry has been reached', async () => {
+    it('answers absent for a record whose expiry has been reached', async () => {
       // Arrange
       const record = transaction({ expiresAt: NOW });
       ddb.on(DeleteItemCommand).resolves({ Attributes: transactionItem(record) });
@@ -229,8 +234,44 @@ describe('DynamoSessionStore (SDK calls, mocked)', () => {
       const taken = await store.takeTransaction(record.key, NOW);
 
       // Assert
-      expect(taken).toBeUndefined();
+      expect(taken).toEqual({ outcome: 'absent' });
       expect(ddb).toHaveReceivedCommandTimes(DeleteItemCommand, 1);
+    });
+
+    it('with binding hashes, makes the same delete conditional on the binding too', async () => {
+      // Arrange
+      const record = transaction();
+      ddb.on(DeleteItemCommand).resolves({ Attributes: transactionItem(record) });
+
+      // Act
+      const taken = await store.takeTransaction(record.key, NOW, [record.bindingHash, 'unbound']);
+
+      // Assert
+      expect(taken).toEqual({ outcome: 'taken', record });
+      expect(ddb.calls()).toHaveLength(1);
+      expect(ddb.commandCalls(DeleteItemCommand)[0]?.args[0].input).toStrictEqual({
+        TableName: TABLE_NAME,
+        Key: { pk: { S: record.key } },
+        ConditionExpression: 'attribute_exists(#pk) AND #binding IN (:b0, :b1)',
+        ExpressionAttributeNames: { '#pk': 'pk', '#binding': 'bindingHash' },
+        ExpressionAttributeValues: { ':b0': { S: record.bindingHash }, ':b1': { S: 'unbound' } },
+        ReturnValues: 'ALL_OLD',
+      });
+    });
+
+    it('with binding hashes, reads a refused record once to tell another browser\'s launch from none', async () => {
+      // Arrange
+      const record = transaction();
+      ddb.on(DeleteItemCommand).rejects(conditionalCheckFailed());
+      ddb.on(GetItemCommand).resolves({ Item: transactionItem(record) });
+
+      // Act
+      const taken = await store.takeTransaction(record.key, NOW, ['b#another-browser']);
+
+      // Assert
+      expect(taken).toEqual({ outcome: 'not-bound', iss: record.iss });
+      expect(ddb.commandCalls(GetItemCommand)[0]?.args[0].input).toStrictEqual({ TableName: TABLE_NAME, Key: { pk: { S: record.key } }, ConsistentRead: true });
+      expect(ddb.calls()).toHaveLength(2);
     });
 
     it('refuses a session item stored under a transaction key as VAULT_INTEGRITY', async () => {
@@ -438,7 +479,7 @@ describe('DynamoSessionStore (against dynalite)', () => {
     await store.putTransaction(record);
 
     // Act
-    const taken = await store.takeTransaction(record.key, NOW);
+    const taken = recordOf(await store.takeTransaction(record.key, NOW));
 
     // Assert
     expect(taken).toEqual(record);
@@ -447,13 +488,13 @@ describe('DynamoSessionStore (against dynalite)', () => {
     expect(taken?.sealed.byteLength).toBe(taken?.sealed.buffer.byteLength);
   });
 
-  describe('takeBoundTransaction', () => {
+  describe('takeTransaction with binding hashes', () => {
     it('takes a transaction without a wrapped key (a launch makes no KMS call) for its own browser, once', async () => {
       const record = transaction({ wrappedKey: new Uint8Array(0) });
       await store.putTransaction(record);
 
-      const taken = await store.takeBoundTransaction(record.key, NOW, [record.bindingHash, 'unbound']);
-      const again = await store.takeBoundTransaction(record.key, NOW, [record.bindingHash, 'unbound']);
+      const taken = await store.takeTransaction(record.key, NOW, [record.bindingHash, 'unbound']);
+      const again = await store.takeTransaction(record.key, NOW, [record.bindingHash, 'unbound']);
 
       expect(taken).toEqual({ outcome: 'taken', record });
       expect(again).toEqual({ outcome: 'absent' });
@@ -463,8 +504,8 @@ describe('DynamoSessionStore (against dynalite)', () => {
       const record = transaction();
       await store.putTransaction(record);
 
-      const foreign = await store.takeBoundTransaction(record.key, NOW, ['b#another-browser', 'unbound']);
-      const own = await store.takeBoundTransaction(record.key, NOW, [record.bindingHash]);
+      const foreign = await store.takeTransaction(record.key, NOW, ['b#another-browser', 'unbound']);
+      const own = await store.takeTransaction(record.key, NOW, [record.bindingHash]);
 
       expect(foreign).toEqual({ outcome: 'not-bound', iss: record.iss });
       expect(own).toEqual({ outcome: 'taken', record });
@@ -474,9 +515,9 @@ describe('DynamoSessionStore (against dynalite)', () => {
       const expired = transaction({ expiresAt: NOW });
       await store.putTransaction(expired);
 
-      expect(await store.takeBoundTransaction('txn#never', NOW, ['unbound'])).toEqual({ outcome: 'absent' });
-      expect(await store.takeBoundTransaction(expired.key, NOW, ['b#another-browser'])).toEqual({ outcome: 'absent' });
-      expect(await store.takeBoundTransaction(expired.key, NOW, [expired.bindingHash])).toEqual({ outcome: 'absent' });
+      expect(await store.takeTransaction('txn#never', NOW, ['unbound'])).toEqual({ outcome: 'absent' });
+      expect(await store.takeTransaction(expired.key, NOW, ['b#another-browser'])).toEqual({ outcome: 'absent' });
+      expect(await store.takeTransaction(expired.key, NOW, [expired.bindingHash])).toEqual({ outcome: 'absent' });
     });
   });
 
@@ -484,10 +525,10 @@ describe('DynamoSessionStore (against dynalite)', () => {
     // Arrange
     const record = transaction();
     await store.putTransaction(record);
-    await store.takeTransaction(record.key, NOW);
+    recordOf(await store.takeTransaction(record.key, NOW));
 
     // Act
-    const second = await store.takeTransaction(record.key, NOW);
+    const second = recordOf(await store.takeTransaction(record.key, NOW));
 
     // Assert
     expect(second).toBeUndefined();
@@ -499,11 +540,11 @@ describe('DynamoSessionStore (against dynalite)', () => {
     await store.putTransaction(record);
 
     // Act
-    const taken = await store.takeTransaction(record.key, NOW + 60);
+    const taken = recordOf(await store.takeTransaction(record.key, NOW + 60));
 
     // Assert
     expect(taken).toBeUndefined();
-    expect(await store.takeTransaction(record.key, NOW)).toBeUndefined();
+    expect(await store.takeTransaction(record.key, NOW)).toEqual({ outcome: 'absent' });
   });
 
   it('reads an expired session as absent', async () => {
@@ -530,7 +571,7 @@ describe('DynamoSessionStore (against dynalite)', () => {
 
     // Assert
     expect(error.code).toBe('INTERNAL');
-    expect(await store.takeTransaction(original.key, NOW)).toEqual(original);
+    expect(await store.takeTransaction(original.key, NOW)).toEqual({ outcome: 'taken', record: original });
   });
 
   it('never overwrites an existing session', async () => {
@@ -565,7 +606,7 @@ describe('DynamoSessionStore (against dynalite)', () => {
     await store.putTransaction(record);
 
     // Act
-    const results = await Promise.all(Array.from({ length: 20 }, () => store.takeTransaction(record.key, NOW)));
+    const results = await Promise.all(Array.from({ length: 20 }, async () => recordOf(await store.takeTransaction(record.key, NOW))));
 
     // Assert
     const winners = results.filter((result) => result !== undefined);

@@ -4,20 +4,16 @@ import { cryptoRandom } from '../../shared/adapters/system.js';
 import { parseConfig, type IssuerConfig } from '../../shared/config/schema.js';
 import {
   ASSERTION_LIFETIME_SECONDS,
-  CLIENT_ASSERTION_TYPE,
   checkSigningAlgSupported,
   createClientAssertion,
   publishableJwks,
 } from '../../shared/core/client-assertion.js';
 import type { ClientAssertionAlg, PublicJwk } from '../../shared/core/ports.js';
-import { buildTokenRequest, clientCredentialFor } from '../../shared/core/token.js';
-import { deps, sampleConfig, sampleIssuer } from '../fakes/deps.js';
+import { sampleConfig, sampleIssuer } from '../fakes/deps.js';
 import { MemorySigner } from '../fakes/memory-signer.js';
 
 const TOKEN_URL = 'https://ehr.example.org/oauth2/token';
-const REVOKE_URL = 'https://ehr.example.org/oauth2/revoke';
 const NOW = Date.UTC(2026, 10, 29, 12, 0, 0);
-const GRANT = { grant_type: 'refresh_token', refresh_token: 'rt-1' };
 
 function jwtIssuer(overrides: Record<string, unknown> = {}): IssuerConfig {
   const issuer = parseConfig(sampleConfig({ issuers: [sampleIssuer({ clientAuth: 'private_key_jwt', clientSecret: undefined, clientId: 'jwt-app', ...overrides })] }), 'local').issuers[0];
@@ -83,72 +79,6 @@ describe('createClientAssertion: headers and claims, field by field', () => {
     await expect(createClientAssertion(broken, { clientId: 'jwt-app', audience: TOKEN_URL, alg: 'ES384', now: NOW }, cryptoRandom)).rejects.toMatchObject({
       code: 'KEYRING_UNAVAILABLE',
       details: { alg: 'ES384' },
-    });
-  });
-});
-
-describe('buildTokenRequest with private_key_jwt (SMART-CAUTH-04)', () => {
-  it('sends client_assertion_type and client_assertion, no Authorization header and no client_id', async () => {
-    const jwt = await assertion('RS384');
-
-    const request = buildTokenRequest(TOKEN_URL, jwtIssuer(), { clientAssertion: jwt }, GRANT);
-
-    expect(request.headers).not.toHaveProperty('authorization');
-    const form = new URLSearchParams(request.body);
-    expect(form.get('client_assertion_type')).toBe(CLIENT_ASSERTION_TYPE);
-    expect(CLIENT_ASSERTION_TYPE).toBe('urn:ietf:params:oauth:client-assertion-type:jwt-bearer');
-    expect(form.get('client_assertion')).toBe(jwt);
-    expect(form.has('client_id')).toBe(false);
-    expect(form.get('grant_type')).toBe('refresh_token');
-  });
-
-  it('adds client_id for an EHR that needs it with client authentication (sendClientIdWithAuth quirk)', async () => {
-    const request = buildTokenRequest(TOKEN_URL, jwtIssuer({ sendClientIdWithAuth: true }), { clientAssertion: await assertion('RS384') }, GRANT);
-    expect(new URLSearchParams(request.body).get('client_id')).toBe('jwt-app');
-
-    const basic = parseConfig(sampleConfig({ issuers: [sampleIssuer({ sendClientIdWithAuth: true })] }), 'local').issuers[0]!;
-    const basicRequest = buildTokenRequest(TOKEN_URL, basic, 'secret', GRANT);
-    expect(basicRequest.headers.authorization).toMatch(/^Basic /);
-    expect(new URLSearchParams(basicRequest.body).get('client_id')).toBe(basic.clientId);
-  });
-
-  it('never sends an assertion to a URL other than its aud (SMART-CAUTH-07)', async () => {
-    const forTokenEndpoint = await assertion('ES384', TOKEN_URL);
-
-    expect(() => buildTokenRequest(REVOKE_URL, jwtIssuer(), { clientAssertion: forTokenEndpoint }, { token: 'rt-1' })).toThrow(
-      expect.objectContaining({ code: 'INTERNAL' }),
-    );
-    expect(() => buildTokenRequest(`${TOKEN_URL}/`, jwtIssuer(), { clientAssertion: forTokenEndpoint }, GRANT)).toThrow(expect.objectContaining({ code: 'INTERNAL' }));
-  });
-
-  it('refuses to build the request without an assertion, or with a client secret instead, with CLIENT_AUTH_FAILED', () => {
-    expect(() => buildTokenRequest(TOKEN_URL, jwtIssuer(), undefined, GRANT)).toThrow(expect.objectContaining({ code: 'CLIENT_AUTH_FAILED' }));
-    expect(() => buildTokenRequest(TOKEN_URL, jwtIssuer(), 'a-secret', GRANT)).toThrow(expect.objectContaining({ code: 'CLIENT_AUTH_FAILED' }));
-  });
-});
-
-describe('clientCredentialFor', () => {
-  it('makes a fresh assertion per request whose aud is the endpoint it is for (SMART-CAUTH-06, SMART-CAUTH-07)', async () => {
-    const d = { ...deps({ config: sampleConfig({ issuers: [sampleIssuer({ clientAuth: 'private_key_jwt', clientSecret: undefined, signingAlg: 'ES384' })] }) }), signer };
-    const issuer = d.config.issuers[0]!;
-
-    const first = await clientCredentialFor(d, issuer, TOKEN_URL);
-    const second = await clientCredentialFor(d, issuer, REVOKE_URL);
-
-    const [a, b] = [first, second].map((c) => (c as { clientAssertion: string }).clientAssertion);
-    expect(decodeProtectedHeader(a!).alg).toBe('ES384');
-    expect(decodeJwt(a!).aud).toBe(TOKEN_URL);
-    expect(decodeJwt(b!).aud).toBe(REVOKE_URL);
-    expect(decodeJwt(a!).jti).not.toBe(decodeJwt(b!).jti);
-    expect(decodeJwt(a!).iat).toBe(Math.floor(d.clock.now() / 1000));
-  });
-
-  it('fails with CLIENT_AUTH_FAILED and a hint when no signer is configured', async () => {
-    const d = deps({ config: sampleConfig({ issuers: [sampleIssuer({ clientAuth: 'private_key_jwt', clientSecret: undefined })] }) });
-
-    await expect(clientCredentialFor(d, d.config.issuers[0]!, TOKEN_URL)).rejects.toMatchObject({
-      code: 'CLIENT_AUTH_FAILED',
-      hint: expect.stringContaining('signing key'),
     });
   });
 });

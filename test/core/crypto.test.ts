@@ -2,7 +2,8 @@ import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { cryptoRandom } from '../../shared/adapters/system.js';
 import { base64url, open, randomToken, seal, sha256Base64url } from '../../shared/core/crypto.js';
-import { openJson, sealJson, SessionSecretsSchema } from '../../shared/core/records.js';
+import { openJson, sealJson } from '../../shared/core/sealed-records.js';
+import { SessionSecretsSchema } from '../../shared/core/records.js';
 
 const KEY = new Uint8Array(randomBytes(32));
 const AAD = 'ses#record-a';

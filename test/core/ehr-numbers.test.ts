@@ -1,8 +1,9 @@
 import { describe, expect, it } from 'vitest';
-import { sessionKey } from '../../shared/core/records.js';
+import { sessionKey } from '../../shared/core/sealed-records.js';
 import { ensureFreshSession, refreshSkewMs } from '../../shared/core/refresh.js';
 import { openSession, sessionView } from '../../shared/core/session.js';
-import { MAX_EXPIRES_IN_SECONDS, parseTokenResponse } from '../../shared/core/token.js';
+import { MAX_EXPIRES_IN_SECONDS } from '../../shared/core/token.js';
+import { parseTokenResponse } from '../../shared/core/ehr/token-endpoint.js';
 import { json } from '../fakes/fake-ehr.js';
 import { harness, signIn, type Harness } from '../fakes/launch-flow.js';
 import { caught } from '../fakes/caught.js';

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { HttpClient } from '../../shared/core/ports.js';
-import { sessionKey } from '../../shared/core/records.js';
+import { sessionKey } from '../../shared/core/sealed-records.js';
 import { ensureFreshSession } from '../../shared/core/refresh.js';
 import { endSession } from '../../shared/core/logout.js';
 import { openSession } from '../../shared/core/session.js';

@@ -1,8 +1,9 @@
 import { generateKeyPair } from 'jose';
 import { describe, expect, it } from 'vitest';
 import { parseConfig } from '../../shared/config/schema.js';
-import type { HttpClient, SessionRecord } from '../../shared/core/ports.js';
-import { sessionKey } from '../../shared/core/records.js';
+import type { HttpClient } from '../../shared/core/ports.js';
+import type { SessionRecord } from '../../shared/core/records.js';
+import { sessionKey } from '../../shared/core/sealed-records.js';
 import { ensureFreshSession, refreshedScope, sessionExpiresAt } from '../../shared/core/refresh.js';
 import { openSession, type OpenSession } from '../../shared/core/session.js';
 import { T0 } from '../fakes/clock.js';

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { checkSessionId, openSession, sessionView } from '../../shared/core/session.js';
 import { fhirBaseUrl } from '../../shared/core/urls.js';
-import { sessionKey } from '../../shared/core/records.js';
+import { sessionKey } from '../../shared/core/sealed-records.js';
 import { PUBLIC_URL, sampleConfig } from '../fakes/deps.js';
 import { ehrLaunchQuery, harness, signIn, type Harness } from '../fakes/launch-flow.js';
 

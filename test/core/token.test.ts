@@ -1,29 +1,23 @@
 import { describe, expect, it } from 'vitest';
-import { parseConfig, type IssuerConfig } from '../../shared/config/schema.js';
 import type { HttpClient } from '../../shared/core/ports.js';
-import { buildTokenRequest, callTokenEndpoint, parseTokenResponse } from '../../shared/core/token.js';
-import { sampleConfig, sampleIssuer } from '../fakes/deps.js';
+import { callTokenEndpoint, parseTokenResponse } from '../../shared/core/ehr/token-endpoint.js';
 import { json } from '../fakes/fake-ehr.js';
 
 const TOKEN_URL = 'https://ehr.example.org/oauth2/token';
 const GRANT = { grant_type: 'authorization_code', code: 'the-code', redirect_uri: 'https://smart.acme.example/callback', code_verifier: 'v'.repeat(43) };
 
-function issuerConfig(overrides: Record<string, unknown> = {}): IssuerConfig {
-  const issuer = parseConfig(sampleConfig({ issuers: [sampleIssuer(overrides)] }), 'local').issuers[0];
-  if (issuer === undefined) throw new Error('no issuer');
-  return issuer;
-}
-
-const publicIssuer = () => issuerConfig({ clientAuth: 'none', clientSecret: undefined, clientId: 'public-app' });
+/** A token request as a client authentication strategy would make it (client-auth.test.ts covers those). */
+const GRANT_REQUEST = {
+  url: TOKEN_URL,
+  headers: { 'content-type': 'application/x-www-form-urlencoded', accept: 'application/json', authorization: 'Basic YXBwOnNlY3JldA==' },
+  body: new URLSearchParams(GRANT).toString(),
+};
 
 function tokenBody(overrides: Record<string, unknown> = {}): Record<string, unknown> {
   return { access_token: 'at-123', token_type: 'Bearer', expires_in: 3600, scope: 'launch openid patient/*.rs', ...overrides };
 }
 
 const parse = (body: unknown, status = 200) => parseTokenResponse(json(body, status));
-
-/** RFC 6749 Appendix B: application/x-www-form-urlencoded, as an independent reference. */
-const formEncode = (value: string) => new URLSearchParams({ v: value }).toString().slice(2);
 
 describe('parseTokenResponse: token_type', () => {
   it.each(['Bearer', 'bearer', 'BEARER', 'bEaReR'])('accepts token_type "%s" case-insensitively (SMART-TOKEN-04)', async (tokenType) => {
@@ -234,62 +228,11 @@ describe('parseTokenResponse: errors (SMART-TOKEN-11)', () => {
   });
 });
 
-describe('buildTokenRequest', () => {
-  it('sends grant_type, code, redirect_uri and code_verifier as a form (SMART-TOKEN-01)', () => {
-    const request = buildTokenRequest(TOKEN_URL, issuerConfig(), 'secret', GRANT);
-
-    expect(request.url).toBe(TOKEN_URL);
-    expect(request.headers['content-type']).toBe('application/x-www-form-urlencoded');
-    const form = new URLSearchParams(request.body);
-    expect(Object.fromEntries(form)).toEqual(GRANT);
-  });
-
-  it('authenticates a confidential client with Basic base64(id ":" secret) and no client_id in the body (SMART-CAUTH-01, SMART-TOKEN-01)', () => {
-    const request = buildTokenRequest(TOKEN_URL, issuerConfig({ clientId: 'my-app' }), 'Unreserved-secret_1.2~3', GRANT);
-
-    expect(request.headers.authorization).toBe(`Basic ${Buffer.from('my-app:Unreserved-secret_1.2~3').toString('base64')}`);
-    expect(new URLSearchParams(request.body).has('client_id')).toBe(false);
-  });
-
-  it('form-urlencodes id and secret before base64 (SMART-CAUTH-02, RFC 6749 §2.3.1)', () => {
-    const clientId = 'my app:1/ü';
-    const secret = 'p@ss w/rd+=&%:';
-
-    const request = buildTokenRequest(TOKEN_URL, issuerConfig({ clientId }), secret, GRANT);
-
-    const header = request.headers.authorization ?? '';
-    expect(header).toMatch(/^Basic [A-Za-z0-9+/]+=*$/);
-    const decoded = Buffer.from(header.slice('Basic '.length), 'base64').toString('utf8');
-    expect(decoded).toBe(`${formEncode(clientId)}:${formEncode(secret)}`);
-    expect(decoded.split(':')).toHaveLength(2);
-  });
-
-  it('refuses to build a confidential request without a secret, with CLIENT_AUTH_FAILED', () => {
-    expect(() => buildTokenRequest(TOKEN_URL, issuerConfig(), undefined, GRANT)).toThrow(
-      expect.objectContaining({ code: 'CLIENT_AUTH_FAILED', status: 502 }),
-    );
-  });
-
-  it('sends client_id and no Authorization header for a public client (SMART-TOKEN-01)', () => {
-    const request = buildTokenRequest(TOKEN_URL, publicIssuer(), undefined, GRANT);
-
-    expect(request.headers).not.toHaveProperty('authorization');
-    expect(new URLSearchParams(request.body).get('client_id')).toBe('public-app');
-  });
-
-  it('never sends the secret of a public client even if one is handed in', () => {
-    const request = buildTokenRequest(TOKEN_URL, publicIssuer(), 'should-not-leak', GRANT);
-
-    expect(request.body).not.toContain('should-not-leak');
-    expect(JSON.stringify(request.headers)).not.toContain('should-not-leak');
-  });
-});
-
 describe('callTokenEndpoint', () => {
   it('POSTs the form without following redirects and with a timeout signal', async () => {
     const calls: Array<{ url: string; init: RequestInit | undefined }> = [];
     const http: HttpClient = async (url, init) => (calls.push({ url, init }), json(tokenBody()));
-    const request = buildTokenRequest(TOKEN_URL, issuerConfig(), 'secret', GRANT);
+    const request = GRANT_REQUEST;
 
     await callTokenEndpoint(http, request);
 
@@ -304,7 +247,7 @@ describe('callTokenEndpoint', () => {
       throw new TypeError('fetch failed');
     };
 
-    await expect(callTokenEndpoint(http, buildTokenRequest(TOKEN_URL, issuerConfig(), 'secret', GRANT))).rejects.toMatchObject({
+    await expect(callTokenEndpoint(http, GRANT_REQUEST)).rejects.toMatchObject({
       code: 'TOKEN_ENDPOINT_UNAVAILABLE',
       status: 502,
     });
@@ -315,7 +258,7 @@ describe('callTokenEndpoint', () => {
       throw new DOMException('timed out', 'TimeoutError');
     };
 
-    await expect(callTokenEndpoint(http, buildTokenRequest(TOKEN_URL, issuerConfig(), 'secret', GRANT))).rejects.toMatchObject({
+    await expect(callTokenEndpoint(http, GRANT_REQUEST)).rejects.toMatchObject({
       code: 'TOKEN_ENDPOINT_UNAVAILABLE',
       status: 502,
     });

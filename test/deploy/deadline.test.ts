@@ -6,7 +6,7 @@ import { streamingCapBytes } from '../../functions/fhir-proxy/streaming.js';
 import { PRELUDE_DELIMITER, type ResponseStream } from '../../shared/http/streaming.js';
 import { createSessionsHandler } from '../../functions/sessions/handler.js';
 import type { HttpClient } from '../../shared/core/ports.js';
-import { sessionKey } from '../../shared/core/records.js';
+import { sessionKey } from '../../shared/core/sealed-records.js';
 import { BINDING_COOKIE } from '../../shared/http/cookies.js';
 import { DEADLINE_MARGIN_MS, invocationDeadline } from '../../shared/runtime/deadline.js';
 import { apiEvent } from '../fixtures/api-event.js';
@@ -56,7 +56,8 @@ class CapturingStream extends Writable implements ResponseStream {
 describe('invocation deadline (function timeouts vs upstream timeouts)', () => {
   it('plans against the earlier of Lambda\'s remaining time and API Gateway\'s integration timeout', () => {
     const now = 1_000_000;
-    const event = { requestContext: { requestTimeEpoch: now - 5_000 } } as never;
+    const request = apiEvent({ resource: '/sessions/{id}/refresh', path: '/sessions/s/refresh', method: 'POST', pathParameters: { id: 's' } });
+    const event = { ...request, requestContext: { ...request.requestContext, requestTimeEpoch: now - 5_000 } };
     // API Gateway: 29 s from the request's arrival, 5 s ago; Lambda: 60 s left.
     expect(invocationDeadline(event, { getRemainingTimeInMillis: () => 60_000 }, now, 29_000)).toBe(now + 24_000 - DEADLINE_MARGIN_MS);
     // Lambda: 10 s left, sooner than API Gateway.

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { pkceChallenge } from '../../shared/core/authorize.js';
-import type { TransactionRecord } from '../../shared/core/ports.js';
+import type { TransactionRecord } from '../../shared/core/records.js';
 import { FixedClock } from './clock.js';
 import { EHR_CLIENT_SECRET, FakeEhr } from './fake-ehr.js';
 import { MemoryKeyRing } from './memory-key-ring.js';
@@ -26,15 +26,15 @@ describe('MemorySessionStore', () => {
     const store = new MemorySessionStore();
     await store.putTransaction(txn('txn#a', 100));
 
-    expect(await store.takeTransaction('txn#a', 50)).toMatchObject({ key: 'txn#a' });
-    expect(await store.takeTransaction('txn#a', 50)).toBeUndefined();
+    expect(await store.takeTransaction('txn#a', 50)).toMatchObject({ outcome: 'taken', record: { key: 'txn#a' } });
+    expect(await store.takeTransaction('txn#a', 50)).toEqual({ outcome: 'absent' });
   });
 
   it('reads an expired transaction as absent, and consumes it', async () => {
     const store = new MemorySessionStore();
     await store.putTransaction(txn('txn#a', 100));
 
-    expect(await store.takeTransaction('txn#a', 100)).toBeUndefined();
+    expect(await store.takeTransaction('txn#a', 100)).toEqual({ outcome: 'absent' });
     expect(store.records()).toEqual([]);
   });
 

@@ -1,5 +1,6 @@
 import { SmartError } from '../../shared/core/errors.js';
-import type { RefreshLease, RefreshResult, SessionRecord, SessionStore, TakeTransactionResult, TransactionRecord } from '../../shared/core/ports.js';
+import type { RefreshLease, RefreshResult, SessionStore, TakeTransactionResult } from '../../shared/core/ports.js';
+import type { SessionRecord, TransactionRecord } from '../../shared/core/records.js';
 
 export type StoredRecord =
   | { readonly kind: 'transaction'; readonly record: TransactionRecord }
@@ -24,19 +25,13 @@ export class MemorySessionStore implements SessionStore {
     this.#transactions.set(record.key, copyRecord(record));
   }
 
-  async takeTransaction(key: string, nowSeconds: number): Promise<TransactionRecord | undefined> {
-    const record = this.#transactions.get(key);
-    if (record === undefined) return undefined;
-    this.#transactions.delete(key);
-    return record.expiresAt > nowSeconds ? copyRecord(record) : undefined;
-  }
-
-  async takeBoundTransaction(key: string, nowSeconds: number, bindingHashes: readonly string[]): Promise<TakeTransactionResult> {
+  async takeTransaction(key: string, nowSeconds: number, bindingHashes?: readonly string[]): Promise<TakeTransactionResult> {
     const record = this.#transactions.get(key);
     if (record === undefined) return { outcome: 'absent' };
-    if (!bindingHashes.includes(record.bindingHash)) return record.expiresAt > nowSeconds ? { outcome: 'not-bound', iss: record.iss } : { outcome: 'absent' };
+    const live = record.expiresAt > nowSeconds;
+    if (bindingHashes !== undefined && !bindingHashes.includes(record.bindingHash)) return live ? { outcome: 'not-bound', iss: record.iss } : { outcome: 'absent' };
     this.#transactions.delete(key);
-    return record.expiresAt > nowSeconds ? { outcome: 'taken', record: copyRecord(record) } : { outcome: 'absent' };
+    return live ? { outcome: 'taken', record: copyRecord(record) } : { outcome: 'absent' };
   }
 
   async putSession(record: SessionRecord): Promise<void> {

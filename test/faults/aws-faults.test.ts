@@ -112,8 +112,12 @@ async function table(): Promise<string> {
   return JSON.stringify((out.Items ?? []).sort((a, b) => String(a.pk?.S).localeCompare(String(b.pk?.S))));
 }
 
+/** `GET /launch` of an EHR launch from the fake EHR, in the given container. */
+const launch = (h: Harness, getDeps: () => Promise<CoreDeps>) =>
+  createLaunchHandler(getDeps)(apiEvent({ resource: '/launch', path: '/launch', query: ehrLaunchQuery(h.ehr) as Record<string, string[]> }), lambdaContext);
+
 async function signIn(h: Harness, getDeps: () => Promise<CoreDeps>) {
-  const launched = await createLaunchHandler(getDeps)(apiEvent({ resource: '/launch', path: '/launch', query: ehrLaunchQuery(h.ehr) as Record<string, string[]> }), lambdaContext);
+  const launched = await launch(h, getDeps);
   const binding = setCookieValue(launched.multiValueHeaders?.['set-cookie'], BINDING_COOKIE)!;
   const authorization = h.ehr.authorize(String(launched.headers!.location));
   const callback = await createLaunchHandler(getDeps)(
@@ -121,6 +125,13 @@ async function signIn(h: Harness, getDeps: () => Promise<CoreDeps>) {
     lambdaContext,
   );
   return { launched, callback, binding, sessionId: String(callback.headers?.location ?? '').split('#session=')[1] ?? '' };
+}
+
+/** A fake EHR, one warm container, and a session signed in through it. */
+async function signedInContainer() {
+  const h = await harness();
+  const getDeps = container(h);
+  return { h, getDeps, s: await signIn(h, getDeps) };
 }
 
 const view = (getDeps: () => Promise<CoreDeps>, sessionId: string, binding: string) =>
@@ -143,9 +154,7 @@ describe('DynamoDB faults (invariant 9)', () => {
     ['unavailable (InternalServerError)', awsError('InternalServerError')],
     ['unreachable (a network error)', awsError('TimeoutError', 'socket hang up')],
   ])('a session read %s answers 503 STORE_UNAVAILABLE, and the session opens again once it clears', async (_what, error) => {
-    const h = await harness();
-    const getDeps = container(h);
-    const s = await signIn(h, getDeps);
+    const { getDeps, s } = await signedInContainer();
     const before = await table();
 
     inject('GetItem', error, 1);
@@ -163,7 +172,7 @@ describe('DynamoDB faults (invariant 9)', () => {
     const before = await table();
     inject('PutItem', awsError('ThrottlingException'), 1);
 
-    const launched = await createLaunchHandler(getDeps)(apiEvent({ resource: '/launch', path: '/launch', query: ehrLaunchQuery(h.ehr) as Record<string, string[]> }), lambdaContext);
+    const launched = await launch(h, getDeps);
 
     expect(launched.statusCode).toBe(503);
     expect(launched.body).toContain('STORE_UNAVAILABLE');
@@ -171,9 +180,7 @@ describe('DynamoDB faults (invariant 9)', () => {
   });
 
   it('a refresh whose lease write is throttled answers 503 and leaves the session as it was; the next refresh succeeds', async () => {
-    const h = await harness();
-    const getDeps = container(h);
-    const s = await signIn(h, getDeps);
+    const { h, getDeps, s } = await signedInContainer();
     let grants = 0;
     h.ehr.tokenAnswer = () => json({ access_token: `at-${++grants}`, token_type: 'Bearer', expires_in: 3600, refresh_token: `rt-${grants}` });
     const before = await table();
@@ -189,9 +196,7 @@ describe('DynamoDB faults (invariant 9)', () => {
   });
 
   it('a Lambda that dies between the token answer and the write leaves the session intact: after the lease lapses the next request refreshes once more and works', async () => {
-    const h = await harness();
-    const getDeps = container(h);
-    const s = await signIn(h, getDeps);
+    const { h, getDeps, s } = await signedInContainer();
     let grants = 0;
     const presented: string[] = [];
     h.ehr.tokenAnswer = (call) => {
@@ -246,14 +251,12 @@ describe('KMS faults (invariant 9)', () => {
     const h = await harness();
     inject('GenerateDataKey', awsError('KMSInternalException'));
     inject('Decrypt', awsError('KMSInternalException'));
-    const launched = await createLaunchHandler(container(h))(apiEvent({ resource: '/launch', path: '/launch', query: ehrLaunchQuery(h.ehr) as Record<string, string[]> }), lambdaContext);
+    const launched = await launch(h, container(h));
     expect(launched.statusCode).toBe(302);
   });
 
   it('a GenerateDataKey that fails at the callback answers a 503 page, stores no session and leaves other sessions intact', async () => {
-    const h = await harness();
-    const getDeps = container(h);
-    const other = await signIn(h, getDeps);
+    const { h, getDeps, s: other } = await signedInContainer();
     const before = await table();
 
     inject('GenerateDataKey', awsError('ThrottlingException'), 1);
@@ -302,9 +305,7 @@ describe('Secrets Manager faults (invariant 9)', () => {
 
 describe('the proxy under store faults', () => {
   it('a proxied request whose session read is throttled answers a 503 OperationOutcome and the EHR is not contacted', async () => {
-    const h = await harness();
-    const getDeps = container(h);
-    const s = await signIn(h, getDeps);
+    const { h, getDeps, s } = await signedInContainer();
     const requests = h.ehr.requests.length;
     inject('GetItem', awsError('ThrottlingException'), 1);
 

@@ -1,4 +1,5 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import type { SandboxFaults } from '../../local/sandbox/types.js';
 import { sampleConfig } from '../../local/stack.js';
 import { BrowserClient } from '../integration/browser-client.js';
 import { ehrLaunch, scanTable, sessionIdFrom, startFixture, type Fixture } from '../integration/stack-fixture.js';
@@ -54,12 +55,29 @@ async function expectUsable(s: Awaited<ReturnType<typeof signedIn>>): Promise<vo
   expect(read.status).toBe(200);
 }
 
+/**
+ * A signed-in session, the stored sessions as they are, then `fault` switched on in the sandbox.
+ * `expectIntactOnceCleared` checks that nothing stored changed, clears the fault and proves the
+ * session works again (invariant 9).
+ */
+async function signedInDuring(fault: Partial<SandboxFaults>) {
+  const s = await signedIn();
+  const before = await stored();
+  Object.assign(sandbox().faults, fault);
+  return {
+    ...s,
+    async expectIntactOnceCleared(): Promise<void> {
+      expect(await stored()).toBe(before);
+      sandbox().clearFaults();
+      await expectUsable(s);
+    },
+  };
+}
+
 describe('token endpoint faults', () => {
   it('down (503) on refresh: 503 REFRESH_UNAVAILABLE with Retry-After, one token call, the session intact', async () => {
-    const s = await signedIn();
-    const before = await stored();
+    const s = await signedInDuring({ tokenEndpoint: { status: 503, retryAfterSeconds: 4 } });
     const calls = sandbox().stats.tokenRequests.refresh_token ?? 0;
-    sandbox().faults.tokenEndpoint = { status: 503, retryAfterSeconds: 4 };
 
     const refused = await s.browser.call(`${s.url}/refresh`, { method: 'POST' });
 
@@ -67,28 +85,21 @@ describe('token endpoint faults', () => {
     expect(errorCode(refused.body)).toBe('REFRESH_UNAVAILABLE');
     expect(refused.response.headers.get('retry-after')).toBe('4');
     expect((sandbox().stats.tokenRequests.refresh_token ?? 0) - calls).toBe(1);
-    expect(await stored()).toBe(before);
-    sandbox().clearFaults();
-    await expectUsable(s);
+    await s.expectIntactOnceCleared();
   });
 
   it('answering garbage (200 without access_token) on refresh: 502 TOKEN_RESPONSE_INVALID, the session intact', async () => {
-    const s = await signedIn();
-    const before = await stored();
-    sandbox().faults.malformedTokenResponse = true;
+    const s = await signedInDuring({ malformedTokenResponse: true });
 
     const refused = await s.browser.call(`${s.url}/refresh`, { method: 'POST' });
 
     expect(refused.status).toBe(502);
     expect(errorCode(refused.body)).toBe('TOKEN_RESPONSE_INVALID');
-    expect(await stored()).toBe(before);
-    sandbox().clearFaults();
-    await expectUsable(s);
+    await s.expectIntactOnceCleared();
   });
 
   it('slow (but within the budget) on refresh: the refresh completes', async () => {
-    const s = await signedIn();
-    sandbox().faults.tokenEndpoint = { delayMs: 300, grantTypes: ['refresh_token'] };
+    const s = await signedInDuring({ tokenEndpoint: { delayMs: 300, grantTypes: ['refresh_token'] } });
 
     const refreshed = await s.browser.call(`${s.url}/refresh`, { method: 'POST' });
 
@@ -97,17 +108,13 @@ describe('token endpoint faults', () => {
   });
 
   it('down at sign-in: a 502 TOKEN_ENDPOINT_UNAVAILABLE page, no session stored, other sessions intact', async () => {
-    const other = await signedIn();
-    const before = await stored();
-    sandbox().faults.tokenEndpoint = { status: 503, grantTypes: ['authorization_code'] };
+    const other = await signedInDuring({ tokenEndpoint: { status: 503, grantTypes: ['authorization_code'] } });
 
     const navigation = await ehrLaunch(fixture, new BrowserClient(), sandbox().patients[0]!.id);
 
     expect(navigation.finalLocation).toBeUndefined();
     expect(navigation.body).toContain('TOKEN_ENDPOINT_UNAVAILABLE');
-    expect(await stored()).toBe(before);
-    sandbox().clearFaults();
-    await expectUsable(other);
+    await other.expectIntactOnceCleared();
   });
 
   it('answering garbage at sign-in: a 502 TOKEN_RESPONSE_INVALID page, no session stored', async () => {
@@ -123,45 +130,35 @@ describe('token endpoint faults', () => {
 
 describe('FHIR server faults', () => {
   it('slower than the proxy budget: 504 UPSTREAM_TIMEOUT, the session intact', async () => {
-    const s = await signedIn();
-    const before = await stored();
-    sandbox().faults.fhirDelayMs = 3_000;
+    const s = await signedInDuring({ fhirDelayMs: 3_000 });
 
     const slow = await s.browser.call(`${s.url}/fhir/Patient/${s.patient.id}`);
 
     expect(slow.status).toBe(504);
     expect(outcome(slow.body)).toBe('UPSTREAM_TIMEOUT');
-    expect(await stored()).toBe(before);
-    sandbox().clearFaults();
-    await expectUsable(s);
+    await s.expectIntactOnceCleared();
   });
 
   it('resetting the connection mid-body: 502 UPSTREAM_UNAVAILABLE, never a truncated body, the session intact', async () => {
-    const s = await signedIn();
-    const before = await stored();
-    sandbox().faults.fhirDropConnection = true;
+    const s = await signedInDuring({ fhirDropConnection: true });
 
     const dropped = await s.browser.call(`${s.url}/fhir/Patient/${s.patient.id}`);
 
     expect(dropped.status).toBe(502);
     expect(outcome(dropped.body)).toBe('UPSTREAM_UNAVAILABLE');
-    expect(await stored()).toBe(before);
-    sandbox().clearFaults();
-    await expectUsable(s);
+    await s.expectIntactOnceCleared();
   });
 
   it('down (answering 503): the EHR\'s 503 is passed through inert, the session intact', async () => {
-    const s = await signedIn();
-    const before = await stored();
-    sandbox().faults.fhirAnswer = { status: 503, headers: { 'content-type': 'application/fhir+json', 'retry-after': '2' }, body: '{"resourceType":"OperationOutcome","issue":[{"severity":"error","code":"transient"}]}' };
+    const s = await signedInDuring({
+      fhirAnswer: { status: 503, headers: { 'content-type': 'application/fhir+json', 'retry-after': '2' }, body: '{"resourceType":"OperationOutcome","issue":[{"severity":"error","code":"transient"}]}' },
+    });
 
     const down = await s.browser.call(`${s.url}/fhir/Patient/${s.patient.id}`);
 
     expect(down.status).toBe(503);
     expect(down.response.headers.get('retry-after')).toBe('2');
     expect(down.response.headers.get('cache-control')).toBe('no-store');
-    expect(await stored()).toBe(before);
-    sandbox().clearFaults();
-    await expectUsable(s);
+    await s.expectIntactOnceCleared();
   });
 });

@@ -3,7 +3,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { ENV } from '../../shared/config/env.js';
 import { parseConfigText } from '../../shared/config/schema.js';
 import { TABLE } from '../../shared/adapters/table.js';
-import { encryptionContext, sessionKey, transactionKey } from '../../shared/core/records.js';
+import { encryptionContext, sessionKey, transactionKey } from '../../shared/core/sealed-records.js';
 import { ROUTES, type FunctionName } from '../../shared/http/routes.js';
 import { FUNCTION_ACCESS, KEY_PREFIX, secretResourceArns } from '../../infra/constructs/permissions.js';
 import { SmartLaunchStack } from '../../infra/stacks/smart-launch-stack.js';

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { sampleConfig } from '../../local/stack.js';
-import { sessionKey } from '../../shared/core/records.js';
+import { sessionKey } from '../../shared/core/sealed-records.js';
 import { SkippingClock } from '../fakes/clock.js';
 import { BrowserClient } from './browser-client.js';
 import { ehrLaunch, sessionIdFrom, startFixture, type Fixture } from './stack-fixture.js';

@@ -10,7 +10,8 @@ import { sessionsMain } from '../../cli/ops.js';
 import { DynamoSessionStore } from '../../shared/adapters/dynamo-session-store.js';
 import { cryptoRandom } from '../../shared/adapters/system.js';
 import { AuditRecordSchema } from '../../shared/audit/record.js';
-import { encryptionContext, sealJson, sessionKey, type SessionSecrets } from '../../shared/core/records.js';
+import { encryptionContext, sealJson, sessionKey } from '../../shared/core/sealed-records.js';
+import type { SessionSecrets } from '../../shared/core/records.js';
 import { awsConfig } from '../infra/helpers.js';
 
 /**

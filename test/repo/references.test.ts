@@ -46,6 +46,8 @@ export interface Finding {
 const OUTSIDE_DOCUMENTS = ['DES' + 'IGN', 'STY' + 'LE', 'STA' + 'CK', 'SMART-CHECK' + 'LIST'];
 const OUTSIDE = new RegExp(`\\b(?:${OUTSIDE_DOCUMENTS.join('|')})(?:\\.md)?\\b(?![_-])`);
 const ISSUE = new RegExp('\\b(?:issue|ticket)s?\\s*#\\s*\\d+', 'i');
+// A numbered note of a document kept elsewhere ("Gotcha N", "point N of ..."): say the thing itself instead.
+const NUMBERED_NOTE = new RegExp('\\b(?:gotcha|point)\\s*#?\\s*\\d+\\b', 'i');
 
 /** What a file's text cites that does not resolve inside the repository. */
 export function findDangling(file: string, text: string): Finding[] {
@@ -57,6 +59,8 @@ export function findDangling(file: string, text: string): Finding[] {
     if (outside) at(`cites "${outside[0]}", a document outside the repository`);
     const issue = line.match(ISSUE);
     if (issue) at(`cites "${issue[0]}"`);
+    const note = line.match(NUMBERED_NOTE);
+    if (note) at(`cites "${note[0]}", a numbered note kept outside the repository`);
     for (const match of line.matchAll(/[A-Za-z0-9_./-]*[A-Za-z0-9_-]\.md\b/g)) {
       const cited = match[0];
       const candidates = [resolve(ROOT, dirname(file), cited), resolve(ROOT, cited)];
@@ -90,7 +94,9 @@ describe('references resolve inside the repository', () => {
     const sample = [
       `see ${OUTSIDE_DOCUMENTS[0]}.md §2`,
       `(${OUTSIDE_DOCUMENTS[1]} §4)`,
-      'fixed in iss' + 'ue #4 point 3',
+      'fixed in iss' + 'ue #4',
+      'Go' + 'tcha 5: the default issues no refresh token',
+      'as in po' + 'int 3 of the list',
       // Split so that this file's own source cites none of them.
       'see docs/nowhere' + '.md',
       'covers SMART-AUTHZ-' + '99',
@@ -104,6 +110,6 @@ describe('references resolve inside the repository', () => {
 
     const found = [...new Set(findDangling('docs/design.md', sample).map((f) => f.line))];
 
-    expect(found).toEqual([1, 2, 3, 4, 5, 6, 7]);
+    expect(found).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9]);
   });
 });

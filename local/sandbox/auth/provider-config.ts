@@ -176,8 +176,8 @@ export function providerConfiguration(state: AuthState, getProvider: () => Provi
         },
       },
     },
-    // Gotcha 5: the default only issues refresh tokens for offline_access with prompt=consent,
-    // which SMART apps never send.
+    // oidc-provider's default issues a refresh token only for offline_access requested with
+    // prompt=consent, which SMART apps never send: issue one whenever the grant allows refresh.
     issueRefreshToken: (_ctx, client, code) =>
       client.grantTypeAllowed('refresh_token') &&
       code.grantId !== undefined &&

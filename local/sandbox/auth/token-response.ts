@@ -65,8 +65,8 @@ async function decorateTokenResponse(state: AuthState, ctx: KoaContextWithOIDC, 
     return;
   }
 
-  // Gotcha 6: with resource indicators the response scope holds only the resource scopes; SMART
-  // clients also expect the OIDC, launch and refresh scopes they were granted.
+  // With resource indicators, oidc-provider's token response scope holds only the resource scopes;
+  // SMART clients also expect the OIDC, launch and refresh scopes they were granted, so add them back.
   const requested = oidc.params?.scope ? splitScope(oidc.params.scope) : [...source.scopes];
   const grantedOidc = new Set(splitScope(grant.getOIDCScope()));
   const scope = requested.filter((s) => grantedOidc.has(s));

@@ -34,7 +34,7 @@ export async function fetchJson(
   }
 }
 
-/** A form POST to an EHR endpoint (token, revocation), built by `authenticatedTokenRequest`. */
+/** A form POST to an EHR endpoint (token, revocation), built by a `ClientAuthentication` (client-auth.ts). */
 export interface FormRequest {
   readonly url: string;
   readonly headers: Record<string, string>;

@@ -1,6 +1,5 @@
-import type { IssuerConfig } from '../../config/schema.js';
 import type { CoreDeps } from '../deps.js';
-import { authenticatedTokenRequest } from '../token.js';
+import type { ClientAuthentication } from './client-auth.js';
 import { postForm } from './http.js';
 
 /**
@@ -11,13 +10,13 @@ import { postForm } from './http.js';
  * @see https://www.rfc-editor.org/rfc/rfc7009#section-2.1
  */
 export async function revokeToken(
-  deps: CoreDeps,
-  issuer: IssuerConfig,
+  deps: Pick<CoreDeps, 'http' | 'clock'>,
+  auth: ClientAuthentication,
   endpoint: string,
   token: string,
   tokenTypeHint: 'refresh_token' | 'access_token',
 ): Promise<number> {
-  const request = await authenticatedTokenRequest(deps, issuer, endpoint, { token, token_type_hint: tokenTypeHint });
+  const request = await auth.formRequest(endpoint, { token, token_type_hint: tokenTypeHint });
   const response = await postForm(deps.http, request, undefined, deps.clock);
   await response.body?.cancel();
   return response.status;
