@@ -22,6 +22,7 @@
  * Options: --iterations N (requests per case and mode, default 200), --concurrency N (default 8),
  *          --throughput-requests N (unused, kept for old command lines), --out FILE.
  */
+import { createWriteStream } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { cpus, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -42,9 +43,11 @@ import {
   randomToken,
 } from '../test/sandbox/smart-client.js';
 
-// The handlers' loggers read these when their modules load: quiet before the stack is imported.
-process.env.LOG_LEVEL ??= 'SILENT';
-process.env.POWERTOOLS_LOG_LEVEL ??= 'SILENT';
+// Logging as shipped (INFO, the deployed default), read by the handlers' loggers when their modules
+// load. The log lines are real work the product does per request, so they are written, not
+// silenced: to bench/results/logs.ndjson while the run lasts (see `divertLogs`), as Lambda writes
+// them to its stdout pipe.
+process.env.LOG_LEVEL ??= 'INFO';
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 const { LOCAL_CLIENT, LOCAL_PUBLIC_CLIENT, startLocalStack } = await import('../local/stack.js');
 
@@ -456,8 +459,28 @@ const tokenLifecycle: BenchSection = {
 /** Every part of the report, in order. */
 export const SECTIONS: BenchSection[] = [proxyOverhead, tokenLifecycle];
 
+/** Sends what the handlers write to stdout (their JSON log lines) to a file until the returned function is called. */
+function divertLogs(file: string): () => Promise<number> {
+  const original = process.stdout.write.bind(process.stdout);
+  const sink = createWriteStream(file);
+  let lines = 0;
+  process.stdout.write = ((chunk: string | Uint8Array, ...rest: unknown[]) => {
+    lines++;
+    const callback = rest.find((r) => typeof r === 'function') as (() => void) | undefined;
+    return sink.write(chunk, callback);
+  }) as typeof process.stdout.write;
+  let ended: Promise<number> | undefined;
+  return () => {
+    process.stdout.write = original;
+    ended ??= new Promise<number>((done) => sink.end(() => done(lines)));
+    return ended;
+  };
+}
+
 async function main(): Promise<void> {
   const options = parseOptions(process.argv.slice(2));
+  await mkdir(dirname(options.out), { recursive: true });
+  const restoreLogs = divertLogs(join(dirname(options.out), 'logs.ndjson'));
   const started = performance.now();
   const dataDir = await mkdtemp(join(tmpdir(), 'smart-launch-bench-'));
   const stack = await startLocalStack({
@@ -499,6 +522,8 @@ async function main(): Promise<void> {
       durationSeconds: Math.round((performance.now() - started) / 100) / 10,
       sections,
     };
+    const logLines = await restoreLogs();
+    (report as Record<string, unknown>).logLinesWritten = logLines;
     const previous = await readFile(options.out, 'utf8').then(
       (text) => JSON.parse(text) as { generatedAt?: string; sections?: Record<string, unknown> },
       () => undefined,
@@ -508,6 +533,7 @@ async function main(): Promise<void> {
     if (previous) await writeFile(options.out.replace(/\.json$/, '') + '.previous.json', `${JSON.stringify(previous, null, 2)}\n`);
     printSummary(report.sections, options.out, report.durationSeconds, previous);
   } finally {
+    await restoreLogs();
     await floor?.close();
     await stack.close();
     await rm(dataDir, { recursive: true, force: true });
