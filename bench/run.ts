@@ -20,6 +20,7 @@
  * Every section's result lands under `sections.<name>` in the JSON.
  *
  * Options: --iterations N (requests per case and mode, default 200), --concurrency N (default 8),
+ *          --cold-runs N (fresh processes per bundle for module load, default 3),
  *          --throughput-requests N (unused, kept for old command lines), --out FILE.
  */
 import { createWriteStream } from 'node:fs';
@@ -30,7 +31,10 @@ import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
 import type { LocalStack } from '../local/stack.js';
 import type { SessionStore } from '../shared/core/ports.js';
+import type { CoreDeps } from '../shared/core/deps.js';
 import { startFloorProxy, type FloorProxy } from './floor.js';
+import { costModel, costTable, type CostModel } from './cost.js';
+import { coldStart } from './cold-start.js';
 import { BrowserClient } from '../test/integration/browser-client.js';
 import {
   basicAuth,
@@ -57,6 +61,7 @@ interface Options {
   readonly iterations: number;
   readonly concurrency: number;
   readonly throughputRequests: number;
+  readonly coldRuns: number;
   readonly out: string;
 }
 
@@ -74,6 +79,7 @@ function parseOptions(argv: readonly string[]): Options {
     iterations: value('iterations', 200),
     concurrency: value('concurrency', 8),
     throughputRequests: value('throughput-requests', 200),
+    coldRuns: value('cold-runs', 3),
     out: outIndex >= 0 ? resolve(argv[outIndex + 1] ?? '') : join(here, 'results', 'latest.json'),
   };
 }
@@ -456,16 +462,111 @@ const tokenLifecycle: BenchSection = {
   },
 };
 
+/**
+ * A sign-in, warm (this process is one warm container of each function): process CPU and wall time
+ * per sign-in (upper bounds: the sandbox EHR's sign-in pages and the scripted browser run in this
+ * process too), the product's own calls to the EHR by kind, and the browser's requests from the
+ * EHR's launch page to the app's first data, all sequential by nature (each needs the previous answer).
+ */
+const signInPath: BenchSection = {
+  name: 'signIn',
+  async run(context) {
+    const deps = context.stack.deps as { http: CoreDeps['http'] };
+    const original = deps.http;
+    const ehrCalls: Record<string, number> = {};
+    deps.http = (url, init) => {
+      const path = new URL(url).pathname;
+      const kind = path.endsWith('/.well-known/smart-configuration') ? 'discovery' : /jwks/i.test(path) ? 'jwks' : /token/i.test(path) ? 'token' : path;
+      ehrCalls[kind] = (ehrCalls[kind] ?? 0) + 1;
+      return original(url, init);
+    };
+    const runs = 3;
+    const cpu = process.cpuUsage();
+    const started = performance.now();
+    let hops = 0;
+    try {
+      for (let i = 0; i < runs; i++) {
+        const browser = new BrowserClient();
+        const nav = await browser.navigate(`${context.stack.sandbox!.url}/ehr/launch?patient=${encodeURIComponent(context.patient)}`);
+        const sessionId = nav.finalLocation ? /#session=([A-Za-z0-9_-]+)$/.exec(nav.finalLocation)?.[1] : undefined;
+        if (!sessionId) throw new Error('the launch did not reach the app');
+        const cookie = `__Host-smart-launch=${browser.cookies('localhost').get('__Host-smart-launch')}`;
+        for (const path of [`/sessions/${sessionId}`, `/sessions/${sessionId}/fhir/Patient/${context.patient}`]) {
+          const response = await fetch(`${context.stack.apiUrl}${path}`, { headers: { cookie } });
+          await response.arrayBuffer();
+          if (response.status !== 200) throw new Error(`${path} answered ${response.status}`);
+        }
+        hops = nav.hops.length + 2;
+      }
+    } finally {
+      deps.http = original;
+    }
+    const used = process.cpuUsage(cpu);
+    const per = (v: number) => Math.round((v / runs) * 1000) / 1000;
+    return {
+      runs,
+      wallMsPerSignIn: per(performance.now() - started),
+      cpuMsPerSignInUpperBound: per((used.user + used.system) / 1000),
+      productEhrCallsPerSignIn: Object.fromEntries(Object.entries(ehrCalls).map(([k, v]) => [k, per(v)])),
+      browserRequestsLaunchToFirstData: hops,
+      apiRequestsPerSignIn: 4,
+      note: 'API requests: /launch, /callback, GET /sessions/{id}, the first proxied read; discovery and JWKS come from the per-container caches when warm',
+    };
+  },
+};
+
+/**
+ * Scaling with the Bundle's size: own CPU per request of the product and of the floor for searchsets
+ * of 10, 50 and 200 entries (as many as the sandbox patient has, up to that), concurrency 1.
+ */
+const bundleScaling: BenchSection = {
+  name: 'bundleScaling',
+  async run(context) {
+    const results: Record<string, unknown> = {};
+    for (const count of [10, 50, 200]) {
+      let entries = 0;
+      let bytes = 0;
+      const scenario: Scenario = {
+        name: `search${count}`,
+        path: `Observation?patient=${context.patient}&_count=${count}`,
+        check: (status, body) => {
+          isOk(`search${count}`)(status, body);
+          entries = (JSON.parse(body.toString('utf8')) as { entry?: unknown[] }).entry?.length ?? 0;
+          bytes = body.length;
+        },
+      };
+      const targets: Record<Mode, Target> = {
+        direct: { url: `${context.direct.fhirBaseUrl}/${scenario.path}`, headers: { authorization: `Bearer ${context.direct.accessToken}`, accept: 'application/fhir+json' } },
+        floor: { url: `${context.floor.fhirBaseUrl}/${scenario.path}`, headers: { cookie: context.floor.cookie, accept: 'application/fhir+json' } },
+        product: { url: `${context.proxied.fhirBaseUrl}/${scenario.path}`, headers: { cookie: context.proxied.cookie, accept: 'application/fhir+json' } },
+      };
+      const measured = await measureModes(scenario, targets, 1, Math.max(16, Math.floor(context.options.iterations / 3)));
+      results[`_count=${count}`] = {
+        entries,
+        bytes,
+        productOwnCpuMs: measured.product.ownCpuMsPerRequest,
+        floorOwnCpuMs: measured.floor.ownCpuMsPerRequest,
+        productOwnCpuMsPerKb: Math.round((measured.product.ownCpuMsPerRequest / (bytes / 1024)) * 10000) / 10000,
+        ownCpuToFloor: ratio(measured.product.ownCpuMsPerRequest, measured.floor.ownCpuMsPerRequest),
+      };
+    }
+    return results;
+  },
+};
+
 /** Every part of the report, in order. */
-export const SECTIONS: BenchSection[] = [proxyOverhead, tokenLifecycle];
+export const SECTIONS: BenchSection[] = [proxyOverhead, bundleScaling, tokenLifecycle, signInPath];
 
 /** Sends what the handlers write to stdout (their JSON log lines) to a file until the returned function is called. */
+const logBytes = { total: 0, lines: 0 };
 function divertLogs(file: string): () => Promise<number> {
   const original = process.stdout.write.bind(process.stdout);
   const sink = createWriteStream(file);
   let lines = 0;
   process.stdout.write = ((chunk: string | Uint8Array, ...rest: unknown[]) => {
     lines++;
+    logBytes.lines++;
+    logBytes.total += typeof chunk === 'string' ? Buffer.byteLength(chunk) : chunk.length;
     const callback = rest.find((r) => typeof r === 'function') as (() => void) | undefined;
     return sink.write(chunk, callback);
   }) as typeof process.stdout.write;
@@ -512,6 +613,21 @@ async function main(): Promise<void> {
     const sections: Record<string, unknown> = {};
     for (const section of SECTIONS) sections[section.name] = await section.run(context);
 
+    // Module load of the Lambda bundles, in fresh processes (no stack needed).
+    sections.coldStart = await coldStart(resolve(dirname(fileURLToPath(import.meta.url)), '..'), dirname(options.out), options.coldRuns);
+    const overheadCases = sections.proxyOverhead as Record<string, { modes: Record<Mode, ModeMeasure> }>;
+    const c1 = ['read@c1', 'search50@c1'].map((name) => overheadCases[name]?.modes.product.ownCpuMsPerRequest ?? NaN);
+    const lifecycle = sections.tokenLifecycle as { awsCallsPerSignIn: Record<string, number>; awsCallsPer100ProxiedRequests: Record<string, number> };
+    const signIn = sections.signIn as { cpuMsPerSignInUpperBound: number; productEhrCallsPerSignIn: Record<string, number> };
+    sections.costModel = costModel({
+      proxyCpuMs: (c1[0]! + c1[1]!) / 2,
+      signInCpuMs: signIn.cpuMsPerSignInUpperBound,
+      signInCalls: lifecycle.awsCallsPerSignIn,
+      proxiedCalls: Object.fromEntries(Object.entries(lifecycle.awsCallsPer100ProxiedRequests).map(([k, v]) => [k, v / 100])),
+      signInEhrCalls: Object.values(signIn.productEhrCallsPerSignIn).reduce((a, b) => a + b, 0),
+      // Two operational lines (request completed, fhir request forwarded) and one audit record per proxied request.
+      logBytesPerRequest: logBytes.lines > 0 ? Math.round((3 * logBytes.total) / logBytes.lines) : 0,
+    });
     const report = {
       generatedAt: new Date().toISOString(),
       environment: { node: process.version, platform: `${process.platform}/${process.arch}`, cpus: cpus().length },
@@ -618,6 +734,33 @@ function printSummary(sections: Record<string, unknown>, out: string, seconds: n
       `  per refresh:              ${calls(lifecycle.awsCallsPerRefresh)}`,
     );
   }
+  const signIn = sections.signIn as { wallMsPerSignIn: number; cpuMsPerSignInUpperBound: number; productEhrCallsPerSignIn: Record<string, number>; browserRequestsLaunchToFirstData: number } | undefined;
+  if (signIn) {
+    lines.push(
+      '',
+      'Sign-in, warm (EHR launch page to the first proxied read)',
+      `  ${signIn.browserRequestsLaunchToFirstData} sequential browser requests; product calls to the EHR per sign-in: ${JSON.stringify(signIn.productEhrCallsPerSignIn)}`,
+      `  ${signIn.wallMsPerSignIn.toFixed(1)} ms wall, ${signIn.cpuMsPerSignInUpperBound.toFixed(1)} ms CPU per sign-in (upper bounds: the sandbox EHR runs in this process)`,
+    );
+  }
+  const scaling = sections.bundleScaling as Record<string, { entries: number; bytes: number; productOwnCpuMs: number; floorOwnCpuMs: number; productOwnCpuMsPerKb: number; ownCpuToFloor: number }> | undefined;
+  if (scaling) {
+    lines.push('', 'Own CPU per request vs Bundle size (concurrency 1)');
+    for (const [name, r] of Object.entries(scaling)) {
+      lines.push(`  ${name.padEnd(11)} ${String(r.entries).padStart(4)} entries ${(r.bytes / 1024).toFixed(1).padStart(7)} KB: product ${r.productOwnCpuMs.toFixed(3)} ms (${r.productOwnCpuMsPerKb.toFixed(4)} ms/KB), floor ${r.floorOwnCpuMs.toFixed(3)} ms, ${r.ownCpuToFloor.toFixed(2)}x`);
+    }
+  }
+  const cold = sections.coldStart as { bundleBytes: Record<string, number>; tracingOn: Record<string, { loadMs: number; ratioToBare: number }>; tracingOff: Record<string, { loadMs: number; ratioToBare: number }> } | undefined;
+  if (cold) {
+    lines.push('', 'Cold start: module load of each Lambda bundle vs a bare handler importing the same AWS SDK clients (median, fresh processes)');
+    for (const [name, bytes] of Object.entries(cold.bundleBytes)) {
+      const on = cold.tracingOn[name]!;
+      const off = cold.tracingOff[name]!;
+      lines.push(`  ${name.padEnd(11)} ${(bytes / 1024).toFixed(0).padStart(5)} KB  tracing on ${on.loadMs.toFixed(0).padStart(5)} ms (${on.ratioToBare.toFixed(2)}x)  tracing off ${off.loadMs.toFixed(0).padStart(5)} ms (${off.ratioToBare.toFixed(2)}x)`);
+    }
+  }
+  const cost = sections.costModel as CostModel | undefined;
+  if (cost) lines.push('', `Cost model (prices as of ${cost.prices.asOf}; assumptions in the JSON)`, costTable(cost));
   lines.push('', `written to ${out} (${seconds} s)`);
   process.stdout.write(`${lines.join('\n')}\n`);
 }
