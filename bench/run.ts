@@ -2,29 +2,39 @@
  * `npm run bench`: the FHIR proxy's overhead, measured as ratios in one run on one machine (docs/design.md §5).
  *
  * The local stack (the same handlers as Lambda, the streaming proxy handler included) runs in front of
- * the bundled sandbox EHR. The same HTTP client (Node's fetch, keep-alive) calls the same FHIR server
- * for the same data, alternating, once directly with a sandbox access token and once through the
- * proxy with a session:
+ * the bundled sandbox EHR, next to a floor proxy (bench/floor.ts: one store read on the same table,
+ * one AES-GCM decrypt with a cached key, one keep-alive forward, base URL replaced). The same HTTP
+ * client (Node's fetch, keep-alive) calls the same FHIR server for the same data three ways,
+ * alternating in rounds: directly with a sandbox access token, through the floor, and through the
+ * product with a session:
  *   - read:     GET Patient/{id}
  *   - search50: GET Observation?patient={id}&_count=50 (a 50-entry searchset, links rewritten by the proxy)
- * For each: p50 / p95 / mean latency of sequential requests, and throughput with a few requests in
- * flight; printed as proxied/direct ratios and written to bench/results/latest.json (gitignored).
- * Goal: proxied p50 within 1.2x of direct. A report, not a test: it never fails on numbers.
+ * each at concurrency 1 and `--concurrency`. For each: p50 / p95 latency, throughput, and process CPU
+ * per request (process.cpuUsage(); everything runs in this process, so the direct mode's CPU is
+ * subtracted to get each proxy's own CPU). Printed as ratios to the floor and to direct, written to
+ * bench/results/latest.json (gitignored), and compared with the previous run's file.
+ * Goals: product p50 <= 1.15x the floor, own CPU per request <= 1.2x the floor. A report, not a test.
  *
  * Token lifecycle: a 100-request storm on an expired access token (token endpoint calls, goal
  * exactly 1), and DynamoDB/KMS calls per sign-in, per 100 proxied requests and per refresh.
  * Every section's result lands under `sections.<name>` in the JSON.
  *
- * Options: --iterations N (sequential samples per scenario and mode, default 200),
- *          --concurrency N (default 8), --throughput-requests N (per burst, default 200), --out FILE.
+ * Options: --iterations N (requests per case and mode, default 200), --concurrency N (default 8),
+ *          --cold-runs N (fresh processes per bundle for module load, default 3),
+ *          --throughput-requests N (unused, kept for old command lines), --out FILE.
  */
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { createWriteStream } from 'node:fs';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { cpus, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
 import type { LocalStack } from '../local/stack.js';
 import type { SessionStore } from '../shared/core/ports.js';
+import type { CoreDeps } from '../shared/core/deps.js';
+import { startFloorProxy, type FloorProxy } from './floor.js';
+import { costModel, costTable, type CostModel } from './cost.js';
+import { coldStart } from './cold-start.js';
 import { BrowserClient } from '../test/integration/browser-client.js';
 import {
   basicAuth,
@@ -37,9 +47,11 @@ import {
   randomToken,
 } from '../test/sandbox/smart-client.js';
 
-// The handlers' loggers read these when their modules load: quiet before the stack is imported.
-process.env.LOG_LEVEL ??= 'SILENT';
-process.env.POWERTOOLS_LOG_LEVEL ??= 'SILENT';
+// Logging as shipped (INFO, the deployed default), read by the handlers' loggers when their modules
+// load. The log lines are real work the product does per request, so they are written, not
+// silenced: to bench/results/logs.ndjson while the run lasts (see `divertLogs`), as Lambda writes
+// them to its stdout pipe.
+process.env.LOG_LEVEL ??= 'INFO';
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 const { LOCAL_CLIENT, LOCAL_PUBLIC_CLIENT, startLocalStack } = await import('../local/stack.js');
 
@@ -49,6 +61,7 @@ interface Options {
   readonly iterations: number;
   readonly concurrency: number;
   readonly throughputRequests: number;
+  readonly coldRuns: number;
   readonly out: string;
 }
 
@@ -66,6 +79,7 @@ function parseOptions(argv: readonly string[]): Options {
     iterations: value('iterations', 200),
     concurrency: value('concurrency', 8),
     throughputRequests: value('throughput-requests', 200),
+    coldRuns: value('cold-runs', 3),
     out: outIndex >= 0 ? resolve(argv[outIndex + 1] ?? '') : join(here, 'results', 'latest.json'),
   };
 }
@@ -84,6 +98,8 @@ export interface BenchContext {
   readonly proxied: { readonly fhirBaseUrl: string; readonly cookie: string; readonly sessionId: string };
   /** The sandbox's FHIR base and an access token from a normal sign-in with the sandbox. */
   readonly direct: { readonly fhirBaseUrl: string; readonly accessToken: string };
+  /** The reference proxy (bench/floor.ts) in front of the same sandbox, with the same token. */
+  readonly floor: { readonly fhirBaseUrl: string; readonly cookie: string };
   /** Session-store calls the API made since the run started, by method, and `ms` spent in them (live counters). */
   readonly storeCalls: Readonly<Record<string, number>>;
   readonly options: Options;
@@ -131,53 +147,6 @@ interface Scenario {
   readonly name: string;
   readonly path: string;
   check(status: number, body: Buffer): void;
-}
-
-/** Sequential samples, direct and proxied alternating (and which goes first alternating too). */
-async function latency(scenario: Scenario, direct: Target, proxied: Target, iterations: number): Promise<{ direct: Stats; proxied: Stats }> {
-  const samples = { direct: [] as number[], proxied: [] as number[] };
-  const warmup = Math.min(30, Math.ceil(iterations / 10));
-  for (let i = 0; i < warmup; i++) {
-    await once(direct, scenario.check);
-    await once(proxied, scenario.check);
-  }
-  for (let i = 0; i < iterations; i++) {
-    if (i % 2 === 0) {
-      samples.direct.push(await once(direct, scenario.check));
-      samples.proxied.push(await once(proxied, scenario.check));
-    } else {
-      samples.proxied.push(await once(proxied, scenario.check));
-      samples.direct.push(await once(direct, scenario.check));
-    }
-  }
-  return { direct: stats(samples.direct), proxied: stats(samples.proxied) };
-}
-
-/** Requests per second with `concurrency` in flight; two bursts per mode, alternating, summed. */
-async function throughput(scenario: Scenario, direct: Target, proxied: Target, options: Options): Promise<{ direct: number; proxied: number }> {
-  const burst = async (target: Target): Promise<{ count: number; ms: number }> => {
-    let remaining = options.throughputRequests;
-    const started = performance.now();
-    await Promise.all(
-      Array.from({ length: options.concurrency }, async () => {
-        while (remaining > 0) {
-          remaining--;
-          await once(target, scenario.check);
-        }
-      }),
-    );
-    return { count: options.throughputRequests, ms: performance.now() - started };
-  };
-  const totals = { direct: { count: 0, ms: 0 }, proxied: { count: 0, ms: 0 } };
-  for (const order of [['direct', 'proxied'], ['proxied', 'direct']] as const) {
-    for (const mode of order) {
-      const { count, ms } = await burst(mode === 'direct' ? direct : proxied);
-      totals[mode].count += count;
-      totals[mode].ms += ms;
-    }
-  }
-  const rps = (t: { count: number; ms: number }) => Math.round((t.count / t.ms) * 1000 * 10) / 10;
-  return { direct: rps(totals.direct), proxied: rps(totals.proxied) };
 }
 
 /** A sandbox access token from a normal EHR launch with the sandbox, as any SMART app would get one. */
@@ -257,7 +226,99 @@ const isOk = (what: string) => (status: number, body: Buffer) => {
   if (status !== 200) throw new Error(`${what} answered ${status}: ${body.subarray(0, 300).toString()}`);
 };
 
-/** The proxy's overhead: latency and throughput of a read and a 50-entry search. */
+type Mode = 'direct' | 'floor' | 'product';
+const MODES: readonly Mode[] = ['direct', 'floor', 'product'];
+
+interface ModeMeasure {
+  readonly latencyMs: Stats;
+  readonly throughputRps: number;
+  /** Process CPU (user + system) per request, all of it: bench client, sandbox EHR, dynalite, proxy. */
+  readonly cpuMsPerRequest: number;
+  /** CPU per request minus the direct mode's: the proxy's own work (server side and its own upstream call). */
+  readonly ownCpuMsPerRequest: number;
+}
+
+/**
+ * One scenario at one concurrency, the three modes alternating in rounds (the order rotating each
+ * round, one warm-up round discarded): per-request latency, batch throughput, and process CPU time
+ * per request. Everything runs in this one process, so the direct mode's CPU (client + EHR + store)
+ * is subtracted from the proxied modes' to get each proxy's own CPU per request.
+ */
+async function measureModes(scenario: Scenario, targets: Record<Mode, Target>, concurrency: number, iterations: number): Promise<Record<Mode, ModeMeasure>> {
+  const batch = Math.max(concurrency * 4, 16);
+  const rounds = Math.max(2, Math.ceil(iterations / batch));
+  const acc = Object.fromEntries(MODES.map((m) => [m, { samples: [] as number[], ms: 0, cpuUs: 0, count: 0 }])) as Record<
+    Mode,
+    { samples: number[]; ms: number; cpuUs: number; count: number }
+  >;
+  for (let round = -1; round < rounds; round++) {
+    const order = MODES.map((_, i) => MODES[(i + Math.max(0, round)) % MODES.length]!);
+    for (const mode of order) {
+      const samples: number[] = [];
+      let remaining = batch;
+      const cpu = process.cpuUsage();
+      const started = performance.now();
+      await Promise.all(
+        Array.from({ length: concurrency }, async () => {
+          while (remaining > 0) {
+            remaining--;
+            samples.push(await once(targets[mode], scenario.check));
+          }
+        }),
+      );
+      const ms = performance.now() - started;
+      const used = process.cpuUsage(cpu);
+      if (round < 0) continue; // warm-up
+      const a = acc[mode];
+      a.samples.push(...samples);
+      a.ms += ms;
+      a.cpuUs += used.user + used.system;
+      a.count += batch;
+    }
+  }
+  const round3 = (v: number) => Math.round(v * 1000) / 1000;
+  const cpuOf = (mode: Mode) => acc[mode].cpuUs / 1000 / acc[mode].count;
+  return Object.fromEntries(
+    MODES.map((mode) => [
+      mode,
+      {
+        latencyMs: stats(acc[mode].samples),
+        throughputRps: Math.round((acc[mode].count / acc[mode].ms) * 1000 * 10) / 10,
+        cpuMsPerRequest: round3(cpuOf(mode)),
+        ownCpuMsPerRequest: round3(cpuOf(mode) - cpuOf('direct')),
+      },
+    ]),
+  ) as Record<Mode, ModeMeasure>;
+}
+
+const ratio = (a: number, b: number) => (b > 0 ? Math.round((a / b) * 1000) / 1000 : NaN);
+
+/** Ratios of the product to the floor and to direct (the goals: p50 <= 1.15x floor, own CPU <= 1.2x floor). */
+function ratiosOf(m: Record<Mode, ModeMeasure>) {
+  const toFloor = {
+    p50: ratio(m.product.latencyMs.p50, m.floor.latencyMs.p50),
+    p95: ratio(m.product.latencyMs.p95, m.floor.latencyMs.p95),
+    throughput: ratio(m.product.throughputRps, m.floor.throughputRps),
+    ownCpu: ratio(m.product.ownCpuMsPerRequest, m.floor.ownCpuMsPerRequest),
+    cpu: ratio(m.product.cpuMsPerRequest, m.floor.cpuMsPerRequest),
+  };
+  return {
+    toFloor,
+    toDirect: {
+      p50: ratio(m.product.latencyMs.p50, m.direct.latencyMs.p50),
+      p95: ratio(m.product.latencyMs.p95, m.direct.latencyMs.p95),
+      throughput: ratio(m.product.throughputRps, m.direct.throughputRps),
+      cpu: ratio(m.product.cpuMsPerRequest, m.direct.cpuMsPerRequest),
+    },
+    floorToDirect: { p50: ratio(m.floor.latencyMs.p50, m.direct.latencyMs.p50), cpu: ratio(m.floor.cpuMsPerRequest, m.direct.cpuMsPerRequest) },
+    goals: { p50Within1_15xFloor: toFloor.p50 <= 1.15, ownCpuWithin1_2xFloor: toFloor.ownCpu <= 1.2 },
+  };
+}
+
+/**
+ * The proxy against its floor and against direct calls: a read and a 50-entry search, at concurrency
+ * 1 and `--concurrency`, the three modes alternating in one run.
+ */
 const proxyOverhead: BenchSection = {
   name: 'proxyOverhead',
   async run(context) {
@@ -275,27 +336,28 @@ const proxyOverhead: BenchSection = {
     ];
     const results: Record<string, unknown> = {};
     for (const scenario of scenarios) {
-      const direct: Target = { url: `${context.direct.fhirBaseUrl}/${scenario.path}`, headers: { authorization: `Bearer ${context.direct.accessToken}`, accept: 'application/fhir+json' } };
-      const proxied: Target = { url: `${context.proxied.fhirBaseUrl}/${scenario.path}`, headers: { cookie: context.proxied.cookie, accept: 'application/fhir+json' } };
-      const storeBefore = { ...context.storeCalls };
-      const lat = await latency(scenario, direct, proxied, context.options.iterations);
-      const proxiedRequests = lat.proxied.n + Math.min(30, Math.ceil(context.options.iterations / 10));
-      const storeDuring = Object.fromEntries(
-        Object.entries(context.storeCalls).map(([name, count]) => [name, Math.round(((count - (storeBefore[name] ?? 0)) / proxiedRequests) * 1000) / 1000]),
-      );
-      const rps = await throughput(scenario, direct, proxied, context.options);
-      const ratio = (a: number, b: number) => Math.round((a / b) * 1000) / 1000;
-      results[scenario.name] = {
-        request: `GET {base}/${scenario.path.replace(context.patient, '{patient}')}`,
-        latencyMs: lat,
-        throughputRps: rps,
-        ratios: { p50: ratio(lat.proxied.p50, lat.direct.p50), p95: ratio(lat.proxied.p95, lat.direct.p95), throughput: ratio(rps.proxied, rps.direct) },
-        overheadMs: { p50: Math.round((lat.proxied.p50 - lat.direct.p50) * 1000) / 1000 },
-        goalP50Within1_2x: lat.proxied.p50 <= lat.direct.p50 * 1.2,
-        // Where the overhead goes: the session-store read every proxied request makes (dynalite here, DynamoDB in AWS).
-        sessionStoreCallsPerProxiedRequest: Object.fromEntries(Object.entries(storeDuring).filter(([name, v]) => name !== 'ms' && v > 0)),
-        sessionStoreMsPerProxiedRequest: storeDuring.ms ?? 0,
+      const targets: Record<Mode, Target> = {
+        direct: { url: `${context.direct.fhirBaseUrl}/${scenario.path}`, headers: { authorization: `Bearer ${context.direct.accessToken}`, accept: 'application/fhir+json' } },
+        floor: { url: `${context.floor.fhirBaseUrl}/${scenario.path}`, headers: { cookie: context.floor.cookie, accept: 'application/fhir+json' } },
+        product: { url: `${context.proxied.fhirBaseUrl}/${scenario.path}`, headers: { cookie: context.proxied.cookie, accept: 'application/fhir+json' } },
       };
+      for (const concurrency of [...new Set([1, context.options.concurrency])]) {
+        const storeBefore = { ...context.storeCalls };
+        const measured = await measureModes(scenario, targets, concurrency, context.options.iterations);
+        const productRequests = Math.max(2, Math.ceil(context.options.iterations / Math.max(concurrency * 4, 16)) + 1) * Math.max(concurrency * 4, 16);
+        const storeDuring = Object.fromEntries(
+          Object.entries(context.storeCalls).map(([name, count]) => [name, Math.round(((count - (storeBefore[name] ?? 0)) / productRequests) * 1000) / 1000]),
+        );
+        results[`${scenario.name}@c${concurrency}`] = {
+          request: `GET {base}/${scenario.path.replace(context.patient, '{patient}')}`,
+          concurrency,
+          modes: measured,
+          ratios: ratiosOf(measured),
+          // Where the overhead goes: the session-store read every proxied request makes (dynalite here, DynamoDB in AWS).
+          sessionStoreCallsPerProxiedRequest: Object.fromEntries(Object.entries(storeDuring).filter(([name, v]) => name !== 'ms' && v > 0)),
+          sessionStoreMsPerProxiedRequest: storeDuring.ms ?? 0,
+        };
+      }
     }
     return results;
   },
@@ -400,11 +462,126 @@ const tokenLifecycle: BenchSection = {
   },
 };
 
+/**
+ * A sign-in, warm (this process is one warm container of each function): process CPU and wall time
+ * per sign-in (upper bounds: the sandbox EHR's sign-in pages and the scripted browser run in this
+ * process too), the product's own calls to the EHR by kind, and the browser's requests from the
+ * EHR's launch page to the app's first data, all sequential by nature (each needs the previous answer).
+ */
+const signInPath: BenchSection = {
+  name: 'signIn',
+  async run(context) {
+    const deps = context.stack.deps as { http: CoreDeps['http'] };
+    const original = deps.http;
+    const ehrCalls: Record<string, number> = {};
+    deps.http = (url, init) => {
+      const path = new URL(url).pathname;
+      const kind = path.endsWith('/.well-known/smart-configuration') ? 'discovery' : /jwks/i.test(path) ? 'jwks' : /token/i.test(path) ? 'token' : path;
+      ehrCalls[kind] = (ehrCalls[kind] ?? 0) + 1;
+      return original(url, init);
+    };
+    const runs = 3;
+    const cpu = process.cpuUsage();
+    const started = performance.now();
+    let hops = 0;
+    try {
+      for (let i = 0; i < runs; i++) {
+        const browser = new BrowserClient();
+        const nav = await browser.navigate(`${context.stack.sandbox!.url}/ehr/launch?patient=${encodeURIComponent(context.patient)}`);
+        const sessionId = nav.finalLocation ? /#session=([A-Za-z0-9_-]+)$/.exec(nav.finalLocation)?.[1] : undefined;
+        if (!sessionId) throw new Error('the launch did not reach the app');
+        const cookie = `__Host-smart-launch=${browser.cookies('localhost').get('__Host-smart-launch')}`;
+        for (const path of [`/sessions/${sessionId}`, `/sessions/${sessionId}/fhir/Patient/${context.patient}`]) {
+          const response = await fetch(`${context.stack.apiUrl}${path}`, { headers: { cookie } });
+          await response.arrayBuffer();
+          if (response.status !== 200) throw new Error(`${path} answered ${response.status}`);
+        }
+        hops = nav.hops.length + 2;
+      }
+    } finally {
+      deps.http = original;
+    }
+    const used = process.cpuUsage(cpu);
+    const per = (v: number) => Math.round((v / runs) * 1000) / 1000;
+    return {
+      runs,
+      wallMsPerSignIn: per(performance.now() - started),
+      cpuMsPerSignInUpperBound: per((used.user + used.system) / 1000),
+      productEhrCallsPerSignIn: Object.fromEntries(Object.entries(ehrCalls).map(([k, v]) => [k, per(v)])),
+      browserRequestsLaunchToFirstData: hops,
+      apiRequestsPerSignIn: 4,
+      note: 'API requests: /launch, /callback, GET /sessions/{id}, the first proxied read; discovery and JWKS come from the per-container caches when warm',
+    };
+  },
+};
+
+/**
+ * Scaling with the Bundle's size: own CPU per request of the product and of the floor for searchsets
+ * of 10, 50 and 200 entries (as many as the sandbox patient has, up to that), concurrency 1.
+ */
+const bundleScaling: BenchSection = {
+  name: 'bundleScaling',
+  async run(context) {
+    const results: Record<string, unknown> = {};
+    for (const count of [10, 50, 200]) {
+      let entries = 0;
+      let bytes = 0;
+      const scenario: Scenario = {
+        name: `search${count}`,
+        path: `Observation?patient=${context.patient}&_count=${count}`,
+        check: (status, body) => {
+          isOk(`search${count}`)(status, body);
+          entries = (JSON.parse(body.toString('utf8')) as { entry?: unknown[] }).entry?.length ?? 0;
+          bytes = body.length;
+        },
+      };
+      const targets: Record<Mode, Target> = {
+        direct: { url: `${context.direct.fhirBaseUrl}/${scenario.path}`, headers: { authorization: `Bearer ${context.direct.accessToken}`, accept: 'application/fhir+json' } },
+        floor: { url: `${context.floor.fhirBaseUrl}/${scenario.path}`, headers: { cookie: context.floor.cookie, accept: 'application/fhir+json' } },
+        product: { url: `${context.proxied.fhirBaseUrl}/${scenario.path}`, headers: { cookie: context.proxied.cookie, accept: 'application/fhir+json' } },
+      };
+      const measured = await measureModes(scenario, targets, 1, Math.max(16, Math.floor(context.options.iterations / 3)));
+      results[`_count=${count}`] = {
+        entries,
+        bytes,
+        productOwnCpuMs: measured.product.ownCpuMsPerRequest,
+        floorOwnCpuMs: measured.floor.ownCpuMsPerRequest,
+        productOwnCpuMsPerKb: Math.round((measured.product.ownCpuMsPerRequest / (bytes / 1024)) * 10000) / 10000,
+        ownCpuToFloor: ratio(measured.product.ownCpuMsPerRequest, measured.floor.ownCpuMsPerRequest),
+      };
+    }
+    return results;
+  },
+};
+
 /** Every part of the report, in order. */
-export const SECTIONS: BenchSection[] = [proxyOverhead, tokenLifecycle];
+export const SECTIONS: BenchSection[] = [proxyOverhead, bundleScaling, tokenLifecycle, signInPath];
+
+/** Sends what the handlers write to stdout (their JSON log lines) to a file until the returned function is called. */
+const logBytes = { total: 0, lines: 0 };
+function divertLogs(file: string): () => Promise<number> {
+  const original = process.stdout.write.bind(process.stdout);
+  const sink = createWriteStream(file);
+  let lines = 0;
+  process.stdout.write = ((chunk: string | Uint8Array, ...rest: unknown[]) => {
+    lines++;
+    logBytes.lines++;
+    logBytes.total += typeof chunk === 'string' ? Buffer.byteLength(chunk) : chunk.length;
+    const callback = rest.find((r) => typeof r === 'function') as (() => void) | undefined;
+    return sink.write(chunk, callback);
+  }) as typeof process.stdout.write;
+  let ended: Promise<number> | undefined;
+  return () => {
+    process.stdout.write = original;
+    ended ??= new Promise<number>((done) => sink.end(() => done(lines)));
+    return ended;
+  };
+}
 
 async function main(): Promise<void> {
   const options = parseOptions(process.argv.slice(2));
+  await mkdir(dirname(options.out), { recursive: true });
+  const restoreLogs = divertLogs(join(dirname(options.out), 'logs.ndjson'));
   const started = performance.now();
   const dataDir = await mkdtemp(join(tmpdir(), 'smart-launch-bench-'));
   const stack = await startLocalStack({
@@ -418,65 +595,125 @@ async function main(): Promise<void> {
       { clientId: BENCH_CLIENT.clientId, clientAuth: 'client_secret_basic', clientSecret: BENCH_CLIENT.clientSecret, redirectUris: [BENCH_CLIENT.redirectUri] },
     ],
   });
+  let floor: FloorProxy | undefined;
   try {
     const patient = stack.sandbox!.patients[0]!.id;
     const storeCalls = countStoreCalls(stack.deps.store);
+    const accessToken = await directToken(stack, patient);
+    floor = await startFloorProxy({ client: stack.dynamo.client, tableName: stack.dynamo.tableName, upstreamBase: stack.sandbox!.fhirBaseUrl, accessToken });
     const context: BenchContext = {
       stack,
       patient,
       proxied: await proxiedSession(stack, patient),
-      direct: { fhirBaseUrl: stack.sandbox!.fhirBaseUrl, accessToken: await directToken(stack, patient) },
+      direct: { fhirBaseUrl: stack.sandbox!.fhirBaseUrl, accessToken },
+      floor: { fhirBaseUrl: `${floor.url}/${floor.sessionId}/fhir`, cookie: floor.cookie },
       storeCalls,
       options,
     };
     const sections: Record<string, unknown> = {};
     for (const section of SECTIONS) sections[section.name] = await section.run(context);
 
+    // Module load of the Lambda bundles, in fresh processes (no stack needed).
+    sections.coldStart = await coldStart(resolve(dirname(fileURLToPath(import.meta.url)), '..'), dirname(options.out), options.coldRuns);
+    const overheadCases = sections.proxyOverhead as Record<string, { modes: Record<Mode, ModeMeasure> }>;
+    const c1 = ['read@c1', 'search50@c1'].map((name) => overheadCases[name]?.modes.product.ownCpuMsPerRequest ?? NaN);
+    const lifecycle = sections.tokenLifecycle as { awsCallsPerSignIn: Record<string, number>; awsCallsPer100ProxiedRequests: Record<string, number> };
+    const signIn = sections.signIn as { cpuMsPerSignInUpperBound: number; productEhrCallsPerSignIn: Record<string, number> };
+    sections.costModel = costModel({
+      proxyCpuMs: (c1[0]! + c1[1]!) / 2,
+      signInCpuMs: signIn.cpuMsPerSignInUpperBound,
+      signInCalls: lifecycle.awsCallsPerSignIn,
+      proxiedCalls: Object.fromEntries(Object.entries(lifecycle.awsCallsPer100ProxiedRequests).map(([k, v]) => [k, v / 100])),
+      signInEhrCalls: Object.values(signIn.productEhrCallsPerSignIn).reduce((a, b) => a + b, 0),
+      // Two operational lines (request completed, fhir request forwarded) and one audit record per proxied request.
+      logBytesPerRequest: logBytes.lines > 0 ? Math.round((3 * logBytes.total) / logBytes.lines) : 0,
+    });
     const report = {
       generatedAt: new Date().toISOString(),
       environment: { node: process.version, platform: `${process.platform}/${process.arch}`, cpus: cpus().length },
       setup:
-        'local stack (same handlers as Lambda, streaming FHIR proxy) + sandbox EHR, one process; same fetch client, same server, same data, direct and proxied alternating',
+        'local stack (same handlers as Lambda, streaming FHIR proxy) + floor proxy (bench/floor.ts) + sandbox EHR, one process; same fetch client, same server, same data; direct, floor and product alternating; CPU = process.cpuUsage(), own CPU = minus the direct mode',
       options: { iterations: options.iterations, concurrency: options.concurrency, throughputRequests: options.throughputRequests },
-      goal: 'proxied p50 within 1.2x of direct',
+      goal: 'product p50 <= 1.15x the floor and own CPU per request <= 1.2x the floor, every case',
       durationSeconds: Math.round((performance.now() - started) / 100) / 10,
       sections,
     };
+    const logLines = await restoreLogs();
+    (report as Record<string, unknown>).logLinesWritten = logLines;
+    const previous = await readFile(options.out, 'utf8').then(
+      (text) => JSON.parse(text) as { generatedAt?: string; sections?: Record<string, unknown> },
+      () => undefined,
+    );
     await mkdir(dirname(options.out), { recursive: true });
     await writeFile(options.out, `${JSON.stringify(report, null, 2)}\n`);
-    printSummary(report.sections, options.out, report.durationSeconds);
+    if (previous) await writeFile(options.out.replace(/\.json$/, '') + '.previous.json', `${JSON.stringify(previous, null, 2)}\n`);
+    printSummary(report.sections, options.out, report.durationSeconds, previous);
   } finally {
+    await restoreLogs();
+    await floor?.close();
     await stack.close();
     await rm(dataDir, { recursive: true, force: true });
   }
 }
 
-function printSummary(sections: Record<string, unknown>, out: string, seconds: number): void {
+/** The figures compared run to run: ratios and own CPU per request, per case. */
+function keyFigures(sections: Record<string, unknown>): Record<string, number> {
+  const out: Record<string, number> = {};
+  const overhead = (sections.proxyOverhead ?? {}) as Record<string, { modes?: Record<Mode, ModeMeasure>; ratios?: ReturnType<typeof ratiosOf> }>;
+  for (const [name, r] of Object.entries(overhead)) {
+    if (!r.modes || !r.ratios) continue;
+    out[`${name} p50/floor`] = r.ratios.toFloor.p50;
+    out[`${name} ownCpu/floor`] = r.ratios.toFloor.ownCpu;
+    out[`${name} p50/direct`] = r.ratios.toDirect.p50;
+    out[`${name} product ownCpu ms`] = r.modes.product.ownCpuMsPerRequest;
+    out[`${name} floor ownCpu ms`] = r.modes.floor.ownCpuMsPerRequest;
+  }
+  return out;
+}
+
+/** Lines comparing this run's key figures with the previous run's JSON (same file, before it is overwritten). */
+function deltas(previous: { generatedAt?: string; sections?: Record<string, unknown> } | undefined, sections: Record<string, unknown>): string[] {
+  if (!previous?.sections) return ['(no previous run to compare with)'];
+  const before = keyFigures(previous.sections);
+  const now = keyFigures(sections);
+  const lines = [`compared with the previous run (${previous.generatedAt ?? '?'}):`];
+  for (const [name, value] of Object.entries(now)) {
+    const old = before[name];
+    if (old === undefined || !Number.isFinite(old)) continue;
+    const change = old === 0 ? 0 : ((value - old) / Math.abs(old)) * 100;
+    lines.push(`  ${name.padEnd(30)} ${old.toFixed(3).padStart(8)} -> ${value.toFixed(3).padStart(8)}  (${change >= 0 ? '+' : ''}${change.toFixed(1)}%)`);
+  }
+  return lines;
+}
+
+function printSummary(sections: Record<string, unknown>, out: string, seconds: number, previous?: { generatedAt?: string; sections?: Record<string, unknown> }): void {
   const overhead = sections.proxyOverhead as Record<
     string,
     {
-      latencyMs: { direct: Stats; proxied: Stats };
-      throughputRps: { direct: number; proxied: number };
-      ratios: Record<string, number>;
-      goalP50Within1_2x: boolean;
+      modes: Record<Mode, ModeMeasure>;
+      ratios: ReturnType<typeof ratiosOf>;
       sessionStoreCallsPerProxiedRequest: Record<string, number>;
       sessionStoreMsPerProxiedRequest: number;
     }
   >;
-  const lines = ['FHIR proxy overhead (proxied vs direct, same run, same client, alternating)', ''];
-  lines.push('scenario   mode      p50 ms   p95 ms   mean ms   req/s');
+  const lines = ['FHIR proxy vs its floor (bench/floor.ts) vs direct: same run, same client, modes alternating', ''];
+  lines.push('case           mode       p50 ms   p95 ms    req/s   cpu ms/req  own cpu ms/req');
   for (const [name, r] of Object.entries(overhead)) {
-    for (const mode of ['direct', 'proxied'] as const) {
-      const l = r.latencyMs[mode];
-      lines.push(`${name.padEnd(10)} ${mode.padEnd(8)} ${l.p50.toFixed(2).padStart(7)}  ${l.p95.toFixed(2).padStart(7)}  ${l.mean.toFixed(2).padStart(8)}  ${r.throughputRps[mode].toFixed(1).padStart(6)}`);
+    for (const mode of MODES) {
+      const m = r.modes[mode];
+      lines.push(
+        `${name.padEnd(14)} ${mode.padEnd(8)} ${m.latencyMs.p50.toFixed(2).padStart(8)} ${m.latencyMs.p95.toFixed(2).padStart(8)} ${m.throughputRps.toFixed(1).padStart(8)} ${m.cpuMsPerRequest.toFixed(3).padStart(11)} ${mode === 'direct' ? '' : m.ownCpuMsPerRequest.toFixed(3).padStart(15)}`,
+      );
     }
+    const f = r.ratios.toFloor;
+    const d = r.ratios.toDirect;
     lines.push(
-      `${name.padEnd(10)} ratio    ${r.ratios.p50!.toFixed(2).padStart(6)}x  ${r.ratios.p95!.toFixed(2).padStart(6)}x            ${r.ratios.throughput!.toFixed(2).padStart(5)}x   goal p50 <= 1.2x: ${r.goalP50Within1_2x ? 'met' : 'NOT met'}`,
-    );
-    lines.push(
-      `${''.padEnd(10)} per proxied request: session-store calls ${JSON.stringify(r.sessionStoreCallsPerProxiedRequest)}, ${r.sessionStoreMsPerProxiedRequest.toFixed(2)} ms in the store`,
+      `${''.padEnd(14)} product/floor: p50 ${f.p50.toFixed(2)}x (goal <= 1.15: ${r.ratios.goals.p50Within1_15xFloor ? 'met' : 'NOT met'}), p95 ${f.p95.toFixed(2)}x, req/s ${f.throughput.toFixed(2)}x, own cpu ${f.ownCpu.toFixed(2)}x (goal <= 1.2: ${r.ratios.goals.ownCpuWithin1_2xFloor ? 'met' : 'NOT met'})`,
+      `${''.padEnd(14)} product/direct: p50 ${d.p50.toFixed(2)}x, p95 ${d.p95.toFixed(2)}x, req/s ${d.throughput.toFixed(2)}x; floor/direct p50 ${r.ratios.floorToDirect.p50.toFixed(2)}x`,
+      `${''.padEnd(14)} per proxied request: session-store calls ${JSON.stringify(r.sessionStoreCallsPerProxiedRequest)}, ${r.sessionStoreMsPerProxiedRequest.toFixed(2)} ms in the store`,
     );
   }
+  lines.push('', ...deltas(previous, sections));
   const lifecycle = sections.tokenLifecycle as
     | {
         refreshStorm: { requests: number; tokenEndpointRefreshCalls: number; goalMet: boolean; awsCalls: Record<string, number> };
@@ -497,6 +734,33 @@ function printSummary(sections: Record<string, unknown>, out: string, seconds: n
       `  per refresh:              ${calls(lifecycle.awsCallsPerRefresh)}`,
     );
   }
+  const signIn = sections.signIn as { wallMsPerSignIn: number; cpuMsPerSignInUpperBound: number; productEhrCallsPerSignIn: Record<string, number>; browserRequestsLaunchToFirstData: number } | undefined;
+  if (signIn) {
+    lines.push(
+      '',
+      'Sign-in, warm (EHR launch page to the first proxied read)',
+      `  ${signIn.browserRequestsLaunchToFirstData} sequential browser requests; product calls to the EHR per sign-in: ${JSON.stringify(signIn.productEhrCallsPerSignIn)}`,
+      `  ${signIn.wallMsPerSignIn.toFixed(1)} ms wall, ${signIn.cpuMsPerSignInUpperBound.toFixed(1)} ms CPU per sign-in (upper bounds: the sandbox EHR runs in this process)`,
+    );
+  }
+  const scaling = sections.bundleScaling as Record<string, { entries: number; bytes: number; productOwnCpuMs: number; floorOwnCpuMs: number; productOwnCpuMsPerKb: number; ownCpuToFloor: number }> | undefined;
+  if (scaling) {
+    lines.push('', 'Own CPU per request vs Bundle size (concurrency 1)');
+    for (const [name, r] of Object.entries(scaling)) {
+      lines.push(`  ${name.padEnd(11)} ${String(r.entries).padStart(4)} entries ${(r.bytes / 1024).toFixed(1).padStart(7)} KB: product ${r.productOwnCpuMs.toFixed(3)} ms (${r.productOwnCpuMsPerKb.toFixed(4)} ms/KB), floor ${r.floorOwnCpuMs.toFixed(3)} ms, ${r.ownCpuToFloor.toFixed(2)}x`);
+    }
+  }
+  const cold = sections.coldStart as { bundleBytes: Record<string, number>; tracingOn: Record<string, { loadMs: number; ratioToBare: number }>; tracingOff: Record<string, { loadMs: number; ratioToBare: number }> } | undefined;
+  if (cold) {
+    lines.push('', 'Cold start: module load of each Lambda bundle vs a bare handler importing the same AWS SDK clients (median, fresh processes)');
+    for (const [name, bytes] of Object.entries(cold.bundleBytes)) {
+      const on = cold.tracingOn[name]!;
+      const off = cold.tracingOff[name]!;
+      lines.push(`  ${name.padEnd(11)} ${(bytes / 1024).toFixed(0).padStart(5)} KB  tracing on ${on.loadMs.toFixed(0).padStart(5)} ms (${on.ratioToBare.toFixed(2)}x)  tracing off ${off.loadMs.toFixed(0).padStart(5)} ms (${off.ratioToBare.toFixed(2)}x)`);
+    }
+  }
+  const cost = sections.costModel as CostModel | undefined;
+  if (cost) lines.push('', `Cost model (prices as of ${cost.prices.asOf}; assumptions in the JSON)`, costTable(cost));
   lines.push('', `written to ${out} (${seconds} s)`);
   process.stdout.write(`${lines.join('\n')}\n`);
 }

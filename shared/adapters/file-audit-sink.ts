@@ -12,6 +12,7 @@ export const LOCAL_AUDIT_FILE = 'audit.ndjson';
 export class FileAuditSink implements AuditSink, AuditSource {
   readonly path: string;
   #queue: Promise<void> = Promise.resolve();
+  #folder: Promise<void> | undefined;
 
   constructor(dataDir: string) {
     this.path = join(dataDir, LOCAL_AUDIT_FILE);
@@ -21,8 +22,15 @@ export class FileAuditSink implements AuditSink, AuditSource {
     if (records.length === 0) return this.#queue;
     const text = records.map((record) => `${auditLine(record)}\n`).join('');
     const next = this.#queue.then(async () => {
-      await mkdir(join(this.path, '..'), { recursive: true });
-      await appendFile(this.path, text, { encoding: 'utf8', mode: 0o600 });
+      // The folder is made once per sink (again after a failed write), not before every append.
+      this.#folder ??= mkdir(join(this.path, '..'), { recursive: true }).then(() => undefined);
+      try {
+        await this.#folder;
+        await appendFile(this.path, text, { encoding: 'utf8', mode: 0o600 });
+      } catch (error) {
+        this.#folder = undefined;
+        throw error;
+      }
     });
     this.#queue = next.catch(() => undefined);
     return next;

@@ -1,5 +1,4 @@
-import { Tracer } from '@aws-lambda-powertools/tracer';
-import { captureLambdaHandler } from '@aws-lambda-powertools/tracer/middleware';
+import type { Tracer } from '@aws-lambda-powertools/tracer';
 import type { MiddlewareObj } from '@middy/core';
 import type { HttpClient } from '../core/ports.js';
 import { correlationIdOf, type ApiEvent, type ApiResult } from '../http/api-event.js';
@@ -14,10 +13,39 @@ import { correlationIdOf, type ApiEvent, type ApiResult } from '../http/api-even
  * code, token or patient id). Automatic HTTP capture is off for that reason: it records full URLs.
  * The request's correlation id is an annotation, so a trace is found from a log line or audit record.
  */
-export const tracer = new Tracer({ serviceName: 'smart-launch', captureHTTPsRequests: false });
+/**
+ * Whether this process traces at all: Powertools' own rule (inside Lambda, i.e. `AWS_EXECUTION_ENV`
+ * set, neither SAM local nor the Amplify mock, and `POWERTOOLS_TRACE_ENABLED` not `false`).
+ */
+export function tracingWanted(env: NodeJS.ProcessEnv = process.env): boolean {
+  const execution = env.AWS_EXECUTION_ENV ?? '';
+  return execution !== '' && execution !== 'AWS_Lambda_amplify-mock' && (env.AWS_SAM_LOCAL ?? '') === '' && (env.POWERTOOLS_TRACE_ENABLED ?? '').toLowerCase() !== 'false';
+}
+
+/**
+ * The parts of the Tracer the handlers use; where tracing is off, a no-op stands in for it. Loading
+ * the Powertools Tracer loads the X-Ray SDK, which installs a process-wide async hook (cls-hooked)
+ * that taxes every promise the process creates, and costs module load at every cold start: it is
+ * therefore loaded only where it will trace (in Lambda with tracing on, where the hook carries the
+ * trace context and is the price of tracing). Locally and in tests it is never loaded.
+ */
+type ActiveTracer = Pick<Tracer, 'isTracingEnabled' | 'getSegment' | 'putAnnotation' | 'captureAWSv3Client'>;
+
+const NO_TRACER: ActiveTracer = {
+  isTracingEnabled: () => false,
+  getSegment: () => undefined,
+  putAnnotation: () => undefined,
+  captureAWSv3Client: <T>(client: T) => client,
+};
+
+const powertools = tracingWanted()
+  ? await Promise.all([import('@aws-lambda-powertools/tracer'), import('@aws-lambda-powertools/tracer/middleware')])
+  : undefined;
+
+export const tracer: ActiveTracer = powertools ? new powertools[0].Tracer({ serviceName: 'smart-launch', captureHTTPsRequests: false }) : NO_TRACER;
 
 /** A subsegment per EHR call, named by host, with method and status only. */
-export function tracedHttp(http: HttpClient, active: Tracer = tracer): HttpClient {
+export function tracedHttp(http: HttpClient, active: ActiveTracer = tracer): HttpClient {
   return async (url, init) => {
     if (!active.isTracingEnabled()) return http(url, init);
     const host = new URL(url).host;
@@ -43,10 +71,11 @@ export function tracedHttp(http: HttpClient, active: Tracer = tracer): HttpClien
   };
 }
 
-/** The handler subsegment (no response captured) and the correlation id annotation. */
-export function tracing(active: Tracer = tracer): MiddlewareObj<ApiEvent, ApiResult>[] {
+/** The handler subsegment (no response captured) and the correlation id annotation; nothing where tracing is off. */
+export function tracing(active: ActiveTracer = tracer): MiddlewareObj<ApiEvent, ApiResult>[] {
+  if (powertools === undefined) return [];
   return [
-    captureLambdaHandler(active, { captureResponse: false }) as MiddlewareObj<ApiEvent, ApiResult>,
+    powertools[1].captureLambdaHandler(active as Tracer, { captureResponse: false }) as MiddlewareObj<ApiEvent, ApiResult>,
     {
       before: async (request) => {
         if (active.isTracingEnabled()) active.putAnnotation('correlation_id', correlationIdOf(request.event));

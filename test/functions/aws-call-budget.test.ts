@@ -1,4 +1,5 @@
 import { mkdtemp, rm } from 'node:fs/promises';
+import { Writable } from 'node:stream';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
@@ -14,7 +15,7 @@ import {
 import { DecryptCommand, GenerateDataKeyCommand, KMSClient } from '@aws-sdk/client-kms';
 import { mockClient, type AwsStub } from 'aws-sdk-client-mock';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { createFhirProxyHandler } from '../../functions/fhir-proxy/handler.js';
+import { createFhirProxyHandler, createStreamingFhirProxyHandler } from '../../functions/fhir-proxy/handler.js';
 import { createLaunchHandler } from '../../functions/launch/handler.js';
 import { createSessionsHandler } from '../../functions/sessions/handler.js';
 import { CachingKeyRing } from '../../shared/adapters/caching-key-ring.js';
@@ -22,6 +23,7 @@ import { DynamoSessionStore } from '../../shared/adapters/dynamo-session-store.j
 import { KmsKeyRing } from '../../shared/adapters/kms-key-ring.js';
 import type { CoreDeps } from '../../shared/core/deps.js';
 import { BINDING_COOKIE } from '../../shared/http/cookies.js';
+import type { ResponseStream } from '../../shared/http/streaming.js';
 import { startLocalDynamo, type LocalDynamo } from '../../local/dynamo-local.js';
 import { deps as testDeps } from '../fakes/deps.js';
 import { json } from '../fakes/fake-ehr.js';
@@ -73,6 +75,29 @@ const counts = () => ({
   DeleteItem: dynamoMock.commandCalls(DeleteItemCommand).length,
   UpdateItem: dynamoMock.commandCalls(UpdateItemCommand).length,
 });
+
+/** A response stream as the Lambda runtime hands one to a streaming handler: collects prelude and body. */
+class CollectingStream extends Writable implements ResponseStream {
+  readonly chunks: Buffer[] = [];
+  _onBeforeFirstWrite: ResponseStream['_onBeforeFirstWrite'];
+  #started = false;
+  setContentType(): void {}
+  override write(chunk: Uint8Array | string, ...rest: unknown[]): boolean {
+    const write = Writable.prototype.write as (this: Writable, chunk: unknown, ...args: unknown[]) => boolean;
+    if (!this.#started) {
+      this.#started = true;
+      this._onBeforeFirstWrite?.((first) => write.call(this, first));
+    }
+    return write.call(this, chunk, ...rest);
+  }
+  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: () => void): void {
+    this.chunks.push(Buffer.from(chunk));
+    callback();
+  }
+  text(): string {
+    return Buffer.concat(this.chunks).toString('latin1');
+  }
+}
 
 /** A warm Lambda container: one store, one caching key ring, built once and reused. */
 function container(h: Harness): { deps: CoreDeps; getDeps: () => Promise<CoreDeps> } {
@@ -171,6 +196,35 @@ describe('AWS calls per operation (docs/design.md §5)', () => {
     }
 
     expect(counts()).toEqual({ GenerateDataKey: 0, Decrypt: 1, GetItem: 100, PutItem: 0, DeleteItem: 0, UpdateItem: 0 });
+  });
+
+  it('a warm proxied request, buffered or streaming, makes exactly one store read and no KMS call, request after request', async () => {
+    const h = await harness();
+    const { sessionId, cookies } = await signIn(h, container(h).getDeps);
+    const warm = container(h);
+    const handlers = { buffered: createFhirProxyHandler(warm.getDeps), streaming: createStreamingFhirProxyHandler(warm.getDeps) };
+    const event = (proxyPath: string) =>
+      apiEvent({
+        resource: '/sessions/{id}/fhir/{proxy+}',
+        path: `/sessions/${sessionId}/fhir/${proxyPath}`,
+        pathParameters: { id: sessionId, proxy: proxyPath },
+        cookies,
+      });
+    // The container warms up: its first request opens the data key (the one Decrypt it ever makes).
+    expect((await handlers.buffered(event('Patient/123'), lambdaContext)).statusCode).toBe(200);
+
+    for (let i = 0; i < 20; i++) {
+      dynamoMock.resetHistory();
+      kmsMock.resetHistory();
+      if (i % 2 === 0) {
+        expect((await handlers.buffered(event('Patient/123'), lambdaContext)).statusCode).toBe(200);
+      } else {
+        const stream = new CollectingStream();
+        await handlers.streaming(event('Patient/123'), stream, lambdaContext);
+        expect(stream.text()).toContain('"statusCode":200');
+      }
+      expect(counts()).toEqual({ GenerateDataKey: 0, Decrypt: 0, GetItem: 1, PutItem: 0, DeleteItem: 0, UpdateItem: 0 });
+    }
   });
 
   it('a refresh costs one read and two conditional writes (lease, result), and no KMS call in a warm container', async () => {

@@ -167,7 +167,19 @@ export async function readBody(response: Response, limit: number): Promise<Uint8
   return out;
 }
 
-/** Rewrites a JSON Bundle's URLs; any other body passes byte for byte. */
+/**
+ * Rewrites a JSON Bundle's URLs; any other body passes byte for byte.
+ *
+ * The Bundle is parsed (to know it is one, and which strings are `link[].url` and `entry[].fullUrl`
+ * values under the base), but not re-serialised when the bytes allow an exact splice: when no string
+ * of the answer uses a `\u` or `\/` escape, every JSON string value starting with the base appears in the
+ * bytes as `"` + base (a quote not itself escaped). If those occurrences are exactly as many as the
+ * values to rewrite, they are those values (each target shows verbatim, so a count that matches leaves
+ * no room for another string), and replacing the base in each one gives the same JSON
+ * value as rewriting the parsed Bundle, in the EHR's own formatting, without serialising the whole
+ * Bundle again. Otherwise (escapes, the base in other strings or in keys) the parsed
+ * Bundle is rewritten and serialised as before.
+ */
 export function rewriteBody(bytes: Uint8Array, contentType: string | undefined, upstreamBase: string, proxyBase: string): Uint8Array {
   if (bytes.length === 0 || !JSON_RESPONSE.test(contentType ?? '')) return bytes;
   const buffer = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
@@ -181,6 +193,45 @@ export function rewriteBody(bytes: Uint8Array, contentType: string | undefined, 
     return bytes; // Not JSON after all: pass the bytes through untouched.
   }
   if (!isBundle(parsed)) return bytes;
+  const spliced = spliceBundleUrls(buffer, parsed, base, proxyBase);
+  if (spliced !== undefined) return spliced;
   rewriteBundleUrls(parsed, upstreamBase, proxyBase);
   return new Uint8Array(Buffer.from(JSON.stringify(parsed), 'utf8'));
+}
+
+/** Characters a base URL may hold for the splice to be exact: none that JSON escapes. */
+const PLAIN_BASE = /^[\x21\x23-\x5b\x5d-\x7e]+$/;
+
+/** The splice of `rewriteBody`, or `undefined` when it would not be exactly the parsed rewrite. */
+function spliceBundleUrls(buffer: Buffer, bundle: Bundle, base: string, proxyBase: string): Uint8Array | undefined {
+  const prefix = `${base}/`;
+  // Only `\/` and `\u` escapes could spell a character of a plain base: with neither present, every
+  // string starting with the base shows it verbatim.
+  if (!PLAIN_BASE.test(prefix) || !PLAIN_BASE.test(proxyBase) || buffer.includes('\\u') || buffer.includes('\\/')) return undefined;
+  let targets = 0;
+  for (const link of Array.isArray(bundle.link) ? bundle.link : []) if (link && typeof link === 'object' && typeof link.url === 'string' && link.url.startsWith(prefix)) targets++;
+  for (const entry of Array.isArray(bundle.entry) ? bundle.entry : []) {
+    if (entry && typeof entry === 'object' && typeof entry.fullUrl === 'string' && entry.fullUrl.startsWith(prefix)) targets++;
+  }
+  const needle = Buffer.from(`"${prefix}`, 'utf8');
+  const at: number[] = [];
+  for (let i = buffer.indexOf(needle); i >= 0; i = buffer.indexOf(needle, i + needle.length)) {
+    // A quote preceded by an odd run of backslashes is inside a string, not the start of one.
+    let slashes = 0;
+    while (i - slashes - 1 >= 0 && buffer[i - slashes - 1] === 0x5c) slashes++;
+    if (slashes % 2 === 0) at.push(i);
+  }
+  if (at.length !== targets) return undefined;
+  if (targets === 0) return buffer;
+  const replacement = Buffer.from(`"${proxyBase}/`, 'utf8');
+  const out = Buffer.allocUnsafe(buffer.length + targets * (replacement.length - needle.length));
+  let read = 0;
+  let write = 0;
+  for (const i of at) {
+    write += buffer.copy(out, write, read, i);
+    write += replacement.copy(out, write);
+    read = i + needle.length;
+  }
+  buffer.copy(out, write, read);
+  return new Uint8Array(out.buffer, out.byteOffset, out.length);
 }

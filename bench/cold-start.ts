@@ -1,0 +1,92 @@
+/**
+ * Cold start: each function bundled as the CDK app bundles it (esbuild, ESM, minified, source maps,
+ * the AWS SDK left out as the Lambda runtime provides it; infra/constructs/smart-function.ts), then
+ * module load timed in fresh Node processes (`--enable-source-maps` as the functions run), against a
+ * bare handler bundled the same way that imports the same AWS SDK clients. Alternating, median of N.
+ */
+import { execFile } from 'node:child_process';
+import { mkdir, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { build } from 'esbuild';
+import { ESM_REQUIRE_BANNER, EXTERNAL_MODULES } from '../infra/constructs/smart-function-defaults.js';
+
+const FUNCTIONS = ['launch', 'sessions', 'fhir-proxy', 'jwks'] as const;
+
+/** The AWS SDK clients the functions import (shared/runtime/aws-deps.ts, aws-signer.ts). */
+const BARE_HANDLER = `
+import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { KMSClient } from '@aws-sdk/client-kms';
+import { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
+import { CloudWatchLogsClient } from '@aws-sdk/client-cloudwatch-logs';
+const clients = [DynamoDBClient, KMSClient, SecretsManagerClient, CloudWatchLogsClient];
+export const handler = async () => ({ statusCode: 200, body: String(clients.length) });
+`;
+
+async function bundle(root: string, out: string, entry: string): Promise<number> {
+  await build({
+    entryPoints: [entry],
+    outfile: out,
+    bundle: true,
+    platform: 'node',
+    format: 'esm',
+    target: 'node22',
+    mainFields: ['module', 'main'],
+    banner: { js: ESM_REQUIRE_BANNER },
+    minify: true,
+    sourcemap: true,
+    sourcesContent: false,
+    external: [...EXTERNAL_MODULES],
+    absWorkingDir: root,
+    logLevel: 'error',
+  });
+  return (await stat(out)).size;
+}
+
+/** Milliseconds to import the module in a fresh process (the process's own start excluded). */
+async function loadMs(file: string, env: Record<string, string>): Promise<number> {
+  const script = `const t = performance.now(); await import(${JSON.stringify(file)}); process.stdout.write(String(performance.now() - t));`;
+  const { stdout } = await promisify(execFile)(process.execPath, ['--enable-source-maps', '--input-type=module', '-e', script], { env: { ...process.env, ...env } });
+  return Number(stdout);
+}
+
+const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)] ?? NaN;
+
+export async function coldStart(root: string, outDir: string, runs: number): Promise<Record<string, unknown>> {
+  const dir = join(outDir, 'cold-start');
+  await mkdir(dir, { recursive: true });
+  const bareEntry = join(dir, 'bare-entry.mjs');
+  await writeFile(bareEntry, BARE_HANDLER);
+  const files: Record<string, string> = { bare: join(dir, 'bare.mjs') };
+  const sizes: Record<string, number> = { bare: await bundle(root, files.bare!, bareEntry) };
+  for (const name of FUNCTIONS) {
+    files[name] = join(dir, `${name}.mjs`);
+    sizes[name] = await bundle(root, files[name]!, join(root, 'functions', name, 'handler.ts'));
+  }
+  // As in Lambda: a region, the function's settings, and the execution environment (tracing on unless turned off).
+  const lambdaEnv = {
+    AWS_REGION: 'us-east-1',
+    AWS_EXECUTION_ENV: 'AWS_Lambda_nodejs22.x',
+    AWS_LAMBDA_FUNCTION_NAME: 'cold-start-bench',
+    AWS_XRAY_CONTEXT_MISSING: 'IGNORE_ERROR',
+    LOG_LEVEL: 'INFO',
+  };
+  const result: Record<string, unknown> = {};
+  for (const [label, env] of [
+    ['tracingOn', lambdaEnv],
+    ['tracingOff', { ...lambdaEnv, POWERTOOLS_TRACE_ENABLED: 'false' }],
+  ] as const) {
+    const samples: Record<string, number[]> = Object.fromEntries(Object.keys(files).map((k) => [k, []]));
+    for (let i = 0; i < runs; i++) for (const [name, file] of Object.entries(files)) samples[name]!.push(await loadMs(file, env));
+    const bare = median(samples.bare!);
+    result[label] = Object.fromEntries(
+      Object.keys(files).map((name) => [name, { loadMs: Math.round(median(samples[name]!) * 10) / 10, ratioToBare: Math.round((median(samples[name]!) / bare) * 100) / 100 }]),
+    );
+  }
+  return {
+    bundleBytes: sizes,
+    ...result,
+    goal: 'module load <= 1.2x the bare handler',
+    signInColdFunctions: 'launch (/launch and /callback), sessions (GET /sessions/{id}), fhir-proxy (first data): three functions in a row after idle',
+  };
+}
