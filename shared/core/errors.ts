@@ -86,6 +86,7 @@ export const ERRORS = {
   PATIENT_MISMATCH: { status: 403, issueType: 'forbidden', hint: 'This session is for one patient; requests for another patient are refused. Launch the app for that patient instead.' },
   PATIENT_NOT_ACCESSIBLE: { status: 403, issueType: 'forbidden', hint: 'The EHR did not let this sign-in read the patient of the launch. Launch again, or ask the EHR administrator to check the app\'s access to this patient.' },
   UPSTREAM_UNAUTHORIZED: { status: 401, issueType: 'login', hint: 'The EHR no longer accepts this session\'s access token. ' + RELAUNCH },
+  BUNDLE_TOO_LARGE: { status: 413, issueType: 'too-costly', hint: 'Send a batch or transaction of at most 200 entries; split a larger one into several batches (a transaction cannot be split without losing its all-or-nothing guarantee).' },
   RESPONSE_TOO_LARGE: { status: 502, issueType: 'too-costly', hint: 'The FHIR server\'s answer is larger than this proxy can deliver whole. Narrow the request (_count, _elements, a smaller Binary), or raise proxy.maxResponseMegabytes.' },
 
   // Dependencies
