@@ -10,7 +10,7 @@ import { forwardFhirRequest, type CheckedProxyRequest, type ForwardOptions } fro
 import { classifyInteraction, PROXY_METHODS, type FhirInteraction } from './interactions.js';
 import { checkQuery, encodeFhirQuery, queryPairs, resolveProxyTarget } from './paths.js';
 import { forwardedHeaders, type ProxyRequest } from './requests.js';
-import { rewriteLocation, type ProxyResponse } from './responses.js';
+import { rewriteBundleUrls, rewriteLocation, type ProxyResponse } from './responses.js';
 
 /*
  * Batch and transaction Bundles (FHIR R4 §3.1.0.11), `POST` to the session's FHIR base. Each entry is
@@ -244,8 +244,9 @@ export async function forwardBundleRequest(session: OpenSession, request: ProxyR
 }
 
 /**
- * The EHR's batch-response or transaction-response: `entry[].response.location` under the EHR's base
- * rewritten to the proxy's (links and fullUrls already are), and a batch's refused entries put back
+ * The EHR's batch-response or transaction-response: `entry[].response.location` and the links and
+ * fullUrls of searchsets answered in entries, under the EHR's base, rewritten to the proxy's (the
+ * answer's own links and fullUrls already are), and a batch's refused entries put back
  * at their positions. Any other answer (an error, XML) passes as it is.
  */
 function rewriteAnswer(upstream: ProxyResponse, iss: string, proxyBase: string, refusals: ReadonlyArray<SmartError | undefined>): Uint8Array {
@@ -262,6 +263,9 @@ function rewriteAnswer(upstream: ProxyResponse, iss: string, proxyBase: string, 
     if (isObject(link) && typeof link.url === 'string' && withoutSlash(link.url) === withoutSlash(iss)) link.url = proxyBase;
   }
   for (const entry of answer.entry) {
+    // A search answered in an entry is a searchset: its paging links and fullUrls go through the proxy too.
+    const resource = isObject(entry) ? entry.resource : undefined;
+    if (isObject(resource) && resource.resourceType === 'Bundle') rewriteBundleUrls(resource as Parameters<typeof rewriteBundleUrls>[0], iss, proxyBase);
     const response = isObject(entry) ? entry.response : undefined;
     if (isObject(response) && typeof response.location === 'string' && URL.canParse(response.location)) {
       response.location = rewriteLocation(response.location, iss, proxyBase);
