@@ -268,6 +268,9 @@ async function discoverOpenidIssuer(http: HttpClient, smart: SmartConfiguration,
       return { ...smart, endpoints: { ...smart.endpoints, issuer: parsed.data.issuer, jwksUri }, openidDiscovery: { found: url, tried } };
     } catch (error) {
       if (!(error instanceof SmartError)) throw error;
+      // Unreachable or silent (no HTTP answer at all): the other candidates are on the same origin,
+      // so asking them would only add timeouts to this launch.
+      if (error.code === 'DISCOVERY_UNAVAILABLE' && error.details?.status === undefined) break;
     }
   }
   return { ...smart, openidDiscovery: { found: undefined, tried } };

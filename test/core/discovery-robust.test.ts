@@ -320,6 +320,22 @@ describe('SMART v1 + OpenID: the OpenID issuer found at the authorization server
     expect(smart.openidDiscovery).toEqual({ found: undefined, tried: [OPENID_CONFIGURATION, ORIGIN_CONFIGURATION] });
   });
 
+  it('stops at the first candidate that gives no HTTP answer at all (the others are on the same origin)', async () => {
+    const base = ehr(v1());
+    const http: HttpClient = async (url, init) => {
+      if (url === OPENID_CONFIGURATION) {
+        base.calls.push(url);
+        throw new TypeError('fetch failed');
+      }
+      return base.http(url, init);
+    };
+
+    const smart = await discoverIssuer(http, { iss: ISS }, 'aws');
+
+    expect(smart.endpoints.issuer).toBeUndefined();
+    expect(base.calls).toEqual([WELL_KNOWN, METADATA, OPENID_CONFIGURATION]);
+  });
+
   it('asks nothing when the authorization and token endpoints are on different origins', async () => {
     const { http, calls } = ehr({ ...v1(`${AS}/authorize`, 'https://token.example.org/token') });
 
