@@ -119,6 +119,16 @@ describe('batch and transaction Bundles: per-entry checks before the EHR is cont
     expect(h.ehr.requests).toEqual([]);
   });
 
+  it('sends each entry query re-encoded from the parameters it was checked on', async () => {
+    const { h, session, ehrBase } = await setup();
+    echoingEhr(h, ehrBase);
+
+    await forwardBundleRequest(session, post(batch(entry('GET', 'Observation?patient=123&code=http://loinc.org|8480-6&date=ge2024-01-01T00:00:00+01:00'))), h.deps);
+
+    // `+` in a URL query is a space to the checks (form semantics), and is sent as the EHR must read it.
+    expect(JSON.parse(h.ehr.requests[0]?.body ?? '').entry[0].request.url).toBe('Observation?patient=123&code=http://loinc.org|8480-6&date=ge2024-01-01T00:00:00%2001:00');
+  });
+
   it('translates entry URLs and references on the proxy base to the EHR base, and the answer back (SMART-FHIR-02)', async () => {
     const { h, session, proxyBase, ehrBase } = await setup({ config: writes(), scope: 'launch openid fhirUser patient/*.cruds' });
     echoingEhr(h, ehrBase);

@@ -88,7 +88,9 @@ export function checkBundleEntry(session: OpenSession, entry: unknown, options: 
   }
   checkEntryResource(interaction, method, (entry as Json).resource);
   checkScopesAndPatient(session, interaction, queryPairs(query), options);
-  return { interaction, path: search === '' ? path : `${path}?${search}` };
+  // The query goes out re-encoded from what was checked, so the EHR reads the parameters the scopes were checked on.
+  const encoded = encodeFhirQuery(query);
+  return { interaction, path: encoded === '' ? path : `${path}?${encoded}` };
 }
 
 /** The entry's resource against its interaction, as `checkBody` checks a single request's body. */
