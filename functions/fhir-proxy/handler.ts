@@ -2,7 +2,7 @@ import type { Context } from 'aws-lambda';
 import { awsDeps } from '../../shared/runtime/aws-deps.js';
 import type { CoreDeps } from '../../shared/core/deps.js';
 import { SmartError } from '../../shared/core/errors.js';
-import { forwardFhirRequest, type ProxyRequest, type ProxyResponse } from '../../shared/core/proxy/index.js';
+import { forwardBundleRequest, forwardFhirRequest, isBundleRequest, type ProxyRequest, type ProxyResponse } from '../../shared/core/proxy/index.js';
 import { ensureFreshSession } from '../../shared/core/refresh.js';
 import { openSession } from '../../shared/core/session.js';
 import { apiHandler } from '../../shared/http/api-handler.js';
@@ -59,7 +59,7 @@ async function proxy(event: ApiEvent, deps: CoreDeps, maxResponseBytes: number |
   const session = await openSession(event.pathParameters?.id, cookieOf(event, BINDING_COOKIE), deps);
   noteAudit(event, sessionFacts(deps, session));
   const request: ProxyRequest = { method: event.httpMethod, rawPath: fhirPath(event), query: queryOf(event), headers: requestHeaders(event), body };
-  const upstream = await forwardFhirRequest(session, request, deps, {
+  const upstream = await (isBundleRequest(request) ? forwardBundleRequest : forwardFhirRequest)(session, request, deps, {
     refresh: auditedRefresher(event, ensureFreshSession),
     ...(maxResponseBytes !== undefined ? { maxResponseBytes } : {}),
   });

@@ -74,6 +74,10 @@ export function createAuthServer(options: AuthServerOptions): AuthServer {
       rest = `/${rest}`;
     }
     Object.assign(req, { originalUrl: original, url: rest });
+    if (ctx.quirks.noOpenidConfiguration === true && rest.split('?')[0] === '/.well-known/openid-configuration') {
+      res.writeHead(404, { 'content-type': 'application/json' }).end('{"error":"not_found"}');
+      return;
+    }
     const next = await interceptAuthorizationRequest(ctx, req, res, rest);
     if (next === undefined) {
       return;

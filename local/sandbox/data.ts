@@ -4,6 +4,7 @@ import type {
   Condition,
   DocumentReference,
   Encounter,
+  MedicationRequest,
   Observation,
   Organization,
   Patient,
@@ -69,6 +70,18 @@ interface PatientSeed {
 }
 
 const HYPERTENSION: ConditionSeed = { code: '59621000', display: 'Essential hypertension' };
+
+export const RXNORM = 'http://www.nlm.nih.gov/research/umls/rxnorm';
+
+/** The medication each seeded problem is treated with (RxNorm), one active MedicationRequest per condition. */
+const MEDICATION_FOR: Readonly<Record<string, { code: string; display: string; dosage: string }>> = {
+  '59621000': { code: '314076', display: 'lisinopril 10 MG Oral Tablet', dosage: 'Take 1 tablet by mouth once daily' },
+  '195967001': { code: '245314', display: 'albuterol 0.09 MG/ACTUAT Metered Dose Inhaler', dosage: 'Inhale 2 puffs every 4 to 6 hours as needed for wheezing' },
+  '44054006': { code: '861007', display: 'metformin hydrochloride 500 MG Oral Tablet', dosage: 'Take 1 tablet by mouth twice daily with meals' },
+  '55822004': { code: '617312', display: 'atorvastatin 20 MG Oral Tablet', dosage: 'Take 1 tablet by mouth once daily at bedtime' },
+  '87522002': { code: '310325', display: 'ferrous sulfate 325 MG Oral Tablet', dosage: 'Take 1 tablet by mouth once daily' },
+  '37796009': { code: '313157', display: 'sumatriptan 50 MG Oral Tablet', dosage: 'Take 1 tablet by mouth at migraine onset; may repeat once after 2 hours' },
+};
 
 const PATIENTS: readonly PatientSeed[] = [
   {
@@ -153,6 +166,8 @@ export interface SandboxData {
   readonly encounters: readonly (Encounter & { id: string })[];
   readonly conditions: readonly (Condition & { id: string })[];
   readonly observations: readonly (Observation & { id: string })[];
+  /** One active MedicationRequest per condition, prescribed at the condition's onset. */
+  readonly medicationRequests: readonly (MedicationRequest & { id: string })[];
   /** Per patient: a visit summary (PDF); for Amy also an imaging export (10 MB). Each links its Binary. */
   readonly documents: readonly (DocumentReference & { id: string })[];
   /**
@@ -214,6 +229,7 @@ export function generateSandboxData(seed: number = SEED): SandboxData {
   const encounters: (Encounter & { id: string })[] = [];
   const conditions: (Condition & { id: string })[] = [];
   const observations: (Observation & { id: string })[] = [];
+  const medicationRequests: (MedicationRequest & { id: string })[] = [];
   const documents: (DocumentReference & { id: string })[] = [];
   const binaries: (Binary & { id: string })[] = [];
   const binaryContent = new Map<string, () => Buffer>();
@@ -289,6 +305,24 @@ export function generateSandboxData(seed: number = SEED): SandboxData {
       return condition;
     });
     conditions.push(...patientConditions);
+    patientConditions.forEach((condition, conditionIndex) => {
+      const medication = MEDICATION_FOR[condition.code?.coding?.[0]?.code ?? ''];
+      if (medication === undefined) return;
+      medicationRequests.push({
+        resourceType: 'MedicationRequest',
+        id: `${patient.id}-medication-${conditionIndex + 1}`,
+        meta: META,
+        status: 'active',
+        intent: 'order',
+        medicationCodeableConcept: concept(RXNORM, medication.code, medication.display),
+        subject: patientRef,
+        encounter: condition.encounter,
+        authoredOn: condition.onsetDateTime,
+        requester: practitionerRef,
+        reasonReference: [{ reference: `Condition/${condition.id}` }],
+        dosageInstruction: [{ text: medication.dosage }],
+      });
+    });
 
     for (let visit = 0; visit < seedPatient.encounters; visit++) {
       const start = firstVisit + visit * VISIT_INTERVAL_DAYS * DAY_MS;
@@ -392,9 +426,10 @@ export function generateSandboxData(seed: number = SEED): SandboxData {
     encounters,
     conditions,
     observations,
+    medicationRequests,
     documents,
     binaries,
     binaryContent,
-    all: [organization, practitioner, ...patients, ...encounters, ...conditions, ...observations, ...documents, ...binaries],
+    all: [organization, practitioner, ...patients, ...encounters, ...conditions, ...observations, ...medicationRequests, ...documents, ...binaries],
   };
 }

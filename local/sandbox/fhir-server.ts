@@ -5,6 +5,7 @@ import { createFhirContext } from './fhir/context.js';
 import type { FhirContext, FhirServerOptions } from './fhir/context.js';
 import { CORS_HEADERS, FhirError, methodNotAllowed, outcome, sendFhir } from './fhir/exchange.js';
 import type { Exchange } from './fhir/exchange.js';
+import { batchOrTransaction } from './fhir/bundles.js';
 import { applyFaults } from './fhir/faults.js';
 import { everything, operationQuery } from './fhir/operations.js';
 import { compartmentSearch, instanceHistory, readRoute, searchType } from './fhir/read-search.js';
@@ -79,8 +80,12 @@ async function route(ctx: FhirContext, ex: Exchange, subPath: string, params: UR
   const method = req.method ?? 'GET';
   const segments = subPath.split('/').filter((s) => s !== '').map(decodeURIComponent);
   const [resourceType, id, third, versionId] = segments;
+  if (resourceType === undefined && method === 'POST') {
+    await batchOrTransaction(ctx, ex, (entry, path, query) => route(ctx, entry, path, query));
+    return;
+  }
   if (resourceType === undefined) {
-    throw new FhirError(404, 'not-supported', 'system-level interactions are not supported; use [base]/[type]');
+    throw new FhirError(404, 'not-supported', 'system-level interactions are not supported; use [base]/[type] (or POST a batch or transaction to [base])');
   }
   if (!compartment.resourceTypes.has(resourceType)) {
     throw new FhirError(404, 'not-supported', `unknown resource type "${resourceType}"`);

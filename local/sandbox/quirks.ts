@@ -25,6 +25,7 @@ export const QuirksPatchSchema = z.strictObject({
   noRevocation: z.boolean().nullable().optional(),
   relativeEndpoints: z.boolean().nullable().optional(),
   noWellKnown: z.boolean().nullable().optional(),
+  noOpenidConfiguration: z.boolean().nullable().optional(),
   narrowScopes: z.boolean().nullable().optional(),
   noRefreshToken: z.boolean().nullable().optional(),
   noPatientContext: z.boolean().nullable().optional(),

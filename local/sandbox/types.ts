@@ -116,6 +116,8 @@ export interface SandboxQuirks {
   relativeEndpoints?: boolean | undefined;
   /** No `.well-known/smart-configuration` (404); the CapabilityStatement's oauth-uris extension is still served at `/fhir/metadata`. */
   noWellKnown?: boolean | undefined;
+  /** No OpenID configuration at the authorization server (`/oauth/.well-known/openid-configuration` answers 404): with `noWellKnown`, a SMART v1 EHR whose OpenID issuer cannot be found. */
+  noOpenidConfiguration?: boolean | undefined;
   /** Grants less than asked: no `offline_access` (so no refresh token), and Patient access only among the resource scopes. */
   narrowScopes?: boolean | undefined;
   /** No refresh token, whatever the scope. */

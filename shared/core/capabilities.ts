@@ -138,10 +138,18 @@ export function openidFinding(smart: SmartConfiguration, scope: string): Finding
     return {
       check: 'openid',
       status: 'pass',
-      summary: smart.openidFromConfig === true ? 'issuer and jwks_uri from the openidIssuer setting' : 'issuer and jwks_uri are published',
+      summary:
+        smart.openidFromConfig === true
+          ? 'issuer and jwks_uri from the openidIssuer setting'
+          : smart.openidDiscovery?.found !== undefined
+            ? `issuer ${issuer} found at ${smart.openidDiscovery.found} (the authorization server's own origin; SMART v1 discovery names none)`
+            : 'issuer and jwks_uri are published',
     };
   }
-  const where = known(smart) ? 'the SMART configuration names no "issuer" and "jwks_uri"' : 'SMART v1 discovery (CapabilityStatement) names no OpenID issuer';
+  const tried = smart.openidDiscovery?.tried ?? [];
+  const where = known(smart)
+    ? 'the SMART configuration names no "issuer" and "jwks_uri"'
+    : `SMART v1 discovery (CapabilityStatement) names no OpenID issuer${tried.length > 0 ? ` and none was found at ${tried.join(', ')}` : ''}`;
   return failure('openid', new SmartError('OPENID_UNSUPPORTED', `the scope asks for "openid" but ${where}`));
 }
 

@@ -48,6 +48,11 @@ export interface SmartConfiguration {
   readonly source?: DiscoverySource | undefined;
   /** The `openidIssuer` setting filled in `issuer` and `jwks_uri` (the EHR's discovery named none). */
   readonly openidFromConfig?: boolean | undefined;
+  /**
+   * SMART v1 only: the OpenID configuration found without configuration at the authorization server
+   * (`discoverOpenidIssuer`), and the configuration URLs that were tried (for doctor and the refusal).
+   */
+  readonly openidDiscovery?: { readonly found: string | undefined; readonly tried: readonly string[] } | undefined;
 }
 
 /** A FHIR base treated as a directory, so `auth/token` resolves below it rather than beside it. */
@@ -228,6 +233,51 @@ async function withOpenidIssuer(http: HttpClient, smart: SmartConfiguration, ope
   return { ...smart, endpoints: { ...smart.endpoints, issuer: openidIssuer, jwksUri }, openidFromConfig: true };
 }
 
+/**
+ * Where a SMART v1 server's OpenID issuer may be, derived from its own OAuth endpoints only (OpenID
+ * Connect Discovery §4: `{issuer}/.well-known/openid-configuration`): the token endpoint's parent path,
+ * the authorization endpoint's parent path, then their origin. None when the two endpoints are on
+ * different origins: there is then no one authorization server to ask.
+ */
+export function openidIssuerCandidates(endpoints: AuthServerEndpoints): string[] {
+  const token = new URL(endpoints.tokenEndpoint);
+  const authorize = new URL(endpoints.authorizationEndpoint);
+  if (token.origin !== authorize.origin) return [];
+  const parent = (url: URL) => `${url.origin}${url.pathname.replace(/\/[^/]*$/, '')}`;
+  return [...new Set([parent(token), parent(authorize), token.origin])];
+}
+
+/**
+ * Finds the OpenID issuer of a SMART v1 server without configuration (docs/hardening.md, "OpenID
+ * issuer of a SMART v1 EHR"). Each candidate of `openidIssuerCandidates` is asked, in order, for its
+ * OpenID configuration; the first is taken whose `issuer` is exactly the candidate (so the issuer is
+ * on the origin of the authorization and token endpoints the EHR's CapabilityStatement named, OpenID
+ * Connect Discovery §4.3) and whose `jwks_uri` passes the https rule of every endpoint. A missing,
+ * failing or mismatched configuration is skipped, never an error: the launch is then refused with
+ * `OPENID_UNSUPPORTED` only if it asks for `openid`. The id_token's `iss` must then equal that issuer
+ * (`verifyIdToken`), as with a published one.
+ */
+async function discoverOpenidIssuer(http: HttpClient, smart: SmartConfiguration, mode: ConfigMode, clock?: Clock): Promise<SmartConfiguration> {
+  const tried: string[] = [];
+  for (const candidate of openidIssuerCandidates(smart.endpoints)) {
+    const url = openidConfigurationUrl(candidate);
+    tried.push(url);
+    try {
+      const document = await fetchJson(http, url, { unavailable: 'DISCOVERY_UNAVAILABLE', invalid: 'DISCOVERY_INVALID' }, 'the OpenID configuration', clock);
+      const parsed = OpenidConfigurationSchema.safeParse(document);
+      if (!parsed.success || parsed.data.issuer.replace(/\/+$/, '') !== candidate) continue;
+      const jwksUri = checkEndpoint(parsed.data.jwks_uri, 'jwks_uri', mode, undefined, 'the OpenID configuration');
+      return { ...smart, endpoints: { ...smart.endpoints, issuer: parsed.data.issuer, jwksUri }, openidDiscovery: { found: url, tried } };
+    } catch (error) {
+      if (!(error instanceof SmartError)) throw error;
+      // Unreachable or silent (no HTTP answer at all): the other candidates are on the same origin,
+      // so asking them would only add timeouts to this launch.
+      if (error.code === 'DISCOVERY_UNAVAILABLE' && error.details?.status === undefined) break;
+    }
+  }
+  return { ...smart, openidDiscovery: { found: undefined, tried } };
+}
+
 /** What discovery needs to know about a configured issuer. */
 export interface DiscoveryTarget {
   readonly iss: string;
@@ -238,8 +288,9 @@ export interface DiscoveryTarget {
  * Discovers an allow-listed issuer: `{iss}/.well-known/smart-configuration` (SMART-DISC-01), and when
  * the EHR has none (404 or 410) the SMART v1 CapabilityStatement at `{iss}/metadata` (SMART-DISC-07);
  * relative endpoints resolved against `iss` (SMART-DISC-05); the `openidIssuer` setting used when no
- * OpenID issuer was published. Does not judge capabilities (see `capabilities.ts`). Each fetch times
- * out on `clock` when one is given.
+ * OpenID issuer was published, else, for a SMART v1 server, the OpenID issuer found at its
+ * authorization server (`discoverOpenidIssuer`). Does not judge capabilities (see `capabilities.ts`). Each fetch
+ * times out on `clock` when one is given.
  */
 export async function discoverIssuer(http: HttpClient, target: DiscoveryTarget, mode: ConfigMode, clock?: Clock): Promise<SmartConfiguration> {
   const codes = { unavailable: 'DISCOVERY_UNAVAILABLE', invalid: 'DISCOVERY_INVALID' } as const;
@@ -256,6 +307,8 @@ export async function discoverIssuer(http: HttpClient, target: DiscoveryTarget, 
   const { issuer, jwksUri } = smart.endpoints;
   if (target.openidIssuer !== undefined && (issuer === undefined || jwksUri === undefined)) {
     smart = await withOpenidIssuer(http, smart, target.openidIssuer, mode, clock);
+  } else if (smart.source === 'capability-statement') {
+    smart = await discoverOpenidIssuer(http, smart, mode, clock);
   }
   return smart;
 }

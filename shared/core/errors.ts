@@ -42,7 +42,7 @@ export const ERRORS = {
   PKCE_UNSUPPORTED: { status: 502, issueType: 'not-supported', hint: 'The EHR does not advertise PKCE S256 (code_challenge_methods_supported); it must before this app can sign in.' },
   CLIENT_AUTH_UNSUPPORTED: { status: 502, issueType: 'not-supported', hint: 'The EHR does not offer the client authentication this issuer is configured with. Set the issuer\'s "clientAuth" to a method the EHR lists in token_endpoint_auth_methods_supported (and register the app that way), or ask the EHR to enable it.' },
   LAUNCH_MODE_UNSUPPORTED: { status: 502, issueType: 'not-supported', hint: 'The EHR does not advertise this kind of launch (capabilities "launch-ehr" / "launch-standalone"). Launch the app the way the EHR supports, or ask the EHR administrator to enable it.' },
-  OPENID_UNSUPPORTED: { status: 502, issueType: 'not-supported', hint: 'The scope asks for "openid" but the EHR publishes no OpenID issuer and JWKS to verify the id_token with. Set the issuer\'s "openidIssuer" to the EHR\'s OpenID Connect issuer, or remove "openid" and "fhirUser" from its "scope".' },
+  OPENID_UNSUPPORTED: { status: 502, issueType: 'not-supported', hint: 'The scope asks for "openid" but the EHR publishes no OpenID issuer and JWKS to verify the id_token with (for a SMART v1 EHR: none was found at its authorization server, see docs/hardening.md). Set the issuer\'s "openidIssuer" to the EHR\'s OpenID Connect issuer, or remove "openid" and "fhirUser" from its "scope".' },
   AUTHORIZE_POST_UNSUPPORTED: { status: 502, issueType: 'not-supported', hint: 'The issuer\'s "authorizeMethod" is "POST" but the EHR does not advertise the "authorize-post" capability. Set "authorizeMethod" to "auto" or "GET", or shorten the scope.' },
   SCOPE_NOT_EXPRESSIBLE: { status: 502, issueType: 'not-supported', hint: 'The EHR speaks SMART v1 scopes only (or "scopeSyntax" is "v1"), and v1 has no granular (query-qualified) scopes. Remove the "?…" constraints from the issuer\'s "scope", or set "scopeSyntax" to "v2" if the EHR accepts v2 scopes.' },
 
@@ -86,6 +86,7 @@ export const ERRORS = {
   PATIENT_MISMATCH: { status: 403, issueType: 'forbidden', hint: 'This session is for one patient; requests for another patient are refused. Launch the app for that patient instead.' },
   PATIENT_NOT_ACCESSIBLE: { status: 403, issueType: 'forbidden', hint: 'The EHR did not let this sign-in read the patient of the launch. Launch again, or ask the EHR administrator to check the app\'s access to this patient.' },
   UPSTREAM_UNAUTHORIZED: { status: 401, issueType: 'login', hint: 'The EHR no longer accepts this session\'s access token. ' + RELAUNCH },
+  BUNDLE_TOO_LARGE: { status: 413, issueType: 'too-costly', hint: 'Send a batch or transaction of at most 200 entries; split a larger one into several batches (a transaction cannot be split without losing its all-or-nothing guarantee).' },
   RESPONSE_TOO_LARGE: { status: 502, issueType: 'too-costly', hint: 'The FHIR server\'s answer is larger than this proxy can deliver whole. Narrow the request (_count, _elements, a smaller Binary), or raise proxy.maxResponseMegabytes.' },
 
   // Dependencies

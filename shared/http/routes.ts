@@ -27,6 +27,9 @@ export const ROUTES: readonly Route[] = [
   { method: 'OPTIONS', resource: '/sessions/{id}/handoff', fn: 'sessions' },
   { method: 'OPTIONS', resource: '/sessions/{id}/handoff/redeem', fn: 'sessions' },
   { method: 'ANY', resource: '/sessions/{id}/fhir/{proxy+}', fn: 'fhir-proxy' },
+  // Batch and transaction Bundles, POSTed to the FHIR base itself (shared/core/proxy/bundle-requests.ts).
+  { method: 'POST', resource: '/sessions/{id}/fhir', fn: 'fhir-proxy' },
+  { method: 'OPTIONS', resource: '/sessions/{id}/fhir', fn: 'fhir-proxy' },
   // The client's public keys, for EHRs that verify private_key_jwt assertions (SMART-REG-03/04).
   { method: 'GET', resource: '/.well-known/jwks.json', fn: 'jwks' },
 ];

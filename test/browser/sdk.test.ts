@@ -69,6 +69,8 @@ describe.skipIf(!hasChromium)('the browser SDK and the demo app in Chromium', { 
     expect(app.url()).toBe(fixture.stack.appUrl);
     expect(page.url()).toBe(`${sandbox().url}/`);
     expect(await app.locator('#condition-list li').count()).toBeGreaterThan(0);
+    // The sandbox's seeded MedicationRequests fill the medications section.
+    await eventually(expect, () => app.locator('#medication-list').textContent()).toContain('lisinopril 10 MG Oral Tablet — Take 1 tablet by mouth once daily');
     expect(await app.locator('#vitals-chart svg polyline').count()).toBe(3);
     // The EHR's smart_style_url is honoured: its highlight colour drives the app's bar.
     await eventually(expect, () => app.evaluate(() => document.documentElement.dataset.smartStyle)).toBe('applied');

@@ -155,8 +155,9 @@ describe('discoverIssuer: well-known first, v1 fallback on 404 (SMART-DISC-01, S
 
     const smart = await discoverIssuer(http, { iss: ISS }, 'aws');
 
-    expect(calls).toEqual([WELL_KNOWN, METADATA]);
-    expect(smart).toMatchObject({ source: 'capability-statement', endpoints: { tokenEndpoint: 'https://ehr.example.org/t' } });
+    // Then the OpenID issuer is looked for at the authorization server's origin (none here).
+    expect(calls).toEqual([WELL_KNOWN, METADATA, 'https://ehr.example.org/.well-known/openid-configuration']);
+    expect(smart).toMatchObject({ source: 'capability-statement', endpoints: { tokenEndpoint: 'https://ehr.example.org/t', issuer: undefined } });
   });
 
   it.each([500, 503, 401, 403])('does not fall back when the well-known file answers %i: DISCOVERY_UNAVAILABLE', async (status) => {
@@ -273,6 +274,96 @@ describe('the openidIssuer setting: an OpenID issuer for EHRs whose discovery na
 
     expect(smart.endpoints.issuer).toBe('https://ehr.example.org/oauth2');
     expect(calls).toEqual([WELL_KNOWN]);
+  });
+});
+
+describe('SMART v1 + OpenID: the OpenID issuer found at the authorization server, without configuration (SMART-DISC-07)', () => {
+  const AS = 'https://ehr.example.org/oauth2';
+  const OPENID_CONFIGURATION = `${AS}/.well-known/openid-configuration`;
+  const ORIGIN_CONFIGURATION = 'https://ehr.example.org/.well-known/openid-configuration';
+  const v1 = (authorize = `${AS}/authorize`, token = `${AS}/token`) => ({
+    [WELL_KNOWN]: () => json({}, 404),
+    [METADATA]: () => json(capabilityStatement({ authorize, token })),
+  });
+
+  it('takes {token endpoint parent}/.well-known/openid-configuration when it names exactly that issuer', async () => {
+    const { http, calls } = ehr({ ...v1(), [OPENID_CONFIGURATION]: () => json({ issuer: AS, jwks_uri: `${AS}/jwks` }) });
+
+    const smart = await discoverIssuer(http, { iss: ISS }, 'aws');
+
+    expect(smart.endpoints).toMatchObject({ issuer: AS, jwksUri: `${AS}/jwks` });
+    expect(smart.openidDiscovery).toEqual({ found: OPENID_CONFIGURATION, tried: [OPENID_CONFIGURATION] });
+    expect(calls).toEqual([WELL_KNOWN, METADATA, OPENID_CONFIGURATION]);
+  });
+
+  it('falls back to the origin of the authorization server', async () => {
+    const { http, calls } = ehr({ ...v1(), [ORIGIN_CONFIGURATION]: () => json({ issuer: 'https://ehr.example.org', jwks_uri: 'https://ehr.example.org/keys' }) });
+
+    const smart = await discoverIssuer(http, { iss: ISS }, 'aws');
+
+    expect(smart.endpoints).toMatchObject({ issuer: 'https://ehr.example.org', jwksUri: 'https://ehr.example.org/keys' });
+    expect(calls).toEqual([WELL_KNOWN, METADATA, OPENID_CONFIGURATION, ORIGIN_CONFIGURATION]);
+  });
+
+  it.each([
+    ['an issuer on another origin', { issuer: 'https://evil.example/oauth2', jwks_uri: 'https://evil.example/jwks' }],
+    ['another issuer on the same origin', { issuer: 'https://ehr.example.org/other', jwks_uri: `${AS}/jwks` }],
+    ['a jwks_uri over http', { issuer: AS, jwks_uri: 'http://ehr.example.org/jwks' }],
+    ['no jwks_uri', { issuer: AS }],
+  ])('refuses a configuration with %s: no issuer, and openid launches fail with OPENID_UNSUPPORTED', async (_, document) => {
+    const { http } = ehr({ ...v1(), [OPENID_CONFIGURATION]: () => json(document), [ORIGIN_CONFIGURATION]: () => json(document) });
+
+    const smart = await discoverIssuer(http, { iss: ISS }, 'aws');
+
+    expect(smart.endpoints.issuer).toBeUndefined();
+    expect(smart.endpoints.jwksUri).toBeUndefined();
+    expect(smart.openidDiscovery).toEqual({ found: undefined, tried: [OPENID_CONFIGURATION, ORIGIN_CONFIGURATION] });
+  });
+
+  it('stops at the first candidate that gives no HTTP answer at all (the others are on the same origin)', async () => {
+    const base = ehr(v1());
+    const http: HttpClient = async (url, init) => {
+      if (url === OPENID_CONFIGURATION) {
+        base.calls.push(url);
+        throw new TypeError('fetch failed');
+      }
+      return base.http(url, init);
+    };
+
+    const smart = await discoverIssuer(http, { iss: ISS }, 'aws');
+
+    expect(smart.endpoints.issuer).toBeUndefined();
+    expect(base.calls).toEqual([WELL_KNOWN, METADATA, OPENID_CONFIGURATION]);
+  });
+
+  it('asks nothing when the authorization and token endpoints are on different origins', async () => {
+    const { http, calls } = ehr({ ...v1(`${AS}/authorize`, 'https://token.example.org/token') });
+
+    const smart = await discoverIssuer(http, { iss: ISS }, 'aws');
+
+    expect(smart.endpoints.issuer).toBeUndefined();
+    expect(calls).toEqual([WELL_KNOWN, METADATA]);
+  });
+
+  it('the openidIssuer setting overrides it: only that issuer is asked', async () => {
+    const OTHER = 'https://login.example.org';
+    const { http, calls } = ehr({ ...v1(), [`${OTHER}/.well-known/openid-configuration`]: () => json({ issuer: OTHER, jwks_uri: `${OTHER}/jwks` }) });
+
+    const smart = await discoverIssuer(http, { iss: ISS, openidIssuer: OTHER }, 'aws');
+
+    expect(smart.endpoints.issuer).toBe(OTHER);
+    expect(calls).not.toContain(OPENID_CONFIGURATION);
+  });
+
+  it('once warm, the cached discovery serves launches with no further call', async () => {
+    const { http, calls } = ehr({ ...v1(), [OPENID_CONFIGURATION]: () => json({ issuer: AS, jwks_uri: `${AS}/jwks` }) });
+    const deps = { http, mode: 'aws' as const, clock: new FixedClock(0), discovery: new DiscoveryCache() };
+
+    await discoverCached(deps, { iss: ISS });
+    const second = await discoverCached(deps, { iss: ISS });
+
+    expect(second.endpoints.issuer).toBe(AS);
+    expect(calls).toEqual([WELL_KNOWN, METADATA, OPENID_CONFIGURATION]);
   });
 });
 

@@ -76,7 +76,7 @@ function recordRequest(url: string, init: RequestInit | undefined): RecordedRequ
   new Headers(init?.headers).forEach((value, name) => {
     headers[name.toLowerCase()] = value;
   });
-  const body = typeof init?.body === 'string' ? init.body : init?.body instanceof URLSearchParams ? init.body.toString() : undefined;
+  const body = typeof init?.body === 'string' ? init.body : init?.body instanceof URLSearchParams ? init.body.toString() : init?.body instanceof Uint8Array ? Buffer.from(init.body).toString('utf8') : undefined;
   return { url, method: (init?.method ?? 'GET').toUpperCase(), headers, body };
 }
 
@@ -194,7 +194,7 @@ export class FakeEhr {
     if (path === this.jwksUri) return json({ keys: [this.#publicJwk] });
     if (path === this.tokenEndpoint) return this.#token(request);
     if (path === this.revocationEndpoint) return this.#revoke(request);
-    if (path.startsWith(`${this.fhirBase.replace(/\/+$/, '')}/`)) return this.fhirAnswer(parsed, request);
+    if (path === this.fhirBase.replace(/\/+$/, '') || path.startsWith(`${this.fhirBase.replace(/\/+$/, '')}/`)) return this.fhirAnswer(parsed, request);
     return json({ error: 'not_found' }, 404);
   };
 

@@ -49,12 +49,14 @@ beforeAll(() => {
 describe('FHIR proxy response streaming in the deployed design', () => {
   it('integrates the FHIR proxy in STREAM mode through response-streaming-invocations', () => {
     const proxy = methodsOf(template).filter((m) => m.fn === 'fhir-proxy');
-    expect(proxy).toHaveLength(1);
-    const { integration } = proxy[0]!;
-    expect(integration.Type).toBe('AWS_PROXY');
-    expect(integration.ResponseTransferMode).toBe('STREAM');
-    expect(JSON.stringify(integration.Uri)).toContain('/2021-11-15/functions/');
-    expect(JSON.stringify(integration.Uri)).toContain('/response-streaming-invocations');
+    // ANY on {proxy+}, and POST (batch/transaction) and OPTIONS (CORS preflight) on the FHIR base.
+    expect(proxy).toHaveLength(3);
+    for (const { integration } of proxy) {
+      expect(integration.Type).toBe('AWS_PROXY');
+      expect(integration.ResponseTransferMode).toBe('STREAM');
+      expect(JSON.stringify(integration.Uri)).toContain('/2021-11-15/functions/');
+      expect(JSON.stringify(integration.Uri)).toContain('/response-streaming-invocations');
+    }
   });
 
   it('leaves the sign-in and session routes buffered (their answers are small pages and JSON)', () => {

@@ -21,7 +21,7 @@ describe('CORS for an app on another origin (BFF-06)', () => {
     const browser = new BrowserClient();
     const sessionId = sessionIdFrom(await ehrLaunch(fixture, browser, fixture.stack.sandbox!.patients[0]!.id));
 
-    for (const path of [`/sessions/${sessionId}`, `/sessions/${sessionId}/logout`, `/sessions/${sessionId}/fhir/Observation`]) {
+    for (const path of [`/sessions/${sessionId}`, `/sessions/${sessionId}/logout`, `/sessions/${sessionId}/fhir/Observation`, `/sessions/${sessionId}/fhir`]) {
       const preflight = await fetch(`${fixture.stack.apiUrl}${path}`, {
         method: 'OPTIONS',
         headers: { origin: APP_ORIGIN, 'access-control-request-method': 'POST', 'access-control-request-headers': 'content-type' },

@@ -157,12 +157,23 @@ describe('smart-launch doctor against the sandbox EHR', () => {
     expect(run.verdicts).toMatchObject({ discovery: 'pass', jwks: 'pass', 'token-endpoint': 'pass', launch: 'pass' });
   });
 
-  it('no well-known file: the v1 fallback is a warning; openid fails without openidIssuer and passes with it (SMART-DISC-07)', async () => {
-    const without = await doctor(local(await configFile()), { noWellKnown: true });
+  it('no well-known file: the v1 fallback is a warning; the OpenID issuer is found at the authorization server and doctor names it (SMART-DISC-07)', async () => {
+    const run = await doctor(local(await configFile()), { noWellKnown: true });
+
+    expect(run.code).toBe(0);
+    expect(run.verdicts).toMatchObject({ discovery: 'warn', openid: 'pass', jwks: 'pass', launch: 'pass' });
+    expect(run.out).toContain(`issuer ${sandbox.issuer} found at ${sandbox.issuer}/.well-known/openid-configuration`);
+  });
+
+  it('no well-known file and no OpenID configuration at the authorization server: openid fails without openidIssuer and passes with it (SMART-DISC-07)', async () => {
+    const without = await doctor(local(await configFile()), { noWellKnown: true, noOpenidConfiguration: true });
     expect(without.code).toBe(1);
     expect(without.verdicts).toMatchObject({ discovery: 'warn', pkce: 'warn', 'client-auth': 'warn', openid: 'fail', launch: 'pass' });
     expect(without.codes.openid).toBe('OPENID_UNSUPPORTED');
 
+    expect(without.out).toContain(`none was found at ${sandbox.issuer}/.well-known/openid-configuration`);
+
+    sandbox.clearQuirks();
     const withIssuer = await doctor(local(await configFile({ openidIssuer: sandbox.issuer })), { noWellKnown: true });
     expect(withIssuer.code).toBe(0);
     expect(withIssuer.verdicts).toMatchObject({ discovery: 'warn', openid: 'pass', jwks: 'pass' });

@@ -74,7 +74,7 @@ const observationsOf = (patient: string) => data.observations.filter((o) => o.su
 const conditionsOf = (patient: string) => data.conditions.filter((c) => c.subject?.reference === `Patient/${patient}`);
 /** `Patient/$everything` at the sandbox: the patient and its compartment (encounters, conditions, observations, documents). */
 const everythingOf = (patient: string) =>
-  1 + [data.encounters, data.conditions, data.observations, data.documents].reduce((n, list) => n + list.filter((r) => r.subject?.reference === `Patient/${patient}`).length, 0);
+  1 + [data.encounters, data.conditions, data.observations, data.medicationRequests, data.documents].reduce((n, list) => n + list.filter((r) => r.subject?.reference === `Patient/${patient}`).length, 0);
 
 /** Requests the API sent to the EHR since `before`. */
 const sentSince = (before: number) => observed.requests.slice(before);

@@ -291,13 +291,13 @@ describe('searches: POST _search and Patient compartment', () => {
 
 describe('Patient/$everything', () => {
   const everythingOf = (patient: string) =>
-    1 + (['encounters', 'conditions', 'observations', 'documents'] as const).reduce((n, key) => n + DATA[key].filter((r) => r.subject?.reference === `Patient/${patient}`).length, 0);
+    1 + (['encounters', 'conditions', 'observations', 'medicationRequests', 'documents'] as const).reduce((n, key) => n + DATA[key].filter((r) => r.subject?.reference === `Patient/${patient}`).length, 0);
 
   it('GET: the patient first, then the compartment, paged with absolute links under the FHIR base', async () => {
     const { status, body } = await fhir<Bundle>(`Patient/${AMY}/$everything?_count=5`, readToken);
     expect(status).toBe(200);
     expect(body).toMatchObject({ resourceType: 'Bundle', type: 'searchset', total: everythingOf(AMY) });
-    expect(body.total).toBe(135);
+    expect(body.total).toBe(137);
     expect(body.entry?.[0]?.resource).toMatchObject({ resourceType: 'Patient', id: AMY });
     expect(body.entry?.[1]?.fullUrl).toBe(`${sandbox.fhirBaseUrl}/Condition/amy-sample-condition-1`);
     const next = body.link?.find((l) => l.relation === 'next')?.url;
@@ -310,7 +310,7 @@ describe('Patient/$everything', () => {
       for (const entry of bundle.entry ?? []) ids.add(`${entry.resource.resourceType}/${entry.resource.id}`);
       url = bundle.link?.find((l) => l.relation === 'next')?.url;
     }
-    expect(ids.size).toBe(135);
+    expect(ids.size).toBe(137);
     expect([...ids].some((id) => id.startsWith('Binary/'))).toBe(false);
   });
 
@@ -323,7 +323,7 @@ describe('Patient/$everything', () => {
     expect(posted.status).toBe(200);
     expect(posted.body.total).toBe(3);
     expect(posted.body.entry?.map((e) => e.resource.resourceType)).toEqual(['Patient', 'Condition', 'Condition']);
-    expect((await fhir<Bundle>(`Patient/${AMY}/$everything`, readToken, { method: 'POST' })).body.total).toBe(135);
+    expect((await fhir<Bundle>(`Patient/${AMY}/$everything`, readToken, { method: 'POST' })).body.total).toBe(137);
 
     expect((await fhir(`Patient/${BEN}/$everything`, readToken)).status).toBe(403);
     expect((await fhir<Bundle>(`Patient/${BEN}/$everything?_count=1`, userToken)).body.total).toBe(everythingOf(BEN));
@@ -499,5 +499,43 @@ describe('CapabilityStatement', () => {
     expect(byType.get('Observation')?.interaction.map((i) => i.code)).toEqual(expect.arrayContaining(['create', 'update', 'patch', 'delete']));
     expect(byType.get('Condition')?.interaction.map((i) => i.code)).not.toContain('create');
     expect(byType.get('Patient')?.operation).toEqual([{ name: 'everything', definition: 'http://hl7.org/fhir/OperationDefinition/Patient-everything' }]);
+  });
+});
+
+describe('batch and transaction (POST [base])', () => {
+  type Answer = { resourceType: string; type: string; entry: Array<{ fullUrl?: string; resource?: { resourceType: string; id: string }; response: { status: string; location?: string } }> };
+  const post = (token: string, bundle: unknown) =>
+    fhir<Answer>('', token, { method: 'POST', headers: { 'content-type': 'application/fhir+json' }, body: JSON.stringify(bundle) });
+  const observation = { resourceType: 'Observation', status: 'final', code: { text: 'batch' }, subject: { reference: `Patient/${AMY}` } };
+
+  it('batch: every entry runs as its own request with the token, each answered in its place', async () => {
+    const { status, body } = await post(readToken, {
+      resourceType: 'Bundle',
+      type: 'batch',
+      entry: [{ request: { method: 'GET', url: `Patient/${AMY}` } }, { request: { method: 'GET', url: `Patient/${BEN}` } }, { request: { method: 'GET', url: `MedicationRequest?patient=${AMY}` } }],
+    });
+
+    expect(status).toBe(200);
+    expect(body.type).toBe('batch-response');
+    expect(body.entry.map((e) => e.response.status)).toEqual(['200', '403', '200']);
+    expect(body.entry[0]?.resource).toMatchObject({ resourceType: 'Patient', id: AMY });
+    expect(body.entry[2]?.resource).toMatchObject({ resourceType: 'Bundle', total: 2 });
+  });
+
+  it('transaction: creates answer 201 with their locations; a failing entry fails the transaction with its status', async () => {
+    const created = await post(writeToken, { resourceType: 'Bundle', type: 'transaction', entry: [{ request: { method: 'POST', url: 'Observation' }, resource: observation }] });
+    expect(created.status).toBe(200);
+    expect(created.body.type).toBe('transaction-response');
+    expect(created.body.entry[0]?.response.status).toBe('201');
+    expect(created.body.entry[0]?.response.location).toMatch(new RegExp(`^${sandbox.fhirBaseUrl}/Observation/[^/]+/_history/1$`));
+
+    const refused = await post(readToken, { resourceType: 'Bundle', type: 'transaction', entry: [{ request: { method: 'POST', url: 'Observation' }, resource: observation }] });
+    expect(refused.status).toBe(403);
+  });
+
+  it('seeds one active MedicationRequest per condition', async () => {
+    const { body } = await fhir<Bundle>(`MedicationRequest?patient=${AMY}`, readToken);
+    expect(body.total).toBe(DATA.conditions.filter((c) => c.subject?.reference === `Patient/${AMY}`).length);
+    expect(body.entry?.[0]?.resource).toMatchObject({ resourceType: 'MedicationRequest', status: 'active', intent: 'order' });
   });
 });

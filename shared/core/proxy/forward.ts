@@ -82,8 +82,10 @@ export async function forwardFhirRequest(
   request: ProxyRequest,
   deps: CoreDeps,
   forward: ForwardOptions = {},
+  /** Already checked (a batch or transaction, `bundle-requests.ts`); by default `checkProxyRequest`. */
+  checked: CheckedProxyRequest = checkProxyRequest(session, request, deps),
 ): Promise<ProxyResponse> {
-  const { target, interaction, headers, options } = checkProxyRequest(session, request, deps);
+  const { target, interaction, headers, options } = checked;
   const refresh = forward.refresh ?? ensureFreshSession;
   const limit = Math.min(forward.maxResponseBytes ?? Number.POSITIVE_INFINITY, options.maxResponseMegabytes * 1024 * 1024);
   const method = request.method.toUpperCase();

@@ -4,6 +4,7 @@
  * (scopes and patient), `responses` (rewriting and hardening), `forward` (the exchange with the
  * EHR, token renewal on by default) and `patient-access` (the sign-in check).
  */
+export { forwardBundleRequest, isBundleRequest, MAX_BUNDLE_ENTRIES } from './bundle-requests.js';
 export { checkProxyRequest, forwardFhirRequest, keepSession, type CheckedProxyRequest, type ForwardOptions, type SessionRefresher } from './forward.js';
 export { classifyInteraction, PROXY_METHODS, type FhirInteraction, type InteractionKind } from './interactions.js';
 export { encodeFhirQuery, resolveProxyTarget } from './paths.js';

@@ -27,7 +27,9 @@ export type InteractionKind =
   | 'create'
   | 'update'
   | 'patch'
-  | 'delete';
+  | 'delete'
+  | 'batch'
+  | 'transaction';
 
 export interface FhirInteraction {
   readonly kind: InteractionKind;
