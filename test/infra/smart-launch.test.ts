@@ -83,8 +83,13 @@ describe('functions', () => {
     for (const [id, fn] of Object.entries(resourcesOf(template, 'AWS::Lambda::Function'))) {
       const p = fn.Properties!;
       if (functionIds.get(id) === 'jwks') {
-        // SMART-REG-04: the JWKS function sees the assertion key ids only (none without private_key_jwt).
-        expect(Object.keys((p.Environment as { Variables: Record<string, unknown> }).Variables).sort()).toEqual(['NODE_OPTIONS', 'POWERTOOLS_SERVICE_NAME']);
+        // SMART-REG-04: the JWKS function sees the assertion key ids only (none without private_key_jwt)
+        // and the metric namespace it counts an unreadable key in: no config, no table, no token key.
+        expect(Object.keys((p.Environment as { Variables: Record<string, unknown> }).Variables).sort()).toEqual([
+          'NODE_OPTIONS',
+          'POWERTOOLS_SERVICE_NAME',
+          ENV.metricNamespace,
+        ]);
         continue;
       }
       expect(p.Runtime).toBe('nodejs24.x');
