@@ -6,7 +6,8 @@ import type { Logger } from '@aws-lambda-powertools/logger';
 import { apiHandler } from '../../shared/http/api-handler.js';
 import { createLogger } from '../../shared/http/logger.js';
 import { BASE_HEADERS } from '../../shared/http/responses.js';
-import { EmfMetrics, METRIC_NAMESPACE_PREFIX, type MetricsSink } from '../../shared/ops/metrics.js';
+import { Metrics, MetricUnit } from '@aws-lambda-powertools/metrics';
+import { METRIC_NAMESPACE_PREFIX } from '../../shared/ops/metric-points.js';
 import { tracing } from '../../shared/ops/tracing.js';
 
 const logger = createLogger('smart-launch-jwks');
@@ -14,10 +15,16 @@ const logger = createLogger('smart-launch-jwks');
 /** How long EHRs may cache the key set: short enough that a rotation's new key is seen within minutes. */
 export const JWKS_MAX_AGE_SECONDS = 300;
 
-let defaultMetrics: MetricsSink | undefined;
-function metricsSink(): MetricsSink {
-  defaultMetrics ??= new EmfMetrics(process.env[ENV.metricNamespace]?.trim() || METRIC_NAMESPACE_PREFIX, 'smart-launch');
-  return defaultMetrics;
+/** Counts unreadable keys: `JwksKeyUnreadable` (dimension `Function` = `jwks`), one EMF line. */
+export type UnreadableKeyCounter = (count: number) => void;
+
+let metrics: Metrics | undefined;
+function countUnreadable(count: number): void {
+  metrics ??= new Metrics({ namespace: process.env[ENV.metricNamespace]?.trim() || METRIC_NAMESPACE_PREFIX, serviceName: 'smart-launch' });
+  const single = metrics.singleMetric();
+  single.clearDefaultDimensions();
+  single.addDimensions({ Function: 'jwks' });
+  single.addMetric('JwksKeyUnreadable', MetricUnit.Count, count);
 }
 
 /**
@@ -26,7 +33,7 @@ function metricsSink(): MetricsSink {
  * counted, and the readable keys are served; only when none is readable does the error surface
  * (503 KEYRING_UNAVAILABLE through the one error mapping).
  */
-async function readableKeys(signer: ClientSigner, metrics: MetricsSink, log: Pick<Logger, 'warn'>): Promise<readonly PublicJwk[]> {
+async function readableKeys(signer: ClientSigner, count: UnreadableKeyCounter, log: Pick<Logger, 'warn'>): Promise<readonly PublicJwk[]> {
   if (signer.readablePublicJwks === undefined) return (await signer.publicJwks()).keys;
   const { keys, unreadable } = await signer.readablePublicJwks();
   for (const { keyId, error } of unreadable) {
@@ -34,7 +41,7 @@ async function readableKeys(signer: ClientSigner, metrics: MetricsSink, log: Pic
     const details = (error as { details?: Record<string, unknown> } | undefined)?.details;
     log.warn('JWKS key unreadable', { keyId, error: name, awsError: details?.awsError, operation: details?.operation, served: keys.length });
   }
-  if (unreadable.length > 0) metrics.publish([{ name: 'JwksKeyUnreadable', dimensions: { Function: 'jwks' }, value: unreadable.length, unit: 'Count' }]);
+  if (unreadable.length > 0) count(unreadable.length);
   if (keys.length === 0 && unreadable.length > 0) throw unreadable[0]!.error;
   return keys;
 }
@@ -45,7 +52,7 @@ async function readableKeys(signer: ClientSigner, metrics: MetricsSink, log: Pic
  * uses `private_key_jwt`. Only public members ever leave: `publishableJwks` drops everything else.
  */
 export interface JwksHandlerOptions {
-  readonly metrics?: () => MetricsSink;
+  readonly countUnreadable?: UnreadableKeyCounter;
   /** Where an unreadable key is reported (default: the function's structured logger). */
   readonly log?: Pick<Logger, 'warn'>;
 }
@@ -53,7 +60,7 @@ export interface JwksHandlerOptions {
 export function createJwksHandler(getSigner: () => Promise<ClientSigner | undefined>, options: JwksHandlerOptions = {}) {
   return apiHandler('jwks', 'json', logger, async () => {
     const signer = await getSigner();
-    const jwks = publishableJwks(signer === undefined ? [] : await readableKeys(signer, (options.metrics ?? metricsSink)(), options.log ?? logger));
+    const jwks = publishableJwks(signer === undefined ? [] : await readableKeys(signer, options.countUnreadable ?? countUnreadable, options.log ?? logger));
     const { pragma: _noCache, ...base } = BASE_HEADERS;
     return {
       statusCode: 200,

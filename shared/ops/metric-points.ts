@@ -29,8 +29,6 @@ export const OPS_METRICS = {
   UpstreamErrors: ['Issuer'],
   /** Sessions ended, by cause: `logout`, `refresh-rejected` (`operator` ends are in the audit trail). */
   SessionEnds: ['Issuer', 'Cause'],
-  /** A published client assertion key the JWKS route could not read (the others are still served). */
-  JwksKeyUnreadable: ['Function'],
 } as const satisfies Record<string, readonly string[]>;
 export type OpsMetricName = keyof typeof OPS_METRICS;
 

@@ -13,7 +13,6 @@ import { cryptoRandom } from '../../shared/adapters/system.js';
 import { ENV } from '../../shared/config/env.js';
 import type { ClientSigner, PublicJwk } from '../../shared/core/ports.js';
 import { ROUTES } from '../../shared/http/routes.js';
-import type { MetricPoint } from '../../shared/ops/metric-points.js';
 import { awsSigner, resetAwsSigner } from '../../shared/runtime/aws-signer.js';
 import { apiEvent, lambdaContext } from '../fixtures/api-event.js';
 
@@ -139,11 +138,11 @@ describe('the deployed JWKS handler (KMS GetPublicKey, aws-sdk-client-mock)', ()
       const [keySpec, key] = input.KeyId === ARNS.ec ? ['ECC_NIST_P384', ec] : ['RSA_3072', rsa];
       return { $metadata: {}, KeyId: input.KeyId, PublicKey: spki(key as typeof rsa), KeySpec: keySpec, KeyUsage: 'SIGN_VERIFY' };
     });
-    const points: MetricPoint[] = [];
+    const counted: number[] = [];
     const warnings: Array<[string, Record<string, unknown>]> = [];
     const log = { warn: (message: string, fields: Record<string, unknown>) => void warnings.push([message, fields]) } as unknown as Pick<Logger, 'warn'>;
     // Act
-    const result = await createJwksHandler(async () => awsSigner(), { metrics: () => ({ publish: (p) => void points.push(...p) }), log })(event(), lambdaContext);
+    const result = await createJwksHandler(async () => awsSigner(), { countUnreadable: (n) => void counted.push(n), log })(event(), lambdaContext);
     // Assert: 200 with the two readable keys, the unreadable one named in the log and counted once.
     expect(result.statusCode).toBe(200);
     const keys = (JSON.parse(result.body) as { keys: PublicJwk[] }).keys;
@@ -152,7 +151,7 @@ describe('the deployed JWKS handler (KMS GetPublicKey, aws-sdk-client-mock)', ()
       ['EC', 'ES384'],
     ]);
     expectPublishable(keys);
-    expect(points).toEqual([{ name: 'JwksKeyUnreadable', dimensions: { Function: 'jwks' }, value: 1, unit: 'Count' }]);
+    expect(counted).toEqual([1]);
     expect(warnings.map(([message]) => message)).toEqual(['JWKS key unreadable']);
     expect(warnings[0]![1]).toMatchObject({ keyId: ARNS.next, awsError: 'KMSInvalidStateException', served: 2 });
   });
