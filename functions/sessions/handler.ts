@@ -14,6 +14,7 @@ import { jsonResponse } from '../../shared/http/responses.js';
 import { auditTrail, noteAudit, noteRefreshWait, sessionFacts } from '../../shared/audit/trail.js';
 import type { AuditAction } from '../../shared/audit/record.js';
 import { tracing } from '../../shared/ops/tracing.js';
+import { backchannelLogout } from './backchannel-logout.js';
 import { opsMetrics } from '../../shared/ops/metrics.js';
 
 const logger = createLogger('smart-launch-sessions');
@@ -47,6 +48,7 @@ export function createSessionsHandler(getDeps: () => Promise<CoreDeps>) {
       logger.info('sign-in handed off to the app frame');
       return { ...jsonResponse(200, { handedOff: true }), multiValueHeaders: { 'set-cookie': [bindingCookie(deps.config, bindingSecret)] } };
     }
+    if (event.resource === '/backchannel-logout') return backchannelLogout(event, deps, logger);
     const session = await openSession(event.pathParameters?.id, cookieOf(event, BINDING_COOKIE), deps);
     noteAudit(event, sessionFacts(deps, session));
     switch (`${event.httpMethod} ${event.resource}`) {

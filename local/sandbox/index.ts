@@ -3,6 +3,7 @@ import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { FhirRouter, MemoryRepository } from '@medplum/fhir-router';
 import { ADMIN_PATH, handleAdmin } from './admin.js';
+import { sendBackchannelLogout, type BackchannelLogoutRequest } from './auth/backchannel-logout.js';
 import { createAuthServer, generateSigningKey } from './auth-server.js';
 import { generateSandboxData } from './data.js';
 import { createDirectory, LaunchStore } from './directory.js';
@@ -189,7 +190,14 @@ export async function startSandbox(options: SandboxOptions): Promise<Sandbox> {
         });
       }
     };
-    const admin = { faults, quirks, stats, resetStats: () => resetStats(stats), revokeGrantOf };
+    const admin = {
+      faults,
+      quirks,
+      stats,
+      resetStats: () => resetStats(stats),
+      revokeGrantOf,
+      sendBackchannelLogout: (request: BackchannelLogoutRequest) => sendBackchannelLogout(issuer, signingKey, request),
+    };
 
     dispatch = async (req, res) => {
       await syncQuirkData();

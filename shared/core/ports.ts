@@ -187,6 +187,11 @@ export interface SessionStore {
    * learns a `state` cannot burn the launch of the browser it belongs to.
    */
   takeBoundTransaction(key: string, nowSeconds: number, bindingHashes: readonly string[]): Promise<TakeTransactionResult>;
+  /**
+   * Remembers `key` until `expiresAtSeconds`: `true` the first time, `false` while it is remembered
+   * (one conditional write). Where absent, nothing can be remembered across requests.
+   */
+  rememberOnce?(key: string, expiresAtSeconds: number, nowSeconds: number): Promise<boolean>;
   /** Writes a new session; never overwrites one. */
   putSession(record: SessionRecord): Promise<void>;
   getSession(key: string, nowSeconds: number): Promise<SessionRecord | undefined>;

@@ -11,6 +11,8 @@ export const OPAQUE_ID = /^[A-Za-z0-9_-]{43}$/;
 
 export const transactionKey = (state: string) => `txn#${sha256Base64url(state)}`;
 export const sessionKey = (sessionId: string) => `ses#${sha256Base64url(sessionId)}`;
+/** A back-channel logout token's `jti` seen (the hash `logoutJtiKey` made), kept against replay. */
+export const logoutJtiRecordKey = (jtiHash: string) => `jti#${jtiHash}`;
 /** Stored in place of a binding hash when the customer turned browser binding off. */
 export const UNBOUND = 'unbound';
 export const bindingHash = (bindingSecret: string) => `b#${sha256Base64url(bindingSecret)}`;

@@ -27,6 +27,8 @@ export const ROUTES: readonly Route[] = [
   { method: 'OPTIONS', resource: '/sessions/{id}/handoff', fn: 'sessions' },
   { method: 'OPTIONS', resource: '/sessions/{id}/handoff/redeem', fn: 'sessions' },
   { method: 'ANY', resource: '/sessions/{id}/fhir/{proxy+}', fn: 'fhir-proxy' },
+  // OpenID Connect Back-Channel Logout: the EHR's OpenID provider ends sessions (backchannel_logout_uri).
+  { method: 'POST', resource: '/backchannel-logout', fn: 'sessions' },
   // The client's public keys, for EHRs that verify private_key_jwt assertions (SMART-REG-03/04).
   { method: 'GET', resource: '/.well-known/jwks.json', fn: 'jwks' },
 ];

@@ -95,7 +95,7 @@ describe('private_key_jwt in the CDK stack (AWS-06, SMART-CAUTH-08)', () => {
     const functions = functionsOf(template);
     const expected: Record<FunctionName, string[]> = {
       launch: ['dynamodb:DeleteItem', 'dynamodb:PutItem', 'kms:Decrypt', 'kms:GenerateDataKey', 'kms:GetPublicKey', 'kms:Sign', 'secretsmanager:GetSecretValue'],
-      sessions: ['dynamodb:DeleteItem', 'dynamodb:GetItem', 'dynamodb:UpdateItem', 'kms:Decrypt', 'kms:GetPublicKey', 'kms:Sign', 'secretsmanager:GetSecretValue'],
+      sessions: ['dynamodb:DeleteItem', 'dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:Scan', 'dynamodb:UpdateItem', 'kms:Decrypt', 'kms:GetPublicKey', 'kms:Sign', 'secretsmanager:GetSecretValue'],
       'fhir-proxy': ['dynamodb:DeleteItem', 'dynamodb:GetItem', 'dynamodb:UpdateItem', 'kms:Decrypt', 'kms:GetPublicKey', 'kms:Sign', 'secretsmanager:GetSecretValue'],
       jwks: ['kms:GetPublicKey'],
     };

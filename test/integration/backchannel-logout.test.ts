@@ -1,0 +1,71 @@
+import { decodeJwt } from 'jose';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { LOCAL_CLIENT } from '../../local/stack.js';
+import { BrowserClient } from './browser-client.js';
+import { ehrLaunch, sessionIdFrom, startFixture, type Fixture } from './stack-fixture.js';
+
+let fixture: Fixture;
+
+beforeAll(async () => {
+  fixture = await startFixture();
+});
+afterAll(async () => {
+  await fixture?.close();
+});
+
+const sandbox = () => fixture.stack.sandbox!;
+
+async function signedIn(patientIndex = 0) {
+  const browser = new BrowserClient();
+  const sessionId = sessionIdFrom(await ehrLaunch(fixture, browser, sandbox().patients[patientIndex]!.id));
+  const idToken = decodeJwt(String(fixture.observed.tokenResponses.at(-1)!.id_token));
+  return { browser, url: `${fixture.stack.apiUrl}/sessions/${sessionId}`, sub: String(idToken.sub) };
+}
+
+/** The sandbox, as the EHR's OpenID provider, POSTs a signed logout_token to the stack's receiver. */
+async function sandboxLogout(request: Record<string, unknown>) {
+  const response = await fetch(`${sandbox().url}/admin/backchannel-logout`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ uri: `${fixture.stack.apiUrl}/backchannel-logout`, clientId: LOCAL_CLIENT.clientId, ...request }),
+  });
+  expect(response.status).toBe(200);
+  return ((await response.json()) as { receiver: { status: number; body: string; cacheControl: string | null } }).receiver;
+}
+
+describe('POST /backchannel-logout (OpenID Connect Back-Channel Logout 1.0, over HTTP against the sandbox)', () => {
+  it('ends every session of the user the EHR signed out: each answers 401 SESSION_NOT_OPEN', async () => {
+    // Arrange: two sign-ins of the same sandbox practitioner (two patients).
+    const first = await signedIn(0);
+    const second = await signedIn(1);
+    expect((await first.browser.call(first.url)).status).toBe(200);
+    // Act
+    const receiver = await sandboxLogout({ sub: first.sub });
+    // Assert
+    expect(receiver.status).toBe(200);
+    expect(receiver.cacheControl).toContain('no-store');
+    const closed = await first.browser.call(first.url);
+    expect(closed.status).toBe(401);
+    expect(closed.body).toMatchObject({ error: { code: 'SESSION_NOT_OPEN' } });
+    expect(second.sub).toBe(first.sub);
+    expect((await second.browser.call(second.url)).status).toBe(401);
+  });
+
+  it('refuses a logout token signed with another key, or for another client, with 400 invalid_request, and ends nothing', async () => {
+    const { browser, url, sub } = await signedIn(0);
+
+    for (const receiver of [await sandboxLogout({ sub, signWithOtherKey: true }), await sandboxLogout({ sub, clientId: 'someone-else' })]) {
+      expect(receiver.status).toBe(400);
+      expect(receiver.cacheControl).toContain('no-store');
+      expect(JSON.parse(receiver.body)).toMatchObject({ error: 'invalid_request' });
+    }
+    expect((await browser.call(url)).status).toBe(200);
+  });
+
+  it('refuses a replayed jti', async () => {
+    const { sub } = await signedIn(0);
+    const jti = `replayed-${Date.now()}`;
+    expect((await sandboxLogout({ sub, claims: { jti } })).status).toBe(200);
+    expect((await sandboxLogout({ sub, claims: { jti } })).status).toBe(400);
+  });
+});
