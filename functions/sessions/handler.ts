@@ -1,7 +1,7 @@
 import { awsDeps } from '../../shared/runtime/aws-deps.js';
 import type { CoreDeps } from '../../shared/core/deps.js';
 import { SmartError } from '../../shared/core/errors.js';
-import { endSession } from '../../shared/core/logout.js';
+import { endSession, endSessionUrl } from '../../shared/core/logout.js';
 import { createHandoff, parseHandoffChallenge, redeemHandoff } from '../../shared/core/handoff.js';
 import { ensureFreshSession } from '../../shared/core/refresh.js';
 import { openSession, sessionView } from '../../shared/core/session.js';
@@ -76,11 +76,13 @@ export function createSessionsHandler(getDeps: () => Promise<CoreDeps>) {
         return jsonResponse(200, handoff);
       }
       case 'POST /sessions/{id}/logout': {
+        // Read before the session goes: it needs the session's id_token.
+        const endSessionRedirect = await endSessionUrl(session, deps);
         const { revocation, status } = await endSession(session, deps);
         if (revocation === 'failed') logger.warn('revocation at the EHR failed; the session was deleted anyway', { upstreamStatus: status ?? 0 });
         logger.info('session ended', { revocation });
         noteAudit(event, { revocation });
-        return jsonResponse(200, { loggedOut: true, revocation });
+        return jsonResponse(200, { loggedOut: true, revocation, ...(endSessionRedirect !== undefined ? { endSessionUrl: endSessionRedirect } : {}) });
       }
       default:
         throw new SmartError('METHOD_NOT_ALLOWED', `${event.httpMethod} is not supported on this route`);

@@ -69,3 +69,42 @@ describe('POST /backchannel-logout (OpenID Connect Back-Channel Logout 1.0, over
     expect((await sandboxLogout({ sub, claims: { jti } })).status).toBe(400);
   });
 });
+
+describe('POST /sessions/{id}/logout with RP-initiated logout (over HTTP against the sandbox)', () => {
+  it('answers an end-session URL where the EHR advertises end_session_endpoint; the EHR validates id_token_hint and returns to the app', async () => {
+    sandbox().quirks.endSession = true;
+    try {
+      const { browser, url, sub } = await signedIn(0);
+      // Act
+      const logout = await browser.call(`${url}/logout`, { method: 'POST' });
+      // Assert: the session is gone and the answer says where the EHR ends its own sign-in.
+      expect(logout.status).toBe(200);
+      const { endSessionUrl, loggedOut } = logout.body as { endSessionUrl: string; loggedOut: boolean };
+      expect(loggedOut).toBe(true);
+      const end = new URL(endSessionUrl);
+      expect(`${end.origin}${end.pathname}`).toBe(`${sandbox().url}/end-session`);
+      expect(end.searchParams.get('id_token_hint')).toBe(String(fixture.observed.tokenResponses.at(-1)!.id_token));
+      expect(end.searchParams.get('client_id')).toBe(LOCAL_CLIENT.clientId);
+      expect(end.searchParams.get('post_logout_redirect_uri')).toBe(fixture.stack.config.app.url);
+      const state = end.searchParams.get('state');
+      expect(state).toMatch(/^[A-Za-z0-9_-]{22}$/);
+      expect((await browser.call(url)).status).toBe(401);
+      // The browser follows it: the sandbox accepts the hint (its own id_token for that client) and returns to the app.
+      const navigation = await browser.navigate(endSessionUrl);
+      expect(navigation.hops[0]).toMatchObject({ status: 302 });
+      const back = new URL(navigation.hops[0]!.location!);
+      expect(`${back.origin}${back.pathname}`).toBe(new URL(fixture.stack.config.app.url).href.replace(/\?.*$/, ''));
+      expect(back.searchParams.get('state')).toBe(state);
+      expect(sandbox().endSessionCalls!.at(-1)).toMatchObject({ sub, clientId: LOCAL_CLIENT.clientId, outcome: 'redirected' });
+    } finally {
+      sandbox().clearQuirks();
+    }
+  });
+
+  it('answers no end-session URL where the EHR advertises none', async () => {
+    const { browser, url } = await signedIn(0);
+    const logout = await browser.call(`${url}/logout`, { method: 'POST' });
+    expect(logout.status).toBe(200);
+    expect(logout.body).not.toHaveProperty('endSessionUrl');
+  });
+});

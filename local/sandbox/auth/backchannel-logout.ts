@@ -58,3 +58,52 @@ export async function sendBackchannelLogout(
   });
   return { status: response.status, body: await response.text(), cacheControl: response.headers.get('cache-control') };
 }
+
+/** Where the sandbox serves RP-initiated logout (advertised only under the `endSession` quirk). */
+export const END_SESSION_PATH = '/end-session';
+
+/** One call of the sandbox's end-session endpoint, as recorded for tests. */
+export interface EndSessionCall {
+  readonly clientId: string | null;
+  readonly postLogoutRedirectUri: string | null;
+  readonly state: string | null;
+  /** The `sub` of a valid `id_token_hint`; `undefined` when the hint was missing or invalid. */
+  readonly sub: string | undefined;
+  readonly outcome: 'redirected' | 'refused';
+}
+
+/**
+ * `GET /end-session` (OpenID Connect RP-Initiated Logout 1.0): validates `id_token_hint` (signed by
+ * the sandbox, for `client_id`), records the call, and redirects to `post_logout_redirect_uri` with
+ * `state`; anything invalid answers 400 and redirects nowhere.
+ */
+export async function endSessionRedirect(
+  issuer: string,
+  signingKey: SigningKey,
+  url: URL,
+): Promise<{ call: EndSessionCall; location?: string }> {
+  const params = url.searchParams;
+  const clientId = params.get('client_id');
+  const postLogoutRedirectUri = params.get('post_logout_redirect_uri');
+  const state = params.get('state');
+  let sub: string | undefined;
+  try {
+    const { jwtVerify, importJWK } = await import('jose');
+    const hint = params.get('id_token_hint') ?? '';
+    // An expired id_token is still a valid hint (RP-Initiated Logout §2).
+    const { payload } = await jwtVerify(hint, await importJWK(signingKey.publicJwk, SIGNING_ALG), {
+      issuer,
+      ...(clientId ? { audience: clientId } : {}),
+      clockTolerance: 365 * 24 * 3600,
+    });
+    sub = typeof payload.sub === 'string' ? payload.sub : undefined;
+  } catch {
+    sub = undefined;
+  }
+  const valid = sub !== undefined && postLogoutRedirectUri !== null && URL.canParse(postLogoutRedirectUri);
+  const call: EndSessionCall = { clientId, postLogoutRedirectUri, state, sub, outcome: valid ? 'redirected' : 'refused' };
+  if (!valid) return { call };
+  const location = new URL(postLogoutRedirectUri!);
+  if (state !== null) location.searchParams.set('state', state);
+  return { call, location: location.href };
+}
