@@ -1,6 +1,9 @@
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { decodeJwt } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LOCAL_CLIENT } from '../../local/stack.js';
+import { AuditRecordSchema } from '../../shared/audit/record.js';
 import { BrowserClient } from './browser-client.js';
 import { ehrLaunch, sessionIdFrom, startFixture, type Fixture } from './stack-fixture.js';
 
@@ -49,6 +52,16 @@ describe('POST /backchannel-logout (OpenID Connect Back-Channel Logout 1.0, over
     expect(closed.body).toMatchObject({ error: { code: 'SESSION_NOT_OPEN' } });
     expect(second.sub).toBe(first.sub);
     expect((await second.browser.call(second.url)).status).toBe(401);
+    // Each end is audited as a session-end with cause backchannel-logout, naming the user, never a token.
+    const text = await readFile(join(fixture.dataDir, 'audit.ndjson'), 'utf8');
+    const ends = text
+      .split('\n')
+      .filter((line) => line.trim() !== '')
+      .map((line) => AuditRecordSchema.parse(JSON.parse(line)))
+      .filter((record) => record.action === 'session-end' && record.cause === 'backchannel-logout');
+    expect(ends.length).toBeGreaterThanOrEqual(2);
+    for (const end of ends) expect(end).toMatchObject({ iss: sandbox().fhirBaseUrl, revocation: 'revoked' });
+    for (const token of fixture.observed.secrets) expect(text).not.toContain(token);
   });
 
   it('refuses a logout token signed with another key, or for another client, with 400 invalid_request, and ends nothing', async () => {
