@@ -16,6 +16,7 @@ const STACK_OPTIONS_SUFFIX = '.stack.json';
 const ACM_ARN = /^arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate\/[A-Za-z0-9-]+$/;
 const KMS_KEY_ARN = /^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key\/[A-Za-z0-9-]+$/;
 const WAF_ARN = /^arn:aws[a-z-]*:wafv2:[a-z0-9-]+:\d{12}:regional\/webacl\/.+$/;
+const IAM_ROLE_ARN = /^arn:aws[a-z-]*:iam::\d{12}:role\/[\w+=,.@/-]+$/;
 const positive = z.number().int().min(1);
 const reservation = z.union([positive, z.literal(false)]);
 
@@ -47,6 +48,25 @@ export const StackOptionsSchema = z
     proxyIntegrationTimeoutSeconds: z.number().int().min(1).max(300).optional(),
     secretKeyArns: z.array(z.string().regex(KMS_KEY_ARN, 'secretKeyArns must hold KMS key ARNs')).optional(),
     terminationProtection: z.boolean().optional(),
+    /**
+     * Rotation of the `private_key_jwt` signing keys (infra/README.md, "Client assertion keys"):
+     * `{ "publishNext": true }` publishes the successor, then `{ "generation": n + 1 }` makes it sign.
+     */
+    assertionKeys: z
+      .object({
+        generation: z
+          .number({ error: 'assertionKeys.generation must be a whole number (the generation of keys that signs, 1 first)' })
+          .int('assertionKeys.generation must be a whole number (the generation of keys that signs, 1 first)')
+          .min(1, 'assertionKeys.generation must be 1 or more (generation 1 is the first key; raise it by one per rotation)'),
+        publishNext: z.boolean({ error: 'assertionKeys.publishNext must be true or false' }),
+      })
+      .partial()
+      .strict()
+      .optional(),
+    /** IAM roles (ARNs) that may read the audit trail (security review, SIEM export). */
+    auditReaderRoleArns: z
+      .array(z.string().regex(IAM_ROLE_ARN, 'auditReaderRoleArns must hold IAM role ARNs (arn:aws:iam::<account>:role/<name>)'))
+      .optional(),
   })
   .strict();
 
@@ -149,6 +169,12 @@ export function loadCustomers(options: LoadCustomersOptions): CustomerStackSourc
           'if it prints null, set "createApiGatewayCloudWatchRole": true in exactly one customer stack of that account and region',
       );
     }
+    if (config && stackOptions.assertionKeys !== undefined && !config.issuers.some((issuer) => issuer.clientAuth === 'private_key_jwt')) {
+      problems.push(
+        `${stackOptionsFile(file)}: $.assertionKeys: no issuer of ${basename(file)} uses "clientAuth": "private_key_jwt", so the stack has no ` +
+          'assertion signing key to rotate; remove "assertionKeys", or set "private_key_jwt" on the issuer that should use it',
+      );
+    }
     if (config) sources.push({ config, options: stackOptions, file });
   }
   const seen = new Map<string, string>();
@@ -190,5 +216,7 @@ export function smartLaunchPropsFrom(options: StackOptions, config?: Config): Om
     functions,
     ...(options.secretKeyArns ? { secretKeyArns: options.secretKeyArns } : {}),
     ...(options.alarmEmail ? { alarmEmail: options.alarmEmail } : {}),
+    ...(options.assertionKeys ? { assertionKeys: options.assertionKeys } : {}),
+    ...(options.auditReaderRoleArns ? { auditReaderRoleArns: options.auditReaderRoleArns } : {}),
   };
 }

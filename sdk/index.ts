@@ -346,12 +346,21 @@ export class SmartSession extends EventTarget {
     return this.#context;
   }
 
-  /** Revokes at the EHR (where it offers revocation), ends the session, clears what the SDK kept. */
-  async logout(): Promise<void> {
-    if (this.#ended) return;
+  /**
+   * Revokes at the EHR (where it offers revocation), ends the session, clears what the SDK kept.
+   * Where the EHR offers RP-initiated logout, the answer carries `endSessionUrl` and this window goes
+   * there (the user is signed out at the EHR too, which returns to the app's URL); pass
+   * `{ endAtEhr: false }` to stay, or read `endSessionUrl` from the resolved value to decide yourself.
+   */
+  async logout(options: { readonly endAtEhr?: boolean } = {}): Promise<{ readonly endSessionUrl?: string | undefined }> {
+    if (this.#ended) return {};
     const response = await this.#send(`${this.sessionUrl}/logout`, { method: 'POST' }, true, false);
     if (!response.ok && !notOpen(response, true)) throw await errorOf(response);
+    const answer = response.ok ? ((await response.json().catch(() => ({}))) as { endSessionUrl?: unknown }) : {};
+    const endSessionUrl = typeof answer.endSessionUrl === 'string' && /^https?:\/\//.test(answer.endSessionUrl) ? answer.endSessionUrl : undefined;
     this.#end({ reason: 'logged-out', code: undefined, message: 'You signed out.', relaunchUrl: this.relaunchUrl });
+    if (endSessionUrl !== undefined && options.endAtEhr !== false && typeof window !== 'undefined') window.location.assign(endSessionUrl);
+    return { endSessionUrl };
   }
 
   /** Where a new sign-in starts: the standalone launch of this issuer; EHR launches start in the EHR. */

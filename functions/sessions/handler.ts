@@ -1,7 +1,7 @@
 import { awsDeps } from '../../shared/runtime/aws-deps.js';
 import type { CoreDeps } from '../../shared/core/deps.js';
 import { SmartError } from '../../shared/core/errors.js';
-import { endSession } from '../../shared/core/logout.js';
+import { endSession, endSessionUrl } from '../../shared/core/logout.js';
 import { createHandoff, parseHandoffChallenge, redeemHandoff } from '../../shared/core/handoff.js';
 import { ensureFreshSession } from '../../shared/core/refresh.js';
 import { openSession, sessionView } from '../../shared/core/session.js';
@@ -14,6 +14,7 @@ import { jsonResponse } from '../../shared/http/responses.js';
 import { auditTrail, noteAudit, noteRefreshWait, sessionFacts } from '../../shared/audit/trail.js';
 import type { AuditAction } from '../../shared/audit/record.js';
 import { tracing } from '../../shared/ops/tracing.js';
+import { backchannelLogout } from './backchannel-logout.js';
 import { opsMetrics } from '../../shared/ops/metrics.js';
 
 const logger = createLogger('smart-launch-sessions');
@@ -47,6 +48,7 @@ export function createSessionsHandler(getDeps: () => Promise<CoreDeps>) {
       logger.info('sign-in handed off to the app frame');
       return { ...jsonResponse(200, { handedOff: true }), multiValueHeaders: { 'set-cookie': [bindingCookie(deps.config, bindingSecret)] } };
     }
+    if (event.resource === '/backchannel-logout') return backchannelLogout(event, deps, logger);
     const session = await openSession(event.pathParameters?.id, cookieOf(event, BINDING_COOKIE), deps);
     noteAudit(event, sessionFacts(deps, session));
     switch (`${event.httpMethod} ${event.resource}`) {
@@ -74,11 +76,13 @@ export function createSessionsHandler(getDeps: () => Promise<CoreDeps>) {
         return jsonResponse(200, handoff);
       }
       case 'POST /sessions/{id}/logout': {
+        // Read before the session goes: it needs the session's id_token.
+        const endSessionRedirect = await endSessionUrl(session, deps);
         const { revocation, status } = await endSession(session, deps);
         if (revocation === 'failed') logger.warn('revocation at the EHR failed; the session was deleted anyway', { upstreamStatus: status ?? 0 });
         logger.info('session ended', { revocation });
         noteAudit(event, { revocation });
-        return jsonResponse(200, { loggedOut: true, revocation });
+        return jsonResponse(200, { loggedOut: true, revocation, ...(endSessionRedirect !== undefined ? { endSessionUrl: endSessionRedirect } : {}) });
       }
       default:
         throw new SmartError('METHOD_NOT_ALLOWED', `${event.httpMethod} is not supported on this route`);

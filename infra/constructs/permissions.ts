@@ -1,7 +1,7 @@
 import { Stack } from 'aws-cdk-lib';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import type { Config } from '../../shared/config/schema.js';
-import { encryptionContext, sessionKey, transactionKey } from '../../shared/core/sealed-records.js';
+import { encryptionContext, logoutJtiRecordKey, sessionKey, transactionKey } from '../../shared/core/sealed-records.js';
 import type { FunctionName } from '../../shared/http/routes.js';
 
 /**
@@ -20,6 +20,7 @@ function prefixOf(key: string): string {
 export const KEY_PREFIX = {
   transaction: prefixOf(transactionKey('probe')),
   session: prefixOf(sessionKey('probe')),
+  logoutJti: prefixOf(logoutJtiRecordKey('probe')),
 } as const;
 
 type TableAction = 'dynamodb:GetItem' | 'dynamodb:PutItem' | 'dynamodb:DeleteItem' | 'dynamodb:UpdateItem';
@@ -28,6 +29,11 @@ type TokenKeyAction = 'kms:GenerateDataKey' | 'kms:Decrypt';
 export interface FunctionAccess {
   /** DynamoDB item actions, each limited to the partition-key prefixes it is used on. */
   readonly table: ReadonlyArray<{ readonly actions: readonly TableAction[]; readonly keyPrefixes: readonly string[] }>;
+  /**
+   * `dynamodb:Scan` of the table (filtered to one issuer's sessions): a Scan has no partition key, so
+   * no leading-key condition can apply. Only where a request must find sessions by what is sealed in them.
+   */
+  readonly scanTable?: boolean;
   /** Envelope-encryption calls on the token key (always under the encryption-context condition). */
   readonly tokenKey: readonly TokenKeyAction[];
   /** Reads the client secrets the config names (Secrets Manager `GetSecretValue`). */
@@ -56,8 +62,14 @@ export const FUNCTION_ACCESS: Readonly<Record<FunctionName, FunctionAccess>> = {
   // GET /sessions/{id}: GetItem + Decrypt. POST /sessions/{id}/refresh: the refresh lease and its
   // completion are conditional UpdateItems (invariant 8); a refused refresh deletes the
   // session. POST /sessions/{id}/logout: revocation at the EHR (client authentication) + DeleteItem.
+  // POST /backchannel-logout: PutItem(jti#) against replay, a Scan of the issuer's sessions, Decrypt,
+  // revocation and DeleteItem(ses#) of each matching session.
   sessions: {
-    table: [{ actions: ['dynamodb:GetItem', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem'], keyPrefixes: [KEY_PREFIX.session] }],
+    table: [
+      { actions: ['dynamodb:GetItem', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem'], keyPrefixes: [KEY_PREFIX.session] },
+      { actions: ['dynamodb:PutItem'], keyPrefixes: [KEY_PREFIX.logoutJti] },
+    ],
+    scanTable: true,
     tokenKey: ['kms:Decrypt'],
     clientSecrets: true,
     assertionKeys: 'sign',
@@ -152,6 +164,10 @@ export function functionPolicyStatements(scope: Stack, fn: FunctionName, targets
       }),
     );
   });
+
+  if (access.scanTable) {
+    statements.push(new iam.PolicyStatement({ sid: 'TableScan', actions: ['dynamodb:Scan'], resources: [targets.tableArn] }));
+  }
 
   // The table is encrypted under its own customer-managed key. DynamoDB uses that key on behalf of
   // the caller, so the caller needs it too, but only through DynamoDB (never directly).

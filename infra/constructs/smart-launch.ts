@@ -19,6 +19,7 @@ import * as iam from 'aws-cdk-lib/aws-iam';
 import { AuditLog } from './audit-log.js';
 import { enableActiveTracing } from './tracing.js';
 import type { AlarmThresholds } from './monitoring-defaults.js';
+import { metricNamespace } from '../../shared/ops/metric-points.js';
 import { SessionTable, type SessionTableProps } from './session-table.js';
 import { SmartFunction } from './smart-function.js';
 import { CONFIG_ENVIRONMENT_BUDGET_BYTES, EXECUTE_API_HOST } from './smart-launch-defaults.js';
@@ -119,6 +120,7 @@ export class SmartLaunch extends Construct {
           // The JWKS function needs the key ids only: no config, no table, no token key.
           return {
             ...signingEnvironment,
+            [ENV.metricNamespace]: metricNamespace(config.customer),
             ...(this.keys.assertionNext.length > 0 ? { [ENV.signingKeysNext]: this.keys.assertionNext.map((key) => key.keyArn).join(',') } : {}),
           };
         case 'none':

@@ -4,6 +4,7 @@ import { z } from 'zod';
 import { applyFaultsPatch, FaultsPatchSchema, snapshotStats } from './faults.js';
 import { applyQuirksPatch, QuirksPatchSchema } from './quirks.js';
 import { readBody, sendJson } from './http-util.js';
+import { BackchannelLogoutRequestSchema, type BackchannelLogoutRequest } from './auth/backchannel-logout.js';
 import type { SandboxFaults, SandboxQuirks, SandboxStats } from './types.js';
 
 /*
@@ -22,6 +23,8 @@ export interface AdminControls {
   readonly stats: SandboxStats;
   resetStats(): void;
   revokeGrantOf(token: string): Promise<void>;
+  /** Absent: `/admin/backchannel-logout` answers 404. */
+  sendBackchannelLogout?(request: BackchannelLogoutRequest): Promise<{ status: number; body: string; cacheControl: string | null }>;
 }
 
 const MAX_ADMIN_BODY_BYTES = 16 * 1024;
@@ -149,6 +152,32 @@ export async function handleAdmin(req: IncomingMessage, res: ServerResponse, sub
       }
       res.writeHead(204, NO_STORE);
       res.end();
+      return;
+    }
+    case '/backchannel-logout': {
+      if (controls.sendBackchannelLogout === undefined) {
+        sendJson(res, 404, { error: 'not_found', message: `nothing is served at ${ADMIN_PATH}${subPath}` }, NO_STORE);
+        return;
+      }
+      if (req.method !== 'POST') {
+        methodNotAllowed(res, 'POST');
+        return;
+      }
+      const body = await readJson(req);
+      if (!body.ok) {
+        sendJson(res, body.status, { error: 'invalid_request', message: body.message }, NO_STORE);
+        return;
+      }
+      const request = BackchannelLogoutRequestSchema.safeParse(body.value);
+      if (!request.success) {
+        sendJson(res, 400, { error: 'invalid_request', message: z.prettifyError(request.error) }, NO_STORE);
+        return;
+      }
+      try {
+        sendJson(res, 200, { receiver: await controls.sendBackchannelLogout(request.data) }, NO_STORE);
+      } catch (error) {
+        sendJson(res, 400, { error: 'invalid_request', message: error instanceof Error ? error.message : String(error) }, NO_STORE);
+      }
       return;
     }
     default:

@@ -3,6 +3,7 @@ import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { FhirRouter, MemoryRepository } from '@medplum/fhir-router';
 import { ADMIN_PATH, handleAdmin } from './admin.js';
+import { END_SESSION_PATH, endSessionRedirect, sendBackchannelLogout, type BackchannelLogoutRequest, type EndSessionCall } from './auth/backchannel-logout.js';
 import { createAuthServer, generateSigningKey } from './auth-server.js';
 import { generateSandboxData } from './data.js';
 import { createDirectory, LaunchStore } from './directory.js';
@@ -189,7 +190,15 @@ export async function startSandbox(options: SandboxOptions): Promise<Sandbox> {
         });
       }
     };
-    const admin = { faults, quirks, stats, resetStats: () => resetStats(stats), revokeGrantOf };
+    const endSessionCalls: EndSessionCall[] = [];
+    const admin = {
+      faults,
+      quirks,
+      stats,
+      resetStats: () => resetStats(stats),
+      revokeGrantOf,
+      sendBackchannelLogout: (request: BackchannelLogoutRequest) => sendBackchannelLogout(issuer, signingKey, request),
+    };
 
     dispatch = async (req, res) => {
       await syncQuirkData();
@@ -229,6 +238,17 @@ export async function startSandbox(options: SandboxOptions): Promise<Sandbox> {
           return;
         }
         await fhirSide.fhir.handle(req, res, subPath, url.searchParams);
+        return;
+      }
+      if (path === END_SESSION_PATH && quirks.endSession === true) {
+        const { call, location } = await endSessionRedirect(issuer, signingKey, url);
+        endSessionCalls.push(call);
+        if (location === undefined) {
+          sendHtml(res, 400, renderErrorPage('Sign-out refused', 'The id_token_hint or post_logout_redirect_uri is missing or invalid.'));
+          return;
+        }
+        res.writeHead(302, { Location: location, 'Cache-Control': 'no-store' });
+        res.end();
         return;
       }
       if (path === ADMIN_PATH || path.startsWith(`${ADMIN_PATH}/`)) {
@@ -349,6 +369,7 @@ export async function startSandbox(options: SandboxOptions): Promise<Sandbox> {
       revokeGrantForAccessToken: auth.revokeGrantForAccessToken,
       revokeGrantForRefreshToken: auth.revokeGrantForRefreshToken,
       revokeGrantOf,
+      endSessionCalls,
       close,
     };
   } catch (error) {

@@ -30,6 +30,7 @@ export const QuirksPatchSchema = z.strictObject({
   noRefreshToken: z.boolean().nullable().optional(),
   noPatientContext: z.boolean().nullable().optional(),
   emptyPatient: z.boolean().nullable().optional(),
+  endSession: z.boolean().nullable().optional(),
 });
 export type QuirksPatch = z.infer<typeof QuirksPatchSchema>;
 
@@ -87,6 +88,9 @@ export function quirkedSmartConfiguration(
   }
   if (quirks.noRevocation === true) {
     delete doc.revocation_endpoint;
+  }
+  if (quirks.endSession === true) {
+    doc.end_session_endpoint = new URL('/end-session', fhirBaseUrl).href;
   }
   if (quirks.v1Only === true) {
     doc.capabilities = (doc.capabilities as string[]).filter((c) => c !== 'permission-v2');

@@ -126,6 +126,8 @@ export interface SandboxQuirks {
   noPatientContext?: boolean | undefined;
   /** Patient `dana-nodata` exists (EHR page, EHR launches, FHIR reads): a chart with no encounters, conditions or observations. */
   emptyPatient?: boolean | undefined;
+  /** Advertise `end_session_endpoint` (RP-Initiated Logout) in the SMART configuration. */
+  endSession?: boolean | undefined;
 }
 
 export interface SandboxStats {
@@ -163,6 +165,8 @@ export interface LaunchContext {
 }
 
 export interface Sandbox {
+  /** Calls of the end-session endpoint (`endSession` quirk), in order. */
+  endSessionCalls?: readonly import('./auth/backchannel-logout.js').EndSessionCall[];
   /** Origin, e.g. http://127.0.0.1:41234. */
   url: string;
   /** `${url}/fhir`: the SMART `iss`. */

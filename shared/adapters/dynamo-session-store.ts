@@ -222,6 +222,29 @@ export class DynamoSessionStore implements SessionStore {
     } while (startKey !== undefined);
   }
 
+  /**
+   * Remembers a key until `expiresAtSeconds` (TTL) with one conditional PutItem: `true` the first
+   * time, `false` when it is already there and unexpired (a back-channel logout token's `jti` replayed).
+   */
+  async rememberOnce(key: string, expiresAtSeconds: number, nowSeconds: number): Promise<boolean> {
+    try {
+      await this.#client.send(
+        new PutItemCommand({
+          TableName: this.#tableName,
+          Item: { [PK]: { S: key }, kind: { S: 'jti' }, [TTL]: { N: String(Math.floor(expiresAtSeconds)) } },
+          // An item TTL has not deleted yet no longer counts.
+          ConditionExpression: 'attribute_not_exists(#pk) OR #ttl <= :now',
+          ExpressionAttributeNames: { ...PK_NAME, '#ttl': TTL },
+          ExpressionAttributeValues: { ':now': { N: String(Math.floor(nowSeconds)) } },
+        }),
+      );
+      return true;
+    } catch (error) {
+      if (isConditionalCheckFailure(error)) return false;
+      throw storeUnavailable('PutItem', error);
+    }
+  }
+
   /** One conditional UpdateItem: `true` when it applied, `false` when its condition did not hold. */
   async #conditionalUpdate(input: ConstructorParameters<typeof UpdateItemCommand>[0]): Promise<boolean> {
     try {

@@ -3,7 +3,7 @@ import { GetPublicKeyCommand, SignCommand, type KMSClient, type SigningAlgorithm
 import { calculateJwkThumbprint, type JWK } from 'jose';
 import { publishableJwks } from '../core/client-assertion.js';
 import { SmartError } from '../core/errors.js';
-import type { AssertionSigningKey, ClientAssertionAlg, ClientSigner, PublicJwk } from '../core/ports.js';
+import type { AssertionSigningKey, ClientAssertionAlg, ClientSigner, PublicJwk, ReadablePublicJwks } from '../core/ports.js';
 
 /** How each assertion algorithm signs in KMS (AWS-06). */
 export const KMS_SIGNING: Readonly<Record<ClientAssertionAlg, { readonly algorithm: SigningAlgorithmSpec; readonly keySpecs: readonly string[] }>> = {
@@ -128,6 +128,18 @@ export class KmsSigner implements ClientSigner {
   async publicJwks(): Promise<{ keys: PublicJwk[] }> {
     const keys = await Promise.all(this.keyIds.map((keyId) => this.#publicKey(keyId)));
     return publishableJwks(keys.map((key) => key.jwk));
+  }
+
+  async readablePublicJwks(): Promise<ReadablePublicJwks> {
+    const ids = this.keyIds;
+    const results = await Promise.allSettled(ids.map((keyId) => this.#publicKey(keyId)));
+    const keys: PublicJwk[] = [];
+    const unreadable: { keyId: string; error: unknown }[] = [];
+    results.forEach((result, index) => {
+      if (result.status === 'fulfilled') keys.push(result.value.jwk);
+      else unreadable.push({ keyId: ids[index] as string, error: result.reason });
+    });
+    return { keys: publishableJwks(keys).keys, unreadable };
   }
 
   async signingKey(alg: ClientAssertionAlg): Promise<AssertionSigningKey> {

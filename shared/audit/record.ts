@@ -15,7 +15,7 @@ export const AUDIT_ACTIONS = ['sign-in', 'refresh', 'logout', 'session-end', 'fh
 export type AuditAction = (typeof AUDIT_ACTIONS)[number];
 
 /** Why a session ended without a logout by its user. */
-export const SESSION_END_CAUSES = ['operator', 'refresh-rejected'] as const;
+export const SESSION_END_CAUSES = ['operator', 'refresh-rejected', 'backchannel-logout'] as const;
 
 const Bounded = (max: number) => z.string().min(1).max(max);
 /** No control characters, no whitespace: what a reference, a URL or an id can hold, nothing more. */

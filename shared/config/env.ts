@@ -17,4 +17,6 @@ export const ENV = {
   integrationTimeoutMs: 'SMART_LAUNCH_INTEGRATION_TIMEOUT_MS',
   /** Name of the dedicated audit log group; unset: no audit trail is written. */
   auditLogGroup: 'SMART_LAUNCH_AUDIT_LOG_GROUP',
+  /** The stack's metric namespace, for functions that do not read the config (`jwks`). */
+  metricNamespace: 'SMART_LAUNCH_METRIC_NAMESPACE',
 } as const;

@@ -59,6 +59,9 @@ export const ERRORS = {
   TOKEN_RESPONSE_INVALID: { status: 502, issueType: 'exception', hint: 'The EHR answered with a token response this app cannot use. Contact the administrator with the correlation id.' },
   ID_TOKEN_INVALID: { status: 401, issueType: 'security', hint: 'The identity token from the EHR failed verification. Start the launch again; if it persists, contact the administrator.' },
 
+  // Back-channel logout (OpenID Connect Back-Channel Logout 1.0): answered as `400 invalid_request`.
+  LOGOUT_TOKEN_INVALID: { status: 400, issueType: 'security', hint: 'The EHR sent a logout_token this service cannot accept (signature, iss, aud, iat, events, sid/sub, nonce or a replayed jti). Check the EHR\'s back-channel logout registration: backchannel_logout_uri {publicUrl}/backchannel-logout and the client id of this issuer.' },
+
   // Sessions
   SESSION_ID_MALFORMED: { status: 400, issueType: 'invalid', hint: 'Use the session id exactly as delivered in the app URL fragment.' },
   /**

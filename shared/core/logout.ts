@@ -1,5 +1,7 @@
 import type { CoreDeps } from './deps.js';
 import { clientAuthenticationFor } from './ehr/client-auth.js';
+import { openidConfigurationUrl, smartConfigurationUrl } from './discovery.js';
+import { fetchJson } from './ehr/http.js';
 import { revokeToken } from './ehr/revocation.js';
 import { issuerOf } from './issuers.js';
 import type { OpenSession } from './session.js';
@@ -29,4 +31,49 @@ export async function endSession(session: OpenSession, deps: CoreDeps): Promise<
   }
   await deps.store.deleteSession(record.key);
   return outcome;
+}
+
+/** An `end_session_endpoint` as published, when it is one this deployment may send a browser to. */
+function usableEndpoint(value: unknown, mode: CoreDeps['mode']): string | undefined {
+  if (typeof value !== 'string' || !URL.canParse(value)) return undefined;
+  const url = new URL(value);
+  if (url.protocol === 'https:') return url.href;
+  const loopback = url.hostname === 'localhost' || url.hostname === '[::1]' || /^127\./.test(url.hostname);
+  return mode === 'local' && url.protocol === 'http:' && loopback ? url.href : undefined;
+}
+
+async function publishedEndSessionEndpoint(deps: CoreDeps, iss: string, openidIssuer: string | undefined): Promise<string | undefined> {
+  const codes = { unavailable: 'DISCOVERY_UNAVAILABLE', invalid: 'DISCOVERY_INVALID' } as const;
+  for (const url of [smartConfigurationUrl(iss), ...(openidIssuer !== undefined ? [openidConfigurationUrl(openidIssuer)] : [])]) {
+    try {
+      const document = (await fetchJson(deps.http, url, codes, 'the end-session endpoint')) as Record<string, unknown> | null;
+      const endpoint = usableEndpoint(document?.end_session_endpoint, deps.mode);
+      if (endpoint !== undefined) return endpoint;
+    } catch {
+      // No end-session redirect is offered when discovery cannot say where it is; logout still completes.
+    }
+  }
+  return undefined;
+}
+
+/**
+ * OpenID Connect RP-Initiated Logout 1.0: where the EHR advertises an `end_session_endpoint` (its
+ * SMART configuration, else its OpenID configuration), the URL the app sends the browser to so the
+ * user is signed out at the EHR too: `id_token_hint` (the session's id_token, which the EHR needs to
+ * know whose sign-in to end), `client_id`, `post_logout_redirect_uri` = the app's URL (register it
+ * with the EHR) and a fresh `state`. `undefined` without an endpoint or without an id_token. Read
+ * before the session is deleted; never logged.
+ */
+export async function endSessionUrl(session: OpenSession, deps: CoreDeps): Promise<string | undefined> {
+  const idToken = session.secrets.idToken;
+  const issuer = issuerOf(deps.config, session.record.iss);
+  if (idToken === undefined || issuer === undefined) return undefined;
+  const endpoint = await publishedEndSessionEndpoint(deps, session.record.iss, session.record.endpoints.issuer);
+  if (endpoint === undefined) return undefined;
+  const url = new URL(endpoint);
+  url.searchParams.set('id_token_hint', idToken);
+  url.searchParams.set('client_id', issuer.clientId);
+  url.searchParams.set('post_logout_redirect_uri', deps.config.app.url);
+  url.searchParams.set('state', Buffer.from(deps.random.bytes(16)).toString('base64url'));
+  return url.href;
 }

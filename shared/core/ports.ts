@@ -58,9 +58,20 @@ export interface AssertionSigningKey {
  * The key is chosen first and signs second because its `kid` is part of the signed JWS header; one
  * object for both keeps a rotation between the two steps from naming one key and signing with another.
  */
+export interface ReadablePublicJwks {
+  readonly keys: readonly PublicJwk[];
+  /** Key ids (ARNs or aliases, never key material) that could not be read, with why. */
+  readonly unreadable: readonly { readonly keyId: string; readonly error: unknown }[];
+}
+
 export interface ClientSigner {
   /** Every key to publish (the current ones and the next ones, for rotation), public members only. */
   publicJwks(): Promise<{ readonly keys: readonly PublicJwk[] }>;
+  /**
+   * The keys that could be read, and the ones that could not (each with its error): the JWKS route
+   * serves what it can instead of failing the whole set for one unreadable key.
+   */
+  readablePublicJwks?(): Promise<ReadablePublicJwks>;
   /** The current key for `alg`; throws `SmartError` when none is configured or it cannot be read. */
   signingKey(alg: ClientAssertionAlg): Promise<AssertionSigningKey>;
 }
@@ -131,6 +142,11 @@ export interface SessionStore {
    * cannot burn the launch of the browser it belongs to.
    */
   takeTransaction(key: string, nowSeconds: number, bindingHashes?: readonly string[]): Promise<TakeTransactionResult>;
+  /**
+   * Remembers `key` until `expiresAtSeconds`: `true` the first time, `false` while it is remembered
+   * (one conditional write). Where absent, nothing can be remembered across requests.
+   */
+  rememberOnce?(key: string, expiresAtSeconds: number, nowSeconds: number): Promise<boolean>;
   /** Writes a new session; never overwrites one. */
   putSession(record: SessionRecord): Promise<void>;
   getSession(key: string, nowSeconds: number): Promise<SessionRecord | undefined>;

@@ -13,6 +13,8 @@ import type { EncryptionContext, Random } from './ports.js';
 
 export const transactionKey = (state: string) => `txn#${sha256Base64url(state)}`;
 export const sessionKey = (sessionId: string) => `ses#${sha256Base64url(sessionId)}`;
+/** A back-channel logout token's `jti` seen (the hash `logoutJtiKey` made), kept against replay. */
+export const logoutJtiRecordKey = (jtiHash: string) => `jti#${jtiHash}`;
 export const bindingHash = (bindingSecret: string) => `b#${sha256Base64url(bindingSecret)}`;
 
 /**

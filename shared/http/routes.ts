@@ -30,6 +30,8 @@ export const ROUTES: readonly Route[] = [
   // Batch and transaction Bundles, POSTed to the FHIR base itself (shared/core/proxy/bundle-requests.ts).
   { method: 'POST', resource: '/sessions/{id}/fhir', fn: 'fhir-proxy' },
   { method: 'OPTIONS', resource: '/sessions/{id}/fhir', fn: 'fhir-proxy' },
+  // OpenID Connect Back-Channel Logout: the EHR's OpenID provider ends sessions (backchannel_logout_uri).
+  { method: 'POST', resource: '/backchannel-logout', fn: 'sessions' },
   // The client's public keys, for EHRs that verify private_key_jwt assertions (SMART-REG-03/04).
   { method: 'GET', resource: '/.well-known/jwks.json', fn: 'jwks' },
 ];

@@ -1,10 +1,13 @@
+import { decodeJwt } from 'jose';
 import type { CoreDeps } from '../core/deps.js';
 import { toSmartError } from '../core/errors.js';
 import { issuerOf } from '../core/issuers.js';
 import { endSession, type RevocationOutcome } from '../core/logout.js';
 import { SessionSecretsSchema, type SessionRecord, type SessionSecrets } from '../core/records.js';
 import { encryptionContext, openJson } from '../core/sealed-records.js';
-import { auditRecord, type AuditRecord } from '../audit/record.js';
+import { auditRecord, type AuditRecord, type SESSION_END_CAUSES } from '../audit/record.js';
+
+type SessionEndCause = (typeof SESSION_END_CAUSES)[number];
 
 /**
  * The operator control "end sessions": by issuer, by `fhirUser`, or all. Each matching session is
@@ -19,6 +22,11 @@ import { auditRecord, type AuditRecord } from '../audit/record.js';
 
 export type SessionSelector =
   | { readonly kind: 'issuer'; readonly iss: string }
+  /**
+   * The sessions an EHR's back-channel logout names: of that launch issuer, whose id_token (verified
+   * at sign-in, stored sealed) carries this `sid`, or this `sub` when the token named no `sid`.
+   */
+  | { readonly kind: 'op-session'; readonly iss: string; readonly sid?: string | undefined; readonly sub?: string | undefined }
   | { readonly kind: 'fhir-user'; readonly fhirUser: string }
   | { readonly kind: 'all' };
 
@@ -34,6 +42,22 @@ export interface EndSessionsOptions {
   readonly concurrency?: number | undefined;
   /** Shared by every audit record of this run. */
   readonly operationId: string;
+  /** Why they end, in the audit trail (default `operator`). */
+  readonly cause?: SessionEndCause | undefined;
+}
+
+/** Does the id_token stored with a session name this OpenID provider session (`sid`) or user (`sub`)? */
+export function idTokenMatches(selector: { readonly sid?: string | undefined; readonly sub?: string | undefined }, idToken: string | undefined): boolean {
+  if (idToken === undefined) return false;
+  let claims: Record<string, unknown>;
+  try {
+    // Verified when the session was created (invariant 5); here it is only read back.
+    claims = decodeJwt(idToken);
+  } catch {
+    return false;
+  }
+  if (selector.sid !== undefined) return claims.sid === selector.sid && (selector.sub === undefined || claims.sub === selector.sub);
+  return selector.sub !== undefined && claims.sub === selector.sub;
 }
 
 export interface EndSessionsReport {
@@ -72,6 +96,7 @@ export async function endSessions(scanner: SessionScanner, deps: CoreDeps, optio
       return;
     }
     if (selector.kind === 'fhir-user' && !fhirUserMatches(selector.fhirUser, secrets.context.fhirUser)) return;
+    if (selector.kind === 'op-session' && !idTokenMatches(selector, secrets.idToken)) return;
     report.matched += 1;
     if (options.dryRun) return;
     let outcome: { revocation: RevocationOutcome; status?: number };
@@ -93,7 +118,7 @@ export async function endSessions(scanner: SessionScanner, deps: CoreDeps, optio
         correlationId: options.operationId,
         customer: deps.config.customer,
         facts: {
-          cause: 'operator',
+          cause: options.cause ?? 'operator',
           revocation: outcome.revocation,
           iss: record.iss,
           clientId: issuerOf(deps.config, record.iss)?.clientId,
@@ -108,7 +133,7 @@ export async function endSessions(scanner: SessionScanner, deps: CoreDeps, optio
   const inFlight = new Set<Promise<void>>();
   const limit = Math.max(1, options.concurrency ?? 16);
   const nowSeconds = Math.floor(deps.clock.now() / 1000);
-  for await (const record of scanner.scanSessions({ iss: selector.kind === 'issuer' ? selector.iss : undefined, nowSeconds })) {
+  for await (const record of scanner.scanSessions({ iss: selector.kind === 'issuer' || selector.kind === 'op-session' ? selector.iss : undefined, nowSeconds })) {
     report.scanned += 1;
     const task: Promise<void> = handle(record).finally(() => inFlight.delete(task));
     inFlight.add(task);

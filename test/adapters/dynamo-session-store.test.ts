@@ -488,6 +488,15 @@ describe('DynamoSessionStore (against dynalite)', () => {
     expect(taken?.sealed.byteLength).toBe(taken?.sealed.buffer.byteLength);
   });
 
+  it('rememberOnce: true the first time, false while remembered, true again once its TTL has passed (back-channel logout jti)', async () => {
+    const key = 'jti#remember-once-test';
+    expect(await store.rememberOnce(key, NOW + 300, NOW)).toBe(true);
+    expect(await store.rememberOnce(key, NOW + 300, NOW + 10)).toBe(false);
+    // DynamoDB deletes expired items lazily: an expired one no longer counts as seen.
+    expect(await store.rememberOnce(key, NOW + 900, NOW + 301)).toBe(true);
+    expect(await store.rememberOnce(key, NOW + 900, NOW + 302)).toBe(false);
+  });
+
   describe('takeTransaction with binding hashes', () => {
     it('takes a transaction without a wrapped key (a launch makes no KMS call) for its own browser, once', async () => {
       const record = transaction({ wrappedKey: new Uint8Array(0) });

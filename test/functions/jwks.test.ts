@@ -3,7 +3,8 @@ import { generateKeyPairSync } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { GetPublicKeyCommand, KMSClient, KMSInternalException } from '@aws-sdk/client-kms';
+import { GetPublicKeyCommand, KMSClient, KMSInternalException, KMSInvalidStateException } from '@aws-sdk/client-kms';
+import type { Logger } from '@aws-lambda-powertools/logger';
 import { mockClient } from 'aws-sdk-client-mock';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createJwksHandler, handler } from '../../functions/jwks/handler.js';
@@ -12,7 +13,7 @@ import { cryptoRandom } from '../../shared/adapters/system.js';
 import { ENV } from '../../shared/config/env.js';
 import type { ClientSigner, PublicJwk } from '../../shared/core/ports.js';
 import { ROUTES } from '../../shared/http/routes.js';
-import { resetAwsSigner } from '../../shared/runtime/aws-signer.js';
+import { awsSigner, resetAwsSigner } from '../../shared/runtime/aws-signer.js';
 import { apiEvent, lambdaContext } from '../fixtures/api-event.js';
 import { p384, rsa3072 } from '../fixtures/keys.js';
 
@@ -129,6 +130,31 @@ describe('the deployed JWKS handler (KMS GetPublicKey, aws-sdk-client-mock)', ()
     expectPublishable(keys);
     expect(kms).toHaveReceivedCommandTimes(GetPublicKeyCommand, 3);
     for (const keyId of Object.values(ARNS)) expect(kms).toHaveReceivedCommandWith(GetPublicKeyCommand, { KeyId: keyId });
+  });
+
+  it('serves the keys it can read when one key is unreadable, logging and counting the unreadable one (SMART-REG-04)', async () => {
+    // Arrange: the next key's grant is gone (AccessDenied); the current RS384 and ES384 keys read fine.
+    kms.on(GetPublicKeyCommand).callsFake((input: { KeyId: string }) => {
+      if (input.KeyId === ARNS.next) throw new KMSInvalidStateException({ message: 'pending deletion', $metadata: {} });
+      const [keySpec, key] = input.KeyId === ARNS.ec ? ['ECC_NIST_P384', ec] : ['RSA_3072', rsa];
+      return { $metadata: {}, KeyId: input.KeyId, PublicKey: spki(key as typeof rsa), KeySpec: keySpec, KeyUsage: 'SIGN_VERIFY' };
+    });
+    const counted: number[] = [];
+    const warnings: Array<[string, Record<string, unknown>]> = [];
+    const log = { warn: (message: string, fields: Record<string, unknown>) => void warnings.push([message, fields]) } as unknown as Pick<Logger, 'warn'>;
+    // Act
+    const result = await createJwksHandler(async () => awsSigner(), { countUnreadable: (n) => void counted.push(n), log })(event(), lambdaContext);
+    // Assert: 200 with the two readable keys, the unreadable one named in the log and counted once.
+    expect(result.statusCode).toBe(200);
+    const keys = (JSON.parse(result.body) as { keys: PublicJwk[] }).keys;
+    expect(keys.map((k) => [k.kty, k.alg])).toEqual([
+      ['RSA', 'RS384'],
+      ['EC', 'ES384'],
+    ]);
+    expectPublishable(keys);
+    expect(counted).toEqual([1]);
+    expect(warnings.map(([message]) => message)).toEqual(['JWKS key unreadable']);
+    expect(warnings[0]![1]).toMatchObject({ keyId: ARNS.next, awsError: 'KMSInvalidStateException', served: 2 });
   });
 
   it('answers 503 KEYRING_UNAVAILABLE when KMS fails, and no key material', async () => {

@@ -134,6 +134,53 @@ describe('customer files', () => {
     expect(problems.some((p) => p.startsWith(`${options}: $: Unrecognized key`))).toBe(true);
   });
 
+  it('sets the assertion key rotation and the audit readers from the stack file (SMART-REG-04)', () => {
+    // Arrange: a private_key_jwt customer in step 1 of a rotation, with one audit reader.
+    write(
+      'jwt.json',
+      customerFile('jwt', {
+        issuers: [{ iss: 'https://ehr.jwt.example/fhir', clientId: 'app', clientAuth: 'private_key_jwt', scope: 'launch openid', default: true }],
+      }),
+    );
+    write(
+      'jwt.stack.json',
+      JSON.stringify({
+        apiGatewayCloudWatchRoleExists: true,
+        assertionKeys: { generation: 2, publishNext: true },
+        auditReaderRoleArns: ['arn:aws:iam::111111111111:role/security-review'],
+      }),
+    );
+    // Act
+    const [stack] = addCustomerStacks(testApp(), { dir });
+    // Assert: generation 2 signs, generation 3 is published, and the audit trail has exactly that reader.
+    const template = Template.fromStack(stack!);
+    const keys = Object.keys(resourcesOf(template, 'AWS::KMS::Key')).filter((id) => id.includes('ClientAssertion'));
+    expect(keys.map((id) => id.replace(/[A-F0-9]{8}$/, '').replace(/^.*Keys/, '')).sort()).toEqual(['ClientAssertionRS384G2', 'ClientAssertionRS384G3']);
+    const readers = Object.values(resourcesOf(template, 'AWS::IAM::ManagedPolicy')).filter((p) => JSON.stringify(p.Properties).includes('ReadAuditTrail'));
+    expect(readers.map((p) => p.Properties?.Roles)).toEqual([['security-review']]);
+  });
+
+  it('refuses an assertion key rotation it cannot apply, each with its fix', () => {
+    // Arrange: a generation that is not a whole number, a stray member, a role that is not a role ARN...
+    write('acme.json', customerFile('acme'));
+    const options = write(
+      'acme.stack.json',
+      JSON.stringify({ apiGatewayCloudWatchRoleExists: true, assertionKeys: { generation: 0, publishnext: true }, auditReaderRoleArns: ['security-review'] }),
+    );
+    // ...and a well-formed rotation for a customer without private_key_jwt.
+    write('plain.json', customerFile('plain'));
+    const plain = write('plain.stack.json', JSON.stringify({ apiGatewayCloudWatchRoleExists: true, assertionKeys: { publishNext: true } }));
+    // Act
+    const problems = problemsOf(() => loadCustomers({ dir }));
+    // Assert
+    expect(problems).toContain(
+      `${options}: $.assertionKeys.generation: assertionKeys.generation must be 1 or more (generation 1 is the first key; raise it by one per rotation)`,
+    );
+    expect(problems.some((p) => p.startsWith(`${options}: $.assertionKeys: Unrecognized key`) && p.includes('publishnext'))).toBe(true);
+    expect(problems).toContain(`${options}: $.auditReaderRoleArns[0]: auditReaderRoleArns must hold IAM role ARNs (arn:aws:iam::<account>:role/<name>)`);
+    expect(problems.find((p) => p.startsWith(`${plain}: $.assertionKeys:`))).toMatch(/no issuer of plain\.json uses "clientAuth": "private_key_jwt"/);
+  });
+
   it('synthesizes environment-agnostic stacks unless the CLI resolved an account or region', () => {
     expect(environmentFromProcess({})).toBeUndefined();
     expect(environmentFromProcess({ CDK_DEFAULT_REGION: 'eu-west-1' })).toEqual({ region: 'eu-west-1' });

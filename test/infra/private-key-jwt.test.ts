@@ -95,7 +95,7 @@ describe('private_key_jwt in the CDK stack (AWS-06, SMART-CAUTH-08)', () => {
     const functions = functionsOf(template);
     const expected: Record<FunctionName, string[]> = {
       launch: ['dynamodb:DeleteItem', 'dynamodb:PutItem', 'kms:Decrypt', 'kms:GenerateDataKey', 'kms:GetPublicKey', 'kms:Sign', 'secretsmanager:GetSecretValue'],
-      sessions: ['dynamodb:DeleteItem', 'dynamodb:GetItem', 'dynamodb:UpdateItem', 'kms:Decrypt', 'kms:GetPublicKey', 'kms:Sign', 'secretsmanager:GetSecretValue'],
+      sessions: ['dynamodb:DeleteItem', 'dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:Scan', 'dynamodb:UpdateItem', 'kms:Decrypt', 'kms:GetPublicKey', 'kms:Sign', 'secretsmanager:GetSecretValue'],
       'fhir-proxy': ['dynamodb:DeleteItem', 'dynamodb:GetItem', 'dynamodb:UpdateItem', 'kms:Decrypt', 'kms:GetPublicKey', 'kms:Sign', 'secretsmanager:GetSecretValue'],
       jwks: ['kms:GetPublicKey'],
     };
@@ -124,7 +124,8 @@ describe('private_key_jwt in the CDK stack (AWS-06, SMART-CAUTH-08)', () => {
       expect(variables[ENV.signingKeyEs384], fn).toEqual(keyRef('ClientAssertionES384'));
       expect(variables[ENV.signingKeysNext], fn).toBeUndefined();
       if (fn === 'jwks') {
-        expect(Object.keys(variables).sort()).toEqual([ENV.signingKeyEs384, ENV.signingKeyRs384, 'NODE_OPTIONS', 'POWERTOOLS_SERVICE_NAME'].sort());
+        expect(Object.keys(variables).sort()).toEqual([ENV.signingKeyEs384, ENV.signingKeyRs384, 'NODE_OPTIONS', 'POWERTOOLS_SERVICE_NAME', ENV.metricNamespace].sort());
+        expect(variables[ENV.metricNamespace]).toBe('SmartLaunch/jwt-health');
       } else {
         expect(variables[ENV.config]).toBeDefined();
       }

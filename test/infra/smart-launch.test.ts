@@ -83,8 +83,13 @@ describe('functions', () => {
     for (const [id, fn] of Object.entries(resourcesOf(template, 'AWS::Lambda::Function'))) {
       const p = fn.Properties!;
       if (functionIds.get(id) === 'jwks') {
-        // SMART-REG-04: the JWKS function sees the assertion key ids only (none without private_key_jwt).
-        expect(Object.keys((p.Environment as { Variables: Record<string, unknown> }).Variables).sort()).toEqual(['NODE_OPTIONS', 'POWERTOOLS_SERVICE_NAME']);
+        // SMART-REG-04: the JWKS function sees the assertion key ids only (none without private_key_jwt)
+        // and the metric namespace it counts an unreadable key in: no config, no table, no token key.
+        expect(Object.keys((p.Environment as { Variables: Record<string, unknown> }).Variables).sort()).toEqual([
+          'NODE_OPTIONS',
+          'POWERTOOLS_SERVICE_NAME',
+          ENV.metricNamespace,
+        ]);
         continue;
       }
       expect(p.Runtime).toBe('nodejs24.x');
@@ -152,7 +157,8 @@ describe('IAM', () => {
   it('grants each function exactly the actions it uses', () => {
     const expected: Record<FunctionName, string[]> = {
       launch: ['dynamodb:DeleteItem', 'dynamodb:PutItem', 'kms:Decrypt', 'kms:GenerateDataKey', 'secretsmanager:GetSecretValue'],
-      sessions: ['dynamodb:DeleteItem', 'dynamodb:GetItem', 'dynamodb:UpdateItem', 'kms:Decrypt', 'secretsmanager:GetSecretValue'],
+      // PutItem (jti#) and Scan: POST /backchannel-logout.
+      sessions: ['dynamodb:DeleteItem', 'dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:Scan', 'dynamodb:UpdateItem', 'kms:Decrypt', 'secretsmanager:GetSecretValue'],
       'fhir-proxy': ['dynamodb:DeleteItem', 'dynamodb:GetItem', 'dynamodb:UpdateItem', 'kms:Decrypt', 'secretsmanager:GetSecretValue'],
       // Without a private_key_jwt issuer there is no assertion key: the JWKS function may only log.
       jwks: [],
@@ -213,7 +219,7 @@ describe('IAM', () => {
   });
 
   it('limits table items to the key prefixes each function uses', () => {
-    expect(KEY_PREFIX).toEqual({ transaction: 'txn#', session: 'ses#' });
+    expect(KEY_PREFIX).toEqual({ transaction: 'txn#', session: 'ses#', logoutJti: 'jti#' });
     expect(transactionKey('s').startsWith(KEY_PREFIX.transaction)).toBe(true);
     const policies = policiesByFunction();
     const leading = (fn: FunctionName, action: string) =>
@@ -225,6 +231,7 @@ describe('IAM', () => {
     expect(leading('launch', 'dynamodb:DeleteItem')).toEqual(['txn#*']);
     expect(leading('sessions', 'dynamodb:GetItem')).toEqual(['ses#*']);
     expect(leading('sessions', 'dynamodb:DeleteItem')).toEqual(['ses#*']);
+    expect(leading('sessions', 'dynamodb:PutItem')).toEqual(['jti#*']);
     expect(leading('fhir-proxy', 'dynamodb:UpdateItem')).toEqual(['ses#*']);
   });
 

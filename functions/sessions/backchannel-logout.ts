@@ -1,0 +1,84 @@
+import type { Logger } from '@aws-lambda-powertools/logger';
+import { verifyLogoutToken, type LogoutTokenIssuer } from '../../shared/core/backchannel-logout.js';
+import type { CoreDeps } from '../../shared/core/deps.js';
+import { discoverCached } from '../../shared/core/discovery.js';
+import { SmartError, toSmartError } from '../../shared/core/errors.js';
+import { logoutJtiRecordKey } from '../../shared/core/sealed-records.js';
+import { correlationIdOf, headerOf, type ApiEvent, type ApiResult } from '../../shared/http/api-event.js';
+import { jsonResponse } from '../../shared/http/responses.js';
+import { endSessions, type SessionScanner } from '../../shared/ops/end-sessions.js';
+
+/** At most this many form bytes are read: a logout token is a few hundred. */
+const MAX_BODY_BYTES = 16_384;
+
+/** The OpenID providers of the configured issuers, as discovery names them (an issuer whose discovery fails is skipped). */
+async function logoutIssuers(deps: CoreDeps, logger: Logger): Promise<LogoutTokenIssuer[]> {
+  const found = await Promise.all(
+    deps.config.issuers.map(async (issuer): Promise<LogoutTokenIssuer | undefined> => {
+      try {
+        const { endpoints } = await discoverCached(deps, issuer);
+        if (endpoints.issuer === undefined || endpoints.jwksUri === undefined) return undefined;
+        return { issuer: endpoints.issuer, jwksUri: endpoints.jwksUri, clientId: issuer.clientId, fhirIss: issuer.iss };
+      } catch (error) {
+        logger.warn('back-channel logout: discovery of an issuer failed', { iss: issuer.iss, code: toSmartError(error).code });
+        return undefined;
+      }
+    }),
+  );
+  return found.filter((entry) => entry !== undefined);
+}
+
+function logoutTokenOf(event: ApiEvent): string | undefined {
+  const type = headerOf(event, 'content-type') ?? '';
+  if (!/^application\/x-www-form-urlencoded\b/i.test(type) || !event.body) return undefined;
+  const body = event.isBase64Encoded ? Buffer.from(event.body, 'base64').toString('utf8') : event.body;
+  if (body.length > MAX_BODY_BYTES) return undefined;
+  const values = new URLSearchParams(body).getAll('logout_token');
+  return values.length === 1 ? values[0] : undefined;
+}
+
+/**
+ * `POST /backchannel-logout` (OpenID Connect Back-Channel Logout 1.0 §2.5-2.8): the EHR's OpenID
+ * provider sends a form-encoded `logout_token`; once it validates (shared/core/backchannel-logout.ts),
+ * every session of that issuer whose id_token names the token's `sid` (or its `sub`) is ended as an
+ * operator end is (revoked where the EHR offers it, deleted, audited with cause `backchannel-logout`).
+ * Answers 200 with `Cache-Control: no-store`; a refused token is `400 { "error": "invalid_request" }`.
+ *
+ * Finding the sessions reads the issuer's sessions (a filtered Scan) and opens each one, since sid and
+ * sub live only inside the sealed id_token: one sign-out at the EHR costs one table read and one
+ * key-ring decrypt per open session of that issuer (docs/operations.md, "Back-channel logout").
+ */
+export async function backchannelLogout(event: ApiEvent, deps: CoreDeps, logger: Logger): Promise<ApiResult> {
+  const noStore = { 'cache-control': 'no-store' };
+  const store = deps.store;
+  try {
+    if (store.rememberOnce === undefined || typeof (store as Partial<SessionScanner>).scanSessions !== 'function') {
+      throw new SmartError('STORE_UNAVAILABLE', 'the session store cannot remember logout tokens or find sessions');
+    }
+    const now = deps.clock.now();
+    const nowSeconds = Math.floor(now / 1000);
+    const verified = await verifyLogoutToken(logoutTokenOf(event), {
+      issuers: await logoutIssuers(deps, logger),
+      http: deps.http,
+      jwks: deps.jwks,
+      now,
+      replayGuard: (key, expiresAt) => store.rememberOnce!(logoutJtiRecordKey(key), expiresAt, nowSeconds),
+    });
+    let ended = 0;
+    for (const iss of verified.fhirIssuers) {
+      const report = await endSessions(store as unknown as SessionScanner, deps, {
+        selector: { kind: 'op-session', iss, sid: verified.sid, sub: verified.sub },
+        operationId: correlationIdOf(event),
+        cause: 'backchannel-logout',
+      });
+      ended += report.ended;
+    }
+    logger.info('back-channel logout', { issuer: verified.issuer, by: verified.sid !== undefined ? 'sid' : 'sub', ended });
+    return jsonResponse(200, {}, noStore);
+  } catch (error) {
+    const failure = toSmartError(error);
+    if (failure.code !== 'LOGOUT_TOKEN_INVALID') throw error;
+    logger.warn('back-channel logout token refused', { check: failure.details?.check });
+    return jsonResponse(400, { error: 'invalid_request', error_description: failure.message }, noStore);
+  }
+}

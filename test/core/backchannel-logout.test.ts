@@ -1,0 +1,127 @@
+import { generateKeyPair, SignJWT } from 'jose';
+import { beforeEach, describe, expect, it } from 'vitest';
+import {
+  BACKCHANNEL_LOGOUT_EVENT,
+  verifyLogoutToken,
+  type LogoutTokenContext,
+} from '../../shared/core/backchannel-logout.js';
+import { JwksCache } from '../../shared/core/id-token.js';
+import { FixedClock } from '../fakes/clock.js';
+import { FakeEhr } from '../fakes/fake-ehr.js';
+
+/** Back-Channel Logout 1.0 §2.6, one check per test: each case differs from a valid token in that check only. */
+describe('verifyLogoutToken (OpenID Connect Back-Channel Logout 1.0)', () => {
+  let clock: FixedClock;
+  let ehr: FakeEhr;
+  let seen: Map<string, number>;
+  let context: LogoutTokenContext;
+  let counter = 0;
+
+  beforeEach(async () => {
+    clock = new FixedClock();
+    ehr = await FakeEhr.create({ clock });
+    seen = new Map();
+    context = {
+      issuers: [{ issuer: ehr.issuer, jwksUri: ehr.jwksUri, clientId: ehr.clientId, fhirIss: ehr.fhirBase }],
+      http: ehr.http,
+      jwks: new JwksCache(),
+      now: clock.now(),
+      replayGuard: async (key, expiresAt) => {
+        if (seen.has(key)) return false;
+        seen.set(key, expiresAt);
+        return true;
+      },
+    };
+  });
+
+  /** A valid logout token by default; a claim set to undefined is left out. */
+  const logoutToken = (claims: Record<string, unknown> = {}, key?: CryptoKey) => {
+    counter += 1;
+    return ehr.signIdToken(
+      { sub: 'practitioner-user-1', sid: 'op-session-1', jti: `jti-${counter}`, events: { [BACKCHANNEL_LOGOUT_EVENT]: {} }, fhirUser: undefined, exp: undefined, ...claims },
+      key,
+    );
+  };
+  const refusedFor = async (token: unknown, check: string) =>
+    expect(verifyLogoutToken(token, context)).rejects.toMatchObject({ code: 'LOGOUT_TOKEN_INVALID', status: 400, details: { check } });
+
+  it('accepts a valid token and names the issuer, the sessions\' FHIR base, sid and sub', async () => {
+    await expect(verifyLogoutToken(await logoutToken(), context)).resolves.toEqual({
+      issuer: ehr.issuer,
+      fhirIssuers: [ehr.fhirBase],
+      sid: 'op-session-1',
+      sub: 'practitioner-user-1',
+    });
+  });
+
+  it('accepts a token with sid only, and one with sub only', async () => {
+    await expect(verifyLogoutToken(await logoutToken({ sub: undefined }), context)).resolves.toMatchObject({ sid: 'op-session-1', sub: undefined });
+    await expect(verifyLogoutToken(await logoutToken({ sid: undefined }), context)).resolves.toMatchObject({ sid: undefined, sub: 'practitioner-user-1' });
+  });
+
+  it('refuses a bad signature (a key not in the issuer\'s JWKS, same kid)', async () => {
+    const { privateKey } = await generateKeyPair('RS256');
+    await refusedFor(await logoutToken({}, privateKey), 'signature');
+  });
+
+  it('refuses alg none (an unsigned token)', async () => {
+    const now = Math.floor(clock.now() / 1000);
+    const encode = (value: unknown) => Buffer.from(JSON.stringify(value)).toString('base64url');
+    const unsigned = `${encode({ alg: 'none', typ: 'JWT' })}.${encode({ iss: ehr.issuer, aud: ehr.clientId, iat: now, jti: 'j', sid: 's', events: { [BACKCHANNEL_LOGOUT_EVENT]: {} } })}.`;
+    await refusedFor(unsigned, 'alg');
+  });
+
+  it('refuses an HMAC token even when keyed with something public', async () => {
+    const now = Math.floor(clock.now() / 1000);
+    const token = await new SignJWT({ iss: ehr.issuer, aud: ehr.clientId, iat: now, jti: 'j', sid: 's', events: { [BACKCHANNEL_LOGOUT_EVENT]: {} } })
+      .setProtectedHeader({ alg: 'HS256' })
+      .sign(new TextEncoder().encode(ehr.clientId.padEnd(32, 'x')));
+    await refusedFor(token, 'alg');
+  });
+
+  it('refuses an iss that is not a configured issuer', async () => {
+    await refusedFor(await logoutToken({ iss: 'https://other-op.example' }), 'iss');
+  });
+
+  it('refuses an aud that is not our client id at that issuer', async () => {
+    await refusedFor(await logoutToken({ aud: 'someone-else' }), 'aud');
+  });
+
+  it('refuses a token without events, with events lacking the logout event, or with a non-object event value', async () => {
+    await refusedFor(await logoutToken({ events: undefined }), 'events');
+    await refusedFor(await logoutToken({ events: { 'http://schemas.openid.net/event/other': {} } }), 'events');
+    await refusedFor(await logoutToken({ events: { [BACKCHANNEL_LOGOUT_EVENT]: 'yes' } }), 'events');
+    await refusedFor(await logoutToken({ events: [BACKCHANNEL_LOGOUT_EVENT] }), 'events');
+  });
+
+  it('refuses a token with neither sid nor sub', async () => {
+    await refusedFor(await logoutToken({ sid: undefined, sub: undefined }), 'sid');
+  });
+
+  it('refuses a token that carries a nonce', async () => {
+    await refusedFor(await logoutToken({ nonce: 'n' }), 'nonce');
+  });
+
+  it('refuses a replayed jti, and a token without jti', async () => {
+    const token = await logoutToken({ jti: 'once' });
+    await expect(verifyLogoutToken(token, context)).resolves.toMatchObject({ sid: 'op-session-1' });
+    await refusedFor(token, 'jti');
+    await refusedFor(await logoutToken({ jti: undefined }), 'jti');
+    // The jti is remembered under a hash, until the token could no longer pass the iat check.
+    expect([...seen.keys()].every((key) => !key.includes('once'))).toBe(true);
+    expect([...seen.values()][0]).toBe(Math.floor(clock.now() / 1000) + 300 + 120);
+  });
+
+  it('refuses a token without iat, one issued too long ago, and an expired one', async () => {
+    const now = Math.floor(clock.now() / 1000);
+    await refusedFor(await logoutToken({ iat: undefined }), 'iat');
+    await refusedFor(await logoutToken({ iat: now - 600 }), 'iat');
+    await refusedFor(await logoutToken({ iat: now - 100, exp: now - 90 }), 'exp');
+  });
+
+  it('refuses what is not a JWT, or no token at all, before any network call', async () => {
+    await refusedFor(undefined, 'form');
+    await refusedFor('not.a.jwt', 'format');
+    expect(ehr.requests).toEqual([]);
+  });
+});
