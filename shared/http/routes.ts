@@ -41,7 +41,11 @@ export interface RouteMatch {
   readonly pathParameters: Record<string, string>;
 }
 
-/** Matches a raw request path against the resource templates, as API Gateway does. */
+/**
+ * Matches a raw request path against the resource templates, as API Gateway does: a REST API routes
+ * `/a/b/` to the resource `/a/b` as well, so one trailing slash is ignored (FHIR clients POST a batch
+ * to `{fhirBaseUrl}` or `{fhirBaseUrl}/` alike).
+ */
 export function matchRoute(path: string): Array<RouteMatch> {
   const matches: RouteMatch[] = [];
   for (const route of ROUTES) {
@@ -53,7 +57,7 @@ export function matchRoute(path: string): Array<RouteMatch> {
         return part.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
       })
       .join('/');
-    const found = new RegExp(`^${pattern}$`).exec(path);
+    const found = new RegExp(`^${pattern}$`).exec(path) ?? (path.length > 1 && path.endsWith('/') ? new RegExp(`^${pattern}$`).exec(path.slice(0, -1)) : null);
     if (found) matches.push({ route, pathParameters: { ...(found.groups ?? {}) } });
   }
   return matches;

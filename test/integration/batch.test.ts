@@ -117,6 +117,15 @@ describe('batch and transaction through the proxy (POST /sessions/{id}/fhir)', (
     expect((search.body as { total: number }).total).toBe(0);
   });
 
+  it('answers a batch POSTed to the base with a trailing slash as API Gateway routes it (SMART-FHIR-02)', async () => {
+    const path = `${new URL(fhirBaseUrl).pathname}/`;
+    const bundle = { resourceType: 'Bundle', type: 'batch', entry: [{ request: { method: 'GET', url: `Patient/${patient}` } }] };
+    const answer = await rawRequest(fixture.stack.apiUrl, { method: 'POST', path, headers: { cookie, 'content-type': 'application/fhir+json' }, body: JSON.stringify(bundle) });
+
+    expect(answer.status).toBe(200);
+    expect((answer.json as Answer).entry.map((e) => e.response.status)).toEqual(['200']);
+  });
+
   it(`refuses a Bundle of more than 200 entries with 413 BUNDLE_TOO_LARGE before contacting the EHR`, async () => {
     const entry = Array.from({ length: 201 }, () => ({ request: { method: 'GET', url: `Patient/${patient}` } }));
 
