@@ -238,6 +238,32 @@ describe('faults.tokenEndpoint', () => {
     expect(sandbox.stats.tokenRequestsAnswered.refresh_token).toEqual({ '200': 2 });
   });
 
+  it('holds token requests of faults.tokenEndpointHold until the test lets them go, then answers normally', async () => {
+    const { refreshToken } = await launch();
+    let release!: () => void;
+    const until = new Promise<void>((resolve) => (release = resolve));
+    let arrived!: (grantType: string) => void;
+    const held = new Promise<string>((resolve) => (arrived = resolve));
+    sandbox.faults.tokenEndpointHold = { until, grantTypes: ['refresh_token'], onHeld: (grantType) => arrived(grantType) };
+    let answered = false;
+
+    const pending = refresh(refreshToken).then((answer) => {
+      answered = true;
+      return answer;
+    });
+    expect(await held).toBe('refresh_token');
+    // Another grant type passes while the refresh waits.
+    const other = await launch('ben-testwell');
+    expect(answered).toBe(false);
+    expect(sandbox.stats.tokenRequests.refresh_token ?? 0).toBe(0);
+    release();
+
+    const answer = await pending;
+    expect(answer.status).toBe(200);
+    expect(other.refreshToken).not.toBe('undefined');
+    expect(sandbox.stats.tokenRequestsAnswered).toEqual({ authorization_code: { '200': 2 }, refresh_token: { '200': 1 } });
+  });
+
   it('can be reused as the same object after it cleared itself', async () => {
     const { refreshToken } = await launch();
     const once: TokenEndpointFault = { status: 503, times: 1 };
