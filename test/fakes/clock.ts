@@ -131,7 +131,17 @@ export class HeldClock implements Clock {
   timeout(ms: number): AbortSignal {
     const controller = new AbortController();
     this.#timers.push({ at: this.now() + ms, controller });
+    const armed = this.#armedWaiters.filter((waiter) => waiter.ms === ms);
+    this.#armedWaiters = this.#armedWaiters.filter((waiter) => waiter.ms !== ms);
+    for (const waiter of armed) waiter.resolve();
     return controller.signal;
+  }
+
+  #armedWaiters: Array<{ readonly ms: number; readonly resolve: () => void }> = [];
+
+  /** Resolves when the code under test next starts a timeout of `ms` (it has armed that deadline). */
+  nextTimeout(ms: number): Promise<void> {
+    return new Promise((resolve) => this.#armedWaiters.push({ ms, resolve }));
   }
 }
 
