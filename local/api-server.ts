@@ -313,3 +313,38 @@ export function createRequestListener(options: ApiServerOptions) {
     }
   };
 }
+
+/**
+ * Requests the local API server is handling now (received, response not yet closed). Tests use it
+ * to know that every request of a concurrent burst has arrived before they let a slow dependency
+ * answer, instead of guessing with a timer.
+ */
+export class RequestsInFlight {
+  #count = 0;
+  #waiters: Array<{ readonly count: number; readonly resolve: () => void }> = [];
+
+  get count(): number {
+    return this.#count;
+  }
+
+  /** Counts `req` until its response closes (answered, or the client went away). */
+  track(_req: IncomingMessage, res: ServerResponse): void {
+    this.#count += 1;
+    res.once('close', () => {
+      this.#count -= 1;
+    });
+    this.#notify();
+  }
+
+  /** Resolves once at least `count` requests are in flight at the same time. */
+  atLeast(count: number): Promise<void> {
+    if (this.#count >= count) return Promise.resolve();
+    return new Promise((resolve) => this.#waiters.push({ count, resolve }));
+  }
+
+  #notify(): void {
+    const ready = this.#waiters.filter((waiter) => this.#count >= waiter.count);
+    this.#waiters = this.#waiters.filter((waiter) => this.#count < waiter.count);
+    for (const waiter of ready) waiter.resolve();
+  }
+}

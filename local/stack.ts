@@ -19,7 +19,7 @@ import { createStreamingFhirProxyHandler } from '../functions/fhir-proxy/handler
 import { createJwksHandler } from '../functions/jwks/handler.js';
 import { createLaunchHandler } from '../functions/launch/handler.js';
 import { createSessionsHandler } from '../functions/sessions/handler.js';
-import { createRequestListener } from './api-server.js';
+import { createRequestListener, RequestsInFlight } from './api-server.js';
 import { startLocalDynamo, type LocalDynamo } from './dynamo-local.js';
 import type { Sandbox, SandboxClient } from './sandbox/index.js';
 
@@ -73,6 +73,8 @@ export interface LocalStackOptions {
   readonly clock?: Clock | undefined;
   /** Publishes operational metrics (tests read the EMF); local runs publish none by default. */
   readonly metrics?: MetricsSink | undefined;
+  /** The sandbox's clock for access token expiry (default: the system clock); tests move it instead of waiting. */
+  readonly sandboxClock?: Pick<Clock, 'now'> | undefined;
 }
 
 export interface LocalStack {
@@ -82,6 +84,8 @@ export interface LocalStack {
   readonly sandbox: Sandbox | undefined;
   readonly dynamo: LocalDynamo;
   readonly deps: CoreDeps;
+  /** Requests the API is handling now (tests wait for a whole burst to have arrived). */
+  readonly requestsInFlight: RequestsInFlight;
   close(): Promise<void>;
 }
 
@@ -143,6 +147,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
         launchUrl: launchUrl(apiUrl),
         // The demo app's own launch page (SDK), for frames whose EHR sign-in refuses framing.
         appLaunchUrl: `${apiUrl}/app/`,
+        ...(options.sandboxClock === undefined ? {} : { now: options.sandboxClock.now.bind(options.sandboxClock) }),
       });
     }
     let config: Config;
@@ -176,6 +181,8 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
     };
     const getDeps = () => Promise.resolve(deps);
     const app = new URL(config.app.url);
+    const requestsInFlight = new RequestsInFlight();
+    server.on('request', (req, res) => requestsInFlight.track(req, res));
     server.on(
       'request',
       createRequestListener({
@@ -196,6 +203,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
       sandbox,
       dynamo: localDynamo,
       deps,
+      requestsInFlight,
       async close() {
         server.closeAllConnections();
         await new Promise<void>((done) => server.close(() => done()));

@@ -41,7 +41,7 @@ export function countTokenRequest(stats: SandboxStats, grantType: string, status
 
 /** True when some fault needs the sandbox to look at a token request before oidc-provider does. */
 export function tokenEndpointFaulted(faults: SandboxFaults): boolean {
-  return faults.invalidClient === true || faults.malformedTokenResponse === true || faults.tokenEndpoint !== undefined;
+  return faults.invalidClient === true || faults.malformedTokenResponse === true || faults.tokenEndpoint !== undefined || faults.tokenEndpointHold !== undefined;
 }
 
 export type TokenFaultAction =

@@ -178,6 +178,7 @@ export async function startSandbox(options: SandboxOptions): Promise<Sandbox> {
       tenant: SANDBOX_TENANT,
       smartStyleUrl,
       quirks,
+      now: options.now,
     });
     disposeAuth = auth.dispose;
 

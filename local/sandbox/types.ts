@@ -30,6 +30,12 @@ export interface SandboxOptions {
    * `launch` by the "frame whose sign-in refuses framing" launch: the app then signs in in a popup.
    */
   appLaunchUrl?: string;
+  /**
+   * The time (epoch ms) at which the FHIR server checks an access token's expiry; default the system
+   * clock. Tests move it forward to expire tokens instead of waiting (tokens are still issued on
+   * oidc-provider's own clock).
+   */
+  now?: () => number;
 }
 
 export interface SandboxPatient {
@@ -61,6 +67,19 @@ export interface TokenEndpointDelayFault {
 
 export type TokenEndpointFault = TokenEndpointStatusFault | TokenEndpointDelayFault;
 
+/**
+ * Token endpoint hold (`faults.tokenEndpointHold`, in process only: not settable over `/admin`):
+ * requests of `grantTypes` wait in front of oidc-provider until `until` settles, then are handled
+ * normally. Lets a test keep a token call in flight exactly as long as it needs, without a timer.
+ */
+export interface TokenEndpointHold {
+  readonly until: Promise<unknown>;
+  /** Only requests with one of these `grant_type`s are held (default: all). */
+  readonly grantTypes?: readonly string[] | undefined;
+  /** Called as each held request arrives (before it waits). */
+  readonly onHeld?: ((grantType: string) => void) | undefined;
+}
+
 export interface SandboxFaults {
   /** Tamper the id_token of the next token responses (re-signed with the real key unless 'bad-signature'). */
   idToken?: IdTokenFault | undefined;
@@ -71,6 +90,8 @@ export interface SandboxFaults {
    * the code or refresh token presented stays valid, so a retry can succeed.
    */
   tokenEndpoint?: TokenEndpointFault | undefined;
+  /** Token requests wait until the test lets them go (see `TokenEndpointHold`). */
+  tokenEndpointHold?: TokenEndpointHold | undefined;
   /** The token endpoint answers every request 401 `{ error: 'invalid_client' }` (nothing is consumed). */
   invalidClient?: boolean | undefined;
   /** The token endpoint answers 200 with a JSON body without `access_token` (nothing is consumed). */

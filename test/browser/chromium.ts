@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { chromium, type Browser } from 'playwright-core';
+import { chromium, type Browser, type Page } from 'playwright-core';
 
 /** Debian's Chromium; `.ci/run` installs it (`apt-get install -y chromium`). */
 export const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
@@ -10,6 +10,14 @@ if (!hasChromium) process.stderr.write(`browser tests skipped: no Chromium at ${
 
 /** Where the browser tests leave their screenshots. */
 export const SCREENSHOTS = join(process.cwd(), '.data', 'screenshots');
+
+/**
+ * Leaves a picture of what `page` shows in SCREENSHOTS as `<name>.jpg`: the viewport as a JPEG, which
+ * costs Chromium a fraction of a full-page PNG (every test that takes one runs in every `npm test`).
+ */
+export function screenshot(page: Page, name: string): Promise<Buffer> {
+  return page.screenshot({ path: join(SCREENSHOTS, `${name}.jpg`), type: 'jpeg', quality: 70 });
+}
 
 /** How long a page may take to show what is expected: generous, as the machine may be busy. */
 export const PAGE_SHOWS = { timeout: 20_000, interval: 100 };

@@ -1,8 +1,7 @@
-import { join } from 'node:path';
 import type { Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startFixture, type Fixture } from '../integration/stack-fixture.js';
-import { hasChromium, releaseBrowser, sharedBrowser, PAGE_SHOWS, SCREENSHOTS } from './chromium.js';
+import { hasChromium, releaseBrowser, screenshot, sharedBrowser, PAGE_SHOWS } from './chromium.js';
 
 
 
@@ -39,7 +38,7 @@ describe.skipIf(!hasChromium)('a person clicking through a launch in Chromium', 
     expect(await page.evaluate(() => document.cookie)).not.toContain('__Host-smart-launch');
     const cookies = await context.cookies(fixture.stack.apiUrl);
     expect(cookies.find((c) => c.name === '__Host-smart-launch')).toMatchObject({ httpOnly: true, secure: true, sameSite: 'Lax', path: '/' });
-    await page.screenshot({ path: join(SCREENSHOTS, 'ehr-launch.png'), fullPage: true });
+    await screenshot(page, 'ehr-launch');
     await context.close();
   });
 
@@ -54,7 +53,7 @@ describe.skipIf(!hasChromium)('a person clicking through a launch in Chromium', 
     await page.waitForURL(`${fixture.stack.appUrl}**`);
     await expect.poll(() => page.locator('#patient-name').textContent(), PAGE_SHOWS).toBe(patient.name);
     expect(await page.locator('#context-list').textContent()).toContain('standalone');
-    await page.screenshot({ path: join(SCREENSHOTS, 'standalone-launch.png'), fullPage: true });
+    await screenshot(page, 'standalone-launch');
 
     // Signing out ends the session: the app says so, and the session is gone.
     await page.getByRole('button', { name: 'Sign out' }).click();

@@ -1,9 +1,8 @@
-import { join } from 'node:path';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, it, type ExpectStatic } from 'vitest';
 import { sampleConfig } from '../../local/stack.js';
 import { startFixture, type Fixture } from '../integration/stack-fixture.js';
-import { hasChromium, releaseBrowser, sharedBrowser, SCREENSHOTS } from './chromium.js';
+import { hasChromium, releaseBrowser, screenshot, sharedBrowser } from './chromium.js';
 
 
 let fixture: Fixture;
@@ -45,7 +44,7 @@ async function ehrLaunch(expect: ExpectStatic, page: Page, patient: { id: string
  * by side. Takes the test's own `expect`, as the tests run concurrently.
  */
 const eventually = <T>(expect: ExpectStatic, read: () => T | Promise<T>) => expect.poll(read, { timeout: 45_000, interval: 100 });
-const shot = (page: Page, name: string) => page.screenshot({ path: join(SCREENSHOTS, `${name}.png`), fullPage: true });
+const shot = screenshot;
 /** What the SDK keeps in this tab: its sessionStorage entries. */
 const storedEntries = (page: Page) => page.evaluate(() => Object.keys(sessionStorage).filter((k) => k.startsWith('smart-launch:')).length);
 

@@ -1,4 +1,4 @@
-import type { Clock } from '../../shared/core/ports.js';
+import type { Clock, SessionStore } from '../../shared/core/ports.js';
 
 /** 2026-01-15T12:00:00Z: a fixed, whole-second start so epoch-second arithmetic in tests is exact. */
 export const T0 = Date.UTC(2026, 0, 15, 12, 0, 0);
@@ -131,6 +131,39 @@ export class HeldClock implements Clock {
   timeout(ms: number): AbortSignal {
     const controller = new AbortController();
     this.#timers.push({ at: this.now() + ms, controller });
+    const armed = this.#armedWaiters.filter((waiter) => waiter.ms === ms);
+    this.#armedWaiters = this.#armedWaiters.filter((waiter) => waiter.ms !== ms);
+    for (const waiter of armed) waiter.resolve();
     return controller.signal;
   }
+
+  #armedWaiters: Array<{ readonly ms: number; readonly resolve: () => void }> = [];
+
+  /** Resolves when the code under test next starts a timeout of `ms` (it has armed that deadline). */
+  nextTimeout(ms: number): Promise<void> {
+    return new Promise((resolve) => this.#armedWaiters.push({ ms, resolve }));
+  }
+}
+
+/**
+ * The store, telling `wake` after every write that ends a refresh (stored, given back, or the session
+ * ended): with a `HeldClock`, refresh waiters then look again at once instead of after their backoff.
+ */
+export function wakingOnRefreshEnd(store: SessionStore, wake: () => void): SessionStore {
+  const ending = new Set<PropertyKey>(['completeRefresh', 'releaseRefreshLease', 'deleteSession']);
+  return new Proxy(store, {
+    get(target, name) {
+      const value: unknown = Reflect.get(target, name, target);
+      if (typeof value !== 'function') return value;
+      const call = (value as (...args: unknown[]) => unknown).bind(target);
+      if (!ending.has(name)) return call;
+      return async (...args: unknown[]) => {
+        try {
+          return await call(...args);
+        } finally {
+          wake();
+        }
+      };
+    },
+  });
 }

@@ -66,8 +66,8 @@ describe('cdk synth (CLI, bundling, offline)', () => {
         issuers: [{ iss: 'https://ehr.bad.example/fhir', clientId: 'a', clientAuth: 'client_secret_basic', clientSecret: 'hunter2', scope: 'launch' }],
       }),
     );
-    // Act: the app itself (what `cdk synth` runs), without the CLI around it.
-    const { status, output } = run('npx', ['tsx', 'infra/app.ts'], offlineEnv({ SMART_LAUNCH_CUSTOMERS_DIR: dir }));
+    // Act: the app itself (what `cdk synth` runs, under the same tsx loader), without the CLI or npx around it.
+    const { status, output } = run(process.execPath, ['--import', 'tsx', 'infra/app.ts'], offlineEnv({ SMART_LAUNCH_CUSTOMERS_DIR: dir }));
     // Assert
     expect(status).not.toBe(0);
     expect(output).toContain('customer files are invalid:');

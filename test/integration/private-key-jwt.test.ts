@@ -55,7 +55,7 @@ describe.each(['RS384', 'ES384'] as const)('private_key_jwt %s against the sandb
       // The EHR registers the client with our JWKS URL and pins the algorithm (token_endpoint_auth_signing_alg).
       sandboxClients: (apiUrl) => [{ clientId, clientAuth: 'private_key_jwt', jwksUri: jwksUrlOf(apiUrl), signingAlg: alg, redirectUris: [`${apiUrl}/callback`] }],
       configure: ({ apiUrl, sandbox }) => jwtConfig(apiUrl, sandbox!.fhirBaseUrl, clientId, alg),
-    });
+    }, undefined, { seededSigningKeys: 0 });
     const discovery = (await (await fetch(`${fixture.stack.sandbox!.fhirBaseUrl}/.well-known/smart-configuration`)).json()) as Record<string, string>;
     tokenEndpoint = discovery.token_endpoint!;
     revocationEndpoint = discovery.revocation_endpoint!;
@@ -150,7 +150,7 @@ describe('the local stack\'s default sandbox clients', () => {
   let fixture: Fixture;
   beforeAll(async () => {
     // No sandboxClients: the defaults, which include a private_key_jwt client verifying through our JWKS URL.
-    fixture = await startFixture({ configure: ({ apiUrl, sandbox }) => jwtConfig(apiUrl, sandbox!.fhirBaseUrl, LOCAL_JWT_CLIENT, 'RS384') });
+    fixture = await startFixture({ configure: ({ apiUrl, sandbox }) => jwtConfig(apiUrl, sandbox!.fhirBaseUrl, LOCAL_JWT_CLIENT, 'RS384') }, undefined, { seededSigningKeys: 0 });
   });
   afterAll(async () => {
     await fixture?.close();

@@ -5,6 +5,8 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { BIG_BINARY_ID, generateSandboxData } from '../../local/sandbox/data.js';
 import type { Sandbox } from '../../local/sandbox/index.js';
 import { sampleConfig } from '../../local/stack.js';
+import type { Clock } from '../../shared/core/ports.js';
+import { HeldClock } from '../fakes/clock.js';
 import { BrowserClient } from './browser-client.js';
 import { outcomeCode, rawRequest, recordingFetch, type Exchange } from './proxy-http.js';
 import { ehrLaunch, sessionIdFrom, startFixture, type Fixture, type Observed } from './stack-fixture.js';
@@ -322,11 +324,24 @@ describe('writes enabled for the issuer, tighter limits', () => {
   });
 
   it('answers 504 UPSTREAM_TIMEOUT after proxy.timeoutSeconds', async () => {
-    stack.sandbox.faults.fhirDelayMs = 3000;
-    const started = Date.now();
-    const { status, body } = await me.browser.call(`${me.fhirBaseUrl}/Observation?patient=${me.patient}`);
-    expect([status, outcomeCode(body)]).toEqual([504, 'UPSTREAM_TIMEOUT']);
-    expect(Date.now() - started).toBeLessThan(2900);
+    // The EHR never answers in time; the API's clock is held, so only the test moves its deadline.
+    stack.sandbox.faults.fhirDelayMs = 600_000;
+    const deps = stack.fixture.stack.deps as { clock: Clock };
+    const previous = deps.clock;
+    const held = new HeldClock();
+    held.hold();
+    deps.clock = held;
+    try {
+      const armed = held.nextTimeout(2_000);
+      const answer = me.browser.call(`${me.fhirBaseUrl}/Observation?patient=${me.patient}`);
+      // The proxy armed a deadline of proxy.timeoutSeconds for its call to the EHR: let that time pass.
+      await armed;
+      held.advance(2_000);
+      const { status, body } = await answer;
+      expect([status, outcomeCode(body)]).toEqual([504, 'UPSTREAM_TIMEOUT']);
+    } finally {
+      deps.clock = previous;
+    }
   });
 
   it('answers 502 UPSTREAM_UNAVAILABLE when the EHR connection breaks', async () => {

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { ScanCommand } from '@aws-sdk/client-dynamodb';
 import type { AttributeValue } from '@aws-sdk/client-dynamodb';
 import { startLocalStack, type LocalStack, type LocalStackOptions } from '../../local/stack.js';
+import { seedSigningKeys } from '../fixtures/keys.js';
 import { BrowserClient, type Navigation } from './browser-client.js';
 
 export interface Observed {
@@ -50,8 +51,18 @@ export interface Fixture {
   close(): Promise<void>;
 }
 
-export async function startFixture(options: Partial<LocalStackOptions> = {}, dataDir?: string): Promise<Fixture> {
+export interface FixtureSetup {
+  /**
+   * Seeds the data folder with the `n`th pooled test signing keys (test/fixtures/keys.ts), so the
+   * local signer loads keys instead of generating an RSA 3072 key on first use; for files that test
+   * signing with the keys, not their generation.
+   */
+  readonly seededSigningKeys?: number;
+}
+
+export async function startFixture(options: Partial<LocalStackOptions> = {}, dataDir?: string, setup: FixtureSetup = {}): Promise<Fixture> {
   const dir = dataDir ?? (await mkdtemp(join(tmpdir(), 'smart-launch-it-')));
+  if (setup.seededSigningKeys !== undefined) await seedSigningKeys(dir, setup.seededSigningKeys);
   const observed: Observed = { secrets: new Set(), requests: [], tokenResponses: [] };
   const stack = await startLocalStack({ port: 0, sandboxPort: 0, dataDir: dir, sandbox: true, http: watchingFetch(observed), ...options });
   return {

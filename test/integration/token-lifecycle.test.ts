@@ -1,17 +1,21 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { sampleConfig } from '../../local/stack.js';
 import { sessionKey } from '../../shared/core/sealed-records.js';
-import { SkippingClock } from '../fakes/clock.js';
+import type { Clock, SessionStore } from '../../shared/core/ports.js';
+import { HeldClock, SkippingClock, wakingOnRefreshEnd } from '../fakes/clock.js';
 import { BrowserClient } from './browser-client.js';
 import { ehrLaunch, sessionIdFrom, startFixture, type Fixture } from './stack-fixture.js';
 
 const LEASE_SECONDS = 3;
 const clock = new SkippingClock();
+/** The sandbox EHR's clock for access token expiry: moved forward to expire a token instead of waiting. */
+const ehrClock = new HeldClock();
 let fixture: Fixture;
 
 beforeAll(async () => {
   fixture = await startFixture({
     clock,
+    sandboxClock: ehrClock,
     configure: ({ apiUrl, sandbox }) => ({
       ...(sampleConfig(apiUrl, sandbox!.fhirBaseUrl) as Record<string, unknown>),
       session: { refreshLeaseSeconds: LEASE_SECONDS },
@@ -35,6 +39,38 @@ async function signedIn(patientIndex = 0) {
   const sessionId = sessionIdFrom(await ehrLaunch(fixture, browser, patient.id));
   const tokens = fixture.observed.tokenResponses.at(-1)!;
   return { browser, patient, sessionId, tokens, url: `${api()}/sessions/${sessionId}` };
+}
+
+/**
+ * Runs `test` with the API on a held clock (starting where the API's clock is now) that only the
+ * test moves: no lease, waiter deadline or token call timeout can lapse on a slow machine, and
+ * refresh waiters look again as soon as a refresh ends.
+ */
+async function withHeldApiClock<T>(test: (held: HeldClock) => Promise<T>): Promise<T> {
+  // The handlers read their ports from this one object on every request.
+  const deps = fixture.stack.deps as { clock: Clock; store: SessionStore };
+  const [previousClock, previousStore] = [deps.clock, deps.store];
+  const held = new HeldClock();
+  held.advance(clock.now() - held.now());
+  held.hold();
+  deps.clock = held;
+  deps.store = wakingOnRefreshEnd(previousStore, () => held.wake());
+  try {
+    return await test(held);
+  } finally {
+    deps.clock = previousClock;
+    deps.store = previousStore;
+  }
+}
+
+/** Holds the EHR's refresh_token grant answers until `release()`; `arrived` resolves when the first one is held. */
+function holdRefreshGrants(): { arrived: Promise<void>; release: () => void } {
+  let release!: () => void;
+  let arrived!: () => void;
+  const until = new Promise<void>((resolve) => (release = resolve));
+  const arrivedPromise = new Promise<void>((resolve) => (arrived = resolve));
+  sandbox().faults.tokenEndpointHold = { until, grantTypes: ['refresh_token'], onHeld: () => arrived() };
+  return { arrived: arrivedPromise, release };
 }
 
 async function storedRecord(sessionId: string) {
@@ -62,11 +98,16 @@ describe('POST /sessions/{id}/refresh (SMART-REFRESH)', () => {
 
   it('renews once for a storm of 50 concurrent refresh requests; all succeed (invariant 8)', async () => {
     const { browser, url } = await signedIn(1);
-    // A slow token endpoint keeps the first refresh in flight until every request of the storm has
-    // arrived; requests that arrive after a refresh completed are new "refresh now" demands.
-    sandbox().faults.tokenEndpoint = { delayMs: 400, grantTypes: ['refresh_token'] };
+    // The first refresh's token call is held at the EHR until every request of the storm is inside
+    // the API: all 50 are concurrent with that one refresh, however slowly the machine answers.
+    const grants = holdRefreshGrants();
 
-    const answers = await Promise.all(Array.from({ length: 50 }, () => browser.call(`${url}/refresh`, { method: 'POST' })));
+    const answers = await withHeldApiClock(async () => {
+      const storm = Promise.all(Array.from({ length: 50 }, () => browser.call(`${url}/refresh`, { method: 'POST' })));
+      await Promise.all([grants.arrived, fixture.stack.requestsInFlight.atLeast(50)]);
+      grants.release();
+      return storm;
+    });
 
     expect(answers.map((a) => a.status)).toEqual(Array(50).fill(200));
     expect(sandbox().stats.tokenRequests.refresh_token).toBe(1);
@@ -74,17 +115,20 @@ describe('POST /sessions/{id}/refresh (SMART-REFRESH)', () => {
   });
 
   it('refreshes once for 50 concurrent proxied requests on an expired access token, with rotation and reuse detection on (invariant 8)', async () => {
-    // Sign in with a 1-second access token, then let it expire.
-    sandbox().faults.accessTokenTtlSeconds = 1;
+    // Sign in with a 60-second access token, then move the API's and the EHR's clocks past its expiry.
+    sandbox().faults.accessTokenTtlSeconds = 60;
     const { browser, url, patient } = await signedIn(2);
     sandbox().faults.accessTokenTtlSeconds = undefined;
-    await new Promise((done) => setTimeout(done, 1_200));
-    const direct = await fetch(`${sandbox().fhirBaseUrl}/Patient/${patient.id}`, {
-      headers: { authorization: `Bearer ${String(fixture.observed.tokenResponses.at(-1)!.access_token)}` },
-    });
-    expect(direct.status).toBe(401);
 
-    const answers = await Promise.all(Array.from({ length: 50 }, () => browser.call(`${url}/fhir/Patient/${patient.id}`)));
+    const answers = await withHeldApiClock(async (held) => {
+      held.advance(61_000);
+      ehrClock.advance(61_000);
+      const direct = await fetch(`${sandbox().fhirBaseUrl}/Patient/${patient.id}`, {
+        headers: { authorization: `Bearer ${String(fixture.observed.tokenResponses.at(-1)!.access_token)}` },
+      });
+      expect(direct.status).toBe(401);
+      return Promise.all(Array.from({ length: 50 }, () => browser.call(`${url}/fhir/Patient/${patient.id}`)));
+    });
 
     expect(answers.map((a) => a.status)).toEqual(Array(50).fill(200));
     expect(answers.every((a) => (a.body as { id?: string }).id === patient.id)).toBe(true);

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Clock, SessionStore } from '../../shared/core/ports.js';
-import { HeldClock } from '../fakes/clock.js';
+import { HeldClock, wakingOnRefreshEnd } from '../fakes/clock.js';
 import { BrowserClient } from '../integration/browser-client.js';
 import { ehrLaunch, scanTable, sessionIdFrom, startFixture, type Fixture } from '../integration/stack-fixture.js';
 
@@ -36,25 +36,6 @@ beforeAll(async () => {
   deps.store = wakingOnRefreshEnd(deps.store, () => clock.wake());
   fixture.stack.sandbox!.faults.accessTokenTtlSeconds = TOKEN_SECONDS;
 });
-/** The store, telling `wake` after every write that ends a refresh (stored, given back, or the session ended). */
-function wakingOnRefreshEnd(store: SessionStore, wake: () => void): SessionStore {
-  const ending = new Set<PropertyKey>(['completeRefresh', 'releaseRefreshLease', 'deleteSession']);
-  return new Proxy(store, {
-    get(target, name) {
-      const value: unknown = Reflect.get(target, name, target);
-      if (typeof value !== 'function') return value;
-      const call = (value as (...args: unknown[]) => unknown).bind(target);
-      if (!ending.has(name)) return call;
-      return async (...args: unknown[]) => {
-        try {
-          return await call(...args);
-        } finally {
-          wake();
-        }
-      };
-    },
-  });
-}
 afterAll(async () => {
   await fixture?.close();
 });

@@ -3,6 +3,7 @@ import { decodeJwt } from 'jose';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { startSandbox } from '../../local/sandbox/index.js';
 import type { Sandbox, SandboxStats, TokenEndpointFault } from '../../local/sandbox/index.js';
+import { HeldClock } from '../fakes/clock.js';
 import { basicAuth, browserGet, buildAuthorizeUrl, CookieJar, createPkce, followRedirects, getJson, postForm, randomToken } from './smart-client.js';
 
 /*
@@ -15,6 +16,8 @@ const CLIENT = { clientId: 'lifecycle-bff', clientSecret: 'lifecycle-secret', re
 const AUTH = basicAuth(CLIENT.clientId, CLIENT.clientSecret);
 const SCOPE = 'launch openid fhirUser offline_access patient/*.rs';
 
+/** The FHIR server's clock for access token expiry: moved forward instead of waiting for a token to expire. */
+const fhirClock = new HeldClock();
 let sandbox: Sandbox;
 let tokenEndpoint: string;
 let authorizationEndpoint: string;
@@ -23,6 +26,7 @@ let revocationEndpoint: string;
 beforeAll(async () => {
   sandbox = await startSandbox({
     clients: [{ clientId: CLIENT.clientId, clientAuth: 'client_secret_basic', clientSecret: CLIENT.clientSecret, redirectUris: [CLIENT.redirectUri] }],
+    now: () => fhirClock.now(),
   });
   const config = (await getJson<Record<string, string>>(`${sandbox.fhirBaseUrl}/.well-known/smart-configuration`)).body;
   tokenEndpoint = config.token_endpoint ?? '';
@@ -110,9 +114,9 @@ describe('access token lifetime', () => {
     const accessToken = String(refreshed.body.access_token);
     expect(await fhirStatus(accessToken)).toBe(200);
 
-    // Wait until the second in which the token expires has begun.
+    // Move the FHIR server's clock into the second in which the token expires.
     const exp = decodeJwt(accessToken).exp ?? 0;
-    await new Promise((resolve) => setTimeout(resolve, Math.max(0, exp * 1000 - Date.now()) + 20));
+    fhirClock.advance(Math.max(0, exp * 1000 - fhirClock.now()) + 20);
     const expired = await getJson(`${sandbox.fhirBaseUrl}/Patient/amy-sample`, accessToken);
     expect(expired.status).toBe(401);
     expect(expired.headers.get('www-authenticate')).toContain('invalid_token');
@@ -232,6 +236,32 @@ describe('faults.tokenEndpoint', () => {
     expect((await refresh(String(slow.body.refresh_token))).status).toBe(200);
     expect(performance.now() - fastStart).toBeLessThan(250);
     expect(sandbox.stats.tokenRequestsAnswered.refresh_token).toEqual({ '200': 2 });
+  });
+
+  it('holds token requests of faults.tokenEndpointHold until the test lets them go, then answers normally', async () => {
+    const { refreshToken } = await launch();
+    let release!: () => void;
+    const until = new Promise<void>((resolve) => (release = resolve));
+    let arrived!: (grantType: string) => void;
+    const held = new Promise<string>((resolve) => (arrived = resolve));
+    sandbox.faults.tokenEndpointHold = { until, grantTypes: ['refresh_token'], onHeld: (grantType) => arrived(grantType) };
+    let answered = false;
+
+    const pending = refresh(refreshToken).then((answer) => {
+      answered = true;
+      return answer;
+    });
+    expect(await held).toBe('refresh_token');
+    // Another grant type passes while the refresh waits.
+    const other = await launch('ben-testwell');
+    expect(answered).toBe(false);
+    expect(sandbox.stats.tokenRequests.refresh_token ?? 0).toBe(0);
+    release();
+
+    const answer = await pending;
+    expect(answer.status).toBe(200);
+    expect(other.refreshToken).not.toBe('undefined');
+    expect(sandbox.stats.tokenRequestsAnswered).toEqual({ authorization_code: { '200': 2 }, refresh_token: { '200': 1 } });
   });
 
   it('can be reused as the same object after it cleared itself', async () => {

@@ -95,6 +95,7 @@ async function verifyAccessToken(
       algorithms: [SIGNING_ALG],
       typ: 'at+jwt',
       requiredClaims: ['exp', 'jti', 'sub'],
+      ...(state.options.now === undefined ? {} : { currentDate: new Date(state.options.now()) }),
     }));
   } catch (error) {
     if (error instanceof joseErrors.JWTExpired) {

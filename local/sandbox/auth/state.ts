@@ -47,6 +47,8 @@ export interface AuthServerOptions {
   readonly smartStyleUrl: string;
   /** Quirk switches (see quirks.ts); read on every request. */
   readonly quirks?: SandboxQuirks;
+  /** The FHIR server's clock for access token expiry (SandboxOptions.now); default the system clock. */
+  readonly now?: (() => number) | undefined;
 }
 
 type LaunchType = 'ehr' | 'standalone';

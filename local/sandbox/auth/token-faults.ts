@@ -29,7 +29,7 @@ function replayBody(req: IncomingMessage, body: Buffer): void {
 export class TokenEndpointFaults {
   readonly #ctx: AuthContext;
   readonly #counter = new TokenEndpointFaultCounter();
-  readonly #pendingDelays = new Set<{ timer: NodeJS.Timeout; resolve: () => void }>();
+  readonly #pendingDelays = new Set<{ timer?: NodeJS.Timeout; resolve: () => void }>();
   #disposed = false;
 
   constructor(ctx: AuthContext) {
@@ -68,6 +68,14 @@ export class TokenEndpointFaults {
         return;
       }
     }
+    const hold = faults.tokenEndpointHold;
+    if (hold !== undefined && (hold.grantTypes === undefined || hold.grantTypes.includes(grantType))) {
+      hold.onHeld?.(grantType);
+      await this.#held(hold.until);
+      if (this.#disposed) {
+        return;
+      }
+    }
     if (faults.malformedTokenResponse === true) {
       this.#answer(res, grantType, 200, { token_type: 'Bearer', expires_in: this.#ctx.currentAccessTokenTtl(), scope: '' });
       return;
@@ -95,7 +103,20 @@ export class TokenEndpointFaults {
     });
   }
 
-  /** Ends pending delays without answering; called when the sandbox closes. */
+  /** Waits for a hold's `until` (settled either way), or for the sandbox to close. */
+  #held(until: Promise<unknown>): Promise<void> {
+    return new Promise((resolve) => {
+      const entry = { resolve };
+      this.#pendingDelays.add(entry);
+      const done = () => {
+        this.#pendingDelays.delete(entry);
+        resolve();
+      };
+      until.then(done, done);
+    });
+  }
+
+  /** Ends pending delays and holds without answering; called when the sandbox closes. */
   dispose(): void {
     this.#disposed = true;
     for (const entry of this.#pendingDelays) {
