@@ -21,7 +21,8 @@
  *
  * Options: --iterations N (requests per case and mode, default 200), --concurrency N (default 8),
  *          --cold-runs N (fresh processes per bundle for module load, default 3),
- *          --throughput-requests N (unused, kept for old command lines), --out FILE.
+ *          --throughput-requests N (unused, kept for old command lines), --out FILE,
+ *          --sections a,b (only these sections, e.g. `proxyOverhead` under `node --cpu-prof`; no cost model then).
  */
 import { createWriteStream } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
@@ -63,6 +64,8 @@ interface Options {
   readonly throughputRequests: number;
   readonly coldRuns: number;
   readonly out: string;
+  /** Only these sections (and no cold start unless named `coldStart`); all when absent. */
+  readonly sections: readonly string[] | undefined;
 }
 
 function parseOptions(argv: readonly string[]): Options {
@@ -74,13 +77,15 @@ function parseOptions(argv: readonly string[]): Options {
     return parsed;
   };
   const outIndex = argv.indexOf('--out');
+  const sectionsIndex = argv.indexOf('--sections');
   const here = dirname(fileURLToPath(import.meta.url));
   return {
     iterations: value('iterations', 200),
     concurrency: value('concurrency', 8),
     throughputRequests: value('throughput-requests', 200),
     coldRuns: value('cold-runs', 3),
-    out: outIndex >= 0 ? resolve(argv[outIndex + 1] ?? '') : join(here, 'results', 'latest.json'),
+    out: outIndex >= 0 ? resolve(argv[outIndex + 1] ?? '') : join(here, 'results', sectionsIndex >= 0 ? 'partial.json' : 'latest.json'),
+    sections: sectionsIndex >= 0 ? (argv[sectionsIndex + 1] ?? '').split(',').filter((name) => name !== '') : undefined,
   };
 }
 
@@ -611,7 +616,15 @@ async function main(): Promise<void> {
       options,
     };
     const sections: Record<string, unknown> = {};
-    for (const section of SECTIONS) sections[section.name] = await section.run(context);
+    const wanted = (name: string) => options.sections === undefined || options.sections.includes(name);
+    for (const section of SECTIONS) if (wanted(section.name)) sections[section.name] = await section.run(context);
+    if (options.sections !== undefined) {
+      if (wanted('coldStart')) sections.coldStart = await coldStart(resolve(dirname(fileURLToPath(import.meta.url)), '..'), dirname(options.out), options.coldRuns);
+      await restoreLogs();
+      await writeFile(options.out, `${JSON.stringify({ generatedAt: new Date().toISOString(), partial: options.sections, sections }, null, 2)}\n`);
+      printSummary(sections, options.out, Math.round((performance.now() - started) / 100) / 10);
+      return;
+    }
 
     // Module load of the Lambda bundles, in fresh processes (no stack needed).
     sections.coldStart = await coldStart(resolve(dirname(fileURLToPath(import.meta.url)), '..'), dirname(options.out), options.coldRuns);
@@ -695,10 +708,11 @@ function printSummary(sections: Record<string, unknown>, out: string, seconds: n
       sessionStoreCallsPerProxiedRequest: Record<string, number>;
       sessionStoreMsPerProxiedRequest: number;
     }
-  >;
+  > | undefined;
+  const overheadCases = overhead ?? {};
   const lines = ['FHIR proxy vs its floor (bench/floor.ts) vs direct: same run, same client, modes alternating', ''];
   lines.push('case           mode       p50 ms   p95 ms    req/s   cpu ms/req  own cpu ms/req');
-  for (const [name, r] of Object.entries(overhead)) {
+  for (const [name, r] of Object.entries(overheadCases)) {
     for (const mode of MODES) {
       const m = r.modes[mode];
       lines.push(
