@@ -11,7 +11,7 @@ import { BINDING_COOKIE } from '../../shared/http/cookies.js';
 import { requestHeaders } from '../../shared/http/headers.js';
 import { createLogger } from '../../shared/http/logger.js';
 import { BASE_HEADERS } from '../../shared/http/responses.js';
-import { renderError } from '../../shared/http/error-response.js';
+import { noteCompletion, renderError } from '../../shared/http/error-response.js';
 import { DEADLINE_MARGIN_MS, invocationDeadline, withDeadline } from '../../shared/runtime/deadline.js';
 import { auditedRefresher, auditTrail, noteAudit, sessionFacts } from '../../shared/audit/trail.js';
 import { tracing } from '../../shared/ops/tracing.js';
@@ -65,7 +65,8 @@ async function proxy(event: ApiEvent, deps: CoreDeps, maxResponseBytes: number |
   });
   noteAudit(event, { interaction: upstream.meta.interaction, resourceType: upstream.meta.resourceType, upstreamStatus: upstream.status });
   noteUpstreamMs(event, upstream.meta.upstreamMs);
-  logger.info('fhir request forwarded', {
+  // The request's one log line (written when it completes, with its status).
+  noteCompletion(event, 'fhir request forwarded', {
     upstreamStatus: upstream.status,
     upstreamMs: upstream.meta.upstreamMs,
     interaction: upstream.meta.interaction,
