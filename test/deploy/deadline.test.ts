@@ -68,13 +68,13 @@ describe('invocation deadline (function timeouts vs upstream timeouts)', () => {
   });
 
   it('bounds the core\'s own EHR timeout by the deadline with one signal per call on the wall clock', async () => {
-    // Arrange: the wall clock (no timeout of its own) and a deadline 1 ms away.
+    // Arrange: the wall clock (no timeout of its own) and a deadline 300 ms away.
     const seen: Array<AbortSignal | null | undefined> = [];
     const inner: HttpClient = (_url, init) => {
       seen.push(init?.signal);
       return Promise.resolve(new Response('ok'));
     };
-    const deps = withDeadline({ clock: systemClock, http: inner } as unknown as CoreDeps, Date.now() + 1);
+    const deps = withDeadline({ clock: systemClock, http: inner } as unknown as CoreDeps, Date.now() + 300);
     // Act: the core's 60-second exchange timeout, as the proxy makes it.
     const signal = timeoutSignal(deps.clock, 60_000);
     await deps.http('https://ehr.example/fhir/Patient/1', { signal });
