@@ -745,8 +745,8 @@ async function main(): Promise<void> {
       signInCalls: lifecycle.awsCallsPerSignIn,
       proxiedCalls: Object.fromEntries(Object.entries(lifecycle.awsCallsPer100ProxiedRequests).map(([k, v]) => [k, v / 100])),
       signInEhrCalls: Object.values(signIn.productEhrCallsPerSignIn).reduce((a, b) => a + b, 0),
-      // Two operational lines (request completed, fhir request forwarded) and one audit record per proxied request.
-      logBytesPerRequest: logBytes.lines > 0 ? Math.round((3 * logBytes.total) / logBytes.lines) : 0,
+      // One operational line (fhir request forwarded, on completion) and one audit record per proxied request.
+      logBytesPerRequest: logBytes.lines > 0 ? Math.round((2 * logBytes.total) / logBytes.lines) : 0,
     });
     const report = {
       generatedAt: new Date().toISOString(),
