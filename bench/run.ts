@@ -21,7 +21,8 @@
  *
  * Options: --iterations N (requests per case and mode, default 200), --concurrency N (default 8),
  *          --cold-runs N (fresh processes per bundle for module load, default 3),
- *          --throughput-requests N (unused, kept for old command lines), --out FILE.
+ *          --throughput-requests N (unused, kept for old command lines), --out FILE,
+ *          --sections a,b (only these sections, e.g. `proxyOverhead` under `node --cpu-prof`; no cost model then).
  */
 import { createWriteStream } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
@@ -63,6 +64,8 @@ interface Options {
   readonly throughputRequests: number;
   readonly coldRuns: number;
   readonly out: string;
+  /** Only these sections (and no cold start unless named `coldStart`); all when absent. */
+  readonly sections: readonly string[] | undefined;
 }
 
 function parseOptions(argv: readonly string[]): Options {
@@ -74,13 +77,15 @@ function parseOptions(argv: readonly string[]): Options {
     return parsed;
   };
   const outIndex = argv.indexOf('--out');
+  const sectionsIndex = argv.indexOf('--sections');
   const here = dirname(fileURLToPath(import.meta.url));
   return {
     iterations: value('iterations', 200),
     concurrency: value('concurrency', 8),
     throughputRequests: value('throughput-requests', 200),
     coldRuns: value('cold-runs', 3),
-    out: outIndex >= 0 ? resolve(argv[outIndex + 1] ?? '') : join(here, 'results', 'latest.json'),
+    out: outIndex >= 0 ? resolve(argv[outIndex + 1] ?? '') : join(here, 'results', sectionsIndex >= 0 ? 'partial.json' : 'latest.json'),
+    sections: sectionsIndex >= 0 ? (argv[sectionsIndex + 1] ?? '').split(',').filter((name) => name !== '') : undefined,
   };
 }
 
@@ -244,8 +249,14 @@ interface ModeMeasure {
  * per request. Everything runs in this one process, so the direct mode's CPU (client + EHR + store)
  * is subtracted from the proxied modes' to get each proxy's own CPU per request.
  */
-async function measureModes(scenario: Scenario, targets: Record<Mode, Target>, concurrency: number, iterations: number): Promise<Record<Mode, ModeMeasure>> {
-  const batch = Math.max(concurrency * 4, 16);
+async function measureModes(
+  scenario: Scenario,
+  targets: Record<Mode, Target>,
+  concurrency: number,
+  iterations: number,
+  batchSize?: number,
+): Promise<Record<Mode, ModeMeasure>> {
+  const batch = batchSize ?? Math.max(concurrency * 4, 16);
   const rounds = Math.max(2, Math.ceil(iterations / batch));
   const acc = Object.fromEntries(MODES.map((m) => [m, { samples: [] as number[], ms: 0, cpuUs: 0, count: 0 }])) as Record<
     Mode,
@@ -554,8 +565,109 @@ const bundleScaling: BenchSection = {
   },
 };
 
+/** The answer sizes of `answerScaling`. */
+const ANSWER_SIZES = [1024, 100 * 1024, 1024 * 1024, 10 * 1024 * 1024] as const;
+
+/**
+ * A FHIR answer of an exact size: `bin` raw bytes (a Binary read without a FHIR format, as the sandbox
+ * serves its Binaries), `json` one large FHIR JSON resource (a Binary in FHIR JSON, its base64 `data`
+ * making up the size). Deterministic, incompressible bytes; built once per size.
+ */
+const answers = new Map<string, { type: string; body: Buffer }>();
+function answerOf(kind: 'bin' | 'json', bytes: number): { type: string; body: Buffer } {
+  const name = `${kind}-${bytes}`;
+  let found = answers.get(name);
+  if (found) return found;
+  if (kind === 'bin') {
+    const body = Buffer.alloc(bytes);
+    for (let i = 0; i < bytes; i++) body[i] = (i * 2654435761) >>> 24;
+    found = { type: 'application/octet-stream', body };
+  } else {
+    const head = `{"resourceType":"Binary","id":"bench-json-${bytes}","contentType":"application/octet-stream","data":"`;
+    const tail = '"}';
+    const dataChars = Math.max(0, bytes - head.length - tail.length) & ~3;
+    const data = answerOf('bin', (dataChars / 4) * 3).body.toString('base64');
+    found = { type: 'application/fhir+json;charset=utf-8', body: Buffer.from(head + data + tail, 'utf8') };
+  }
+  answers.set(name, found);
+  return found;
+}
+
+/**
+ * CPU per request as the answer grows (1 KB to 10 MB, raw Binary and one large FHIR JSON resource),
+ * concurrency 1. The answers come from a small local server standing in for the EHR's Binary
+ * endpoint: every `fetch` of `{sandbox FHIR base}/Binary/bench-…` (direct, floor and product alike:
+ * all three use the global `fetch`) is sent there, over a real keep-alive connection, so the three
+ * modes move the same bytes and only the proxies' own work differs.
+ */
+const answerScaling: BenchSection = {
+  name: 'answerScaling',
+  async run(context) {
+    const { createServer } = await import('node:http');
+    const server = createServer((req, res) => {
+      const match = /\/Binary\/bench-(bin|json)-(\d+)$/.exec(req.url ?? '');
+      if (!match) {
+        res.writeHead(404).end();
+        return;
+      }
+      const answer = answerOf(match[1] as 'bin' | 'json', Number(match[2]));
+      res.writeHead(200, { 'content-type': answer.type, 'content-length': answer.body.length });
+      res.end(answer.body);
+    });
+    server.keepAliveTimeout = 30_000;
+    await new Promise<void>((listening) => server.listen(0, '127.0.0.1', listening));
+    const port = (server.address() as import('node:net').AddressInfo).port;
+    const prefix = `${context.direct.fhirBaseUrl}/Binary/bench-`;
+    const realFetch = globalThis.fetch;
+    globalThis.fetch = ((input: string | URL | Request, init?: RequestInit) => {
+      const url = typeof input === 'string' ? input : input instanceof URL ? input.href : input.url;
+      return realFetch(url.startsWith(prefix) ? `http://127.0.0.1:${port}/Binary/bench-${url.slice(prefix.length)}` : input, init);
+    }) as typeof fetch;
+    const results: Record<string, unknown> = {};
+    try {
+      for (const kind of ['bin', 'json'] as const) {
+        for (const size of ANSWER_SIZES) {
+          const path = `Binary/bench-${kind}-${size}`;
+          let bytes = 0;
+          const scenario: Scenario = {
+            name: path,
+            path,
+            check: (status, body) => {
+              isOk(path)(status, body);
+              bytes = body.length;
+            },
+          };
+          const accept = kind === 'json' ? 'application/fhir+json' : '*/*';
+          const targets: Record<Mode, Target> = {
+            direct: { url: `${context.direct.fhirBaseUrl}/${path}`, headers: { authorization: `Bearer ${context.direct.accessToken}`, accept } },
+            floor: { url: `${context.floor.fhirBaseUrl}/${path}`, headers: { cookie: context.floor.cookie, accept } },
+            product: { url: `${context.proxied.fhirBaseUrl}/${path}`, headers: { cookie: context.proxied.cookie, accept } },
+          };
+          // Fewer requests for the large answers: their CPU per request is large against the noise.
+          const batch = size >= 1024 * 1024 ? 4 : 16;
+          const measured = await measureModes(scenario, targets, 1, Math.max(batch * 2, Math.floor(context.options.iterations / (size >= 1024 * 1024 ? 8 : 3))), batch);
+          results[`${kind}@${size >= 1024 * 1024 ? `${size / (1024 * 1024)}MB` : `${size / 1024}KB`}`] = {
+            kind: kind === 'bin' ? 'Binary (raw bytes)' : 'FHIR JSON resource',
+            bytes,
+            productOwnCpuMs: measured.product.ownCpuMsPerRequest,
+            floorOwnCpuMs: measured.floor.ownCpuMsPerRequest,
+            directCpuMs: measured.direct.cpuMsPerRequest,
+            productOwnCpuMsPerMb: Math.round((measured.product.ownCpuMsPerRequest / (bytes / (1024 * 1024))) * 1000) / 1000,
+            ownCpuToFloor: ratio(measured.product.ownCpuMsPerRequest, measured.floor.ownCpuMsPerRequest),
+          };
+        }
+      }
+    } finally {
+      globalThis.fetch = realFetch;
+      server.closeAllConnections();
+      await new Promise<void>((done) => server.close(() => done()));
+    }
+    return results;
+  },
+};
+
 /** Every part of the report, in order. */
-export const SECTIONS: BenchSection[] = [proxyOverhead, bundleScaling, tokenLifecycle, signInPath];
+export const SECTIONS: BenchSection[] = [proxyOverhead, bundleScaling, answerScaling, tokenLifecycle, signInPath];
 
 /** Sends what the handlers write to stdout (their JSON log lines) to a file until the returned function is called. */
 const logBytes = { total: 0, lines: 0 };
@@ -611,7 +723,15 @@ async function main(): Promise<void> {
       options,
     };
     const sections: Record<string, unknown> = {};
-    for (const section of SECTIONS) sections[section.name] = await section.run(context);
+    const wanted = (name: string) => options.sections === undefined || options.sections.includes(name);
+    for (const section of SECTIONS) if (wanted(section.name)) sections[section.name] = await section.run(context);
+    if (options.sections !== undefined) {
+      if (wanted('coldStart')) sections.coldStart = await coldStart(resolve(dirname(fileURLToPath(import.meta.url)), '..'), dirname(options.out), options.coldRuns);
+      await restoreLogs();
+      await writeFile(options.out, `${JSON.stringify({ generatedAt: new Date().toISOString(), partial: options.sections, sections }, null, 2)}\n`);
+      printSummary(sections, options.out, Math.round((performance.now() - started) / 100) / 10);
+      return;
+    }
 
     // Module load of the Lambda bundles, in fresh processes (no stack needed).
     sections.coldStart = await coldStart(resolve(dirname(fileURLToPath(import.meta.url)), '..'), dirname(options.out), options.coldRuns);
@@ -625,8 +745,8 @@ async function main(): Promise<void> {
       signInCalls: lifecycle.awsCallsPerSignIn,
       proxiedCalls: Object.fromEntries(Object.entries(lifecycle.awsCallsPer100ProxiedRequests).map(([k, v]) => [k, v / 100])),
       signInEhrCalls: Object.values(signIn.productEhrCallsPerSignIn).reduce((a, b) => a + b, 0),
-      // Two operational lines (request completed, fhir request forwarded) and one audit record per proxied request.
-      logBytesPerRequest: logBytes.lines > 0 ? Math.round((3 * logBytes.total) / logBytes.lines) : 0,
+      // One operational line (fhir request forwarded, on completion) and one audit record per proxied request.
+      logBytesPerRequest: logBytes.lines > 0 ? Math.round((2 * logBytes.total) / logBytes.lines) : 0,
     });
     const report = {
       generatedAt: new Date().toISOString(),
@@ -695,10 +815,11 @@ function printSummary(sections: Record<string, unknown>, out: string, seconds: n
       sessionStoreCallsPerProxiedRequest: Record<string, number>;
       sessionStoreMsPerProxiedRequest: number;
     }
-  >;
+  > | undefined;
+  const overheadCases = overhead ?? {};
   const lines = ['FHIR proxy vs its floor (bench/floor.ts) vs direct: same run, same client, modes alternating', ''];
   lines.push('case           mode       p50 ms   p95 ms    req/s   cpu ms/req  own cpu ms/req');
-  for (const [name, r] of Object.entries(overhead)) {
+  for (const [name, r] of Object.entries(overheadCases)) {
     for (const mode of MODES) {
       const m = r.modes[mode];
       lines.push(
@@ -748,6 +869,13 @@ function printSummary(sections: Record<string, unknown>, out: string, seconds: n
     lines.push('', 'Own CPU per request vs Bundle size (concurrency 1)');
     for (const [name, r] of Object.entries(scaling)) {
       lines.push(`  ${name.padEnd(11)} ${String(r.entries).padStart(4)} entries ${(r.bytes / 1024).toFixed(1).padStart(7)} KB: product ${r.productOwnCpuMs.toFixed(3)} ms (${r.productOwnCpuMsPerKb.toFixed(4)} ms/KB), floor ${r.floorOwnCpuMs.toFixed(3)} ms, ${r.ownCpuToFloor.toFixed(2)}x`);
+    }
+  }
+  const answerSizes = sections.answerScaling as Record<string, { kind: string; bytes: number; productOwnCpuMs: number; floorOwnCpuMs: number; productOwnCpuMsPerMb: number; ownCpuToFloor: number }> | undefined;
+  if (answerSizes) {
+    lines.push('', 'Own CPU per request vs answer size (concurrency 1; linear or better means ms/MB flat or falling)');
+    for (const [name, r] of Object.entries(answerSizes)) {
+      lines.push(`  ${name.padEnd(10)} ${(r.bytes / 1024).toFixed(0).padStart(6)} KB: product ${r.productOwnCpuMs.toFixed(3).padStart(8)} ms (${r.productOwnCpuMsPerMb.toFixed(3)} ms/MB), floor ${r.floorOwnCpuMs.toFixed(3).padStart(8)} ms, ${r.ownCpuToFloor.toFixed(2)}x`);
     }
   }
   const cold = sections.coldStart as { bundleBytes: Record<string, number>; tracingOn: Record<string, { loadMs: number; ratioToBare: number }>; tracingOff: Record<string, { loadMs: number; ratioToBare: number }> } | undefined;

@@ -11,9 +11,9 @@ import { BINDING_COOKIE } from '../../shared/http/cookies.js';
 import { requestHeaders } from '../../shared/http/headers.js';
 import { createLogger } from '../../shared/http/logger.js';
 import { BASE_HEADERS } from '../../shared/http/responses.js';
-import { renderError } from '../../shared/http/error-response.js';
+import { noteCompletion, renderError } from '../../shared/http/error-response.js';
 import { DEADLINE_MARGIN_MS, invocationDeadline, withDeadline } from '../../shared/runtime/deadline.js';
-import { auditedRefresher, auditTrail, noteAudit, sessionFacts } from '../../shared/audit/trail.js';
+import { auditedRefresher, auditTrail, noteAudit, sessionFacts, writeAuditAfterResponse } from '../../shared/audit/trail.js';
 import { tracing } from '../../shared/ops/tracing.js';
 import { noteUpstreamMs, opsMetrics } from '../../shared/ops/metrics.js';
 import { streamifyResponse, writeStreamedResponse, type ResponseStream, type StreamingHandler } from '../../shared/http/streaming.js';
@@ -65,7 +65,8 @@ async function proxy(event: ApiEvent, deps: CoreDeps, maxResponseBytes: number |
   });
   noteAudit(event, { interaction: upstream.meta.interaction, resourceType: upstream.meta.resourceType, upstreamStatus: upstream.status });
   noteUpstreamMs(event, upstream.meta.upstreamMs);
-  logger.info('fhir request forwarded', {
+  // The request's one log line (written when it completes, with its status).
+  noteCompletion(event, 'fhir request forwarded', {
     upstreamStatus: upstream.status,
     upstreamMs: upstream.meta.upstreamMs,
     interaction: upstream.meta.interaction,
@@ -109,7 +110,7 @@ function proxyRoute(getDeps: () => Promise<CoreDeps>, transport: Transport) {
       body: Buffer.from(upstream.body).toString(text ? 'utf8' : 'base64'),
       isBase64Encoded: !text,
     };
-  }, { corsConfig: async () => (await getDeps()).config, observe: [...tracing(), auditTrail(getDeps, logger, (event) => (event.httpMethod === 'OPTIONS' ? undefined : 'fhir')), opsMetrics(getDeps, 'fhir')] });
+  }, { corsConfig: async () => (await getDeps()).config, observe: [...tracing(), auditTrail(getDeps, logger, (event) => (event.httpMethod === 'OPTIONS' ? undefined : 'fhir'), { afterResponse: transport === 'stream' }), opsMetrics(getDeps, 'fhir')] });
 }
 
 /**
@@ -132,6 +133,15 @@ export function createFhirProxyHandler(getDeps: () => Promise<CoreDeps>) {
 export function createStreamingFhirProxyHandler(getDeps: () => Promise<CoreDeps>): StreamingHandler {
   const route = proxyRoute(getDeps, 'stream');
   return streamifyResponse(async (event: ApiEvent, responseStream: ResponseStream, context: Context) => {
+    try {
+      await streamAnswer(event, responseStream, context);
+    } finally {
+      // The client has the whole answer; the request's audit records are written before the invocation ends.
+      await writeAuditAfterResponse(event);
+    }
+  });
+
+  async function streamAnswer(event: ApiEvent, responseStream: ResponseStream, context: Context): Promise<void> {
     let result = await route(event, context);
     const raw = rawBodies.get(result);
     let body = raw ?? new Uint8Array(Buffer.from(result.body ?? '', result.isBase64Encoded ? 'base64' : 'utf8'));
@@ -158,7 +168,7 @@ export function createStreamingFhirProxyHandler(getDeps: () => Promise<CoreDeps>
       { statusCode: result.statusCode, headers, ...(Object.keys(multiValueHeaders).length > 0 ? { multiValueHeaders } : {}) },
       body,
     );
-  });
+  }
 }
 
 /**

@@ -21,6 +21,8 @@ export interface CloudWatchAuditSinkOptions {
  */
 export class CloudWatchAuditSink implements AuditSink, AuditSource {
   readonly #options: CloudWatchAuditSinkOptions;
+  /** PutLogEvents is a round trip: a proxied read's records may be written after its answer is streamed. */
+  readonly afterResponse = true;
   #stream: Promise<void> | undefined;
 
   constructor(options: CloudWatchAuditSinkOptions) {

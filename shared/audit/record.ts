@@ -59,6 +59,12 @@ const REQUIRED_FIELDS: readonly string[] = Object.entries(AuditRecordSchema.shap
 /** Writes audit records; a sink keeps them apart from the operational logs. */
 export interface AuditSink {
   write(records: readonly AuditRecord[]): Promise<void>;
+  /**
+   * The write is a network call worth taking off a proxied read's response path: the streaming FHIR
+   * proxy then writes its `fhir` records right after the answer is streamed, before the invocation
+   * ends (docs/operations.md, "Audit durability"). A local file append is not.
+   */
+  readonly afterResponse?: boolean;
 }
 
 /** Reads audit records back for an export (`from` inclusive, `to` exclusive, epoch ms). */

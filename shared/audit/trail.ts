@@ -126,6 +126,20 @@ export function recordsOf(
   return records;
 }
 
+/** Audit writes left for after the response (`auditTrail`'s `afterResponse`), by request. */
+const afterResponse = new WeakMap<ApiEvent, () => Promise<void>>();
+
+/**
+ * Writes the records this request left for after its response, and resolves when they are written
+ * or their failure is logged (never rejects). The streaming FHIR proxy calls it once the answer is
+ * streamed, before its invocation ends; nothing to do for a request that wrote them already.
+ */
+export function writeAuditAfterResponse(event: ApiEvent): Promise<void> {
+  const write = afterResponse.get(event);
+  afterResponse.delete(event);
+  return write ? write() : Promise.resolve();
+}
+
 /**
  * The middy middleware: `action(event)` names what a request is (or `undefined` for requests that are
  * not audited, such as `GET /launch`). Registered outside the error mapping, so on failure it sees the
@@ -135,17 +149,32 @@ export function auditTrail(
   getDeps: () => Promise<CoreDeps>,
   logger: Logger,
   action: (event: ApiEvent) => AuditAction | undefined,
+  options: { readonly afterResponse?: boolean } = {},
 ): MiddlewareObj<ApiEvent, ApiResult> {
   const finish = async (event: ApiEvent, status: number, error: unknown): Promise<void> => {
     const named = action(event);
     if (named === undefined) return;
+    let records: AuditRecord[] = [];
+    const failed = (failure: unknown) =>
+      // Never silently lost: which request's records failed, with the correlation id (no user, no patient).
+      logger.error('audit records could not be written', {
+        cause: failure instanceof Error ? failure.name : typeof failure,
+        correlationId: correlationIdOf(event),
+        records: records.map((record) => ({ action: record.action, status: record.status, time: record.time })),
+      });
     try {
       const deps = await getDeps();
       const code = error === undefined ? undefined : outcomeOf(toSmartError(error));
-      const records = recordsOf(event, named, status, code, deps.config.customer, deps.clock.now());
-      await deps.audit?.write(records);
+      records = recordsOf(event, named, status, code, deps.config.customer, deps.clock.now());
+      const sink = deps.audit;
+      // Only plain FHIR records wait for the response: a refresh or session end stays synchronous.
+      if (options.afterResponse && sink?.afterResponse && records.every((record) => record.action === 'fhir')) {
+        afterResponse.set(event, () => sink.write(records).catch(failed));
+        return;
+      }
+      await sink?.write(records);
     } catch (failure) {
-      logger.error('audit records could not be written', { cause: failure instanceof Error ? failure.name : typeof failure });
+      failed(failure);
     }
   };
   return {

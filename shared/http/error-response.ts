@@ -93,7 +93,21 @@ export function errorResponse(format: ErrorFormat, logger: Logger): MiddlewareOb
   };
 }
 
-/** Binds the request's correlation id to every log line and to the `x-correlation-id` answer header. */
+/** What a route adds to its request's one completion line: a message of its own and its fields. */
+const completions = new WeakMap<ApiEvent, { message: string; fields: Record<string, unknown> }>();
+
+/**
+ * Names the line that ends this request (instead of `request completed`) and adds fields to it, so a
+ * request that succeeds writes one log line, not a line of its own and then a completion line.
+ */
+export function noteCompletion(event: ApiEvent, message: string, fields: Record<string, unknown>): void {
+  completions.set(event, { message, fields });
+}
+
+/**
+ * Binds the request's correlation id to every log line and to the `x-correlation-id` answer header;
+ * a successful request ends with one line, `request completed` (or the route's own, `noteCompletion`).
+ */
 export function requestContext(logger: Logger, route: string): MiddlewareObj<ApiEvent, ApiResult> {
   return {
     before: async (request) => {
@@ -104,7 +118,8 @@ export function requestContext(logger: Logger, route: string): MiddlewareObj<Api
     after: async (request) => {
       if (request.response) {
         request.response.headers = { ...request.response.headers, 'x-correlation-id': correlationIdOf(request.event) };
-        logger.info('request completed', { status: request.response.statusCode });
+        const completion = completions.get(request.event);
+        logger.info(completion?.message ?? 'request completed', { status: request.response.statusCode, ...completion?.fields });
       }
     },
   };

@@ -41,23 +41,31 @@ export interface RouteMatch {
   readonly pathParameters: Record<string, string>;
 }
 
+/** Each resource template as a regular expression, compiled once (not on every request). */
+let compiled: Array<{ route: Route; pattern: RegExp }> | undefined;
+
 /**
  * Matches a raw request path against the resource templates, as API Gateway does: a REST API routes
  * `/a/b/` to the resource `/a/b` as well, so one trailing slash is ignored (FHIR clients POST a batch
  * to `{fhirBaseUrl}` or `{fhirBaseUrl}/` alike).
  */
 export function matchRoute(path: string): Array<RouteMatch> {
+  compiled ??= ROUTES.map((route) => ({
+    route,
+    pattern: new RegExp(
+      `^${route.resource
+        .split('/')
+        .map((part) => {
+          if (part.endsWith('+}')) return `(?<${part.slice(1, -2)}>.+)`;
+          if (part.startsWith('{')) return `(?<${part.slice(1, -1)}>[^/]+)`;
+          return part.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+        })
+        .join('/')}$`,
+    ),
+  }));
   const matches: RouteMatch[] = [];
-  for (const route of ROUTES) {
-    const pattern = route.resource
-      .split('/')
-      .map((part) => {
-        if (part.endsWith('+}')) return `(?<${part.slice(1, -2)}>.+)`;
-        if (part.startsWith('{')) return `(?<${part.slice(1, -1)}>[^/]+)`;
-        return part.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
-      })
-      .join('/');
-    const found = new RegExp(`^${pattern}$`).exec(path) ?? (path.length > 1 && path.endsWith('/') ? new RegExp(`^${pattern}$`).exec(path.slice(0, -1)) : null);
+  for (const { route, pattern } of compiled) {
+    const found = pattern.exec(path) ?? (path.length > 1 && path.endsWith('/') ? pattern.exec(path.slice(0, -1)) : null);
     if (found) matches.push({ route, pathParameters: { ...(found.groups ?? {}) } });
   }
   return matches;

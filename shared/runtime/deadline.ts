@@ -46,14 +46,30 @@ function timeoutError(): Error {
  * The same deps with an HTTP client whose every request is aborted at `deadlineMs` (as well as by
  * its own signal): the core's own per-call timeouts stay, the invocation's deadline bounds them all.
  * Wall-clock time on purpose: Lambda's and API Gateway's clocks are real, whatever `deps.clock` is.
+ *
+ * With the wall clock (no `clock.timeout` of its own), the core's timeouts are made here already
+ * bounded by the deadline: `clock.timeout(ms)` is one `AbortSignal.timeout(min(ms, left))`, and a
+ * request carrying such a signal needs no second timer and no `AbortSignal.any` (one signal per EHR
+ * call instead of three). A test clock's own timeouts are combined with the deadline as before.
  */
 export function withDeadline(deps: CoreDeps, deadlineMs: number): CoreDeps {
+  const bounded = new WeakSet<AbortSignal>();
   const http: CoreDeps['http'] = (url, init) => {
     const left = deadlineMs - Date.now();
     if (left <= 0) return Promise.reject(timeoutError());
+    if (init?.signal && bounded.has(init.signal)) return deps.http(url, init);
     const deadline = AbortSignal.timeout(left);
     const signal = init?.signal ? AbortSignal.any([init.signal, deadline]) : deadline;
     return deps.http(url, { ...init, signal });
   };
-  return { ...deps, http };
+  if (deps.clock.timeout) return { ...deps, http };
+  const clock: CoreDeps['clock'] = {
+    ...deps.clock,
+    timeout: (ms) => {
+      const signal = AbortSignal.timeout(Math.max(0, Math.min(ms, deadlineMs - Date.now())));
+      bounded.add(signal);
+      return signal;
+    },
+  };
+  return { ...deps, clock, http };
 }

@@ -8,7 +8,10 @@ import { createSessionsHandler } from '../../functions/sessions/handler.js';
 import type { HttpClient } from '../../shared/core/ports.js';
 import { sessionKey } from '../../shared/core/sealed-records.js';
 import { BINDING_COOKIE } from '../../shared/http/cookies.js';
-import { DEADLINE_MARGIN_MS, invocationDeadline } from '../../shared/runtime/deadline.js';
+import { DEADLINE_MARGIN_MS, invocationDeadline, withDeadline } from '../../shared/runtime/deadline.js';
+import { timeoutSignal } from '../../shared/core/clock.js';
+import { systemClock } from '../../shared/adapters/system.js';
+import type { CoreDeps } from '../../shared/core/deps.js';
 import { apiEvent } from '../fixtures/api-event.js';
 import { harness, signIn } from '../fakes/launch-flow.js';
 
@@ -62,6 +65,24 @@ describe('invocation deadline (function timeouts vs upstream timeouts)', () => {
     expect(invocationDeadline(event, { getRemainingTimeInMillis: () => 60_000 }, now, 29_000)).toBe(now + 24_000 - DEADLINE_MARGIN_MS);
     // Lambda: 10 s left, sooner than API Gateway.
     expect(invocationDeadline(event, { getRemainingTimeInMillis: () => 10_000 }, now, 29_000)).toBe(now + 10_000 - DEADLINE_MARGIN_MS);
+  });
+
+  it('bounds the core\'s own EHR timeout by the deadline with one signal per call on the wall clock', async () => {
+    // Arrange: the wall clock (no timeout of its own) and a deadline 300 ms away.
+    const seen: Array<AbortSignal | null | undefined> = [];
+    const inner: HttpClient = (_url, init) => {
+      seen.push(init?.signal);
+      return Promise.resolve(new Response('ok'));
+    };
+    const deps = withDeadline({ clock: systemClock, http: inner } as unknown as CoreDeps, Date.now() + 300);
+    // Act: the core's 60-second exchange timeout, as the proxy makes it.
+    const signal = timeoutSignal(deps.clock, 60_000);
+    await deps.http('https://ehr.example/fhir/Patient/1', { signal });
+    // Assert: the EHR call carries that very signal (no second timer, no AbortSignal.any), and it
+    // fires at the invocation deadline, not after 60 s.
+    expect(seen).toEqual([signal]);
+    await new Promise<void>((aborted) => (signal.aborted ? aborted() : signal.addEventListener('abort', () => aborted(), { once: true })));
+    expect((signal.reason as Error).name).toBe('TimeoutError');
   });
 
   it('answers 503 REFRESH_UNAVAILABLE and releases the refresh lease when the token endpoint outlasts the invocation (invariant 8)', async () => {

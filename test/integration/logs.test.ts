@@ -54,7 +54,10 @@ describe('structured logs', () => {
       expect(record.level).toMatch(/^(INFO|WARN|ERROR)$/);
     }
     const correlationId = proxied.response.headers.get('x-correlation-id');
-    expect(records.some((r) => r.correlation_id === correlationId && r.message === 'fhir request forwarded')).toBe(true);
+    // One line per proxied request: the forward's facts on the completion line, with the status answered.
+    const proxiedLines = records.filter((r) => r.correlation_id === correlationId);
+    expect(proxiedLines).toHaveLength(1);
+    expect(proxiedLines[0]).toMatchObject({ message: 'fhir request forwarded', status: 200, upstreamStatus: 200, interaction: 'read', resourceType: 'Patient', attempts: 1 });
     expect(refused.body).toContain(String(records.find((r) => r.code === 'STATE_UNKNOWN')?.correlation_id));
 
     const binding = browser.cookies('localhost').get('__Host-smart-launch')!;
