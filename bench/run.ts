@@ -110,7 +110,7 @@ export interface BenchContext {
   readonly options: Options;
 }
 
-/** A part of the report. The lead adds token-lifecycle sections here (refresh storm, KMS/DynamoDB counts). */
+/** A part of the report: the proxy cases, the token lifecycle (refresh storm, KMS/DynamoDB counts), scaling and the sign-in path. */
 export interface BenchSection {
   readonly name: string;
   run(context: BenchContext): Promise<Record<string, unknown>>;
