@@ -86,6 +86,8 @@ describe('POST /backchannel-logout (OpenID Connect Back-Channel Logout 1.0, over
 describe('POST /sessions/{id}/logout with RP-initiated logout (over HTTP against the sandbox)', () => {
   it('answers an end-session URL where the EHR advertises end_session_endpoint; the EHR validates id_token_hint and returns to the app', async () => {
     sandbox().quirks.endSession = true;
+    // The switch shows once the stack's discovery cache is cold again (10 s in local runs).
+    fixture.stack.deps.discovery?.clear();
     try {
       const { browser, url, sub } = await signedIn(0);
       // Act
@@ -115,6 +117,7 @@ describe('POST /sessions/{id}/logout with RP-initiated logout (over HTTP against
   });
 
   it('answers no end-session URL where the EHR advertises none', async () => {
+    fixture.stack.deps.discovery?.clear();
     const { browser, url } = await signedIn(0);
     const logout = await browser.call(`${url}/logout`, { method: 'POST' });
     expect(logout.status).toBe(200);
