@@ -28,7 +28,9 @@ import type { Clock, HttpClient, Random } from '../shared/core/ports.js';
 /**
  * `smart-launch doctor`: before go-live, asks every EHR of a customer config what it offers and checks
  * it against what the config relies on, with the core's own checks (a launch refuses the same things
- * with the same messages). Network only: nothing is stored, no client credential is ever sent.
+ * with the same messages). Network only: nothing is stored, no client credential is ever sent, except
+ * with `--sign-in` (cli/doctor-sign-in.ts), which signs in for real and sends the client's credentials
+ * to the EHR's token endpoint, as a launch does.
  */
 
 export interface DoctorOptions {
