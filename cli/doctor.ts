@@ -1,6 +1,7 @@
+import { spawn } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
-import { cryptoRandom, fetchHttpClient } from '../shared/adapters/system.js';
+import { cryptoRandom, fetchHttpClient, systemClock } from '../shared/adapters/system.js';
 import { ConfigError, parseConfigText, type Config, type ConfigMode, type IssuerConfig } from '../shared/config/schema.js';
 import { buildAuthorizeForm, buildAuthorizeUrl, createPkce, scopeIncludes, type AuthorizeRequest } from '../shared/core/authorize.js';
 import {
@@ -22,12 +23,14 @@ import { UPSTREAM_TIMEOUT_MS } from '../shared/core/ehr/http.js';
 import { isSmartError, safeList, SmartError } from '../shared/core/errors.js';
 import { fetchJwks } from '../shared/core/id-token.js';
 import { redirectUri } from '../shared/core/urls.js';
-import type { HttpClient, Random } from '../shared/core/ports.js';
+import type { Clock, HttpClient, Random } from '../shared/core/ports.js';
 
 /**
  * `smart-launch doctor`: before go-live, asks every EHR of a customer config what it offers and checks
  * it against what the config relies on, with the core's own checks (a launch refuses the same things
- * with the same messages). Network only: nothing is stored, no client credential is ever sent.
+ * with the same messages). Network only: nothing is stored, no client credential is ever sent, except
+ * with `--sign-in` (cli/doctor-sign-in.ts), which signs in for real and sends the client's credentials
+ * to the EHR's token endpoint, as a launch does.
  */
 
 export interface DoctorOptions {
@@ -276,6 +279,22 @@ export async function runDoctor(options: DoctorOptions): Promise<DoctorReport> {
   return { customer: options.config.customer, mode: options.mode, issuers, failures: count('fail'), warnings: count('warn') };
 }
 
+/** The report with `findings` added to the issuer `iss`, the counts recomputed. */
+function withFindings(report: DoctorReport, iss: string, findings: readonly Finding[]): DoctorReport {
+  const issuers = report.issuers.map((i) => (i.iss === iss ? { ...i, findings: [...i.findings, ...findings] } : i));
+  const count = (status: FindingStatus) => issuers.reduce((n, i) => n + i.findings.filter((f) => f.status === status).length, 0);
+  return { ...report, issuers, failures: count('fail'), warnings: count('warn') };
+}
+
+/** Opens `url` in the operator's browser (xdg-open, open, or start); a failure only leaves the printed URL. */
+function openSystemBrowser(url: string): void {
+  const [command, args] =
+    process.platform === 'darwin' ? ['open', [url]] : process.platform === 'win32' ? ['cmd', ['/c', 'start', '""', url]] : ['xdg-open', [url]];
+  const child = spawn(command as string, args as string[], { stdio: 'ignore', detached: true });
+  child.on('error', () => undefined);
+  child.unref();
+}
+
 /** Why a fetch failed (`fetch failed: getaddrinfo ENOTFOUND ehr.example.org`), from the error's cause chain. */
 function causeText(cause: unknown): string | undefined {
   const parts: string[] = [];
@@ -302,7 +321,7 @@ export function formatReport(report: DoctorReport): string {
       lines.push(`  ${LABEL[finding.status]}  ${finding.check.padEnd(width)}${finding.summary}${code}`);
       const cause = causeText(finding.error?.cause);
       if (cause) lines.push(`  ${' '.repeat(6 + width)}cause: ${cause}`);
-      const fix = finding.error?.hint ?? (finding.status === 'warn' ? finding.hint : undefined);
+      const fix = finding.error?.hint ?? (finding.status === 'warn' || finding.status === 'fail' ? finding.hint : undefined);
       if (fix) lines.push(`  ${' '.repeat(6 + width)}fix: ${fix}`);
     }
     lines.push(`  => ${fails > 0 ? 'FAIL' : 'OK'}: ${plural(fails, 'failure')}, ${plural(warns, 'warning')}`);
@@ -336,6 +355,16 @@ prints a pass/warn/fail table per issuer with the fix for each failure. Exits 1 
   --config FILE      the customer config (validated with the same schema as a deployment)
   --mode aws|local   aws (default): https only; local: http on loopback too (the sandbox)
   --launch           also start a standalone launch up to the authorization endpoint's answer
+  --sign-in          also sign in for real (standalone) through this product's own handlers on a
+                     loopback port and report what only shows after sign-in: granted vs requested
+                     scopes, launch context, refresh token, id_token verification, and proxied reads
+                     of the patient and fhirUser. The EHR must have the redirect URI registered
+                     (printed; default http://localhost:PORT/callback)
+  --issuer ISS       the issuer to sign in at (default: the default issuer, else the first)
+  --port N           loopback port of the sign-in listener (default: any free port)
+  --redirect-uri URI a registered loopback redirect URI (http://localhost:N/callback) to use instead
+  --no-open          print the sign-in URL only; do not open a browser
+  --timeout SECONDS  how long to wait for the sign-in (default 300)
   --json             print the report as JSON
   --help             this text
 `;
@@ -344,6 +373,10 @@ export interface DoctorIo {
   readonly stdout: (text: string) => void;
   readonly stderr: (text: string) => void;
   readonly http?: HttpClient | undefined;
+  /** `--sign-in`: opens the sign-in URL (default: the system browser; tests drive a client instead). */
+  readonly openBrowser?: ((url: string) => void | Promise<void>) | undefined;
+  /** `--sign-in`: the clock of the wait for the callback (default: the system clock). */
+  readonly clock?: Clock | undefined;
 }
 
 /** The command: parses `argv` (after `doctor`), runs, prints; answers the exit code (0 ok, 1 failures, 2 usage or config). */
@@ -356,6 +389,12 @@ export async function doctorMain(argv: readonly string[], io: DoctorIo): Promise
         config: { type: 'string' },
         mode: { type: 'string' },
         launch: { type: 'boolean' },
+        'sign-in': { type: 'boolean' },
+        issuer: { type: 'string' },
+        port: { type: 'string' },
+        'redirect-uri': { type: 'string' },
+        'no-open': { type: 'boolean' },
+        timeout: { type: 'string' },
         json: { type: 'boolean' },
         help: { type: 'boolean' },
       },
@@ -374,14 +413,47 @@ export async function doctorMain(argv: readonly string[], io: DoctorIo): Promise
     io.stderr(`${values.config === undefined ? '--config FILE is required' : `--mode must be aws or local, got "${mode}"`}\n\n${USAGE}`);
     return 2;
   }
+  const port = Number(values.port ?? '0');
+  const timeout = Number(values.timeout ?? '300');
+  if (!Number.isInteger(port) || port < 0 || port > 65535 || !Number.isFinite(timeout) || timeout <= 0) {
+    io.stderr(`${!Number.isInteger(port) || port < 0 || port > 65535 ? `--port must be a port number, got "${values.port}"` : `--timeout must be a positive number of seconds, got "${values.timeout}"`}\n\n${USAGE}`);
+    return 2;
+  }
   let config: Config;
+  let text: string;
   try {
-    config = parseConfigText(await readFile(values.config, 'utf8'), mode, values.config);
+    text = await readFile(values.config, 'utf8');
+    config = parseConfigText(text, mode, values.config);
   } catch (error) {
     io.stderr(error instanceof ConfigError ? `${error.message}\n` : `cannot read ${values.config}: ${(error as Error).message}\n`);
     return 2;
   }
-  const report = await runDoctor({ config, mode, http: io.http ?? fetchHttpClient, launch: values.launch === true });
+  const signInIssuer = values.issuer === undefined ? (config.issuers.find((i) => i.default === true) ?? config.issuers[0]) : config.issuers.find((i) => i.iss === values.issuer);
+  if (values['sign-in'] === true && signInIssuer === undefined) {
+    io.stderr(`--issuer "${values.issuer}" is not one of the config's issuers\n`);
+    return 2;
+  }
+  const http = io.http ?? fetchHttpClient;
+  let report = await runDoctor({ config, mode, http, launch: values.launch === true });
+  if (values['sign-in'] === true && signInIssuer !== undefined) {
+    // The product's handlers log JSON lines to stdout, which is the report's: silent unless asked for.
+    process.env.LOG_LEVEL ??= 'SILENT';
+    const { signInFindings } = await import('./doctor-sign-in.js');
+    const found = await signInFindings({
+      rawConfig: JSON.parse(text) as Record<string, unknown>,
+      issuer: signInIssuer,
+      mode,
+      http,
+      clock: io.clock ?? systemClock,
+      port,
+      redirectUri: values['redirect-uri'],
+      timeoutMs: timeout * 1000,
+      // Progress goes to stderr: stdout stays the report (and valid JSON with --json).
+      print: io.stderr,
+      open: values['no-open'] === true ? undefined : (io.openBrowser ?? openSystemBrowser),
+    });
+    report = withFindings(report, signInIssuer.iss, found);
+  }
   io.stdout(values.json ? `${JSON.stringify(toJson(report), null, 2)}\n` : formatReport(report));
   return report.failures > 0 ? 1 : 0;
 }

@@ -11,8 +11,9 @@ export interface BinIo {
 export const USAGE = `Usage: smart-launch <command> [options]
 
 Commands:
-  doctor --config FILE [--mode aws|local] [--launch] [--json]
-      check every EHR of a customer config against what the config relies on
+  doctor --config FILE [--mode aws|local] [--launch] [--sign-in [--no-open] [--redirect-uri URI]] [--json]
+      check every EHR of a customer config against what the config relies on; --sign-in also signs
+      in for real and reports the grant, launch context, refresh token, id_token and proxied reads
   sessions end (--issuer ISS | --fhir-user REF | --all) [--config FILE] [--mode local|aws] [--dry-run]
       end sessions: revoke at the EHR where offered, delete, audit
   audit export --from TIME --to TIME [--mode local|aws]

@@ -18,6 +18,8 @@ export interface AlarmThresholds {
   readonly minLaunches: number;
   /** Proxied requests one issuer's FHIR server failed (5xx, timeout, unreachable) over `period`. */
   readonly upstreamErrors: number;
+  /** Client assertion keys the JWKS route could not read over `period` (it serves the others). */
+  readonly jwksKeyUnreadable: number;
 }
 
 /**
@@ -45,7 +47,11 @@ export const DEFAULT_THRESHOLDS: AlarmThresholds = {
   launchFailurePercent: 20,
   minLaunches: 5,
   upstreamErrors: 5,
+  // A key the JWKS route cannot read (grant removed, disabled, pending deletion): EHRs stop seeing it.
+  jwksKeyUnreadable: 1,
 };
 
 export const METRIC_NAMESPACE_PREFIX = 'SmartLaunch';
 export const TOKEN_ENDPOINT_METRIC = 'TokenEndpointFailures';
+/** EMF of the JWKS function (functions/jwks/handler.ts), dimension `Function` = `jwks`. */
+export const JWKS_KEY_UNREADABLE_METRIC = 'JwksKeyUnreadable';

@@ -13,6 +13,7 @@ import type { FunctionName } from '../../shared/http/routes.js';
 import { FUNCTION_ACCESS } from './permissions.js';
 import {
   DEFAULT_THRESHOLDS,
+  JWKS_KEY_UNREADABLE_METRIC,
   METRIC_NAMESPACE_PREFIX,
   TOKEN_ENDPOINT_CODES,
   TOKEN_ENDPOINT_METRIC,
@@ -136,6 +137,19 @@ export class Monitoring extends Construct {
     const dynamoThrottles = props.table.metricThrottledRequestsForOperations({ operations, period: t.period });
     alarm('TableThrottles', dynamoThrottles, t.dynamoThrottles, 'DynamoDB requests throttled');
 
+    // --- Client keys (EMF of the JWKS function) --------------------------------------------------
+    // A key it cannot read is left out of the published set: EHRs then refuse assertions signed with
+    // it (docs/runbooks/jwks-key-unreadable.md).
+    const jwksUnreadable = new cloudwatch.Metric({
+      namespace: this.metricNamespace,
+      metricName: JWKS_KEY_UNREADABLE_METRIC,
+      dimensionsMap: { Function: 'jwks' },
+      statistic: 'Sum',
+      period: t.period,
+      label: 'unreadable keys',
+    });
+    alarm('JwksKeyUnreadable', jwksUnreadable, t.jwksKeyUnreadable, 'a client assertion key is unreadable: the JWKS route leaves it out (docs/runbooks/jwks-key-unreadable.md)');
+
     // --- Per issuer (EMF from the functions, shared/ops/metrics.ts) ------------------------------
     const opsMetric = (name: OpsMetricName, dimensionsMap: Record<string, string>, statistic = 'Sum', label?: string) => {
       const expected = [...OPS_METRICS[name]].sort();
@@ -239,6 +253,7 @@ export class Monitoring extends Construct {
             width: 8,
           }),
         ],
+        [new cloudwatch.GraphWidget({ title: 'JWKS: unreadable client keys', left: [jwksUnreadable], width: 8 })],
         ...issuerRows,
         [new cloudwatch.AlarmStatusWidget({ title: 'Alarms', alarms: this.alarms, width: 24 })],
       ],

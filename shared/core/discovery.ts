@@ -20,6 +20,7 @@ const SmartConfigurationSchema = z.object({
   authorization_endpoint: z.string({ error: 'authorization_endpoint is required for launches' }),
   token_endpoint: z.string({ error: 'token_endpoint is required' }),
   revocation_endpoint: z.string().optional(),
+  end_session_endpoint: z.string().optional(),
   grant_types_supported: stringList,
   capabilities: stringList,
   code_challenge_methods_supported: stringList,
@@ -117,6 +118,7 @@ export function readSmartConfiguration(document: unknown, mode: ConfigMode, fhir
       jwksUri: doc.jwks_uri === undefined ? undefined : endpoint(doc.jwks_uri, 'jwks_uri'),
       revocationEndpoint: doc.revocation_endpoint === undefined ? undefined : endpoint(doc.revocation_endpoint, 'revocation_endpoint'),
       issParameterSupported: doc.authorization_response_iss_parameter_supported === true,
+      ...endSessionEndpoint(doc.end_session_endpoint, mode, fhirBase),
     },
     capabilities: doc.capabilities,
     tokenEndpointAuthMethods: doc.token_endpoint_auth_methods_supported,
@@ -126,6 +128,20 @@ export function readSmartConfiguration(document: unknown, mode: ConfigMode, fhir
     grantTypes: doc.grant_types_supported,
     source: 'well-known',
   };
+}
+
+/**
+ * `{ endSessionEndpoint }` when an `end_session_endpoint` is published and passes the rule of every
+ * endpoint; nothing otherwise (a bad one only means no end-session redirect: it never fails discovery).
+ * Kept with the cached endpoints so that logout does not ask the EHR again.
+ */
+function endSessionEndpoint(value: string | undefined, mode: ConfigMode, fhirBase?: string): { endSessionEndpoint?: string } {
+  if (value === undefined) return {};
+  try {
+    return { endSessionEndpoint: checkEndpoint(value, 'end_session_endpoint', mode, fhirBase) };
+  } catch {
+    return {};
+  }
 }
 
 /** `PKCE_UNSUPPORTED` unless `S256` is advertised; unknown (CapabilityStatement discovery) passes. */
@@ -209,7 +225,7 @@ export function openidConfigurationUrl(issuer: string): string {
   return `${issuer.replace(/\/+$/, '')}/.well-known/openid-configuration`;
 }
 
-const OpenidConfigurationSchema = z.object({ issuer: z.string(), jwks_uri: z.string() });
+const OpenidConfigurationSchema = z.object({ issuer: z.string(), jwks_uri: z.string(), end_session_endpoint: z.string().optional() });
 
 /**
  * Fills in `issuer` and `jwks_uri` from the configured `openidIssuer` when discovery named none: the
@@ -230,7 +246,8 @@ async function withOpenidIssuer(http: HttpClient, smart: SmartConfiguration, ope
     throw new SmartError('DISCOVERY_INVALID', 'the OpenID configuration of openidIssuer names another "issuer"', { details: { field: 'issuer' } });
   }
   const jwksUri = checkEndpoint(parsed.data.jwks_uri, 'jwks_uri', mode, undefined, 'the OpenID configuration of openidIssuer');
-  return { ...smart, endpoints: { ...smart.endpoints, issuer: openidIssuer, jwksUri }, openidFromConfig: true };
+  const endSession = smart.endpoints.endSessionEndpoint === undefined ? endSessionEndpoint(parsed.data.end_session_endpoint, mode) : {};
+  return { ...smart, endpoints: { ...smart.endpoints, issuer: openidIssuer, jwksUri, ...endSession }, openidFromConfig: true };
 }
 
 /**
@@ -267,7 +284,8 @@ async function discoverOpenidIssuer(http: HttpClient, smart: SmartConfiguration,
       const parsed = OpenidConfigurationSchema.safeParse(document);
       if (!parsed.success || parsed.data.issuer.replace(/\/+$/, '') !== candidate) continue;
       const jwksUri = checkEndpoint(parsed.data.jwks_uri, 'jwks_uri', mode, undefined, 'the OpenID configuration');
-      return { ...smart, endpoints: { ...smart.endpoints, issuer: parsed.data.issuer, jwksUri }, openidDiscovery: { found: url, tried } };
+      const endSession = smart.endpoints.endSessionEndpoint === undefined ? endSessionEndpoint(parsed.data.end_session_endpoint, mode) : {};
+      return { ...smart, endpoints: { ...smart.endpoints, issuer: parsed.data.issuer, jwksUri, ...endSession }, openidDiscovery: { found: url, tried } };
     } catch (error) {
       if (!(error instanceof SmartError)) throw error;
       // Unreachable or silent (no HTTP answer at all): the other candidates are on the same origin,

@@ -1,10 +1,11 @@
 import type { CoreDeps } from './deps.js';
 import { clientAuthenticationFor } from './ehr/client-auth.js';
-import { openidConfigurationUrl, smartConfigurationUrl } from './discovery.js';
+import { discoverCached, openidConfigurationUrl } from './discovery.js';
 import { fetchJson } from './ehr/http.js';
 import { revokeToken } from './ehr/revocation.js';
 import { issuerOf } from './issuers.js';
 import type { OpenSession } from './session.js';
+import type { IssuerConfig } from '../config/schema.js';
 
 export type RevocationOutcome = 'revoked' | 'failed' | 'not-offered';
 
@@ -42,18 +43,26 @@ function usableEndpoint(value: unknown, mode: CoreDeps['mode']): string | undefi
   return mode === 'local' && url.protocol === 'http:' && loopback ? url.href : undefined;
 }
 
-async function publishedEndSessionEndpoint(deps: CoreDeps, iss: string, openidIssuer: string | undefined): Promise<string | undefined> {
+/**
+ * The EHR's `end_session_endpoint`: from the discovered endpoints (the SMART configuration, or the
+ * OpenID configuration discovery read for a SMART v1 server), through the container's discovery
+ * cache, so a warm logout asks the EHR nothing. Only when discovery read no OpenID configuration
+ * and found none is the session's OpenID issuer asked (servers that publish it only there).
+ */
+async function publishedEndSessionEndpoint(deps: CoreDeps, issuer: IssuerConfig, openidIssuer: string | undefined): Promise<string | undefined> {
+  const smart = await discoverCached(deps, issuer).catch(() => undefined);
+  const cached = usableEndpoint(smart?.endpoints.endSessionEndpoint, deps.mode);
+  if (cached !== undefined) return cached;
+  const openidRead = smart?.openidFromConfig === true || smart?.openidDiscovery?.found !== undefined;
+  if (openidIssuer === undefined || openidRead) return undefined;
   const codes = { unavailable: 'DISCOVERY_UNAVAILABLE', invalid: 'DISCOVERY_INVALID' } as const;
-  for (const url of [smartConfigurationUrl(iss), ...(openidIssuer !== undefined ? [openidConfigurationUrl(openidIssuer)] : [])]) {
-    try {
-      const document = (await fetchJson(deps.http, url, codes, 'the end-session endpoint')) as Record<string, unknown> | null;
-      const endpoint = usableEndpoint(document?.end_session_endpoint, deps.mode);
-      if (endpoint !== undefined) return endpoint;
-    } catch {
-      // No end-session redirect is offered when discovery cannot say where it is; logout still completes.
-    }
+  try {
+    const document = (await fetchJson(deps.http, openidConfigurationUrl(openidIssuer), codes, 'the end-session endpoint')) as Record<string, unknown> | null;
+    return usableEndpoint(document?.end_session_endpoint, deps.mode);
+  } catch {
+    // No end-session redirect is offered when discovery cannot say where it is; logout still completes.
+    return undefined;
   }
-  return undefined;
 }
 
 /**
@@ -68,7 +77,7 @@ export async function endSessionUrl(session: OpenSession, deps: CoreDeps): Promi
   const idToken = session.secrets.idToken;
   const issuer = issuerOf(deps.config, session.record.iss);
   if (idToken === undefined || issuer === undefined) return undefined;
-  const endpoint = await publishedEndSessionEndpoint(deps, session.record.iss, session.record.endpoints.issuer);
+  const endpoint = await publishedEndSessionEndpoint(deps, issuer, session.record.endpoints.issuer);
   if (endpoint === undefined) return undefined;
   const url = new URL(endpoint);
   url.searchParams.set('id_token_hint', idToken);

@@ -21,6 +21,8 @@ export interface AuthServerEndpoints {
   readonly issuer?: string | undefined;
   readonly jwksUri?: string | undefined;
   readonly revocationEndpoint?: string | undefined;
+  /** OpenID Connect RP-Initiated Logout's `end_session_endpoint`, when discovery published a usable one. */
+  readonly endSessionEndpoint?: string | undefined;
   /** Discovery said `authorization_response_iss_parameter_supported: true` (RFC 9207). */
   readonly issParameterSupported?: boolean | undefined;
 }

@@ -2,7 +2,8 @@ import { describe, expect, it } from 'vitest';
 import type { HttpClient } from '../../shared/core/ports.js';
 import { sessionKey } from '../../shared/core/sealed-records.js';
 import { ensureFreshSession } from '../../shared/core/refresh.js';
-import { endSession } from '../../shared/core/logout.js';
+import { endSession, endSessionUrl } from '../../shared/core/logout.js';
+import { DiscoveryCache, readSmartConfiguration } from '../../shared/core/discovery.js';
 import { openSession } from '../../shared/core/session.js';
 import { sampleConfig, sampleIssuer, type TestDeps } from '../fakes/deps.js';
 import { EHR_CLIENT_ID, EHR_CLIENT_SECRET, json, type FakeEhr, type TokenCall } from '../fakes/fake-ehr.js';
@@ -201,5 +202,51 @@ describe('endSession (POST /sessions/{id}/logout)', () => {
     await expect(ensureFreshSession(session, s.deps)).rejects.toMatchObject({ code: 'SESSION_NOT_OPEN', status: 401 });
     expect(refreshCalls).toBe(0);
     await expectEnded(s);
+  });
+});
+
+const BASE_DOCUMENT = {
+  authorization_endpoint: 'https://ehr.example/authorize',
+  token_endpoint: 'https://ehr.example/token',
+  grant_types_supported: ['authorization_code'],
+  capabilities: [],
+  code_challenge_methods_supported: ['S256'],
+};
+
+describe('endSessionUrl (RP-initiated logout)', () => {
+  it('a warm logout takes end_session_endpoint from the discovery cache and asks the EHR nothing (SMART-DISC-10)', async () => {
+    // Arrange: the EHR publishes end_session_endpoint; the container's discovery cache is warm.
+    const s = await signedIn();
+    const endpoint = `${s.ehr.origin}/oauth2/logout`;
+    s.ehr.smartConfiguration.end_session_endpoint = endpoint;
+    const deps = { ...s.deps, discovery: new DiscoveryCache() };
+    const session = await openSession(s.sessionId, s.cookie, deps);
+    const cold = await endSessionUrl(session, deps);
+    const before = s.ehr.requests.length;
+
+    // Act
+    const warm = await endSessionUrl(session, deps);
+
+    // Assert
+    expect(s.ehr.requests.slice(before)).toHaveLength(0);
+    for (const url of [cold, warm]) {
+      const parsed = new URL(url ?? 'missing:');
+      expect(`${parsed.origin}${parsed.pathname}`).toBe(endpoint);
+      expect(parsed.searchParams.get('post_logout_redirect_uri')).toBe(deps.config.app.url);
+    }
+  });
+
+  it('keeps end_session_endpoint with the discovered endpoints, from the SMART configuration or the OpenID configuration', async () => {
+    const smart = readSmartConfiguration(
+      { ...BASE_DOCUMENT, issuer: 'https://ehr.example/oauth2', jwks_uri: 'https://ehr.example/jwks', end_session_endpoint: 'https://ehr.example/logout' },
+      'aws',
+    );
+    expect(smart.endpoints.endSessionEndpoint).toBe('https://ehr.example/logout');
+    const plain = readSmartConfiguration(
+      { ...BASE_DOCUMENT, end_session_endpoint: 'http://ehr.example/logout' },
+      'aws',
+    );
+    // Not https in a deployed stack: no end-session redirect, and discovery itself still succeeds.
+    expect(plain.endpoints).not.toHaveProperty('endSessionEndpoint');
   });
 });

@@ -335,9 +335,30 @@ describe('operations', () => {
     template.hasResourceProperties('AWS::SNS::Subscription', { Protocol: 'email', Endpoint: 'oncall@acme-health.example' });
     const alarms = Object.values(resourcesOf(template, 'AWS::CloudWatch::Alarm'));
     // API 5xx, errors + throttles per function (8), three token-endpoint codes, table throttles,
-    // launch failure rate and upstream errors per issuer (2 × 2).
-    expect(alarms).toHaveLength(17);
+    // launch failure rate and upstream errors per issuer (2 × 2), unreadable JWKS keys.
+    expect(alarms).toHaveLength(18);
     for (const alarm of alarms) expect(alarm.Properties?.AlarmActions).toHaveLength(1);
+  });
+
+  it('alarms on the JWKS function\'s JwksKeyUnreadable EMF metric at the first unreadable key, and graphs it', () => {
+    template.hasResourceProperties('AWS::CloudWatch::Alarm', {
+      Metrics: [
+        Match.objectLike({
+          MetricStat: {
+            Metric: { Namespace: 'SmartLaunch/acme-health', MetricName: 'JwksKeyUnreadable', Dimensions: [{ Name: 'Function', Value: 'jwks' }] },
+            Period: 300,
+            Stat: 'Sum',
+          },
+        }),
+      ],
+      Threshold: 1,
+      ComparisonOperator: 'GreaterThanOrEqualToThreshold',
+      TreatMissingData: 'notBreaching',
+      AlarmDescription: Match.stringLikeRegexp('docs/runbooks/jwks-key-unreadable.md'),
+      AlarmActions: [Match.anyValue()],
+    });
+    const [dashboard] = Object.values(resourcesOf(template, 'AWS::CloudWatch::Dashboard'));
+    expect(JSON.stringify(dashboard!.Properties!.DashboardBody)).toContain('JWKS: unreadable client keys');
   });
 
   it('counts token-endpoint failures from the functions\' JSON logs', () => {

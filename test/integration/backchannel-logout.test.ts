@@ -64,6 +64,27 @@ describe('POST /backchannel-logout (OpenID Connect Back-Channel Logout 1.0, over
     for (const token of fixture.observed.secrets) expect(text).not.toContain(token);
   });
 
+  it('a logout token naming one sid ends only that sign-in of the user; the other, with another sid, stays open', async () => {
+    // Arrange: two sign-ins of the same user: the sandbox gives each grant its own sid.
+    const first = await signedIn(0);
+    const firstSid = decodeJwt(String(fixture.observed.tokenResponses.at(-1)!.id_token)).sid;
+    const second = await signedIn(1);
+    const secondSid = decodeJwt(String(fixture.observed.tokenResponses.at(-1)!.id_token)).sid;
+    expect(second.sub).toBe(first.sub);
+    expect(typeof firstSid).toBe('string');
+    expect(typeof secondSid).toBe('string');
+    expect(secondSid).not.toBe(firstSid);
+    // Act
+    const receiver = await sandboxLogout({ sid: String(firstSid) });
+    // Assert
+    expect(receiver.status).toBe(200);
+    expect((await first.browser.call(first.url)).status).toBe(401);
+    expect((await second.browser.call(second.url)).status).toBe(200);
+    // The same sid with the user's sub ends the other one too (sid and sub together must both match).
+    expect((await sandboxLogout({ sid: String(secondSid), sub: second.sub })).status).toBe(200);
+    expect((await second.browser.call(second.url)).status).toBe(401);
+  });
+
   it('refuses a logout token signed with another key, or for another client, with 400 invalid_request, and ends nothing', async () => {
     const { browser, url, sub } = await signedIn(0);
 
@@ -86,6 +107,8 @@ describe('POST /backchannel-logout (OpenID Connect Back-Channel Logout 1.0, over
 describe('POST /sessions/{id}/logout with RP-initiated logout (over HTTP against the sandbox)', () => {
   it('answers an end-session URL where the EHR advertises end_session_endpoint; the EHR validates id_token_hint and returns to the app', async () => {
     sandbox().quirks.endSession = true;
+    // The switch shows once the stack's discovery cache is cold again (10 s in local runs).
+    fixture.stack.deps.discovery?.clear();
     try {
       const { browser, url, sub } = await signedIn(0);
       // Act
@@ -115,6 +138,7 @@ describe('POST /sessions/{id}/logout with RP-initiated logout (over HTTP against
   });
 
   it('answers no end-session URL where the EHR advertises none', async () => {
+    fixture.stack.deps.discovery?.clear();
     const { browser, url } = await signedIn(0);
     const logout = await browser.call(`${url}/logout`, { method: 'POST' });
     expect(logout.status).toBe(200);

@@ -102,9 +102,9 @@ describe('docs/operations.md and the runbooks name what exists', () => {
     }
   });
 
-  it('has the six runbooks, each naming a metric or alarm that exists and a command', () => {
+  it('has the seven runbooks, each naming a metric or alarm that exists and a command', () => {
     expect(runbooks.sort()).toEqual(
-      ['adding-an-issuer.md', 'ehr-down-or-slow.md', 'ehr-endpoints-changed.md', 'kms-dynamodb-throttling.md', 'secret-or-key-compromised.md', 'token-endpoint-errors.md'].sort(),
+      ['adding-an-issuer.md', 'ehr-down-or-slow.md', 'ehr-endpoints-changed.md', 'jwks-key-unreadable.md', 'kms-dynamodb-throttling.md', 'secret-or-key-compromised.md', 'token-endpoint-errors.md'].sort(),
     );
     const alarmIds = Object.keys(resourcesOf(template, 'AWS::CloudWatch::Alarm')).map((id) => id.replace(/^SmartLaunchMonitoring/, '').replace(/[0-9A-F]{8}$/, ''));
     const known = [...Object.keys(OPS_METRICS), ...alarmIds.map((id) => id.replace(/^Issuer\d+/, 'Issuer{n}')), 'ThrottledRequests'];

@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { CompactSign } from 'jose';
 import type { KoaContextWithOIDC } from 'oidc-provider';
 import { countTokenRequest } from '../faults.js';
@@ -90,10 +90,33 @@ async function decorateTokenResponse(state: AuthState, ctx: KoaContextWithOIDC, 
   body.smart_style_url = options.smartStyleUrl;
   body.tenant = options.tenant;
 
+  // `sid` (OpenID Connect Back-Channel Logout §2.1): one per grant, the same across refreshes, so a
+  // back-channel logout token can name one sign-in of a user who has several.
+  if (typeof body.id_token === 'string') {
+    body.id_token = await withSid(state, body.id_token, sidOfGrant(source.grantId as string));
+  }
+
   const fault = options.faults.idToken;
   if (fault !== undefined && typeof body.id_token === 'string') {
     body.id_token = await tamperIdToken(state, body.id_token, fault);
   }
+}
+
+/** The sandbox's OpenID provider session id of a grant: stable, opaque, not the grant id itself. */
+export function sidOfGrant(grantId: string): string {
+  return createHash('sha256').update(`sid:${grantId}`).digest('base64url').slice(0, 22);
+}
+
+/** The id_token with `sid` set (when oidc-provider left it out), re-signed with the sandbox's key. */
+async function withSid(state: AuthState, jwt: string, sid: string): Promise<string> {
+  const [header, payload] = jwt.split('.');
+  if (header === undefined || payload === undefined) throw new Error('oidc-provider returned an id_token that is not a compact JWS');
+  const claims = JSON.parse(Buffer.from(payload, 'base64url').toString('utf8')) as Record<string, unknown>;
+  if (typeof claims.sid === 'string') return jwt;
+  const protectedHeader = JSON.parse(Buffer.from(header, 'base64url').toString('utf8')) as { alg: string; kid?: string; typ?: string };
+  return new CompactSign(new TextEncoder().encode(JSON.stringify({ ...claims, sid })))
+    .setProtectedHeader(protectedHeader)
+    .sign(state.options.signingKey.privateKey);
 }
 
 async function tamperIdToken(state: AuthState, jwt: string, fault: IdTokenFault): Promise<string> {
