@@ -63,8 +63,11 @@ export function withDeadline(deps: CoreDeps, deadlineMs: number): CoreDeps {
     return deps.http(url, { ...init, signal });
   };
   if (deps.clock.timeout) return { ...deps, http };
+  // Delegates by call, not by spreading: a clock may be a class instance whose methods live on its prototype.
+  const inner = deps.clock;
   const clock: CoreDeps['clock'] = {
-    ...deps.clock,
+    now: () => inner.now(),
+    sleep: (ms) => inner.sleep(ms),
     timeout: (ms) => {
       const signal = AbortSignal.timeout(Math.max(0, Math.min(ms, deadlineMs - Date.now())));
       bounded.add(signal);

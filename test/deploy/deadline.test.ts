@@ -85,6 +85,26 @@ describe('invocation deadline (function timeouts vs upstream timeouts)', () => {
     expect((signal.reason as Error).name).toBe('TimeoutError');
   });
 
+  it('keeps the time of a clock whose methods live on its class (no timeout of its own)', async () => {
+    // Arrange: a clock written as a class, as a local or test runner may pass one.
+    class SteppedClock {
+      #now = 5_000;
+      now(): number {
+        return this.#now;
+      }
+      sleep(ms: number): Promise<void> {
+        this.#now += ms;
+        return Promise.resolve();
+      }
+    }
+    const deps = withDeadline({ clock: new SteppedClock(), http: () => Promise.resolve(new Response('ok')) } as unknown as CoreDeps, Date.now() + 60_000);
+    // Act
+    await deps.clock.sleep(250);
+    // Assert: the bounded clock still reads and moves the original clock.
+    expect(deps.clock.now()).toBe(5_250);
+    expect(typeof deps.clock.timeout).toBe('function');
+  });
+
   it('answers 503 REFRESH_UNAVAILABLE and releases the refresh lease when the token endpoint outlasts the invocation (invariant 8)', async () => {
     // Arrange: a signed-in session; the EHR's token endpoint then stops answering.
     const h = await harness();
