@@ -67,7 +67,7 @@ export async function backchannelLogout(event: ApiEvent, deps: CoreDeps, logger:
     let ended = 0;
     for (const iss of verified.fhirIssuers) {
       const report = await endSessions(store as unknown as SessionScanner, deps, {
-        selector: { kind: 'op-session', iss, sid: verified.sid, sub: verified.sub },
+        selector: { kind: 'op-session', iss, issuer: verified.issuer, sid: verified.sid, sub: verified.sub },
         operationId: correlationIdOf(event),
         cause: 'backchannel-logout',
       });
