@@ -58,7 +58,8 @@ export async function backchannelLogout(event: ApiEvent, deps: CoreDeps, logger:
     const now = deps.clock.now();
     const nowSeconds = Math.floor(now / 1000);
     const verified = await verifyLogoutToken(logoutTokenOf(event), {
-      issuers: await logoutIssuers(deps, logger),
+      // Discovery only for a token that is a signed JWT at all (an anonymous POST of anything else costs nothing).
+      issuers: () => logoutIssuers(deps, logger),
       http: deps.http,
       jwks: deps.jwks,
       now,

@@ -36,7 +36,11 @@ export interface LogoutTokenIssuer {
 export type JtiReplayGuard = (key: string, expiresAtSeconds: number) => Promise<boolean>;
 
 export interface LogoutTokenContext {
-  readonly issuers: readonly LogoutTokenIssuer[];
+  /**
+   * The configured EHRs' OpenID providers; as a function, asked only once the token is a JWT with an
+   * accepted `alg`, so an anonymous POST of anything else costs no discovery.
+   */
+  readonly issuers: readonly LogoutTokenIssuer[] | (() => Promise<readonly LogoutTokenIssuer[]>);
   readonly http: HttpClient;
   readonly jwks?: JwksCache | undefined;
   /** Epoch milliseconds. */
@@ -83,7 +87,8 @@ export async function verifyLogoutToken(token: unknown, context: LogoutTokenCont
     throw invalid('format', 'not a signed JWT', cause);
   }
   if (typeof header.alg !== 'string' || !ALGORITHMS.includes(header.alg)) throw invalid('alg', `"alg" ${String(header.alg)} is not accepted`);
-  const candidates = context.issuers.filter((entry) => entry.issuer === unverified.iss);
+  const issuers = typeof context.issuers === 'function' ? await context.issuers() : context.issuers;
+  const candidates = issuers.filter((entry) => entry.issuer === unverified.iss);
   if (candidates.length === 0) throw invalid('iss', 'the issuer is not one of the configured EHRs');
   const issuer = candidates[0]!.issuer;
   // Each configured EHR's discovery names its own issuer and JWKS: two EHRs naming the same issuer

@@ -126,7 +126,7 @@ describe('verifyLogoutToken (OpenID Connect Back-Channel Logout 1.0)', () => {
     const hostileJwks = 'https://ehr-b.example/jwks';
     const hostileJwk = { ...(await exportJWK(hostile.publicKey)), kid: ehr.kid, alg: 'RS256', use: 'sig' };
     const http: LogoutTokenContext['http'] = async (url, init) => (url === hostileJwks ? Response.json({ keys: [hostileJwk] }) : ehr.http(url, init));
-    const issuers = [{ issuer: ehr.issuer, jwksUri: hostileJwks, clientId: 'client-at-b', fhirIss: 'https://ehr-b.example/fhir' }, ...context.issuers];
+    const issuers = [{ issuer: ehr.issuer, jwksUri: hostileJwks, clientId: 'client-at-b', fhirIss: 'https://ehr-b.example/fhir' }, { issuer: ehr.issuer, jwksUri: ehr.jwksUri, clientId: ehr.clientId, fhirIss: ehr.fhirBase }];
     const forged = await logoutToken({}, hostile.privateKey);
     // Act / Assert: A's sessions are not B's to end, whatever the token's aud says.
     await expect(verifyLogoutToken(forged, { ...context, http, issuers })).rejects.toMatchObject({ code: 'LOGOUT_TOKEN_INVALID' });

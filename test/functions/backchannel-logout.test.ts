@@ -1,0 +1,75 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createSessionsHandler } from '../../functions/sessions/handler.js';
+import { DynamoSessionStore } from '../../shared/adapters/dynamo-session-store.js';
+import { BACKCHANNEL_LOGOUT_EVENT } from '../../shared/core/backchannel-logout.js';
+import { startLocalDynamo, type LocalDynamo } from '../../local/dynamo-local.js';
+import { FixedClock } from '../fakes/clock.js';
+import { deps as testDeps } from '../fakes/deps.js';
+import { FakeEhr } from '../fakes/fake-ehr.js';
+import { apiEvent, lambdaContext } from '../fixtures/api-event.js';
+
+/*
+ * `POST /backchannel-logout` is unauthenticated: what an anonymous POST may cost before its token is
+ * known to be a signed JWT. The handler runs for real, on a real (dynalite) table and the fake EHR.
+ */
+
+let dataDir: string;
+let dynamo: LocalDynamo;
+
+beforeAll(async () => {
+  dataDir = await mkdtemp(join(tmpdir(), 'smart-launch-bcl-'));
+  dynamo = await startLocalDynamo({ dataDir });
+});
+afterAll(async () => {
+  try {
+    await dynamo?.close();
+  } finally {
+    await rm(dataDir, { recursive: true, force: true });
+  }
+});
+
+async function receiver() {
+  const clock = new FixedClock();
+  const ehr = await FakeEhr.create({ clock });
+  const deps = { ...testDeps({ clock, http: ehr.http }), store: new DynamoSessionStore({ client: dynamo.client, tableName: dynamo.tableName }) };
+  const handler = createSessionsHandler(async () => deps);
+  const post = async (body: string | undefined, contentType = 'application/x-www-form-urlencoded') => {
+    const event = { ...apiEvent({ resource: '/backchannel-logout', path: '/backchannel-logout', method: 'POST', headers: { 'content-type': contentType } }), body: body ?? null };
+    return handler(event, lambdaContext);
+  };
+  return { ehr, post };
+}
+
+describe('POST /backchannel-logout: an anonymous POST costs nothing before its token is a signed JWT', () => {
+  it.each([
+    ['no body', undefined, undefined],
+    ['another content type', `logout_token=a.b.c`, 'application/json'],
+    ['no logout_token', 'token=x', undefined],
+    ['two logout_tokens', 'logout_token=a.b.c&logout_token=a.b.c', undefined],
+    ['not a JWT', 'logout_token=not-a-jwt', undefined],
+    ['alg none', `logout_token=${Buffer.from('{"alg":"none"}').toString('base64url')}.${Buffer.from(`{"iss":"x","events":{"${BACKCHANNEL_LOGOUT_EVENT}":{}}}`).toString('base64url')}.`, undefined],
+    ['an oversized form', `logout_token=${'a'.repeat(20_000)}`, undefined],
+  ])('%s: 400 invalid_request, no-store, and no request to any EHR (no discovery, no JWKS)', async (_what, body, contentType) => {
+    const { ehr, post } = await receiver();
+
+    const result = await post(body, contentType);
+
+    expect(result.statusCode).toBe(400);
+    expect(JSON.parse(String(result.body))).toMatchObject({ error: 'invalid_request' });
+    expect(String(result.headers?.['cache-control'])).toContain('no-store');
+    expect(ehr.requests).toEqual([]);
+  });
+
+  it('a well-formed token of a configured issuer is checked against that issuer (discovery, then its JWKS)', async () => {
+    const { ehr, post } = await receiver();
+    const token = await ehr.signIdToken({ jti: 'j-1', sid: 's-1', events: { [BACKCHANNEL_LOGOUT_EVENT]: {} }, exp: undefined, aud: 'someone-else' });
+
+    const result = await post(`logout_token=${token}`);
+
+    expect(result.statusCode).toBe(400);
+    expect(ehr.requests.map((request) => new URL(request.url).pathname)).toEqual(['/fhir/r4/.well-known/smart-configuration', '/oauth2/jwks']);
+  });
+});
