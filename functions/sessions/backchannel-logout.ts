@@ -55,6 +55,12 @@ export async function backchannelLogout(event: ApiEvent, deps: CoreDeps, logger:
     if (store.rememberOnce === undefined || typeof (store as Partial<SessionScanner>).scanSessions !== 'function') {
       throw new SmartError('STORE_UNAVAILABLE', 'the session store cannot remember logout tokens or find sessions');
     }
+    let rememberedKey: string | undefined;
+    // A sign-out that could not be carried out is answered with an error, and its jti forgotten, so the
+    // EHR's retry of the same token is not refused as a replay (best effort: a failing store keeps it).
+    const forgetJti = async () => {
+      if (rememberedKey !== undefined) await store.deleteSession(rememberedKey).catch(() => undefined);
+    };
     const now = deps.clock.now();
     const nowSeconds = Math.floor(now / 1000);
     const verified = await verifyLogoutToken(logoutTokenOf(event), {
@@ -63,16 +69,33 @@ export async function backchannelLogout(event: ApiEvent, deps: CoreDeps, logger:
       http: deps.http,
       jwks: deps.jwks,
       now,
-      replayGuard: (key, expiresAt) => store.rememberOnce!(logoutJtiRecordKey(key), expiresAt, nowSeconds),
+      replayGuard: async (key, expiresAt) => {
+        const fresh = await store.rememberOnce!(logoutJtiRecordKey(key), expiresAt, nowSeconds);
+        if (fresh) rememberedKey = logoutJtiRecordKey(key);
+        return fresh;
+      },
     });
     let ended = 0;
-    for (const iss of verified.fhirIssuers) {
-      const report = await endSessions(store as unknown as SessionScanner, deps, {
-        selector: { kind: 'op-session', iss, issuer: verified.issuer, sid: verified.sid, sub: verified.sub },
-        operationId: correlationIdOf(event),
-        cause: 'backchannel-logout',
-      });
-      ended += report.ended;
+    const failed: Record<string, number> = {};
+    try {
+      for (const iss of verified.fhirIssuers) {
+        const report = await endSessions(store as unknown as SessionScanner, deps, {
+          selector: { kind: 'op-session', iss, issuer: verified.issuer, sid: verified.sid, sub: verified.sub },
+          operationId: correlationIdOf(event),
+          cause: 'backchannel-logout',
+        });
+        ended += report.ended;
+        for (const [code, count] of Object.entries(report.failed)) failed[code] = (failed[code] ?? 0) + count;
+      }
+    } catch (error) {
+      await forgetJti();
+      throw error;
+    }
+    const failures = Object.values(failed).reduce((sum, count) => sum + count, 0);
+    if (failures > 0) {
+      await forgetJti();
+      logger.error('back-channel logout: sessions could not be ended', { issuer: verified.issuer, ended, failed });
+      throw new SmartError('LOGOUT_INCOMPLETE', `${failures} matching session(s) could not be ended`, { details: { failedSessions: failures } });
     }
     logger.info('back-channel logout', { issuer: verified.issuer, by: verified.sid !== undefined ? 'sid' : 'sub', ended });
     return jsonResponse(200, {}, noStore);

@@ -10,6 +10,9 @@ import { FixedClock } from '../fakes/clock.js';
 import { deps as testDeps } from '../fakes/deps.js';
 import { FakeEhr } from '../fakes/fake-ehr.js';
 import { apiEvent, lambdaContext } from '../fixtures/api-event.js';
+import { harness, signIn } from '../fakes/launch-flow.js';
+import { MemoryKeyRing } from '../fakes/memory-key-ring.js';
+import type { CoreDeps } from '../../shared/core/deps.js';
 
 /*
  * `POST /backchannel-logout` is unauthenticated: what an anonymous POST may cost before its token is
@@ -71,5 +74,39 @@ describe('POST /backchannel-logout: an anonymous POST costs nothing before its t
 
     expect(result.statusCode).toBe(400);
     expect(ehr.requests.map((request) => new URL(request.url).pathname)).toEqual(['/fhir/r4/.well-known/smart-configuration', '/oauth2/jwks']);
+  });
+});
+
+describe('POST /backchannel-logout: a sign-out that could not be carried out', () => {
+  it('answers an error, not 200, while a matching session could not be ended, and the EHR\'s retry of the same token then ends it', async () => {
+    // Arrange: a session in the table, and a receiver whose key ring cannot open it (KMS failing for this container).
+    const store = new DynamoSessionStore({ client: dynamo.client, tableName: dynamo.tableName });
+    const h = await harness({ deps: { store: store as never } });
+    const { callback, launch } = await signIn(h);
+    const deps: CoreDeps = { ...h.deps, store };
+    const post = (withDeps: CoreDeps, token: string) =>
+      createSessionsHandler(async () => withDeps)(
+        { ...apiEvent({ resource: '/backchannel-logout', path: '/backchannel-logout', method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' } }), body: `logout_token=${token}` },
+        lambdaContext,
+      );
+    const token = await h.ehr.signIdToken({ jti: 'retried-1', events: { [BACKCHANNEL_LOGOUT_EVENT]: {} }, exp: undefined, fhirUser: undefined });
+
+    // Act: the first delivery fails to open the session.
+    const failed = await post({ ...deps, keyRing: new MemoryKeyRing() }, token);
+
+    // Assert: not a 200 (the EHR would believe the user signed out), and the session is still there.
+    expect(failed.statusCode).toBeGreaterThanOrEqual(500);
+    expect(String(failed.headers?.['cache-control'])).toContain('no-store');
+    const { openSession } = await import('../../shared/core/session.js');
+    await expect(openSession(callback.sessionId, launch.bindingSecret, deps)).resolves.toBeDefined();
+
+    // Act: the EHR sends the same token again, and this time the session opens.
+    const retried = await post(deps, token);
+
+    // Assert: accepted (not refused as a replay), and the session is ended.
+    expect(retried.statusCode).toBe(200);
+    await expect(openSession(callback.sessionId, launch.bindingSecret, deps)).rejects.toMatchObject({ code: 'SESSION_NOT_OPEN' });
+    // A third delivery is a replay.
+    expect((await post(deps, token)).statusCode).toBe(400);
   });
 });
