@@ -289,3 +289,32 @@ describe('batch and transaction Bundles: what an entry carries besides its URL',
     expect(h.ehr.requests).toEqual([]);
   });
 });
+
+describe('batch: entry URLs the single-request path refuses are refused in a Bundle too (invariant 7)', () => {
+  it('refuses another session\'s proxy base, other hosts, escapes and encodings, and sends none of them', async () => {
+    const { h, session, proxyBase, ehrBase } = await setup();
+    echoingEhr(h, ehrBase);
+    const otherSession = proxyBase.replace(/sessions\/[^/]+/, 'sessions/another-session-id');
+    const urls = [
+      `${otherSession}/Patient/${PATIENT}`,
+      `https://evil.example/fhir/Patient/${PATIENT}`,
+      `//evil.example/Patient/${PATIENT}`,
+      `\\\\evil.example/Patient/${PATIENT}`,
+      `${ehrBase.replace('https:', 'http:')}/Patient/${PATIENT}`,
+      `${ehrBase}/../admin`,
+      `Patient/../../admin`,
+      `Patient%2F${PATIENT}`,
+      `Patient/${PATIENT}%3F_format=xml`,
+      `Patient/${PATIENT}#x`,
+      `./Patient/${PATIENT}`,
+      ``,
+      `?_type=Patient`,
+    ];
+
+    const response = await forwardBundleRequest(session, post(batch(...urls.map((url) => entry('GET', url)), entry('GET', `Patient/${PATIENT}`))), h.deps);
+
+    const statuses = parse(response.body).entry.map((e) => Number(e.response.status.slice(0, 3)));
+    expect(statuses.slice(0, urls.length).every((status) => status >= 400 && status < 500)).toBe(true);
+    expect(JSON.parse(h.ehr.requests[0]?.body ?? '').entry.map((e: { request: { url: string } }) => e.request.url)).toEqual([`Patient/${PATIENT}`]);
+  });
+});
