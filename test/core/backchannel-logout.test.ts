@@ -151,6 +151,21 @@ describe('verifyLogoutToken (OpenID Connect Back-Channel Logout 1.0)', () => {
     expect(idTokenMatches({ issuer: ehr.issuer, sub: 'practitioner-user-1' }, fromA)).toBe(true);
   });
 
+  it('tokens with random kids cannot make the JWKS be fetched on every request: one refetch per 30 s', async () => {
+    const { privateKey } = await generateKeyPair('RS256');
+    const now = Math.floor(clock.now() / 1000);
+    const randomKid = (kid: string) =>
+      new SignJWT({ iss: ehr.issuer, aud: ehr.clientId, iat: now, jti: kid, sid: 's', events: { [BACKCHANNEL_LOGOUT_EVENT]: {} } })
+        .setProtectedHeader({ alg: 'RS256', kid })
+        .sign(privateKey);
+    const jwksFetches = () => ehr.requests.filter((request) => request.url === ehr.jwksUri).length;
+
+    for (let i = 0; i < 20; i++) await refusedFor(await randomKid(`kid-${i}`), 'signature');
+
+    // The first token loads the set and refetches it once (a rotation); the other 19 use the cache.
+    expect(jwksFetches()).toBeLessThanOrEqual(2);
+  });
+
   it('refuses what is not a JWT, or no token at all, before any network call', async () => {
     await refusedFor(undefined, 'form');
     await refusedFor('not.a.jwt', 'format');

@@ -2,9 +2,9 @@ import { describe, expect, it } from 'vitest';
 import type { HttpClient } from '../../shared/core/ports.js';
 import { sessionKey } from '../../shared/core/sealed-records.js';
 import { ensureFreshSession } from '../../shared/core/refresh.js';
-import { endSession } from '../../shared/core/logout.js';
+import { endSession, endSessionUrl } from '../../shared/core/logout.js';
 import { openSession } from '../../shared/core/session.js';
-import { sampleConfig, sampleIssuer, type TestDeps } from '../fakes/deps.js';
+import { APP_URL, sampleConfig, sampleIssuer, type TestDeps } from '../fakes/deps.js';
 import { EHR_CLIENT_ID, EHR_CLIENT_SECRET, json, type FakeEhr, type TokenCall } from '../fakes/fake-ehr.js';
 import { harness, signIn, type Harness } from '../fakes/launch-flow.js';
 
@@ -201,5 +201,31 @@ describe('endSession (POST /sessions/{id}/logout)', () => {
     await expect(ensureFreshSession(session, s.deps)).rejects.toMatchObject({ code: 'SESSION_NOT_OPEN', status: 401 });
     expect(refreshCalls).toBe(0);
     await expectEnded(s);
+  });
+});
+
+describe('endSessionUrl (RP-initiated logout): never an open redirect, never a hostile scheme', () => {
+  it.each([
+    ['javascript:', 'javascript:alert(document.cookie)'],
+    ['data:', 'data:text/html,<script>alert(1)</script>'],
+    ['http on a non-loopback host', 'http://ehr.example.org/oauth2/logout'],
+    ['a relative URL', '/oauth2/logout'],
+    ['not a string', 42],
+  ])('offers no end-session URL for an end_session_endpoint that is %s', async (_what, endpoint) => {
+    const s = await signedIn();
+    s.ehr.smartConfiguration.end_session_endpoint = endpoint;
+    await expect(endSessionUrl(await open(s), s.deps)).resolves.toBeUndefined();
+  });
+
+  it('returns only to the configured app URL, whatever return URL the endpoint already carries', async () => {
+    const s = await signedIn();
+    s.ehr.smartConfiguration.end_session_endpoint = 'https://ehr.example.org/oauth2/logout?post_logout_redirect_uri=https://evil.example/&client_id=evil';
+
+    const url = new URL((await endSessionUrl(await open(s), s.deps))!);
+
+    expect(url.origin + url.pathname).toBe('https://ehr.example.org/oauth2/logout');
+    expect(url.searchParams.getAll('post_logout_redirect_uri')).toEqual([APP_URL]);
+    expect(url.searchParams.getAll('client_id')).toEqual([EHR_CLIENT_ID]);
+    expect(url.searchParams.get('id_token_hint')).toBe(s.ehr.issued.idTokens.at(-1));
   });
 });
