@@ -36,7 +36,11 @@ export interface LogoutTokenIssuer {
 export type JtiReplayGuard = (key: string, expiresAtSeconds: number) => Promise<boolean>;
 
 export interface LogoutTokenContext {
-  readonly issuers: readonly LogoutTokenIssuer[];
+  /**
+   * The configured EHRs' OpenID providers; as a function, asked only once the token is a JWT with an
+   * accepted `alg`, so an anonymous POST of anything else costs no discovery.
+   */
+  readonly issuers: readonly LogoutTokenIssuer[] | (() => Promise<readonly LogoutTokenIssuer[]>);
   readonly http: HttpClient;
   readonly jwks?: JwksCache | undefined;
   /** Epoch milliseconds. */
@@ -83,30 +87,51 @@ export async function verifyLogoutToken(token: unknown, context: LogoutTokenCont
     throw invalid('format', 'not a signed JWT', cause);
   }
   if (typeof header.alg !== 'string' || !ALGORITHMS.includes(header.alg)) throw invalid('alg', `"alg" ${String(header.alg)} is not accepted`);
-  const candidates = context.issuers.filter((entry) => entry.issuer === unverified.iss);
+  const issuers = typeof context.issuers === 'function' ? await context.issuers() : context.issuers;
+  const candidates = issuers.filter((entry) => entry.issuer === unverified.iss);
   if (candidates.length === 0) throw invalid('iss', 'the issuer is not one of the configured EHRs');
   const issuer = candidates[0]!.issuer;
-  const jwksUri = candidates[0]!.jwksUri;
-  const verify = (jwks: JSONWebKeySet) =>
-    jwtVerify(token, createLocalJWKSet(jwks), {
-      issuer,
-      audience: [...new Set(candidates.map((entry) => entry.clientId))],
-      algorithms: ALGORITHMS,
-      currentDate: new Date(context.now),
-      clockTolerance: CLOCK_SKEW_SECONDS,
-      requiredClaims: ['iat', 'jti', 'events'],
-    });
-  let payload: JWTPayload;
-  try {
+  // Each configured EHR's discovery names its own issuer and JWKS: two EHRs naming the same issuer
+  // with different key sets are two signers, and a token verified by one set may only end the
+  // sessions of the EHRs that published that set (never another EHR's that claims the issuer too).
+  const groups = new Map<string, LogoutTokenIssuer[]>();
+  for (const entry of candidates) groups.set(entry.jwksUri, [...(groups.get(entry.jwksUri) ?? []), entry]);
+  const verifyWith = async (jwksUri: string, entries: readonly LogoutTokenIssuer[]): Promise<JWTPayload> => {
+    const verify = async (jwks: JSONWebKeySet) =>
+      (
+        await jwtVerify(token, createLocalJWKSet(jwks), {
+          issuer,
+          audience: [...new Set(entries.map((entry) => entry.clientId))],
+          algorithms: ALGORITHMS,
+          currentDate: new Date(context.now),
+          clockTolerance: CLOCK_SKEW_SECONDS,
+          requiredClaims: ['iat', 'jti', 'events'],
+        })
+      ).payload;
     try {
-      ({ payload } = await verify(context.jwks ? await context.jwks.keys(context.http, jwksUri, context.now) : await fetchJwks(context.http, jwksUri)));
+      return await verify(context.jwks ? await context.jwks.keys(context.http, jwksUri, context.now) : await fetchJwks(context.http, jwksUri));
     } catch (cause) {
       const again = cause instanceof joseErrors.JWKSNoMatchingKey ? context.jwks?.refetch(context.http, jwksUri, context.now) : undefined;
       if (again === undefined) throw cause;
-      ({ payload } = await verify(await again));
+      return verify(await again);
     }
-  } catch (cause) {
-    if (cause instanceof SmartError) throw cause;
+  };
+  let payload: JWTPayload | undefined;
+  let signers: readonly LogoutTokenIssuer[] = [];
+  let failure: unknown;
+  for (const [jwksUri, entries] of groups) {
+    try {
+      payload = await verifyWith(jwksUri, entries);
+      signers = entries;
+      break;
+    } catch (cause) {
+      if (cause instanceof SmartError) throw cause;
+      // A claim failure means the signature verified: the most telling reason to report.
+      if (failure === undefined || cause instanceof joseErrors.JWTClaimValidationFailed) failure = cause;
+    }
+  }
+  if (payload === undefined) {
+    const cause = failure;
     if (cause instanceof joseErrors.JWTClaimValidationFailed) throw invalid(cause.claim, `the "${cause.claim}" claim is not valid`, cause);
     if (cause instanceof joseErrors.JWTExpired) throw invalid('exp', 'the token has expired', cause);
     throw invalid('signature', 'the signature does not verify with the issuer\'s keys', cause);
@@ -114,6 +139,8 @@ export async function verifyLogoutToken(token: unknown, context: LogoutTokenCont
   const nowSeconds = Math.floor(context.now / 1000);
   const maxAge = context.maxAgeSeconds ?? LOGOUT_TOKEN_MAX_AGE_SECONDS;
   if (typeof payload.iat !== 'number' || payload.iat < nowSeconds - maxAge - CLOCK_SKEW_SECONDS) throw invalid('iat', 'the token was issued too long ago');
+  // A future iat would also keep its jti remembered (and the token usable) for as long as it claims.
+  if (payload.iat > nowSeconds + CLOCK_SKEW_SECONDS) throw invalid('iat', 'the token is issued in the future');
   const events = (payload as { events?: unknown }).events;
   const event = events !== null && typeof events === 'object' && !Array.isArray(events) ? (events as Record<string, unknown>)[BACKCHANNEL_LOGOUT_EVENT] : undefined;
   if (event === null || typeof event !== 'object' || Array.isArray(event)) throw invalid('events', 'the "events" claim holds no back-channel logout event');
@@ -123,7 +150,7 @@ export async function verifyLogoutToken(token: unknown, context: LogoutTokenCont
   if ('nonce' in payload) throw invalid('nonce', 'a logout token must not carry a "nonce"');
   if (typeof payload.jti !== 'string' || payload.jti === '') throw invalid('jti', 'the token has no "jti"');
   const audiences = Array.isArray(payload.aud) ? payload.aud : [payload.aud];
-  const fhirIssuers = candidates.filter((entry) => audiences.includes(entry.clientId)).map((entry) => entry.fhirIss);
+  const fhirIssuers = signers.filter((entry) => audiences.includes(entry.clientId)).map((entry) => entry.fhirIss);
   // Remembered until it could no longer pass the `iat` check anyway.
   const fresh = await context.replayGuard(logoutJtiKey(issuer, payload.jti), payload.iat + maxAge + 2 * CLOCK_SKEW_SECONDS);
   if (!fresh) throw invalid('jti', 'this logout token was already received (replayed "jti")');

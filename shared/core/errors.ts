@@ -96,6 +96,7 @@ export const ERRORS = {
   STORE_UNAVAILABLE: { status: 503, issueType: 'transient', hint: 'Session storage is unavailable. Try again in a moment; no session was lost.' },
   SECRETS_UNAVAILABLE: { status: 503, issueType: 'transient', hint: 'The client secret could not be read. Try again in a moment; the administrator should check the secret and its permissions.' },
   KEYRING_UNAVAILABLE: { status: 503, issueType: 'transient', hint: 'The key service is unavailable. Try again in a moment; no session was lost.' },
+  LOGOUT_INCOMPLETE: { status: 503, issueType: 'transient', hint: 'A back-channel logout matched sessions that could not be ended (the key service or session storage failed); they are left as they were. The EHR may send the same logout_token again.' },
 
   INTERNAL: { status: 500, issueType: 'exception', hint: 'An unexpected error occurred. Contact the administrator with the correlation id.' },
 } as const satisfies Record<string, ErrorSpec>;

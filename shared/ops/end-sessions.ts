@@ -26,7 +26,7 @@ export type SessionSelector =
    * The sessions an EHR's back-channel logout names: of that launch issuer, whose id_token (verified
    * at sign-in, stored sealed) carries this `sid`, or this `sub` when the token named no `sid`.
    */
-  | { readonly kind: 'op-session'; readonly iss: string; readonly sid?: string | undefined; readonly sub?: string | undefined }
+  | { readonly kind: 'op-session'; readonly iss: string; readonly issuer?: string | undefined; readonly sid?: string | undefined; readonly sub?: string | undefined }
   | { readonly kind: 'fhir-user'; readonly fhirUser: string }
   | { readonly kind: 'all' };
 
@@ -46,8 +46,14 @@ export interface EndSessionsOptions {
   readonly cause?: SessionEndCause | undefined;
 }
 
-/** Does the id_token stored with a session name this OpenID provider session (`sid`) or user (`sub`)? */
-export function idTokenMatches(selector: { readonly sid?: string | undefined; readonly sub?: string | undefined }, idToken: string | undefined): boolean {
+/**
+ * Does the id_token stored with a session name this OpenID provider session (`sid`) or user (`sub`),
+ * and, given `issuer`, was it issued by that provider (`sid` and `sub` are only unique per issuer)?
+ */
+export function idTokenMatches(
+  selector: { readonly issuer?: string | undefined; readonly sid?: string | undefined; readonly sub?: string | undefined },
+  idToken: string | undefined,
+): boolean {
   if (idToken === undefined) return false;
   let claims: Record<string, unknown>;
   try {
@@ -56,6 +62,7 @@ export function idTokenMatches(selector: { readonly sid?: string | undefined; re
   } catch {
     return false;
   }
+  if (selector.issuer !== undefined && claims.iss !== selector.issuer) return false;
   if (selector.sid !== undefined) return claims.sid === selector.sid && (selector.sub === undefined || claims.sub === selector.sub);
   return selector.sub !== undefined && claims.sub === selector.sub;
 }

@@ -1,4 +1,4 @@
-import { generateKeyPair, SignJWT } from 'jose';
+import { exportJWK, generateKeyPair, SignJWT } from 'jose';
 import { beforeEach, describe, expect, it } from 'vitest';
 import {
   BACKCHANNEL_LOGOUT_EVENT,
@@ -6,6 +6,7 @@ import {
   type LogoutTokenContext,
 } from '../../shared/core/backchannel-logout.js';
 import { JwksCache } from '../../shared/core/id-token.js';
+import { idTokenMatches } from '../../shared/ops/end-sessions.js';
 import { FixedClock } from '../fakes/clock.js';
 import { FakeEhr } from '../fakes/fake-ehr.js';
 
@@ -117,6 +118,52 @@ describe('verifyLogoutToken (OpenID Connect Back-Channel Logout 1.0)', () => {
     await refusedFor(await logoutToken({ iat: undefined }), 'iat');
     await refusedFor(await logoutToken({ iat: now - 600 }), 'iat');
     await refusedFor(await logoutToken({ iat: now - 100, exp: now - 90 }), 'exp');
+  });
+
+  it('a configured EHR whose discovery claims another EHR\'s OpenID issuer cannot sign logout tokens that end that EHR\'s sessions', async () => {
+    // Arrange: EHR B (listed first) publishes EHR A's issuer with B's own JWKS, and signs with B's key.
+    const hostile = await generateKeyPair('RS256');
+    const hostileJwks = 'https://ehr-b.example/jwks';
+    const hostileJwk = { ...(await exportJWK(hostile.publicKey)), kid: ehr.kid, alg: 'RS256', use: 'sig' };
+    const http: LogoutTokenContext['http'] = async (url, init) => (url === hostileJwks ? Response.json({ keys: [hostileJwk] }) : ehr.http(url, init));
+    const issuers = [{ issuer: ehr.issuer, jwksUri: hostileJwks, clientId: 'client-at-b', fhirIss: 'https://ehr-b.example/fhir' }, { issuer: ehr.issuer, jwksUri: ehr.jwksUri, clientId: ehr.clientId, fhirIss: ehr.fhirBase }];
+    const forged = await logoutToken({}, hostile.privateKey);
+    // Act / Assert: A's sessions are not B's to end, whatever the token's aud says.
+    await expect(verifyLogoutToken(forged, { ...context, http, issuers })).rejects.toMatchObject({ code: 'LOGOUT_TOKEN_INVALID' });
+    const forgedForBoth = await logoutToken({ aud: ['client-at-b', ehr.clientId] }, hostile.privateKey);
+    await expect(verifyLogoutToken(forgedForBoth, { ...context, http, issuers })).resolves.toMatchObject({ fhirIssuers: ['https://ehr-b.example/fhir'] });
+    // A's own token still ends A's sessions, whichever order the EHRs are configured in.
+    await expect(verifyLogoutToken(await logoutToken(), { ...context, http, issuers })).resolves.toMatchObject({ fhirIssuers: [ehr.fhirBase] });
+  });
+
+  it('refuses a token issued in the future (beyond the clock skew)', async () => {
+    const now = Math.floor(clock.now() / 1000);
+    await refusedFor(await logoutToken({ iat: now + 3600 }), 'iat');
+    await expect(verifyLogoutToken(await logoutToken({ iat: now + 30 }), context)).resolves.toMatchObject({ sid: 'op-session-1' });
+  });
+
+  it('a verified logout token matches only sessions whose id_token its issuer issued (sid and sub are unique per issuer only)', async () => {
+    const fromA = await ehr.signIdToken({ sid: 'op-session-1' });
+    const fromB = await ehr.signIdToken({ iss: 'https://other-op.example', sid: 'op-session-1' });
+    expect(idTokenMatches({ issuer: ehr.issuer, sid: 'op-session-1' }, fromA)).toBe(true);
+    expect(idTokenMatches({ issuer: ehr.issuer, sid: 'op-session-1' }, fromB)).toBe(false);
+    expect(idTokenMatches({ issuer: ehr.issuer, sub: 'practitioner-user-1' }, fromB)).toBe(false);
+    expect(idTokenMatches({ issuer: ehr.issuer, sub: 'practitioner-user-1' }, fromA)).toBe(true);
+  });
+
+  it('tokens with random kids cannot make the JWKS be fetched on every request: one refetch per 30 s', async () => {
+    const { privateKey } = await generateKeyPair('RS256');
+    const now = Math.floor(clock.now() / 1000);
+    const randomKid = (kid: string) =>
+      new SignJWT({ iss: ehr.issuer, aud: ehr.clientId, iat: now, jti: kid, sid: 's', events: { [BACKCHANNEL_LOGOUT_EVENT]: {} } })
+        .setProtectedHeader({ alg: 'RS256', kid })
+        .sign(privateKey);
+    const jwksFetches = () => ehr.requests.filter((request) => request.url === ehr.jwksUri).length;
+
+    for (let i = 0; i < 20; i++) await refusedFor(await randomKid(`kid-${i}`), 'signature');
+
+    // The first token loads the set and refetches it once (a rotation); the other 19 use the cache.
+    expect(jwksFetches()).toBeLessThanOrEqual(2);
   });
 
   it('refuses what is not a JWT, or no token at all, before any network call', async () => {

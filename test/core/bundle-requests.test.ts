@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { forwardBundleRequest, MAX_BUNDLE_ENTRIES, type ProxyRequest } from '../../shared/core/proxy/index.js';
+import { forwardBundleRequest, forwardFhirRequest, MAX_BUNDLE_ENTRIES, type ProxyRequest } from '../../shared/core/proxy/index.js';
 import { openSession } from '../../shared/core/session.js';
 import { PUBLIC_URL, sampleConfig, sampleIssuer } from '../fakes/deps.js';
 import { json } from '../fakes/fake-ehr.js';
@@ -225,5 +225,96 @@ describe('batch and transaction Bundles: the request as a whole', () => {
       code: 'METHOD_NOT_ALLOWED',
       status: 405,
     });
+  });
+});
+
+describe('batch and transaction Bundles: what an entry carries besides its URL', () => {
+  const observation = { resourceType: 'Observation', status: 'final', code: { text: 'x' }, subject: { reference: `Patient/${PATIENT}` } };
+  const conditionalCreate = (ifNoneExist: string) => ({ request: { method: 'POST', url: 'Observation', ifNoneExist }, resource: observation });
+
+  it('batch: a conditional create whose ifNoneExist searches another patient is refused in place and never sent (SMART-SCOPE-07)', async () => {
+    const { h, session, ehrBase } = await setup({ config: writes(), scope: 'launch openid fhirUser patient/*.cruds' });
+    echoingEhr(h, ehrBase);
+
+    const response = await forwardBundleRequest(session, post(batch(conditionalCreate('patient=999&code=8480-6'), conditionalCreate(`patient=${PATIENT}&code=8480-6`))), h.deps);
+
+    const answer = parse(response.body);
+    expect(answer.entry[0]?.response.status).toBe('403');
+    expect(answer.entry[0]?.response.outcome.issue[0].details.coding[0].code).toBe('PATIENT_MISMATCH');
+    const sent = JSON.parse(h.ehr.requests[0]?.body ?? '').entry;
+    expect(sent).toHaveLength(1);
+    // The search the EHR runs is the one that was checked, re-encoded.
+    expect(sent[0].request.ifNoneExist).toBe(`patient=${PATIENT}&code=8480-6`);
+  });
+
+  it('transaction: an ifNoneExist naming another patient (also as a reference, or after "Type?") refuses the whole transaction', async () => {
+    const { h, session } = await setup({ config: writes(), scope: 'launch openid fhirUser patient/*.cruds' });
+    for (const ifNoneExist of ['subject=Patient/999', 'Observation?patient=999', `patient=${PATIENT}&patient=999`]) {
+      await expect(forwardBundleRequest(session, post(transaction(conditionalCreate(ifNoneExist))), h.deps)).rejects.toMatchObject({ code: 'PATIENT_MISMATCH', details: { entry: 0 } });
+    }
+    await expect(forwardBundleRequest(session, post(transaction({ ...conditionalCreate('x'), request: { method: 'POST', url: 'Observation', ifNoneExist: 42 } })), h.deps)).rejects.toMatchObject({
+      code: 'PROXY_REQUEST_INVALID',
+      details: { entry: 0 },
+    });
+    expect(h.ehr.requests).toEqual([]);
+  });
+
+  it('a single conditional create gets the same check: an If-None-Exist header searching another patient is refused, and the one sent is re-encoded (SMART-SCOPE-07)', async () => {
+    const { h, session } = await setup({ config: writes(), scope: 'launch openid fhirUser patient/*.cruds' });
+    h.ehr.fhirAnswer = () => json(observation, 201, { 'content-type': 'application/fhir+json' });
+    const create = (ifNoneExist: string): ProxyRequest => ({
+      method: 'POST',
+      rawPath: 'Observation',
+      query: {},
+      headers: { 'content-type': 'application/fhir+json', 'if-none-exist': ifNoneExist },
+      body: new TextEncoder().encode(JSON.stringify(observation)),
+    });
+
+    for (const refused of ['patient=999', 'Observation?subject=Patient/999']) {
+      await expect(forwardFhirRequest(session, create(refused), h.deps)).rejects.toMatchObject({ code: 'PATIENT_MISMATCH', status: 403 });
+    }
+    expect(h.ehr.requests).toEqual([]);
+    await expect(forwardFhirRequest(session, create(`patient=${PATIENT}&code=a b`), h.deps)).resolves.toMatchObject({ status: 201 });
+    expect(h.ehr.requests[0]?.headers['if-none-exist']).toBe(`patient=${PATIENT}&code=a%20b`);
+  });
+
+  it('refuses a Bundle nested too deep with 400 PROXY_REQUEST_INVALID before the EHR is contacted, instead of failing with a 500', async () => {
+    const { h, session, ehrBase } = await setup({ config: writes(), scope: 'launch openid fhirUser patient/*.cruds' });
+    echoingEhr(h, ehrBase);
+    const depth = 200_000;
+    const body = `{"resourceType":"Bundle","type":"batch","entry":[{"request":{"method":"POST","url":"Observation"},"resource":{"resourceType":"Observation","x":${'['.repeat(depth)}${']'.repeat(depth)}}}]}`;
+    const request: ProxyRequest = { method: 'POST', rawPath: undefined, query: {}, headers: { 'content-type': 'application/fhir+json' }, body: new TextEncoder().encode(body) };
+
+    await expect(forwardBundleRequest(session, request, h.deps)).rejects.toMatchObject({ code: 'PROXY_REQUEST_INVALID', status: 400 });
+    expect(h.ehr.requests).toEqual([]);
+  });
+});
+
+describe('batch: entry URLs the single-request path refuses are refused in a Bundle too (invariant 7)', () => {
+  it('refuses another session\'s proxy base, other hosts, escapes and encodings, and sends none of them', async () => {
+    const { h, session, proxyBase, ehrBase } = await setup();
+    echoingEhr(h, ehrBase);
+    const otherSession = proxyBase.replace(/sessions\/[^/]+/, 'sessions/another-session-id');
+    const urls = [
+      `${otherSession}/Patient/${PATIENT}`,
+      `https://evil.example/fhir/Patient/${PATIENT}`,
+      `//evil.example/Patient/${PATIENT}`,
+      `\\\\evil.example/Patient/${PATIENT}`,
+      `${ehrBase.replace('https:', 'http:')}/Patient/${PATIENT}`,
+      `${ehrBase}/../admin`,
+      `Patient/../../admin`,
+      `Patient%2F${PATIENT}`,
+      `Patient/${PATIENT}%3F_format=xml`,
+      `Patient/${PATIENT}#x`,
+      `./Patient/${PATIENT}`,
+      ``,
+      `?_type=Patient`,
+    ];
+
+    const response = await forwardBundleRequest(session, post(batch(...urls.map((url) => entry('GET', url)), entry('GET', `Patient/${PATIENT}`))), h.deps);
+
+    const statuses = parse(response.body).entry.map((e) => Number(e.response.status.slice(0, 3)));
+    expect(statuses.slice(0, urls.length).every((status) => status >= 400 && status < 500)).toBe(true);
+    expect(JSON.parse(h.ehr.requests[0]?.body ?? '').entry.map((e: { request: { url: string } }) => e.request.url)).toEqual([`Patient/${PATIENT}`]);
   });
 });

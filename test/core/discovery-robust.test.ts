@@ -320,6 +320,16 @@ describe('SMART v1 + OpenID: the OpenID issuer found at the authorization server
     expect(smart.openidDiscovery).toEqual({ found: undefined, tried: [OPENID_CONFIGURATION, ORIGIN_CONFIGURATION] });
   });
 
+  it('follows no redirect from a candidate to another origin', async () => {
+    const moved = () => new Response(null, { status: 302, headers: { location: 'https://evil.example/.well-known/openid-configuration' } });
+    const { http, calls } = ehr({ ...v1(), [OPENID_CONFIGURATION]: moved, [ORIGIN_CONFIGURATION]: moved });
+
+    const smart = await discoverIssuer(http, { iss: ISS }, 'aws');
+
+    expect(smart.endpoints.issuer).toBeUndefined();
+    expect(calls.some((url) => url.startsWith('https://evil.example'))).toBe(false);
+  });
+
   it('stops at the first candidate that gives no HTTP answer at all (the others are on the same origin)', async () => {
     const base = ehr(v1());
     const http: HttpClient = async (url, init) => {

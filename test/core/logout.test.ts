@@ -5,7 +5,7 @@ import { ensureFreshSession } from '../../shared/core/refresh.js';
 import { endSession, endSessionUrl } from '../../shared/core/logout.js';
 import { DiscoveryCache, readSmartConfiguration } from '../../shared/core/discovery.js';
 import { openSession } from '../../shared/core/session.js';
-import { sampleConfig, sampleIssuer, type TestDeps } from '../fakes/deps.js';
+import { APP_URL, sampleConfig, sampleIssuer, type TestDeps } from '../fakes/deps.js';
 import { EHR_CLIENT_ID, EHR_CLIENT_SECRET, json, type FakeEhr, type TokenCall } from '../fakes/fake-ehr.js';
 import { harness, signIn, type Harness } from '../fakes/launch-flow.js';
 
@@ -248,5 +248,40 @@ describe('endSessionUrl (RP-initiated logout)', () => {
     );
     // Not https in a deployed stack: no end-session redirect, and discovery itself still succeeds.
     expect(plain.endpoints).not.toHaveProperty('endSessionEndpoint');
+  });
+});
+
+describe('endSessionUrl (RP-initiated logout): never an open redirect, never a hostile scheme', () => {
+  it.each([
+    ['javascript:', 'javascript:alert(document.cookie)'],
+    ['data:', 'data:text/html,<script>alert(1)</script>'],
+    ['http on a non-loopback host', 'http://ehr.example.org/oauth2/logout'],
+    ['not a string', 42],
+  ])('offers no end-session URL for an end_session_endpoint that is %s', async (_what, endpoint) => {
+    const s = await signedIn();
+    s.ehr.smartConfiguration.end_session_endpoint = endpoint;
+    await expect(endSessionUrl(await open(s), s.deps)).resolves.toBeUndefined();
+  });
+
+  it('resolves a relative end_session_endpoint on the EHR itself, as every discovered endpoint (SMART-DISC-05)', async () => {
+    const s = await signedIn();
+    s.ehr.smartConfiguration.end_session_endpoint = '/oauth2/logout';
+
+    const url = new URL((await endSessionUrl(await open(s), s.deps))!);
+
+    expect(url.origin).toBe(s.ehr.origin);
+    expect(url.pathname).toBe('/oauth2/logout');
+  });
+
+  it('returns only to the configured app URL, whatever return URL the endpoint already carries', async () => {
+    const s = await signedIn();
+    s.ehr.smartConfiguration.end_session_endpoint = 'https://ehr.example.org/oauth2/logout?post_logout_redirect_uri=https://evil.example/&client_id=evil';
+
+    const url = new URL((await endSessionUrl(await open(s), s.deps))!);
+
+    expect(url.origin + url.pathname).toBe('https://ehr.example.org/oauth2/logout');
+    expect(url.searchParams.getAll('post_logout_redirect_uri')).toEqual([APP_URL]);
+    expect(url.searchParams.getAll('client_id')).toEqual([EHR_CLIENT_ID]);
+    expect(url.searchParams.get('id_token_hint')).toBe(s.ehr.issued.idTokens.at(-1));
   });
 });

@@ -117,6 +117,34 @@ describe('batch and transaction through the proxy (POST /sessions/{id}/fhir)', (
     expect((search.body as { total: number }).total).toBe(0);
   });
 
+  it('batch: a conditional create whose ifNoneExist searches another patient is refused in place, and the EHR is never asked (SMART-SCOPE-07)', async () => {
+    const observation = { resourceType: 'Observation', status: 'final', code: { text: 'conditional' }, subject: { reference: `Patient/${patient}` } };
+
+    const { status, answer, sent } = await post({
+      resourceType: 'Bundle',
+      type: 'batch',
+      entry: [{ request: { method: 'POST', url: 'Observation', ifNoneExist: `patient=${other}` }, resource: observation }],
+    });
+
+    expect(status).toBe(200);
+    expect(sent).toEqual([]);
+    expect(answer.entry.map((e) => e.response.status)).toEqual(['403']);
+    expect(outcomeCode(answer.entry[0]!.response.outcome)).toBe('PATIENT_MISMATCH');
+    expect(JSON.stringify(answer)).not.toContain(other);
+  });
+
+  it('refuses a Bundle nested deeper than 100 levels with 400 PROXY_REQUEST_INVALID, not a 500', async () => {
+    const depth = 100_000;
+    const body = `{"resourceType":"Bundle","type":"batch","entry":[{"request":{"method":"POST","url":"Observation"},"resource":{"resourceType":"Observation","x":${'['.repeat(depth)}${']'.repeat(depth)}}}]}`;
+    const before = exchanges.length;
+
+    const answer = await rawRequest(fixture.stack.apiUrl, { method: 'POST', path: new URL(fhirBaseUrl).pathname, headers: { cookie, 'content-type': 'application/fhir+json' }, body });
+
+    expect(answer.status).toBe(400);
+    expect(outcomeCode(answer.json)).toBe('PROXY_REQUEST_INVALID');
+    expect(exchanges.slice(before).filter((e) => e.method === 'POST')).toEqual([]);
+  });
+
   it('answers a batch POSTed to the base with a trailing slash as API Gateway routes it (SMART-FHIR-02)', async () => {
     const path = `${new URL(fhirBaseUrl).pathname}/`;
     const bundle = { resourceType: 'Bundle', type: 'batch', entry: [{ request: { method: 'GET', url: `Patient/${patient}` } }] };

@@ -8,7 +8,7 @@ import { fhirBaseUrl } from '../urls.js';
 import { checkScopesAndPatient } from './confinement.js';
 import { forwardFhirRequest, type CheckedProxyRequest, type ForwardOptions } from './forward.js';
 import { classifyInteraction, PROXY_METHODS, type FhirInteraction } from './interactions.js';
-import { checkQuery, encodeFhirQuery, queryPairs, resolveProxyTarget } from './paths.js';
+import { checkQuery, conditionalCreateQuery, encodeFhirQuery, queryPairs, resolveProxyTarget } from './paths.js';
 import { forwardedHeaders, type ProxyRequest } from './requests.js';
 import { rewriteBundleUrls, rewriteLocation, type ProxyResponse } from './responses.js';
 
@@ -34,6 +34,26 @@ export function isBundleRequest(request: ProxyRequest): boolean {
 const FHIR_JSON_TYPE = /^application\/(fhir\+)?json\s*(;|$)/i;
 
 type Json = Record<string, unknown>;
+
+/** The deepest nesting of objects and arrays a Bundle may have (FHIR resources use a few dozen levels at most). */
+export const MAX_BUNDLE_DEPTH = 100;
+
+/** The deepest nesting of `{`/`[` in JSON text (outside strings), in one pass without recursion. */
+export function jsonDepth(text: string): number {
+  let depth = 0;
+  let deepest = 0;
+  let inString = false;
+  for (let at = 0; at < text.length; at++) {
+    const char = text.charCodeAt(at);
+    if (inString) {
+      if (char === 0x5c) at++; // a backslash escapes the next character
+      else if (char === 0x22) inString = false;
+    } else if (char === 0x22) inString = true;
+    else if (char === 0x7b || char === 0x5b) deepest = Math.max(deepest, ++depth);
+    else if (char === 0x7d || char === 0x5d) depth--;
+  }
+  return deepest;
+}
 
 function isObject(value: unknown): value is Json {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
@@ -68,7 +88,12 @@ function parseQuery(search: string): Query {
  * What one entry is, or its refusal (thrown): the same checks a single request with that method, URL
  * and body gets from `checkProxyRequest`.
  */
-export function checkBundleEntry(session: OpenSession, entry: unknown, options: ProxyOptions, proxyBase: string): { interaction: FhirInteraction; path: string } {
+export function checkBundleEntry(
+  session: OpenSession,
+  entry: unknown,
+  options: ProxyOptions,
+  proxyBase: string,
+): { interaction: FhirInteraction; method: string; path: string; ifNoneExist: string | undefined } {
   const request = isObject(entry) ? entry.request : undefined;
   if (!isObject(request) || typeof request.method !== 'string' || typeof request.url !== 'string') {
     throw new SmartError('PROXY_REQUEST_INVALID', 'a batch or transaction entry needs request.method and request.url');
@@ -87,10 +112,17 @@ export function checkBundleEntry(session: OpenSession, entry: unknown, options: 
     throw new SmartError('WRITES_DISABLED', `${interaction.write} is not enabled for this EHR`, { details: { interaction: interaction.write } });
   }
   checkEntryResource(interaction, method, (entry as Json).resource);
-  checkScopesAndPatient(session, interaction, queryPairs(query), options);
+  // A conditional create's ifNoneExist is a search the EHR runs (and may answer with what it found):
+  // checked and confined like the URL's own parameters.
+  const ifNoneExist = request.ifNoneExist;
+  if (ifNoneExist !== undefined && (typeof ifNoneExist !== 'string' || interaction.write !== 'create')) {
+    throw new SmartError('PROXY_REQUEST_INVALID', 'request.ifNoneExist must be a string of search parameters, on a create entry only');
+  }
+  const conditional = ifNoneExist === undefined ? undefined : conditionalCreateQuery(ifNoneExist);
+  checkScopesAndPatient(session, interaction, [...queryPairs(query), ...queryPairs(conditional ?? {})], options);
   // The query goes out re-encoded from what was checked, so the EHR reads the parameters the scopes were checked on.
   const encoded = encodeFhirQuery(query);
-  return { interaction, path: encoded === '' ? path : `${path}?${encoded}` };
+  return { interaction, method, path: encoded === '' ? path : `${path}?${encoded}`, ifNoneExist: conditional === undefined ? undefined : encodeFhirQuery(conditional) };
 }
 
 /** The entry's resource against its interaction, as `checkBody` checks a single request's body. */
@@ -170,8 +202,12 @@ export function checkBundleRequest(session: OpenSession, request: ProxyRequest, 
   }
   let bundle: unknown;
   try {
-    bundle = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(body));
-  } catch {
+    const text = new TextDecoder('utf-8', { fatal: true }).decode(body);
+    // Before parsing: the Bundle is walked (rewritten, serialized) recursively, and a deeper one would overflow the stack.
+    if (jsonDepth(text) > MAX_BUNDLE_DEPTH) throw new SmartError('PROXY_REQUEST_INVALID', `the Bundle is nested more than ${MAX_BUNDLE_DEPTH} levels deep`);
+    bundle = JSON.parse(text);
+  } catch (error) {
+    if (isSmartError(error)) throw error;
     throw new SmartError('PROXY_REQUEST_INVALID', 'the request body is not valid JSON');
   }
   if (!isObject(bundle) || bundle.resourceType !== 'Bundle' || (bundle.type !== 'batch' && bundle.type !== 'transaction')) {
@@ -188,7 +224,8 @@ export function checkBundleRequest(session: OpenSession, request: ProxyRequest, 
   const proxyBase = fhirBaseUrl(deps.config, session.sessionId);
   const verdicts = entries.map((entry, index) => {
     try {
-      return { index, entry, path: checkBundleEntry(session, entry, options, proxyBase).path };
+      const { method: checkedMethod, path, ifNoneExist } = checkBundleEntry(session, entry, options, proxyBase);
+      return { index, entry, method: checkedMethod, path, ifNoneExist };
     } catch (error) {
       if (!isSmartError(error)) throw error;
       if (type === 'transaction') {
@@ -233,7 +270,10 @@ export async function forwardBundleRequest(session: OpenSession, request: ProxyR
     ...(rebase(bundle, proxyBase, iss) as Json),
     entry: sent.map((verdict) => {
       const entry = rebase(verdict.entry, proxyBase, iss) as Json;
-      return { ...entry, request: { ...(entry.request as Json), url: verdict.path } };
+      // Method, URL and ifNoneExist go out as they were checked.
+      const checkedRequest: Json = { ...(entry.request as Json), method: verdict.method, url: verdict.path };
+      if (verdict.ifNoneExist !== undefined) checkedRequest.ifNoneExist = verdict.ifNoneExist;
+      return { ...entry, request: checkedRequest };
     }),
   };
   const target = new URL(withoutSlash(iss));

@@ -8,7 +8,7 @@ import type { OpenSession } from '../session.js';
 import { fhirBaseUrl } from '../urls.js';
 import { checkScopesAndPatient } from './confinement.js';
 import { classifyInteraction, PROXY_METHODS, type FhirInteraction } from './interactions.js';
-import { checkQuery, queryPairs, resolveProxyTarget } from './paths.js';
+import { checkQuery, conditionalCreateQuery, encodeFhirQuery, queryPairs, resolveProxyTarget } from './paths.js';
 import { checkBody, forwardedHeaders, type ProxyRequest } from './requests.js';
 import { isAbort, readBody, responseHeaders, rewriteBody, type ProxyResponse } from './responses.js';
 
@@ -66,7 +66,10 @@ export function checkProxyRequest(session: OpenSession, request: ProxyRequest, d
   }
   const headers = forwardedHeaders({ ...request, method });
   const { formParams } = checkBody(interaction, { ...request, method }, headers['content-type'], options);
-  checkScopesAndPatient(session, interaction, [...queryPairs(request.query), ...formParams], options);
+  // If-None-Exist is a search the EHR runs (and may answer with what it found): confined like the query, sent as checked.
+  const conditional = headers['if-none-exist'] === undefined ? undefined : conditionalCreateQuery(headers['if-none-exist']);
+  if (conditional !== undefined) headers['if-none-exist'] = encodeFhirQuery(conditional);
+  checkScopesAndPatient(session, interaction, [...queryPairs(request.query), ...formParams, ...queryPairs(conditional ?? {})], options);
   return { target, interaction, headers, options };
 }
 

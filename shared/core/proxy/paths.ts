@@ -71,6 +71,19 @@ export function resolveProxyTarget(fhirBase: string, rawPath: string | undefined
   return target;
 }
 
+/**
+ * The search parameters of a conditional create (`If-None-Exist` header, `Bundle.entry.request.ifNoneExist`):
+ * the EHR runs them as a search, so they get the query's checks and patient confinement like any
+ * other search, and go out re-encoded from what was checked. A leading `[type]?` is dropped.
+ */
+export function conditionalCreateQuery(value: string): Query {
+  const search = value.includes('?') ? value.slice(value.indexOf('?') + 1) : value;
+  const query: Record<string, string[]> = {};
+  for (const [name, item] of new URLSearchParams(search)) (query[name] ??= []).push(item);
+  checkQuery(query);
+  return query;
+}
+
 export function queryPairs(query: Query): Array<readonly [string, string]> {
   const pairs: Array<readonly [string, string]> = [];
   for (const [name, values] of Object.entries(query)) for (const value of values ?? []) pairs.push([name, value]);
