@@ -242,10 +242,10 @@ export async function startSandbox(options: SandboxOptions): Promise<Sandbox> {
         return;
       }
       if (path === END_SESSION_PATH && quirks.endSession === true) {
-        const { call, location } = await endSessionRedirect(issuer, signingKey, url);
+        const { call, location } = await endSessionRedirect(issuer, signingKey, url, (id) => options.clients.some((client) => client.clientId === id));
         endSessionCalls.push(call);
         if (location === undefined) {
-          sendHtml(res, 400, renderErrorPage('Sign-out refused', 'The id_token_hint or post_logout_redirect_uri is missing or invalid.'));
+          sendHtml(res, 400, renderErrorPage('Sign-out refused', 'The client_id, id_token_hint or post_logout_redirect_uri is missing or invalid.'));
           return;
         }
         res.writeHead(302, { Location: location, 'Cache-Control': 'no-store' });

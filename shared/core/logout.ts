@@ -68,19 +68,19 @@ async function publishedEndSessionEndpoint(deps: CoreDeps, issuer: IssuerConfig,
 /**
  * OpenID Connect RP-Initiated Logout 1.0: where the EHR advertises an `end_session_endpoint` (its
  * SMART configuration, else its OpenID configuration), the URL the app sends the browser to so the
- * user is signed out at the EHR too: `id_token_hint` (the session's id_token, which the EHR needs to
- * know whose sign-in to end), `client_id`, `post_logout_redirect_uri` = the app's URL (register it
- * with the EHR) and a fresh `state`. `undefined` without an endpoint or without an id_token. Read
- * before the session is deleted; never logged.
+ * user is signed out at the EHR too: `client_id` (which identifies the client and so validates
+ * `post_logout_redirect_uri`, RP-Initiated Logout §2), `post_logout_redirect_uri` = the app's URL
+ * (register it with the EHR) and a fresh `state`. No `id_token_hint`: the id_token never reaches the
+ * browser (invariant 1), so the EHR ends the sign-in its own browser session holds, and may ask the
+ * user to confirm. `undefined` without an endpoint. Read before the session is deleted; never logged.
  */
 export async function endSessionUrl(session: OpenSession, deps: CoreDeps): Promise<string | undefined> {
-  const idToken = session.secrets.idToken;
   const issuer = issuerOf(deps.config, session.record.iss);
-  if (idToken === undefined || issuer === undefined) return undefined;
+  if (issuer === undefined) return undefined;
   const endpoint = await publishedEndSessionEndpoint(deps, issuer, session.record.endpoints.issuer);
   if (endpoint === undefined) return undefined;
   const url = new URL(endpoint);
-  url.searchParams.set('id_token_hint', idToken);
+  url.searchParams.delete('id_token_hint');
   url.searchParams.set('client_id', issuer.clientId);
   url.searchParams.set('post_logout_redirect_uri', deps.config.app.url);
   url.searchParams.set('state', Buffer.from(deps.random.bytes(16)).toString('base64url'));

@@ -282,6 +282,7 @@ describe('endSessionUrl (RP-initiated logout): never an open redirect, never a h
     expect(url.origin + url.pathname).toBe('https://ehr.example.org/oauth2/logout');
     expect(url.searchParams.getAll('post_logout_redirect_uri')).toEqual([APP_URL]);
     expect(url.searchParams.getAll('client_id')).toEqual([EHR_CLIENT_ID]);
-    expect(url.searchParams.get('id_token_hint')).toBe(s.ehr.issued.idTokens.at(-1));
+    // The id_token never reaches the browser (invariant 1): client_id identifies the client instead.
+    expect(url.searchParams.has('id_token_hint')).toBe(false);
   });
 });

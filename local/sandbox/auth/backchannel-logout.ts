@@ -67,40 +67,45 @@ export interface EndSessionCall {
   readonly clientId: string | null;
   readonly postLogoutRedirectUri: string | null;
   readonly state: string | null;
-  /** The `sub` of a valid `id_token_hint`; `undefined` when the hint was missing or invalid. */
+  /** The `sub` of a valid `id_token_hint`; `undefined` when no hint was sent. */
   readonly sub: string | undefined;
   readonly outcome: 'redirected' | 'refused';
 }
 
 /**
- * `GET /end-session` (OpenID Connect RP-Initiated Logout 1.0): validates `id_token_hint` (signed by
- * the sandbox, for `client_id`), records the call, and redirects to `post_logout_redirect_uri` with
+ * `GET /end-session` (OpenID Connect RP-Initiated Logout 1.0): identifies the client by `client_id`
+ * (one of the sandbox's clients) and, when an `id_token_hint` is sent, verifies it (signed by the
+ * sandbox, for that client); records the call, and redirects to `post_logout_redirect_uri` with
  * `state`; anything invalid answers 400 and redirects nowhere.
  */
 export async function endSessionRedirect(
   issuer: string,
   signingKey: SigningKey,
   url: URL,
+  isClient: (clientId: string) => boolean,
 ): Promise<{ call: EndSessionCall; location?: string }> {
   const params = url.searchParams;
   const clientId = params.get('client_id');
   const postLogoutRedirectUri = params.get('post_logout_redirect_uri');
   const state = params.get('state');
   let sub: string | undefined;
-  try {
-    const { jwtVerify, importJWK } = await import('jose');
-    const hint = params.get('id_token_hint') ?? '';
-    // An expired id_token is still a valid hint (RP-Initiated Logout §2).
-    const { payload } = await jwtVerify(hint, await importJWK(signingKey.publicJwk, SIGNING_ALG), {
-      issuer,
-      ...(clientId ? { audience: clientId } : {}),
-      clockTolerance: 365 * 24 * 3600,
-    });
-    sub = typeof payload.sub === 'string' ? payload.sub : undefined;
-  } catch {
-    sub = undefined;
+  let hintValid = true;
+  const hint = params.get('id_token_hint');
+  if (hint !== null) {
+    try {
+      const { jwtVerify, importJWK } = await import('jose');
+      // An expired id_token is still a valid hint (RP-Initiated Logout §2).
+      const { payload } = await jwtVerify(hint, await importJWK(signingKey.publicJwk, SIGNING_ALG), {
+        issuer,
+        ...(clientId ? { audience: clientId } : {}),
+        clockTolerance: 365 * 24 * 3600,
+      });
+      sub = typeof payload.sub === 'string' ? payload.sub : undefined;
+    } catch {
+      hintValid = false;
+    }
   }
-  const valid = sub !== undefined && postLogoutRedirectUri !== null && URL.canParse(postLogoutRedirectUri);
+  const valid = clientId !== null && isClient(clientId) && hintValid && postLogoutRedirectUri !== null && URL.canParse(postLogoutRedirectUri);
   const call: EndSessionCall = { clientId, postLogoutRedirectUri, state, sub, outcome: valid ? 'redirected' : 'refused' };
   if (!valid) return { call };
   const location = new URL(postLogoutRedirectUri!);
