@@ -83,7 +83,11 @@ export function cookieSiteProblem(publicUrl: string, appUrl: string): string | u
 }
 
 /** The FHIR write interactions a customer may enable per issuer (`issuers[].writes`). */
-export const WRITE_INTERACTIONS = ['create', 'update', 'patch', 'delete'] as const;
+/**
+ * `operation`: a POSTed `$operation` that may change what the EHR stores (anything not in the proxy's
+ * list of read-only operations, e.g. `$merge`, `$meta-delete`, `$process-message`).
+ */
+export const WRITE_INTERACTIONS = ['create', 'update', 'patch', 'delete', 'operation'] as const;
 export type WriteInteraction = (typeof WRITE_INTERACTIONS)[number];
 
 /**
@@ -183,7 +187,7 @@ function issuerSchema(mode: ConfigMode) {
        * the JWKS that verifies id_tokens. Used only when discovery lacks `issuer` or `jwks_uri`.
        */
       openidIssuer: secureUrl(mode, 'openidIssuer').optional(),
-      /** FHIR writes through the proxy (create, update, patch, delete): off unless enabled here. */
+      /** FHIR writes through the proxy (create, update, patch, delete, state-changing operations): off unless enabled here. */
       writes: z
         .object({
           enabled: z.boolean(),

@@ -154,6 +154,8 @@ describe('classifyInteraction: the FHIR RESTful interactions', () => {
     ['POST', 'Observation/$lastn', false, 'operation-type', 'Observation', 's'],
     ['GET', 'Patient/123/$everything', false, 'operation-instance', 'Patient', 'r'],
     ['POST', 'Patient/123/$everything', false, 'operation-instance', 'Patient', 'r'],
+    ['POST', 'Patient/123/$merge', false, 'operation-instance', 'Patient', 'u'],
+    ['POST', 'Observation/$meta-delete', false, 'operation-type', 'Observation', 'u'],
     ['POST', 'Observation', false, 'create', 'Observation', 'c'],
     ['PUT', 'Observation/9', false, 'update', 'Observation', 'u'],
     ['PUT', 'Observation', true, 'update', 'Observation', 'u'],
@@ -450,6 +452,8 @@ describe('forwardFhirRequest: bodies and writes', () => {
     ['patch', withBody('PATCH', 'Observation/9', '[]', { 'content-type': 'application/json-patch+json' })],
     ['delete', { ...get('Observation/9'), method: 'DELETE' }],
     ['conditional delete', { ...get('Observation', {}, { code: ['x'] }), method: 'DELETE' }],
+    ['a POSTed operation that may change stored data ($meta-delete)', withBody('POST', 'Observation/9/$meta-delete', '{"resourceType":"Parameters"}', { 'content-type': 'application/fhir+json' })],
+    ['a POSTed system operation that may change stored data ($process-message)', withBody('POST', '$process-message', '{"resourceType":"Bundle"}', { 'content-type': 'application/fhir+json' })],
   ] as const)('refuses %s with WRITES_DISABLED (405) by default, before any request', async (_what, request) => {
     const { h, session } = await proxySetup({ scope: 'launch openid patient/*.cruds' });
 
@@ -480,6 +484,27 @@ describe('forwardFhirRequest: bodies and writes', () => {
     expect(seen[0]?.body?.toString('utf8')).toBe(body);
     expect(seen[0]?.headers.get('content-type')).toBe('application/fhir+json; charset=utf-8');
     expect(seen[0]?.headers.get('if-none-exist')).toBe('identifier=x|1');
+  });
+
+  it('tells a read-only operation from a state-changing one: POST $everything and $lastn are reads, POST $merge is the write "operation"', () => {
+    expect(classifyInteraction('POST', 'Patient/123/$everything', false).write).toBeUndefined();
+    expect(classifyInteraction('POST', 'Observation/$lastn', false).write).toBeUndefined();
+    expect(classifyInteraction('GET', 'Patient/123/$merge', false).write).toBeUndefined();
+    expect(classifyInteraction('POST', 'Patient/123/$merge', false)).toMatchObject({ write: 'operation', permission: 'u' });
+  });
+
+  it('forwards a state-changing operation only when writes enable "operation" and the scopes permit updates on its type', async () => {
+    const request = withBody('POST', 'Observation/9/$meta-delete', '{"resourceType":"Parameters"}', { 'content-type': 'application/fhir+json' });
+    const updatesOnly = await proxySetup({ config: writesConfig({ enabled: true, interactions: ['update'] }), scope: 'launch openid patient/*.cruds' });
+    await expect(forwardFhirRequest(updatesOnly.session, request, updatesOnly.h.deps)).rejects.toMatchObject({ code: 'WRITES_DISABLED', details: { interaction: 'operation' } });
+
+    const readOnlyScopes = await proxySetup({ config: writesConfig({ enabled: true, interactions: ['operation'] }), scope: 'launch openid patient/*.rs' });
+    await expect(forwardFhirRequest(readOnlyScopes.session, request, readOnlyScopes.h.deps)).rejects.toMatchObject({ code: 'SCOPE_INSUFFICIENT', status: 403 });
+    expect([...updatesOnly.h.ehr.requests, ...readOnlyScopes.h.ehr.requests]).toEqual([]);
+
+    const allowed = await proxySetup({ config: writesConfig({ enabled: true, interactions: ['operation'] }), scope: 'launch openid patient/*.cruds' });
+    allowed.h.ehr.fhirAnswer = () => json({ resourceType: 'Parameters' });
+    await expect(forwardFhirRequest(allowed.session, request, allowed.h.deps)).resolves.toMatchObject({ status: 200 });
   });
 
   it('forwards only the write interactions the config lists', async () => {

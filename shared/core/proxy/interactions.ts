@@ -140,6 +140,29 @@ function matches(shape: PathShape, segments: readonly string[]): boolean {
 }
 
 /**
+ * Operations FHIR defines as not changing state (`affectsState` false), which a POST may invoke with
+ * the read or search permission their path needs. Any other POSTed operation may change what the EHR
+ * stores (`$merge`, `$meta-delete`, `$process-message`, `$apply`, …): it is the write `operation`,
+ * refused unless `issuers[].writes` enables it, and it needs the update permission (`u`) on its type. A GET invokes only operations that do not change
+ * state (FHIR R4 §3.1.0.1.4 of the operations framework), so GET stays a read.
+ */
+export const READ_ONLY_OPERATIONS: ReadonlySet<string> = new Set([
+  '$everything',
+  '$lastn',
+  '$stats',
+  '$expand',
+  '$lookup',
+  '$validate-code',
+  '$translate',
+  '$subsumes',
+  '$validate',
+  '$match',
+  '$meta',
+  '$docref',
+  '$summary',
+]);
+
+/**
  * Names the FHIR RESTful interaction of a method and path, or refuses it: a path that is not one of
  * the shapes is a 400 (`PROXY_REQUEST_INVALID`), a method the shape does not take a 405.
  */
@@ -159,13 +182,16 @@ export function classifyInteraction(method: string, rawPath: string, hasQuery: b
   }
   if (rule.needsQuery !== undefined && !hasQuery) throw new SmartError('PROXY_REQUEST_INVALID', rule.needsQuery);
   const resourceType = shape.typeAt === undefined ? undefined : segments[shape.typeAt];
+  const operationName = rule.kind.startsWith('operation-') ? segments.at(-1) : undefined;
+  const write = operationName !== undefined && method === 'POST' && !READ_ONLY_OPERATIONS.has(operationName) ? 'operation' : rule.write;
   return {
     kind: rule.kind,
     resourceType,
-    permission: rule.permission,
+    // A state-changing operation changes stored data: it needs the update permission on its type.
+    permission: write === 'operation' ? 'u' : rule.permission,
     pathType: shape.instance ? segments[0] : resourceType,
     pathId: shape.instance ? segments[1] : undefined,
-    write: rule.write,
+    write,
     formSearch: rule.formSearch ?? false,
   };
 }
