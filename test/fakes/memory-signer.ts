@@ -1,5 +1,6 @@
 import { generateKeyPairSync, sign, type KeyObject } from 'node:crypto';
 import { calculateJwkThumbprint, type JWK } from 'jose';
+import { rsa2048 } from '../fixtures/keys.js';
 import type { AssertionSigningKey, ClientAssertionAlg, ClientSigner, PublicJwk } from '../../shared/core/ports.js';
 
 interface Key {
@@ -8,11 +9,11 @@ interface Key {
   readonly jwk: PublicJwk;
 }
 
-/** RSA 2048 for speed in unit tests (the adapters use 3072); generated once per test process, never committed. */
+/** RSA 2048 for speed in unit tests (the adapters use 3072); the pooled test key (test/fixtures/keys.ts), never committed. */
 let keys: Promise<Key[]> | undefined;
 
 async function makeKeys(): Promise<Key[]> {
-  const rsa = generateKeyPairSync('rsa', { modulusLength: 2048 });
+  const rsa = rsa2048();
   const ec = generateKeyPairSync('ec', { namedCurve: 'P-384' });
   const out: Key[] = [];
   for (const [alg, pair] of [['RS384', rsa], ['ES384', ec]] as const) {
