@@ -43,11 +43,17 @@ async function bundle(root: string, out: string, entry: string): Promise<number>
   return (await stat(out)).size;
 }
 
-/** Milliseconds to import the module in a fresh process (the process's own start excluded). */
-async function loadMs(file: string, env: Record<string, string>): Promise<number> {
-  const script = `const t = performance.now(); await import(${JSON.stringify(file)}); process.stdout.write(String(performance.now() - t));`;
+interface Load {
+  readonly wallMs: number;
+  /** Process CPU time (user + system) spent importing: what a third of a core at 512 MB pays, and steadier than wall time on a shared machine. */
+  readonly cpuMs: number;
+}
+
+/** Wall and CPU milliseconds to import the module in a fresh process (the process's own start excluded). */
+async function load(file: string, env: Record<string, string>): Promise<Load> {
+  const script = `const c = process.cpuUsage(); const t = performance.now(); await import(${JSON.stringify(file)}); const w = performance.now() - t; const u = process.cpuUsage(c); process.stdout.write(JSON.stringify({ wallMs: w, cpuMs: (u.user + u.system) / 1000 }));`;
   const { stdout } = await promisify(execFile)(process.execPath, ['--enable-source-maps', '--input-type=module', '-e', script], { env: { ...process.env, ...env } });
-  return Number(stdout);
+  return JSON.parse(stdout) as Load;
 }
 
 const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)] ?? NaN;
@@ -76,11 +82,20 @@ export async function coldStart(root: string, outDir: string, runs: number): Pro
     ['tracingOn', lambdaEnv],
     ['tracingOff', { ...lambdaEnv, POWERTOOLS_TRACE_ENABLED: 'false' }],
   ] as const) {
-    const samples: Record<string, number[]> = Object.fromEntries(Object.keys(files).map((k) => [k, []]));
-    for (let i = 0; i < runs; i++) for (const [name, file] of Object.entries(files)) samples[name]!.push(await loadMs(file, env));
-    const bare = median(samples.bare!);
+    const samples: Record<string, Load[]> = Object.fromEntries(Object.keys(files).map((k) => [k, []]));
+    for (let i = 0; i < runs; i++) for (const [name, file] of Object.entries(files)) samples[name]!.push(await load(file, env));
+    const wall = (name: string) => median(samples[name]!.map((s) => s.wallMs));
+    const cpu = (name: string) => median(samples[name]!.map((s) => s.cpuMs));
     result[label] = Object.fromEntries(
-      Object.keys(files).map((name) => [name, { loadMs: Math.round(median(samples[name]!) * 10) / 10, ratioToBare: Math.round((median(samples[name]!) / bare) * 100) / 100 }]),
+      Object.keys(files).map((name) => [
+        name,
+        {
+          loadMs: Math.round(wall(name) * 10) / 10,
+          ratioToBare: Math.round((wall(name) / wall('bare')) * 100) / 100,
+          cpuMs: Math.round(cpu(name) * 10) / 10,
+          cpuRatioToBare: Math.round((cpu(name) / cpu('bare')) * 100) / 100,
+        },
+      ]),
     );
   }
   return {

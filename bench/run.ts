@@ -878,13 +878,15 @@ function printSummary(sections: Record<string, unknown>, out: string, seconds: n
       lines.push(`  ${name.padEnd(10)} ${(r.bytes / 1024).toFixed(0).padStart(6)} KB: product ${r.productOwnCpuMs.toFixed(3).padStart(8)} ms (${r.productOwnCpuMsPerMb.toFixed(3)} ms/MB), floor ${r.floorOwnCpuMs.toFixed(3).padStart(8)} ms, ${r.ownCpuToFloor.toFixed(2)}x`);
     }
   }
-  const cold = sections.coldStart as { bundleBytes: Record<string, number>; tracingOn: Record<string, { loadMs: number; ratioToBare: number }>; tracingOff: Record<string, { loadMs: number; ratioToBare: number }> } | undefined;
+  type Load = { loadMs: number; ratioToBare: number; cpuMs: number; cpuRatioToBare: number };
+  const cold = sections.coldStart as { bundleBytes: Record<string, number>; tracingOn: Record<string, Load>; tracingOff: Record<string, Load> } | undefined;
   if (cold) {
     lines.push('', 'Cold start: module load of each Lambda bundle vs a bare handler importing the same AWS SDK clients (median, fresh processes)');
     for (const [name, bytes] of Object.entries(cold.bundleBytes)) {
       const on = cold.tracingOn[name]!;
       const off = cold.tracingOff[name]!;
-      lines.push(`  ${name.padEnd(11)} ${(bytes / 1024).toFixed(0).padStart(5)} KB  tracing on ${on.loadMs.toFixed(0).padStart(5)} ms (${on.ratioToBare.toFixed(2)}x)  tracing off ${off.loadMs.toFixed(0).padStart(5)} ms (${off.ratioToBare.toFixed(2)}x)`);
+      const both = (l: Load) => `${l.loadMs.toFixed(0).padStart(5)} ms (${l.ratioToBare.toFixed(2)}x), cpu ${l.cpuMs.toFixed(0).padStart(5)} ms (${l.cpuRatioToBare.toFixed(2)}x)`;
+      lines.push(`  ${name.padEnd(11)} ${(bytes / 1024).toFixed(0).padStart(5)} KB  tracing on ${both(on)}  tracing off ${both(off)}`);
     }
   }
   const cost = sections.costModel as CostModel | undefined;

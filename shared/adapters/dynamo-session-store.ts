@@ -7,7 +7,7 @@ import {
   type AttributeValue,
   type DynamoDBClient,
 } from '@aws-sdk/client-dynamodb';
-import { z } from 'zod';
+import * as z from 'zod';
 import { SmartError } from '../core/errors.js';
 import type { RefreshLease, RefreshResult, SessionStore, TakeTransactionResult } from '../core/ports.js';
 import type { SessionRecord, StoredRecord, TransactionRecord } from '../core/records.js';

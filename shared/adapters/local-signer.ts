@@ -3,7 +3,7 @@ import { chmod, link, mkdir, readFile, unlink, writeFile } from 'node:fs/promise
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { calculateJwkThumbprint, type JWK } from 'jose';
-import { z } from 'zod';
+import * as z from 'zod';
 import { KEY_TYPE_OF, publishableJwks } from '../core/client-assertion.js';
 import { SmartError } from '../core/errors.js';
 import type { AssertionSigningKey, ClientAssertionAlg, ClientSigner, PublicJwk, Random } from '../core/ports.js';

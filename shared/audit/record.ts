@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 
 /**
  * The audit trail: one record per sign-in, refresh, logout, session end and proxied FHIR interaction.

@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 import type { ConfigMode } from '../config/schema.js';
 import { fetchJson } from './ehr/http.js';
 import { SmartError } from './errors.js';

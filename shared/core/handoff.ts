@@ -1,5 +1,5 @@
 import { timingSafeEqual } from 'node:crypto';
-import { z } from 'zod';
+import * as z from 'zod';
 import type { CoreDeps } from './deps.js';
 import { randomToken, sha256Base64url } from './crypto.js';
 import { SmartError } from './errors.js';

@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 
 /*
  * The EHR's token response, as the product accepts it (the request that obtains it is in

@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 import { SmartError } from '../errors.js';
 import type { Clock, HttpClient } from '../ports.js';
 import { TokenResponseSchema, type TokenResponse } from '../token.js';
