@@ -1,9 +1,7 @@
-import { Writable } from 'node:stream';
 import type { Context } from 'aws-lambda';
 import { describe, expect, it } from 'vitest';
 import { createStreamingFhirProxyHandler } from '../../functions/fhir-proxy/handler.js';
 import { streamingCapBytes } from '../../functions/fhir-proxy/streaming.js';
-import { PRELUDE_DELIMITER, type ResponseStream } from '../../shared/http/streaming.js';
 import { createSessionsHandler } from '../../functions/sessions/handler.js';
 import type { HttpClient } from '../../shared/core/ports.js';
 import { sessionKey } from '../../shared/core/sealed-records.js';
@@ -14,6 +12,7 @@ import { systemClock } from '../../shared/adapters/system.js';
 import type { CoreDeps } from '../../shared/core/deps.js';
 import { apiEvent } from '../fixtures/api-event.js';
 import { harness, signIn } from '../fakes/launch-flow.js';
+import { CollectingResponseStream } from '../fixtures/response-stream.js';
 
 /** A Lambda context whose remaining time is what the test says, counted down in real time. */
 function contextWithRemaining(ms: number): Context {
@@ -32,29 +31,6 @@ function hangingAt(prefix: string, inner: HttpClient): HttpClient {
   };
 }
 
-class CapturingStream extends Writable implements ResponseStream {
-  readonly chunks: Buffer[] = [];
-  _onBeforeFirstWrite: ResponseStream['_onBeforeFirstWrite'];
-  #started = false;
-  setContentType(): void {}
-  override write(chunk: Uint8Array | string, ...rest: unknown[]): boolean {
-    const write = Writable.prototype.write as (this: Writable, chunk: unknown, ...args: unknown[]) => boolean;
-    if (!this.#started) {
-      this.#started = true;
-      this._onBeforeFirstWrite?.((first) => write.call(this, first));
-    }
-    return write.call(this, chunk, ...rest);
-  }
-  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: () => void): void {
-    this.chunks.push(Buffer.from(chunk));
-    callback();
-  }
-  parsed(): { prelude: { statusCode: number; headers: Record<string, string> }; body: Buffer } {
-    const all = Buffer.concat(this.chunks);
-    const end = all.indexOf(PRELUDE_DELIMITER);
-    return { prelude: JSON.parse(all.subarray(0, end).toString('utf8')), body: all.subarray(end + PRELUDE_DELIMITER.length) };
-  }
-}
 
 describe('invocation deadline (function timeouts vs upstream timeouts)', () => {
   it('plans against the earlier of Lambda\'s remaining time and API Gateway\'s integration timeout', () => {
@@ -134,7 +110,7 @@ describe('invocation deadline (function timeouts vs upstream timeouts)', () => {
     const { callback, launch } = await signIn(h);
     const slow = { ...h.deps, http: hangingAt(`${h.ehr.fhirBase}/Patient`, h.deps.http) };
     const handler = createStreamingFhirProxyHandler(() => Promise.resolve(slow));
-    const stream = new CapturingStream();
+    const stream = new CollectingResponseStream();
     const event = apiEvent({
       resource: '/sessions/{id}/fhir/{proxy+}',
       path: `/sessions/${callback.sessionId}/fhir/Patient/123`,
@@ -163,9 +139,9 @@ describe('invocation deadline (function timeouts vs upstream timeouts)', () => {
     });
     expect(streamingCapBytes(1)).toBeLessThan(big.length);
     // Act
-    const short = new CapturingStream();
+    const short = new CollectingResponseStream();
     await handler(event, short, contextWithRemaining(DEADLINE_MARGIN_MS + 1_000));
-    const roomy = new CapturingStream();
+    const roomy = new CollectingResponseStream();
     await handler(event, roomy, contextWithRemaining(DEADLINE_MARGIN_MS + 10_000));
     // Assert: refused whole with a FHIR error, and delivered whole when there is time.
     const refused = short.parsed();

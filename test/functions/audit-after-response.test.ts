@@ -1,4 +1,3 @@
-import { Writable } from 'node:stream';
 import { CloudWatchLogsClient, CreateLogStreamCommand, PutLogEventsCommand } from '@aws-sdk/client-cloudwatch-logs';
 import { mockClient } from 'aws-sdk-client-mock';
 import { Logger } from '@aws-lambda-powertools/logger';
@@ -7,10 +6,10 @@ import { createFhirProxyHandler, createStreamingFhirProxyHandler } from '../../f
 import { CloudWatchAuditSink } from '../../shared/adapters/cloudwatch-audit-sink.js';
 import type { CoreDeps } from '../../shared/core/deps.js';
 import { BINDING_COOKIE } from '../../shared/http/cookies.js';
-import type { ResponseStream } from '../../shared/http/streaming.js';
 import { apiEvent, lambdaContext } from '../fixtures/api-event.js';
 import { json } from '../fakes/fake-ehr.js';
 import { harness, signIn, type Harness } from '../fakes/launch-flow.js';
+import { CollectingResponseStream } from '../fixtures/response-stream.js';
 
 /**
  * The streaming FHIR proxy writes a proxied request's audit record (PutLogEvents) after the client
@@ -32,30 +31,10 @@ afterEach(() => {
   vi.restoreAllMocks();
 });
 
-class RecordingStream extends Writable implements ResponseStream {
-  readonly chunks: Buffer[] = [];
-  _onBeforeFirstWrite: ResponseStream['_onBeforeFirstWrite'];
-  #started = false;
+class RecordingStream extends CollectingResponseStream {
   constructor() {
     super();
     this.on('finish', () => events.push('response complete'));
-  }
-  setContentType(): void {}
-  override write(chunk: Uint8Array | string, ...rest: unknown[]): boolean {
-    const write = Writable.prototype.write as (this: Writable, chunk: unknown, ...args: unknown[]) => boolean;
-    if (!this.#started) {
-      this.#started = true;
-      this._onBeforeFirstWrite?.((first) => write.call(this, first));
-    }
-    return write.call(this, chunk, ...rest);
-  }
-  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: () => void): void {
-    this.chunks.push(Buffer.from(chunk));
-    callback();
-  }
-  status(): number {
-    const text = Buffer.concat(this.chunks).toString('latin1');
-    return (JSON.parse(text.slice(0, text.indexOf('\0'))) as { statusCode: number }).statusCode;
   }
 }
 

@@ -1,5 +1,4 @@
 import { mkdtemp, rm } from 'node:fs/promises';
-import { Writable } from 'node:stream';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
@@ -23,13 +22,13 @@ import { DynamoSessionStore } from '../../shared/adapters/dynamo-session-store.j
 import { KmsKeyRing } from '../../shared/adapters/kms-key-ring.js';
 import type { CoreDeps } from '../../shared/core/deps.js';
 import { BINDING_COOKIE } from '../../shared/http/cookies.js';
-import type { ResponseStream } from '../../shared/http/streaming.js';
 import { startLocalDynamo, type LocalDynamo } from '../../local/dynamo-local.js';
 import { deps as testDeps } from '../fakes/deps.js';
 import { json } from '../fakes/fake-ehr.js';
 import { ehrLaunchQuery, harness, type Harness } from '../fakes/launch-flow.js';
 import { behaveLikeKms, KMS_KEY_ID } from '../fakes/fake-kms.js';
 import { apiEvent, lambdaContext, setCookieValue } from '../fixtures/api-event.js';
+import { CollectingResponseStream } from '../fixtures/response-stream.js';
 
 /**
  * The budgets of docs/design.md §5, counted call by call with aws-sdk-client-mock: the DynamoDB stub forwards
@@ -76,28 +75,6 @@ const counts = () => ({
   UpdateItem: dynamoMock.commandCalls(UpdateItemCommand).length,
 });
 
-/** A response stream as the Lambda runtime hands one to a streaming handler: collects prelude and body. */
-class CollectingStream extends Writable implements ResponseStream {
-  readonly chunks: Buffer[] = [];
-  _onBeforeFirstWrite: ResponseStream['_onBeforeFirstWrite'];
-  #started = false;
-  setContentType(): void {}
-  override write(chunk: Uint8Array | string, ...rest: unknown[]): boolean {
-    const write = Writable.prototype.write as (this: Writable, chunk: unknown, ...args: unknown[]) => boolean;
-    if (!this.#started) {
-      this.#started = true;
-      this._onBeforeFirstWrite?.((first) => write.call(this, first));
-    }
-    return write.call(this, chunk, ...rest);
-  }
-  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: () => void): void {
-    this.chunks.push(Buffer.from(chunk));
-    callback();
-  }
-  text(): string {
-    return Buffer.concat(this.chunks).toString('latin1');
-  }
-}
 
 /** A warm Lambda container: one store, one caching key ring, built once and reused. */
 function container(h: Harness): { deps: CoreDeps; getDeps: () => Promise<CoreDeps> } {
@@ -219,7 +196,7 @@ describe('AWS calls per operation (docs/design.md §5)', () => {
       if (i % 2 === 0) {
         expect((await handlers.buffered(event('Patient/123'), lambdaContext)).statusCode).toBe(200);
       } else {
-        const stream = new CollectingStream();
+        const stream = new CollectingResponseStream();
         await handlers.streaming(event('Patient/123'), stream, lambdaContext);
         expect(stream.text()).toContain('"statusCode":200');
       }

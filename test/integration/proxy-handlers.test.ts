@@ -1,11 +1,11 @@
-import { Writable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { BUFFERED_RESPONSE_LIMIT_BYTES, createFhirProxyHandler, createStreamingFhirProxyHandler } from '../../functions/fhir-proxy/handler.js';
-import { PRELUDE_CONTENT_TYPE, PRELUDE_DELIMITER, type ResponseStream } from '../../shared/http/streaming.js';
+import { PRELUDE_CONTENT_TYPE } from '../../shared/http/streaming.js';
 import { BINDING_COOKIE } from '../../shared/http/cookies.js';
 import { json } from '../fakes/fake-ehr.js';
 import { harness, signIn } from '../fakes/launch-flow.js';
 import { apiEvent, lambdaContext } from '../fixtures/api-event.js';
+import { CollectingResponseStream } from '../fixtures/response-stream.js';
 
 /*
  * The two Lambda transports of the one proxy implementation, handler by handler:
@@ -14,39 +14,6 @@ import { apiEvent, lambdaContext } from '../fixtures/api-event.js';
  * server; the integration tests run the same handlers over real HTTP.
  */
 
-/** What the Lambda runtime's response stream receives, byte for byte (it calls `_onBeforeFirstWrite` as the runtime does). */
-class CapturingStream extends Writable implements ResponseStream {
-  contentType: string | undefined;
-  readonly chunks: Buffer[] = [];
-  _onBeforeFirstWrite: ResponseStream['_onBeforeFirstWrite'];
-  #started = false;
-
-  setContentType(contentType: string): void {
-    this.contentType = contentType;
-  }
-
-  override write(chunk: Uint8Array | string, ...rest: unknown[]): boolean {
-    const write = Writable.prototype.write as (this: Writable, chunk: unknown, ...args: unknown[]) => boolean;
-    if (!this.#started) {
-      this.#started = true;
-      this._onBeforeFirstWrite?.((first) => write.call(this, first));
-    }
-    return write.call(this, chunk, ...rest);
-  }
-
-  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: () => void): void {
-    this.chunks.push(Buffer.from(chunk));
-    callback();
-  }
-
-  /** The prelude and the body, split where API Gateway splits them. */
-  parsed(): { prelude: { statusCode: number; headers: Record<string, string> }; body: Buffer } {
-    const all = Buffer.concat(this.chunks);
-    const end = all.indexOf(PRELUDE_DELIMITER);
-    if (end < 0) throw new Error('no prelude delimiter');
-    return { prelude: JSON.parse(all.subarray(0, end).toString('utf8')), body: all.subarray(end + PRELUDE_DELIMITER.length) };
-  }
-}
 
 async function setup() {
   const h = await harness();
@@ -69,7 +36,7 @@ describe('streaming handler: the API Gateway STREAM contract', () => {
     const { h, getDeps, event } = await setup();
     const bytes = Buffer.from([0x25, 0x50, 0x44, 0x46, 0x00, 0xff, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x0a]);
     h.ehr.fhirAnswer = () => new Response(bytes, { headers: { 'content-type': 'application/pdf', etag: 'W/"4"' } });
-    const stream = new CapturingStream();
+    const stream = new CollectingResponseStream();
 
     await createStreamingFhirProxyHandler(getDeps)(event('Binary/1'), stream, lambdaContext);
 
@@ -86,7 +53,7 @@ describe('streaming handler: the API Gateway STREAM contract', () => {
   it('still sends the prelude for an empty body (a 304)', async () => {
     const { h, getDeps, event } = await setup();
     h.ehr.fhirAnswer = () => new Response(null, { status: 304, headers: { etag: 'W/"1"' } });
-    const stream = new CapturingStream();
+    const stream = new CollectingResponseStream();
 
     await createStreamingFhirProxyHandler(getDeps)(event('Patient/123', { headers: { 'If-None-Match': 'W/"1"' } }), stream, lambdaContext);
 
@@ -99,7 +66,7 @@ describe('streaming handler: the API Gateway STREAM contract', () => {
     const { h, getDeps, event } = await setup();
     const big = Buffer.alloc(7 * 1024 * 1024, 0xab);
     h.ehr.fhirAnswer = () => new Response(big, { headers: { 'content-type': 'application/octet-stream' } });
-    const stream = new CapturingStream();
+    const stream = new CollectingResponseStream();
 
     await createStreamingFhirProxyHandler(getDeps)(event('Binary/big'), stream, lambdaContext);
 
@@ -111,7 +78,7 @@ describe('streaming handler: the API Gateway STREAM contract', () => {
 
   it('answers a refusal as an OperationOutcome prelude and body', async () => {
     const { getDeps, event } = await setup();
-    const stream = new CapturingStream();
+    const stream = new CollectingResponseStream();
 
     await createStreamingFhirProxyHandler(getDeps)(event('..%2F..%2Fadmin'), stream, lambdaContext);
 
