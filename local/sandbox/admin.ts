@@ -64,6 +64,21 @@ function methodNotAllowed(res: ServerResponse, allow: string): void {
   sendJson(res, 405, { error: 'method_not_allowed', allow }, { ...NO_STORE, Allow: allow });
 }
 
+/** Reads a JSON body valid against `schema`; answers the 4xx itself and returns `undefined` otherwise. */
+async function readValid<P>(req: IncomingMessage, res: ServerResponse, schema: z.ZodType<P>): Promise<P | undefined> {
+  const body = await readJson(req);
+  if (!body.ok) {
+    sendJson(res, body.status, { error: 'invalid_request', message: body.message }, NO_STORE);
+    return undefined;
+  }
+  const parsed = schema.safeParse(body.value);
+  if (!parsed.success) {
+    sendJson(res, 400, { error: 'invalid_request', message: z.prettifyError(parsed.error) }, NO_STORE);
+    return undefined;
+  }
+  return parsed.data;
+}
+
 /**
  * `GET` answers the switches in force; `POST` validates a JSON patch with `schema`, applies it, and
  * answers the result. The same for every set of switches (faults, quirks).
@@ -83,17 +98,9 @@ async function getOrPatch<T extends object, P>(
     methodNotAllowed(res, 'GET, POST');
     return;
   }
-  const body = await readJson(req);
-  if (!body.ok) {
-    sendJson(res, body.status, { error: 'invalid_request', message: body.message }, NO_STORE);
-    return;
-  }
-  const patch = schema.safeParse(body.value);
-  if (!patch.success) {
-    sendJson(res, 400, { error: 'invalid_request', message: z.prettifyError(patch.error) }, NO_STORE);
-    return;
-  }
-  apply(target, patch.data);
+  const patch = await readValid(req, res, schema);
+  if (patch === undefined) return;
+  apply(target, patch);
   sendJson(res, 200, target, NO_STORE);
 }
 
@@ -134,18 +141,10 @@ export async function handleAdmin(req: IncomingMessage, res: ServerResponse, sub
         methodNotAllowed(res, 'POST');
         return;
       }
-      const body = await readJson(req);
-      if (!body.ok) {
-        sendJson(res, body.status, { error: 'invalid_request', message: body.message }, NO_STORE);
-        return;
-      }
-      const request = RevokeGrantSchema.safeParse(body.value);
-      if (!request.success) {
-        sendJson(res, 400, { error: 'invalid_request', message: z.prettifyError(request.error) }, NO_STORE);
-        return;
-      }
+      const request = await readValid(req, res, RevokeGrantSchema);
+      if (request === undefined) return;
       try {
-        await controls.revokeGrantOf(request.data.token);
+        await controls.revokeGrantOf(request.token);
       } catch (error) {
         sendJson(res, 404, { error: 'not_found', message: error instanceof Error ? error.message : String(error) }, NO_STORE);
         return;
@@ -163,18 +162,10 @@ export async function handleAdmin(req: IncomingMessage, res: ServerResponse, sub
         methodNotAllowed(res, 'POST');
         return;
       }
-      const body = await readJson(req);
-      if (!body.ok) {
-        sendJson(res, body.status, { error: 'invalid_request', message: body.message }, NO_STORE);
-        return;
-      }
-      const request = BackchannelLogoutRequestSchema.safeParse(body.value);
-      if (!request.success) {
-        sendJson(res, 400, { error: 'invalid_request', message: z.prettifyError(request.error) }, NO_STORE);
-        return;
-      }
+      const request = await readValid(req, res, BackchannelLogoutRequestSchema);
+      if (request === undefined) return;
       try {
-        sendJson(res, 200, { receiver: await controls.sendBackchannelLogout(request.data) }, NO_STORE);
+        sendJson(res, 200, { receiver: await controls.sendBackchannelLogout(request) }, NO_STORE);
       } catch (error) {
         sendJson(res, 400, { error: 'invalid_request', message: error instanceof Error ? error.message : String(error) }, NO_STORE);
       }
