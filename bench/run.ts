@@ -249,6 +249,13 @@ interface ModeMeasure {
  * per request. Everything runs in this one process, so the direct mode's CPU (client + EHR + store)
  * is subtracted from the proxied modes' to get each proxy's own CPU per request.
  */
+/** Requests per mode and round: enough to keep every in-flight slot busy. */
+const batchOf = (concurrency: number) => Math.max(concurrency * 4, 16);
+/** Measured rounds per mode (a warm-up round comes first and is not measured). */
+const roundsOf = (iterations: number, batch: number) => Math.max(2, Math.ceil(iterations / batch));
+/** Every request one mode makes in `measureModes`, the warm-up round included. */
+const requestsPerMode = (iterations: number, concurrency: number) => (roundsOf(iterations, batchOf(concurrency)) + 1) * batchOf(concurrency);
+
 async function measureModes(
   scenario: Scenario,
   targets: Record<Mode, Target>,
@@ -256,8 +263,8 @@ async function measureModes(
   iterations: number,
   batchSize?: number,
 ): Promise<Record<Mode, ModeMeasure>> {
-  const batch = batchSize ?? Math.max(concurrency * 4, 16);
-  const rounds = Math.max(2, Math.ceil(iterations / batch));
+  const batch = batchSize ?? batchOf(concurrency);
+  const rounds = roundsOf(iterations, batch);
   const acc = Object.fromEntries(MODES.map((m) => [m, { samples: [] as number[], ms: 0, cpuUs: 0, count: 0 }])) as Record<
     Mode,
     { samples: number[]; ms: number; cpuUs: number; count: number }
@@ -355,7 +362,7 @@ const proxyOverhead: BenchSection = {
       for (const concurrency of [...new Set([1, context.options.concurrency])]) {
         const storeBefore = { ...context.storeCalls };
         const measured = await measureModes(scenario, targets, concurrency, context.options.iterations);
-        const productRequests = Math.max(2, Math.ceil(context.options.iterations / Math.max(concurrency * 4, 16)) + 1) * Math.max(concurrency * 4, 16);
+        const productRequests = requestsPerMode(context.options.iterations, concurrency);
         const storeDuring = Object.fromEntries(
           Object.entries(context.storeCalls).map(([name, count]) => [name, Math.round(((count - (storeBefore[name] ?? 0)) / productRequests) * 1000) / 1000]),
         );
