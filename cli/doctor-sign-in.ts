@@ -1,5 +1,4 @@
-import { createServer, request as httpRequest, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { once } from 'node:events';
+import { createServer, request as httpRequest, type IncomingMessage, type ServerResponse } from 'node:http';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,7 +12,7 @@ import { openSession } from '../shared/core/session.js';
 import type { IssuerConfig } from '../shared/config/schema.js';
 import { BINDING_COOKIE } from '../shared/http/cookies.js';
 import { escapeHtml } from '../shared/http/responses.js';
-import { startLocalStack, type LocalStack } from '../local/stack.js';
+import { listenOnLoopback, startLocalStack, type LocalStack } from '../local/stack.js';
 
 /**
  * `doctor --sign-in`: a real standalone sign-in at the EHR with the customer's config, through the
@@ -91,20 +90,6 @@ function errorOfPage(status: number, step: 'launch' | 'callback', body: string):
 
 const PAGE = (title: string, text: string) =>
   `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>${escapeHtml(title)}</title></head><body><main><h1>${escapeHtml(title)}</h1><p>${escapeHtml(text)}</p></main></body></html>`;
-
-async function listen(server: Server, port: number): Promise<number> {
-  server.listen(port, '127.0.0.1');
-  await Promise.race([
-    once(server, 'listening'),
-    once(server, 'error').then(([error]) => {
-      const code = (error as NodeJS.ErrnoException).code;
-      throw new Error(code === 'EADDRINUSE' ? `port ${port} is already in use: choose another with --port N or --redirect-uri` : `could not listen on port ${port}: ${String(error)}`);
-    }),
-  ]);
-  const address = server.address();
-  if (address === null || typeof address === 'string') throw new Error('the listener has no TCP address');
-  return address.port;
-}
 
 /** Forwards one request to the local stack and answers with its response, or hands it to `inspect` first. */
 function forward(
@@ -271,7 +256,7 @@ export async function signInFindings(options: SignInOptions): Promise<Finding[]>
   const dataDir = await mkdtemp(join(tmpdir(), 'smart-launch-doctor-'));
   let stack: LocalStack | undefined;
   try {
-    const listening = await listen(server, port);
+    const listening = await listenOnLoopback(server, port, 'choose another with --port N or --redirect-uri');
     publicUrl ??= `http://localhost:${listening}`;
     const loopbackUrl = publicUrl;
     const rawIssuers = (options.rawConfig.issuers as Array<Record<string, unknown>>).filter((i) => i.iss === issuer.iss);

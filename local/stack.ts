@@ -97,15 +97,17 @@ function defaultClients(apiUrl: string): SandboxClient[] {
   ];
 }
 
-async function listen(server: Server, port: number): Promise<number> {
+/**
+ * Listens on loopback `port` (0: any free one) and answers the port taken; a port in use fails with
+ * `inUseHint`, the way to choose another.
+ */
+export async function listenOnLoopback(server: Server, port: number, inUseHint = 'choose another with --port N'): Promise<number> {
   server.listen(port, '127.0.0.1');
   await Promise.race([
     once(server, 'listening'),
     once(server, 'error').then(([error]) => {
       const code = (error as NodeJS.ErrnoException).code;
-      throw new Error(
-        code === 'EADDRINUSE' ? `port ${port} is already in use; choose another with --port N` : `could not listen on port ${port}: ${String(error)}`,
-      );
+      throw new Error(code === 'EADDRINUSE' ? `port ${port} is already in use; ${inUseHint}` : `could not listen on port ${port}: ${String(error)}`);
     }),
   ]);
   const address = server.address();
@@ -131,7 +133,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
       ? parseConfigText(await readFile(options.configPath, 'utf8'), 'local', options.configPath)
       : undefined;
   const server = createServer();
-  const port = await listen(server, options.port);
+  const port = await listenOnLoopback(server, options.port);
   const apiUrl = `http://localhost:${port}`;
 
   let sandbox: Sandbox | undefined;
