@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Readable } from 'node:stream';
 import type { FhirContext } from './context.js';
-import { FHIR_JSON_TYPE, FhirError, isRecord, outcome, readRequestBody, sendFhir } from './exchange.js';
+import { FHIR_JSON_TYPE, FhirError, isRecord, outcome, readJsonBody, sendFhir } from './exchange.js';
 import type { Exchange } from './exchange.js';
 
 /*
@@ -98,16 +98,7 @@ async function runEntry(ctx: FhirContext, outer: Exchange, entry: unknown, dispa
 
 /** `POST [base]` with a batch or transaction Bundle (FHIR JSON). */
 export async function batchOrTransaction(ctx: FhirContext, ex: Exchange, dispatch: Dispatch): Promise<void> {
-  if (!FHIR_JSON_TYPE.test(ex.req.headers['content-type'] ?? '')) {
-    throw new FhirError(415, 'not-supported', 'send the Bundle as FHIR JSON (Content-Type: application/fhir+json)');
-  }
-  let bundle: unknown;
-  try {
-    bundle = JSON.parse((await readRequestBody(ex.req)).toString('utf8'));
-  } catch (error) {
-    if (error instanceof FhirError) throw error;
-    throw new FhirError(400, 'structure', 'the body is not JSON');
-  }
+  const bundle = await readJsonBody(ex.req, FHIR_JSON_TYPE, 'send the Bundle as FHIR JSON (Content-Type: application/fhir+json)');
   if (!isRecord(bundle) || bundle.resourceType !== 'Bundle' || (bundle.type !== 'batch' && bundle.type !== 'transaction')) {
     throw new FhirError(400, 'invalid', 'POST [base] takes a Bundle of type batch or transaction');
   }

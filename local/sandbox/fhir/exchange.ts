@@ -141,6 +141,22 @@ export async function readRequestBody(req: IncomingMessage): Promise<Buffer> {
   }
 }
 
+/**
+ * The request body as JSON, sent with a Content-Type `type` matches: 415 with `sendAs` otherwise,
+ * 400 when it does not parse, 413 when it is too large.
+ */
+export async function readJsonBody(req: IncomingMessage, type: RegExp, sendAs: string): Promise<unknown> {
+  if (!type.test(req.headers['content-type'] ?? '')) {
+    throw new FhirError(415, 'not-supported', sendAs);
+  }
+  const body = await readRequestBody(req);
+  try {
+    return JSON.parse(body.toString('utf8'));
+  } catch {
+    throw new FhirError(400, 'structure', 'the body is not JSON');
+  }
+}
+
 export function methodNotAllowed(allow: string, what: string): FhirError {
   return new FhirError(405, 'not-supported', `${what} takes ${allow}`, { Allow: allow });
 }

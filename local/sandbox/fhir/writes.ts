@@ -12,7 +12,7 @@ import {
   ifMatchVersion,
   isRecord,
   JSON_PATCH_TYPE,
-  readRequestBody,
+  readJsonBody,
   sendFhir,
   toQuery,
   versionHeaders,
@@ -38,18 +38,7 @@ export function checkWritableType(resourceType: string): void {
 
 /** A resource of `resourceType` sent as FHIR JSON (create, update). */
 export async function resourceBody(req: IncomingMessage, resourceType: string): Promise<Resource> {
-  if (!FHIR_JSON_TYPE.test(req.headers['content-type'] ?? '')) {
-    throw new FhirError(415, 'not-supported', 'send the resource as FHIR JSON (Content-Type: application/fhir+json)');
-  }
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse((await readRequestBody(req)).toString('utf8'));
-  } catch (error) {
-    if (error instanceof FhirError) {
-      throw error;
-    }
-    throw new FhirError(400, 'structure', 'the body is not JSON');
-  }
+  const parsed = await readJsonBody(req, FHIR_JSON_TYPE, 'send the resource as FHIR JSON (Content-Type: application/fhir+json)');
   if (!isRecord(parsed) || parsed.resourceType !== resourceType) {
     throw new FhirError(400, 'invalid', `the body must be a ${resourceType} resource`);
   }
@@ -207,18 +196,7 @@ export async function update(
 
 export async function patch(ctx: FhirContext, ex: Exchange, token: VerifiedAccessToken, resourceType: string, id: string): Promise<void> {
   const decision = decide(token, resourceType, 'u');
-  if (!JSON_PATCH_TYPE.test(ex.req.headers['content-type'] ?? '')) {
-    throw new FhirError(415, 'not-supported', 'send a JSON Patch (Content-Type: application/json-patch+json)');
-  }
-  let operations: unknown;
-  try {
-    operations = JSON.parse((await readRequestBody(ex.req)).toString('utf8'));
-  } catch (error) {
-    if (error instanceof FhirError) {
-      throw error;
-    }
-    throw new FhirError(400, 'structure', 'the body is not JSON');
-  }
+  const operations = await readJsonBody(ex.req, JSON_PATCH_TYPE, 'send a JSON Patch (Content-Type: application/json-patch+json)');
   const ifMatch = ifMatchVersion(ex.req);
   const saved = await ctx.writeQueue.run(async () => {
     const previous = await current(ctx, resourceType, id, decision, ifMatch);
