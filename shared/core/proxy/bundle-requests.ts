@@ -2,14 +2,13 @@ import { proxyOptionsOf, type ProxyOptions } from '../../config/schema.js';
 import type { CoreDeps } from '../deps.js';
 import { bounded, isSmartError, SmartError } from '../errors.js';
 import { issuerOf } from '../issuers.js';
-import type { Query } from '../query.js';
 import type { OpenSession } from '../session.js';
 import { fhirBaseUrl } from '../urls.js';
 import { checkScopesAndPatient } from './confinement.js';
-import { forwardFhirRequest, type CheckedProxyRequest, type ForwardOptions } from './forward.js';
+import { checkWriteEnabled, forwardFhirRequest, type CheckedProxyRequest, type ForwardOptions } from './forward.js';
 import { classifyInteraction, PROXY_METHODS, type FhirInteraction } from './interactions.js';
-import { checkQuery, conditionalCreateQuery, encodeFhirQuery, queryPairs, resolveProxyTarget } from './paths.js';
-import { forwardedHeaders, type ProxyRequest } from './requests.js';
+import { checkQuery, conditionalCreateQuery, encodeFhirQuery, parseSearch, queryPairs, resolveProxyTarget } from './paths.js';
+import { FHIR_JSON_TYPE, forwardedHeaders, type ProxyRequest } from './requests.js';
 import { rewriteBundleUrls, rewriteLocation, type ProxyResponse } from './responses.js';
 
 /*
@@ -30,8 +29,6 @@ export const MAX_BUNDLE_ENTRIES = 200;
 export function isBundleRequest(request: ProxyRequest): boolean {
   return request.rawPath === undefined || request.rawPath === '';
 }
-
-const FHIR_JSON_TYPE = /^application\/(fhir\+)?json\s*(;|$)/i;
 
 type Json = Record<string, unknown>;
 
@@ -78,12 +75,6 @@ function relativeEntryUrl(url: string, iss: string, proxyBase: string): string {
   return url;
 }
 
-function parseQuery(search: string): Query {
-  const query: Record<string, string[]> = {};
-  for (const [name, value] of new URLSearchParams(search)) (query[name] ??= []).push(value);
-  return query;
-}
-
 /**
  * What one entry is, or its refusal (thrown): the same checks a single request with that method, URL
  * and body gets from `checkProxyRequest`.
@@ -104,13 +95,11 @@ export function checkBundleEntry(
   }
   const relative = relativeEntryUrl(request.url, session.record.iss, proxyBase);
   const [path = '', search = ''] = relative.split(/\?(.*)/s, 2);
-  const query = parseQuery(search);
+  const query = parseSearch(search);
   resolveProxyTarget(session.record.iss, path, query);
   checkQuery(query);
   const interaction = classifyInteraction(method, path, Object.keys(query).length > 0);
-  if (interaction.write !== undefined && !options.writes.has(interaction.write)) {
-    throw new SmartError('WRITES_DISABLED', `${interaction.write} is not enabled for this EHR`, { details: { interaction: interaction.write } });
-  }
+  checkWriteEnabled(interaction, options);
   checkEntryResource(interaction, method, (entry as Json).resource);
   // A conditional create's ifNoneExist is a search the EHR runs (and may answer with what it found):
   // checked and confined like the URL's own parameters.

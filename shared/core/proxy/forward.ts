@@ -47,6 +47,13 @@ export interface CheckedProxyRequest {
   readonly options: ProxyOptions;
 }
 
+/** `WRITES_DISABLED` for a write (`issuers[].writes`) this EHR's config does not enable. */
+export function checkWriteEnabled(interaction: FhirInteraction, options: ProxyOptions): void {
+  if (interaction.write !== undefined && !options.writes.has(interaction.write)) {
+    throw new SmartError('WRITES_DISABLED', `${interaction.write} is not enabled for this EHR`, { details: { interaction: interaction.write } });
+  }
+}
+
 /** What the request is and whether it may be forwarded; throws the refusal otherwise. Contacts nothing. */
 export function checkProxyRequest(session: OpenSession, request: ProxyRequest, deps: CoreDeps): CheckedProxyRequest {
   const method = request.method.toUpperCase();
@@ -61,9 +68,7 @@ export function checkProxyRequest(session: OpenSession, request: ProxyRequest, d
   const hasQuery = Object.keys(request.query).length > 0;
   const interaction = classifyInteraction(method, request.rawPath as string, hasQuery);
   const options = proxyOptionsOf(issuerOf(deps.config, session.record.iss));
-  if (interaction.write !== undefined && !options.writes.has(interaction.write)) {
-    throw new SmartError('WRITES_DISABLED', `${interaction.write} is not enabled for this EHR`, { details: { interaction: interaction.write } });
-  }
+  checkWriteEnabled(interaction, options);
   const headers = forwardedHeaders({ ...request, method });
   const { formParams } = checkBody(interaction, { ...request, method }, headers['content-type'], options);
   // If-None-Exist is a search the EHR runs (and may answer with what it found): confined like the query, sent as checked.

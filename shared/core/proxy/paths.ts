@@ -71,15 +71,20 @@ export function resolveProxyTarget(fhirBase: string, rawPath: string | undefined
   return target;
 }
 
+/** A URL's search part (without `?`) as a query, repeated parameters kept in order. */
+export function parseSearch(search: string): Query {
+  const query: Record<string, string[]> = {};
+  for (const [name, item] of new URLSearchParams(search)) (query[name] ??= []).push(item);
+  return query;
+}
+
 /**
  * The search parameters of a conditional create (`If-None-Exist` header, `Bundle.entry.request.ifNoneExist`):
  * the EHR runs them as a search, so they get the query's checks and patient confinement like any
  * other search, and go out re-encoded from what was checked. A leading `[type]?` is dropped.
  */
 export function conditionalCreateQuery(value: string): Query {
-  const search = value.includes('?') ? value.slice(value.indexOf('?') + 1) : value;
-  const query: Record<string, string[]> = {};
-  for (const [name, item] of new URLSearchParams(search)) (query[name] ??= []).push(item);
+  const query = parseSearch(value.includes('?') ? value.slice(value.indexOf('?') + 1) : value);
   checkQuery(query);
   return query;
 }

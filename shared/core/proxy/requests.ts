@@ -67,7 +67,8 @@ export function forwardedHeaders(request: ProxyRequest): Record<string, string> 
 
 const FORM_TYPE = /^application\/x-www-form-urlencoded\s*(;|$)/i;
 const JSON_TYPE = /^application\/([\w.+-]*\+)?json\s*(;|$)/i;
-const FHIR_JSON_TYPE = /^application\/(fhir\+)?json\s*(;|$)/i;
+/** FHIR JSON or plain JSON, with or without parameters. */
+export const FHIR_JSON_TYPE = /^application\/(fhir\+)?json\s*(;|$)/i;
 const JSON_PATCH_TYPE = /^application\/json-patch\+json\s*(;|$)/i;
 
 export interface CheckedBody {
