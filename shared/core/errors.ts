@@ -176,3 +176,21 @@ export function safeList(values: readonly string[] | undefined): string {
   const safe = (values ?? []).filter((v) => /^[\x21-\x7e]{1,64}$/.test(v)).slice(0, 12);
   return safe.length === 0 ? '(none)' : safe.join(', ');
 }
+
+/**
+ * A FHIR OperationOutcome for a refusal (FHIR R4 §3.1.0.6): its issue type, our code under
+ * `urn:smart-launch:error` with the hint, and `diagnostics` (the message unless given).
+ */
+export function operationOutcomeOf(error: SmartError, diagnostics: string = error.message): Record<string, unknown> {
+  return {
+    resourceType: 'OperationOutcome',
+    issue: [
+      {
+        severity: 'error',
+        code: error.issueType,
+        details: { coding: [{ system: 'urn:smart-launch:error', code: error.code }], text: error.hint },
+        diagnostics,
+      },
+    ],
+  };
+}

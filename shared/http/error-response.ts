@@ -1,6 +1,6 @@
 import type { MiddlewareObj } from '@middy/core';
 import type { Logger } from '@aws-lambda-powertools/logger';
-import { SmartError, toSmartError } from '../core/errors.js';
+import { operationOutcomeOf, SmartError, toSmartError } from '../core/errors.js';
 import { correlationIdOf, type ApiEvent, type ApiResult } from './api-event.js';
 import { escapeHtml, htmlResponse, jsonResponse, BASE_HEADERS } from './responses.js';
 
@@ -30,17 +30,7 @@ ${retry}
 
 /** A FHIR OperationOutcome for the proxy (FHIR R4 §3.1.0.6). */
 export function operationOutcome(error: SmartError, correlationId: string): Record<string, unknown> {
-  return {
-    resourceType: 'OperationOutcome',
-    issue: [
-      {
-        severity: 'error',
-        code: error.issueType,
-        details: { coding: [{ system: 'urn:smart-launch:error', code: error.code }], text: error.hint },
-        diagnostics: `${error.message} (correlation id ${correlationId})`,
-      },
-    ],
-  };
+  return operationOutcomeOf(error, `${error.message} (correlation id ${correlationId})`);
 }
 
 export function renderError(error: SmartError, format: ErrorFormat, correlationId: string): ApiResult {

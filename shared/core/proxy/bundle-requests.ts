@@ -1,6 +1,6 @@
 import { proxyOptionsOf, type ProxyOptions } from '../../config/schema.js';
 import type { CoreDeps } from '../deps.js';
-import { bounded, isSmartError, SmartError } from '../errors.js';
+import { bounded, isSmartError, operationOutcomeOf, SmartError } from '../errors.js';
 import { issuerOf } from '../issuers.js';
 import type { OpenSession } from '../session.js';
 import { fhirBaseUrl } from '../urls.js';
@@ -152,22 +152,7 @@ function rebase(value: unknown, from: string, to: string): unknown {
 
 /** A refused entry's place in a batch-response: its status and an OperationOutcome with our code. */
 export function refusalEntry(error: SmartError): Json {
-  return {
-    response: {
-      status: String(error.status),
-      outcome: {
-        resourceType: 'OperationOutcome',
-        issue: [
-          {
-            severity: 'error',
-            code: error.issueType,
-            details: { coding: [{ system: 'urn:smart-launch:error', code: error.code }], text: error.hint },
-            diagnostics: error.message,
-          },
-        ],
-      },
-    },
-  };
+  return { response: { status: String(error.status), outcome: operationOutcomeOf(error) } };
 }
 
 /** The whole Bundle request checked: its JSON, type and size, each entry's verdict. Contacts nothing. */
