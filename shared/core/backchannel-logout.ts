@@ -1,7 +1,7 @@
 import { createLocalJWKSet, decodeJwt, decodeProtectedHeader, errors as joseErrors, jwtVerify, type JSONWebKeySet, type JWTPayload } from 'jose';
 import { sha256Base64url } from './crypto.js';
 import { SmartError } from './errors.js';
-import { fetchJwks, type JwksCache } from './id-token.js';
+import { withIssuerKeys, type JwksCache } from './id-token.js';
 import type { HttpClient } from './ports.js';
 
 /**
@@ -108,13 +108,7 @@ export async function verifyLogoutToken(token: unknown, context: LogoutTokenCont
           requiredClaims: ['iat', 'jti', 'events'],
         })
       ).payload;
-    try {
-      return await verify(context.jwks ? await context.jwks.keys(context.http, jwksUri, context.now) : await fetchJwks(context.http, jwksUri));
-    } catch (cause) {
-      const again = cause instanceof joseErrors.JWKSNoMatchingKey ? context.jwks?.refetch(context.http, jwksUri, context.now) : undefined;
-      if (again === undefined) throw cause;
-      return verify(await again);
-    }
+    return withIssuerKeys(context.http, jwksUri, context.now, context.jwks, undefined, verify);
   };
   let payload: JWTPayload | undefined;
   let signers: readonly LogoutTokenIssuer[] = [];

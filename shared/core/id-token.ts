@@ -81,6 +81,27 @@ export class JwksCache {
 }
 
 /**
+ * Runs `verify` with the key set at `jwksUri` (from `cache` when given); a `kid` the cached set does
+ * not have fetches the set once more, since the EHR may have rotated its keys (SMART-DISC-10).
+ */
+export async function withIssuerKeys<T>(
+  http: HttpClient,
+  jwksUri: string,
+  now: number,
+  cache: JwksCache | undefined,
+  clock: Clock | undefined,
+  verify: (jwks: JSONWebKeySet) => Promise<T>,
+): Promise<T> {
+  try {
+    return await verify(cache ? await cache.keys(http, jwksUri, now, clock) : await fetchJwks(http, jwksUri, clock));
+  } catch (cause) {
+    const again = cause instanceof joseErrors.JWKSNoMatchingKey ? cache?.refetch(http, jwksUri, now, clock) : undefined;
+    if (again === undefined) throw cause;
+    return verify(await again);
+  }
+}
+
+/**
  * Verifies an id_token (OIDC Core §3.1.3.7, invariant 5): signature with a key from the
  * issuer's JWKS, `iss`, `aud` (our client id), `exp`/`iat` (60 s skew), and `nonce`. With a
  * `JwksCache` the key set comes from the cache, and a `kid` it lacks fetches the set once more.
@@ -102,14 +123,7 @@ export async function verifyIdToken(http: HttpClient, idToken: string, expected:
     });
   let payload: Record<string, unknown>;
   try {
-    try {
-      ({ payload } = await verify(cache ? await cache.keys(http, jwksUri, expected.now, clock) : await fetchJwks(http, jwksUri, clock)));
-    } catch (cause) {
-      // A key the cached set does not have: the EHR may have rotated its keys since (SMART-DISC-10).
-      const again = cause instanceof joseErrors.JWKSNoMatchingKey ? cache?.refetch(http, jwksUri, expected.now, clock) : undefined;
-      if (again === undefined) throw cause;
-      ({ payload } = await verify(await again));
-    }
+    ({ payload } = await withIssuerKeys(http, jwksUri, expected.now, cache, clock, verify));
   } catch (cause) {
     if (isSmartError(cause)) throw cause;
     const reason = cause instanceof joseErrors.JOSEError ? cause.code : 'ERR_UNKNOWN';
