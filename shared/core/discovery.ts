@@ -131,17 +131,22 @@ export function readSmartConfiguration(document: unknown, mode: ConfigMode, fhir
 }
 
 /**
- * `{ endSessionEndpoint }` when an `end_session_endpoint` is published and passes the rule of every
- * endpoint; nothing otherwise (a bad one only means no end-session redirect: it never fails discovery).
- * Kept with the cached endpoints so that logout does not ask the EHR again.
+ * A published `end_session_endpoint` when it passes the rule of every endpoint; `undefined` otherwise
+ * (a bad one only means no end-session redirect: it never fails discovery or logout).
  */
-function endSessionEndpoint(value: string | undefined, mode: ConfigMode, fhirBase?: string): { endSessionEndpoint?: string } {
-  if (value === undefined) return {};
+export function usableEndSessionEndpoint(value: unknown, mode: ConfigMode, fhirBase?: string): string | undefined {
+  if (typeof value !== 'string') return undefined;
   try {
-    return { endSessionEndpoint: checkEndpoint(value, 'end_session_endpoint', mode, fhirBase) };
+    return checkEndpoint(value, 'end_session_endpoint', mode, fhirBase);
   } catch {
-    return {};
+    return undefined;
   }
+}
+
+/** `{ endSessionEndpoint }` when usable, kept with the cached endpoints so that logout does not ask the EHR again. */
+function endSessionEndpoint(value: string | undefined, mode: ConfigMode, fhirBase?: string): { endSessionEndpoint?: string } {
+  const endpoint = usableEndSessionEndpoint(value, mode, fhirBase);
+  return endpoint === undefined ? {} : { endSessionEndpoint: endpoint };
 }
 
 /** `PKCE_UNSUPPORTED` unless `S256` is advertised; unknown (CapabilityStatement discovery) passes. */

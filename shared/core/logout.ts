@@ -1,6 +1,6 @@
 import type { CoreDeps } from './deps.js';
 import { clientAuthenticationFor } from './ehr/client-auth.js';
-import { discoverCached, openidConfigurationUrl } from './discovery.js';
+import { discoverCached, openidConfigurationUrl, usableEndSessionEndpoint } from './discovery.js';
 import { fetchJson } from './ehr/http.js';
 import { revokeToken } from './ehr/revocation.js';
 import { issuerOf } from './issuers.js';
@@ -34,15 +34,6 @@ export async function endSession(session: OpenSession, deps: CoreDeps): Promise<
   return outcome;
 }
 
-/** An `end_session_endpoint` as published, when it is one this deployment may send a browser to. */
-function usableEndpoint(value: unknown, mode: CoreDeps['mode']): string | undefined {
-  if (typeof value !== 'string' || !URL.canParse(value)) return undefined;
-  const url = new URL(value);
-  if (url.protocol === 'https:') return url.href;
-  const loopback = url.hostname === 'localhost' || url.hostname === '[::1]' || /^127\./.test(url.hostname);
-  return mode === 'local' && url.protocol === 'http:' && loopback ? url.href : undefined;
-}
-
 /**
  * The EHR's `end_session_endpoint`: from the discovered endpoints (the SMART configuration, or the
  * OpenID configuration discovery read for a SMART v1 server), through the container's discovery
@@ -51,14 +42,15 @@ function usableEndpoint(value: unknown, mode: CoreDeps['mode']): string | undefi
  */
 async function publishedEndSessionEndpoint(deps: CoreDeps, issuer: IssuerConfig, openidIssuer: string | undefined): Promise<string | undefined> {
   const smart = await discoverCached(deps, issuer).catch(() => undefined);
-  const cached = usableEndpoint(smart?.endpoints.endSessionEndpoint, deps.mode);
+  // Discovery kept it only if it passed the endpoint rule (`usableEndSessionEndpoint`).
+  const cached = smart?.endpoints.endSessionEndpoint;
   if (cached !== undefined) return cached;
   const openidRead = smart?.openidFromConfig === true || smart?.openidDiscovery?.found !== undefined;
   if (openidIssuer === undefined || openidRead) return undefined;
   const codes = { unavailable: 'DISCOVERY_UNAVAILABLE', invalid: 'DISCOVERY_INVALID' } as const;
   try {
-    const document = (await fetchJson(deps.http, openidConfigurationUrl(openidIssuer), codes, 'the end-session endpoint')) as Record<string, unknown> | null;
-    return usableEndpoint(document?.end_session_endpoint, deps.mode);
+    const document = (await fetchJson(deps.http, openidConfigurationUrl(openidIssuer), codes, 'the end-session endpoint', deps.clock)) as Record<string, unknown> | null;
+    return usableEndSessionEndpoint(document?.end_session_endpoint, deps.mode);
   } catch {
     // No end-session redirect is offered when discovery cannot say where it is; logout still completes.
     return undefined;
