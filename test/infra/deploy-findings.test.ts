@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { App, CfnOutput, Duration, Fn, Stack } from 'aws-cdk-lib';
 import { CfnGuardValidator } from '@cdklabs/cdk-validator-cfnguard';
-import { GUARD_DISABLED_RULES, guardValidator } from '../../infra/nag.js';
+import { controlTowerRules, GUARD_DISABLED_RULES, guardRulesFor, guardRuleTypes, guardValidator } from '../../infra/nag.js';
 import { sharedSynth } from './shared-synth.js';
 import { Annotations, Match, Template } from 'aws-cdk-lib/assertions';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
@@ -376,6 +376,28 @@ describe('cfn-guard (Control Tower proactive controls) at synth', () => {
   it('runs offline and finds exactly the rules disabled with a reason, nothing else (on the shared synth)', async () => {
     expect(await disabledRuleFindings()).toEqual(Object.keys(GUARD_DISABLED_RULES).map((r) => r.toUpperCase().replace(/-/g, '.')).sort());
     for (const reason of Object.values(GUARD_DISABLED_RULES)) expect(reason.length).toBeGreaterThan(60);
-    expect(guardValidator()).toBeInstanceOf(CfnGuardValidator);
+    expect(guardValidator().name).toBe(new CfnGuardValidator().name);
   }, 320_000);
+
+  it('gives cfn-guard only the rules that check a resource type of the template, and can read what every shipped rule checks', () => {
+    // Arrange: every shipped rule selects what it checks by literal types, so none is run on every template.
+    const rules = controlTowerRules();
+    expect(rules.length).toBeGreaterThan(200);
+    for (const rule of rules) expect(guardRuleTypes(rule.text), rule.name).toEqual(expect.arrayContaining([expect.stringMatching(/^AWS::\w+::\w+$/)]));
+    expect(guardRuleTypes(rules.find((r) => r.name === 'ct-eks-pr-2')!.text)).toEqual(['AWS::EKS::Cluster']);
+    // A selection of another shape, or none, makes the rule run always.
+    expect(guardRuleTypes('let all = Resources.*[ Properties.Tags exists ]')).toBeUndefined();
+    expect(guardRuleTypes('let X = "AWS::S3::Bucket"\nlet b = Resources.*[ Type == %X or Type == %Y ]')).toBeUndefined();
+    expect(guardRuleTypes('rule r { Parameters exists }')).toBeUndefined();
+    expect(guardRuleTypes("let A = 'AWS::IAM::Role'\nlet B = \"AWS::IAM::User\"\nlet p = Resources.*[\n  Type == %A or\n  Type == %B\n]")).toEqual(['AWS::IAM::Role', 'AWS::IAM::User']);
+    // Act
+    const forBuckets = guardRulesFor(new Set(['AWS::S3::Bucket']));
+    const forSample = guardRulesFor(new Set(['AWS::Lambda::Function', 'AWS::KMS::Key', 'AWS::ApiGateway::Stage']));
+    // Assert: the S3 controls and no other service's; a disabled control never, even when its type is present.
+    expect(forBuckets.length).toBeGreaterThan(5);
+    expect(forBuckets.every((path) => /[\\/]s3[\\/]ct-s3-pr-\d+\.guard$/.test(path))).toBe(true);
+    expect(forSample.some((path) => path.includes('ct-kms-pr-1'))).toBe(true);
+    for (const disabled of Object.keys(GUARD_DISABLED_RULES)) expect(forSample.some((path) => path.endsWith(`${disabled}.guard`))).toBe(false);
+    expect(guardRulesFor(new Set())).toEqual([]);
+  });
 });
