@@ -7,7 +7,7 @@ import { addNagChecks, guardValidator } from './nag.js';
 import { TemplateChecks } from './template-checks.js';
 
 /**
- * The CDK app (`cdk.json`: `npx tsx infra/app.ts`): one `SmartLaunch-<customer>` stack per file in
+ * The CDK app (`cdk.json`: `node --import tsx infra/app.ts`; no npx in between): one `SmartLaunch-<customer>` stack per file in
  * `customers/*.json`, or only the one named by `-c customer=acme` (or SMART_LAUNCH_CUSTOMER).
  * `-c customersDir=path` (or SMART_LAUNCH_CUSTOMERS_DIR) reads another folder.
  */
