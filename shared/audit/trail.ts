@@ -84,6 +84,20 @@ export function outcomeOf(error: SmartError): string {
 }
 
 /**
+ * A refresh the EHR refused ended the session: one `session-end` (cause `refresh-rejected`) per
+ * request, whichever hook saw the refusal first (the refresher, or the request's own outcome).
+ */
+function noteRefreshEnded(extra: Pending['extra'], status: number): void {
+  if (extra.some((action) => action.action === 'session-end')) return;
+  extra.push({ action: 'session-end', status, code: 'REFRESH_REJECTED', facts: { cause: 'refresh-rejected' } });
+}
+
+/** The request already noted the end of its session (a refresh the EHR refused, through `auditedRefresher`). */
+export function sessionEndNoted(event: ApiEvent): boolean {
+  return auditActionsOf(event).some((action) => action.action === 'session-end');
+}
+
+/**
  * A refresher that records the refreshes it performs: a `refresh` record when the session moved to a
  * new revision, a failed one (and a `session-end` when the EHR refused) when it throws.
  */
@@ -99,7 +113,7 @@ export function auditedRefresher(event: ApiEvent, refresher: SessionRefresher): 
       const failure = toSmartError(error);
       const outcome = outcomeOf(failure);
       noteAuditAction(event, 'refresh', failure.status, outcome);
-      if (outcome === 'REFRESH_REJECTED') noteAuditAction(event, 'session-end', failure.status, outcome, { cause: 'refresh-rejected' });
+      if (outcome === 'REFRESH_REJECTED') noteRefreshEnded(entry(event).extra, failure.status);
       throw error;
     }
   };
@@ -117,8 +131,8 @@ export function recordsOf(
   const found = pending.get(event) ?? { facts: {}, extra: [] };
   const correlationId = correlationIdOf(event);
   const extra = [...found.extra];
-  // A refresh the EHR refused ended the session: that is recorded too.
-  if (action === 'refresh' && code === 'REFRESH_REJECTED') extra.push({ action: 'session-end', status, code, facts: { cause: 'refresh-rejected' } });
+  // A refresh the EHR refused ended the session: that is recorded too (once, if the refresher did not already).
+  if (action === 'refresh' && code === 'REFRESH_REJECTED') noteRefreshEnded(extra, status);
   const records = extra.map((extra) =>
     auditRecord({ nowMs, action: extra.action, status: extra.status, code: extra.code, correlationId, customer, facts: { ...found.facts, ...extra.facts } }),
   );

@@ -361,6 +361,8 @@ export class DiscoveryCache {
   readonly staleMs: number;
   readonly retryMs: number;
   readonly #cache = new SingleFlightCache<SmartConfiguration>();
+  /** The `end_session_endpoint` of OpenID configurations read for logout only (none when absent or unusable). */
+  readonly #endSession = new SingleFlightCache<string | undefined>();
   /** Background refreshes that failed (the stale copy was kept); for logs and tests. */
   revalidationFailures = 0;
 
@@ -371,26 +373,40 @@ export class DiscoveryCache {
   }
 
   /** The configuration for `key`: cached, stale while refreshing, or loaded now. */
-  async get(key: string, clock: Clock, load: () => Promise<SmartConfiguration>): Promise<SmartConfiguration> {
-    const entry = this.#cache.entry(key);
+  get(key: string, clock: Clock, load: () => Promise<SmartConfiguration>): Promise<SmartConfiguration> {
+    return this.#serve(this.#cache, key, clock, load);
+  }
+
+  /**
+   * The end-session endpoint an OpenID configuration (keyed by its URL) names, for an EHR whose SMART
+   * configuration names none and whose discovery read no OpenID configuration: cached by the same
+   * rules as a configuration, so logouts do not ask the EHR each time.
+   */
+  endSessionEndpoint(key: string, clock: Clock, load: () => Promise<string | undefined>): Promise<string | undefined> {
+    return this.#serve(this.#endSession, key, clock, load);
+  }
+
+  async #serve<V>(cache: SingleFlightCache<V>, key: string, clock: Clock, load: () => Promise<V>): Promise<V> {
+    const entry = cache.entry(key);
     const age = entry === undefined ? Infinity : clock.now() - entry.loadedAt;
     const loadedAt = () => clock.now();
     if (entry !== undefined && age < this.freshMs) return entry.value;
     if (entry !== undefined && age < this.staleMs) {
       if (entry.failedAt === undefined || clock.now() - entry.failedAt >= this.retryMs) {
-        this.#cache.load(key, load, loadedAt).catch(() => {
+        cache.load(key, load, loadedAt).catch(() => {
           this.revalidationFailures += 1;
           entry.failedAt = clock.now();
         });
       }
       return entry.value;
     }
-    return this.#cache.load(key, load, loadedAt);
+    return cache.load(key, load, loadedAt);
   }
 
   /** Forgets every entry (the next launch of each issuer fetches again). */
   clear(): void {
     this.#cache.clear();
+    this.#endSession.clear();
   }
 }
 

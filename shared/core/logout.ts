@@ -38,7 +38,8 @@ export async function endSession(session: OpenSession, deps: CoreDeps): Promise<
  * The EHR's `end_session_endpoint`: from the discovered endpoints (the SMART configuration, or the
  * OpenID configuration discovery read for a SMART v1 server), through the container's discovery
  * cache, so a warm logout asks the EHR nothing. Only when discovery read no OpenID configuration
- * and found none is the session's OpenID issuer asked (servers that publish it only there).
+ * and found none is the session's OpenID issuer asked (servers that publish it only there), and its
+ * answer is cached by discovery's rules too.
  */
 async function publishedEndSessionEndpoint(deps: CoreDeps, issuer: IssuerConfig, openidIssuer: string | undefined): Promise<string | undefined> {
   const smart = await discoverCached(deps, issuer).catch(() => undefined);
@@ -48,9 +49,14 @@ async function publishedEndSessionEndpoint(deps: CoreDeps, issuer: IssuerConfig,
   const openidRead = smart?.openidFromConfig === true || smart?.openidDiscovery?.found !== undefined;
   if (openidIssuer === undefined || openidRead) return undefined;
   const codes = { unavailable: 'DISCOVERY_UNAVAILABLE', invalid: 'DISCOVERY_INVALID' } as const;
-  try {
-    const document = (await fetchJson(deps.http, openidConfigurationUrl(openidIssuer), codes, 'the end-session endpoint', deps.clock)) as Record<string, unknown> | null;
+  const url = openidConfigurationUrl(openidIssuer);
+  const load = async () => {
+    const document = (await fetchJson(deps.http, url, codes, 'the end-session endpoint', deps.clock)) as Record<string, unknown> | null;
     return usableEndSessionEndpoint(document?.end_session_endpoint, deps.mode);
+  };
+  try {
+    // Through the container's discovery cache, by its rules (a failed read is not cached).
+    return await (deps.discovery === undefined ? load() : deps.discovery.endSessionEndpoint(url, deps.clock, load));
   } catch {
     // No end-session redirect is offered when discovery cannot say where it is; logout still completes.
     return undefined;

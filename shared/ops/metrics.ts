@@ -3,7 +3,7 @@ import type { MiddlewareObj } from '@middy/core';
 import type { Config } from '../config/schema.js';
 import { toSmartError } from '../core/errors.js';
 import type { ApiEvent, ApiResult } from '../http/api-event.js';
-import { auditFactsOf, auditActionsOf, outcomeOf, waitedForRefresh } from '../audit/trail.js';
+import { auditFactsOf, auditActionsOf, outcomeOf, sessionEndNoted, waitedForRefresh } from '../audit/trail.js';
 
 /**
  * Operational metrics (CloudWatch embedded metric format through Powertools Metrics), per issuer:
@@ -96,7 +96,8 @@ export function metricPoints(input: {
         if (code === undefined || TOKEN_ENDPOINT_CODES.has(code.code) || outcome === 'REFRESH_REJECTED' || code.code === 'REFRESH_UNAVAILABLE') {
           points.push(count('TokenRequests', { Issuer, Grant: 'refresh_token', Outcome: outcome }));
         }
-        if (outcome === 'REFRESH_REJECTED') points.push(count('SessionEnds', { Issuer, Cause: 'refresh-rejected' }));
+        // Counted above already when the request's refresher noted the end.
+        if (outcome === 'REFRESH_REJECTED' && !sessionEndNoted(event)) points.push(count('SessionEnds', { Issuer, Cause: 'refresh-rejected' }));
       }
       if (event.httpMethod === 'POST' && event.resource === '/sessions/{id}/logout' && code === undefined) {
         points.push(count('SessionEnds', { Issuer, Cause: 'logout' }));

@@ -3,7 +3,7 @@ import type { HttpClient } from '../../shared/core/ports.js';
 import { sessionKey } from '../../shared/core/sealed-records.js';
 import { ensureFreshSession } from '../../shared/core/refresh.js';
 import { endSession, endSessionUrl } from '../../shared/core/logout.js';
-import { DiscoveryCache, readSmartConfiguration } from '../../shared/core/discovery.js';
+import { DISCOVERY_STALE_MS, DiscoveryCache, readSmartConfiguration } from '../../shared/core/discovery.js';
 import { openSession } from '../../shared/core/session.js';
 import { APP_URL, sampleConfig, sampleIssuer, type TestDeps } from '../fakes/deps.js';
 import { EHR_CLIENT_ID, EHR_CLIENT_SECRET, json, type FakeEhr, type TokenCall } from '../fakes/fake-ehr.js';
@@ -234,6 +234,34 @@ describe('endSessionUrl (RP-initiated logout)', () => {
       expect(`${parsed.origin}${parsed.pathname}`).toBe(endpoint);
       expect(parsed.searchParams.get('post_logout_redirect_uri')).toBe(deps.config.app.url);
     }
+  });
+
+  it('an end_session_endpoint found only in the OpenID configuration is cached as discovery is: two logouts make one fetch (SMART-DISC-10)', async () => {
+    // Arrange: a SMART v2 EHR whose SMART configuration names its issuer and JWKS but no end_session_endpoint.
+    const s = await signedIn();
+    const endpoint = `${s.ehr.origin}/oauth2/logout`;
+    const openidConfiguration = `${s.ehr.issuer}/.well-known/openid-configuration`;
+    const fetched: string[] = [];
+    const http: HttpClient = async (url, init) => {
+      if (url !== openidConfiguration) return s.ehr.http(url, init);
+      fetched.push(url);
+      return json({ issuer: s.ehr.issuer, jwks_uri: s.ehr.jwksUri, end_session_endpoint: endpoint });
+    };
+    const deps = { ...s.deps, http, discovery: new DiscoveryCache() };
+    const session = await openSession(s.sessionId, s.cookie, deps);
+
+    // Act: two logouts in one container.
+    const first = await endSessionUrl(session, deps);
+    const second = await endSessionUrl(session, deps);
+
+    // Assert: both offer the endpoint; the OpenID configuration was read once.
+    for (const url of [first, second]) expect(new URL(url ?? 'missing:').href.split('?')[0]).toBe(endpoint);
+    expect(fetched).toHaveLength(1);
+
+    // Once discovery's stale window has passed, it is read again, as discovery is.
+    s.deps.clock.advance(DISCOVERY_STALE_MS);
+    await endSessionUrl(session, deps);
+    expect(fetched).toHaveLength(2);
   });
 
   it('keeps end_session_endpoint with the discovered endpoints, from the SMART configuration or the OpenID configuration', async () => {

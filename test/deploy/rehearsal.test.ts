@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { Worker } from 'node:worker_threads';
 import { pathToFileURL } from 'node:url';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi, type MockInstance } from 'vitest';
 import { PROJECT_ROOT } from '../../infra/constructs/smart-launch.js';
 import { startLocalDynamo, type LocalDynamo } from '../../local/dynamo-local.js';
 import { sharedSynth } from '../infra/shared-synth.js';
@@ -295,6 +295,23 @@ function coldStart(fn: DeployedFunction, heapMb: number): Promise<{ heapUsedMb: 
 let functions: Map<string, DeployedFunction>;
 const savedEnv = { ...process.env };
 
+/**
+ * The bundles publish their metrics as a Lambda function does, EMF documents on stdout: read here
+ * (and checked below) instead of printed among the test output. Everything else passes through.
+ */
+const emf: Array<Record<string, unknown>> = [];
+let stdoutSpy: MockInstance | undefined;
+function captureEmf(): void {
+  const write = process.stdout.write.bind(process.stdout) as (...args: unknown[]) => boolean;
+  stdoutSpy = vi.spyOn(process.stdout, 'write').mockImplementation(((chunk: string | Uint8Array, ...rest: unknown[]) => {
+    const text = typeof chunk === 'string' ? chunk : Buffer.from(chunk).toString('utf8');
+    if (!text.includes('"_aws"')) return write(chunk, ...rest);
+    for (const line of text.split('\n')) if (line.includes('"_aws"')) emf.push(JSON.parse(line) as Record<string, unknown>);
+    (rest.find((arg) => typeof arg === 'function') as (() => void) | undefined)?.();
+    return true;
+  }) as typeof process.stdout.write);
+}
+
 beforeAll(async () => {
   // The run's one `cdk synth` of the sample customer through the CLI (bundling, cdk-nag, template
   // checks, cfn-guard), shared with test/infra/synth.test.ts.
@@ -350,9 +367,11 @@ beforeAll(async () => {
   });
   (globalThis as { awslambda?: unknown }).awslambda = awslambda;
   functions = deployedFunctions();
+  captureEmf();
 }, 320_000);
 
 afterAll(async () => {
+  stdoutSpy?.mockRestore();
   delete (globalThis as { awslambda?: unknown }).awslambda;
   for (const name of Object.keys(process.env)) if (!(name in savedEnv)) delete process.env[name];
   Object.assign(process.env, savedEnv);
@@ -467,6 +486,13 @@ describe('deploy rehearsal: the synthesized bundles, in a Lambda-like runtime', 
     expect(recorded.filter((r) => r.fn === 'launch').map((r) => r.action)).toEqual(
       expect.arrayContaining(['kms:GenerateDataKey', 'dynamodb:PutItem', 'dynamodb:DeleteItem', 'secretsmanager:GetSecretValue']),
     );
+    // The launch and the callback were counted, in the template's metric namespace (the one its alarms read).
+    const namespace = functions.get('jwks')!.environment.SMART_LAUNCH_METRIC_NAMESPACE;
+    expect(namespace).toBeDefined();
+    expect(emf).toEqual(expect.arrayContaining([
+      expect.objectContaining({ Launches: 1, Mode: 'ehr', Issuer: ehr.fhirBase, _aws: expect.objectContaining({ CloudWatchMetrics: [expect.objectContaining({ Namespace: namespace })] }) }),
+      expect.objectContaining({ Callbacks: 1, Outcome: 'success', Issuer: ehr.fhirBase }),
+    ]));
   });
 
   it('reads the session, then a FHIR answer over 6 MB streamed whole through the prelude', async () => {

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { GetPublicKeyCommand, KMSClient, KMSInternalException, KMSInvalidStateException } from '@aws-sdk/client-kms';
 import type { Logger } from '@aws-lambda-powertools/logger';
 import { mockClient } from 'aws-sdk-client-mock';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createJwksHandler, handler } from '../../functions/jwks/handler.js';
 import { LocalSigner } from '../../shared/adapters/local-signer.js';
 import { cryptoRandom } from '../../shared/adapters/system.js';
@@ -157,12 +157,25 @@ describe('the deployed JWKS handler (KMS GetPublicKey, aws-sdk-client-mock)', ()
     expect(warnings[0]![1]).toMatchObject({ keyId: ARNS.next, awsError: 'KMSInvalidStateException', served: 2 });
   });
 
-  it('answers 503 KEYRING_UNAVAILABLE when KMS fails, and no key material', async () => {
+  it('answers 503 KEYRING_UNAVAILABLE when KMS fails, and no key material; the deployed handler counts the unreadable keys as EMF', async () => {
     kms.on(GetPublicKeyCommand).rejects(new KMSInternalException({ message: 'down', $metadata: {} }));
+    // The deployed handler's counter writes an EMF document to stdout: read here, not printed.
+    const printed: string[] = [];
+    const stdout = vi.spyOn(process.stdout, 'write').mockImplementation((chunk: string | Uint8Array) => {
+      printed.push(String(chunk));
+      return true;
+    });
 
-    const result = await handler(event(), lambdaContext);
+    let result: Awaited<ReturnType<typeof handler>>;
+    try {
+      result = await handler(event(), lambdaContext);
+    } finally {
+      stdout.mockRestore();
+    }
 
     expect(result.statusCode).toBe(503);
     expect(JSON.parse(result.body)).toMatchObject({ error: { code: 'KEYRING_UNAVAILABLE' } });
+    const emf = printed.flatMap((chunk) => chunk.split('\n')).filter((line) => line.includes('"_aws"')).map((line) => JSON.parse(line) as Record<string, unknown>);
+    expect(emf).toMatchObject([{ Function: 'jwks', JwksKeyUnreadable: 3 }]);
   });
 });
