@@ -1,6 +1,6 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { Browser, Page } from 'playwright-core';
+import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startFixture, type Fixture } from '../integration/stack-fixture.js';
 import { hasChromium, releaseBrowser, sharedBrowser, PAGE_SHOWS } from './chromium.js';
@@ -15,6 +15,10 @@ import { hasChromium, releaseBrowser, sharedBrowser, PAGE_SHOWS } from './chromi
 
 let fixture: Fixture;
 let browser: Browser;
+/** One signed-in browser (a launch through the sandbox EHR) for the file: the tests open content in it, none changes the session. */
+let context: BrowserContext;
+let app: Page;
+let sessionId: string;
 let sink: Server;
 let sinkUrl: string;
 const sinkHits: string[] = [];
@@ -29,6 +33,9 @@ beforeAll(async () => {
   sinkUrl = `http://127.0.0.1:${(sink.address() as AddressInfo).port}/leak`;
   fixture = await startFixture();
   browser = await sharedBrowser();
+  context = await browser.newContext({ acceptDownloads: true });
+  app = await context.newPage();
+  sessionId = await signIn(app);
 });
 afterAll(async () => {
   await releaseBrowser(browser);
@@ -46,22 +53,20 @@ const HOSTILE = {
   svg: { contentType: 'image/svg+xml', body: () => `<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><title>note</title><script>${payload()}</script></svg>` },
 } as const;
 
-/** Signs in through the sandbox EHR's "Launch app" link and answers the session id the demo app received. */
+/** Signs in through the sandbox EHR's "Launch app" link and answers the session id the demo app received, once it shows the patient. */
 async function signIn(page: Page): Promise<string> {
   const patient = fixture.stack.sandbox!.patients[0]!;
   const sessionRequest = page.waitForRequest((request) => /\/sessions\/[A-Za-z0-9_-]{43}$/.test(new URL(request.url()).pathname));
   await page.goto(`${fixture.stack.sandbox!.url}/`);
   await page.locator('tr', { hasText: patient.name }).getByRole('link', { name: 'Launch app' }).click();
   const id = new URL((await sessionRequest).url()).pathname.split('/').at(-1)!;
-  await expect.poll(() => page.locator('#patient-name').textContent(), PAGE_SHOWS).toBe(patient.name);
+  // Runs before the tests (no expect.poll there): the page itself watches for the patient's name.
+  await page.waitForFunction((name) => document.querySelector('#patient-name')?.textContent === name, patient.name, { timeout: PAGE_SHOWS.timeout, polling: PAGE_SHOWS.interval });
   return id;
 }
 
 describe.skipIf(!hasChromium)('active content from the EHR, opened through the proxy in Chromium', () => {
   it.each(['html', 'svg'] as const)('a %s Binary cannot run script or read the session on the API origin', async (kind) => {
-    const context = await browser.newContext({ acceptDownloads: true });
-    const page = await context.newPage();
-    const sessionId = await signIn(page);
     const hostile = HOSTILE[kind];
     fixture.stack.sandbox!.faults.fhirAnswer = { status: 200, headers: { 'content-type': hostile.contentType }, body: hostile.body(), pathPrefix: 'Binary/' };
     try {
@@ -87,29 +92,25 @@ describe.skipIf(!hasChromium)('active content from the EHR, opened through the p
         await file?.cancel();
       }
       // Whatever the browser did, the page it came from still shows the app, and nothing reached the sink.
+      expect(await app.locator('#patient-name').textContent()).toBe(fixture.stack.sandbox!.patients[0]!.name);
       expect(sinkHits).toEqual([]);
       await viewer.close();
     } finally {
       fixture.stack.sandbox!.faults.fhirAnswer = undefined;
-      await context.close();
     }
   });
 
   it('the same Binary fetched by the app (as FHIR clients do) still arrives byte for byte, marked inert', async () => {
-    const context = await browser.newContext();
-    const page = await context.newPage();
-    const sessionId = await signIn(page);
     const body = HOSTILE.html.body();
     fixture.stack.sandbox!.faults.fhirAnswer = { status: 200, headers: { 'content-type': HOSTILE.html.contentType }, body, pathPrefix: 'Binary/' };
     try {
-      const fetched = await page.evaluate(async (url) => {
+      const fetched = await app.evaluate(async (url) => {
         const response = await fetch(url, { credentials: 'include' });
         return { status: response.status, text: await response.text(), disposition: response.headers.get('content-disposition'), cache: response.headers.get('cache-control') };
       }, `${fixture.stack.apiUrl}/sessions/${sessionId}/fhir/Binary/hostile-html`);
       expect(fetched).toEqual({ status: 200, text: body, disposition: 'attachment', cache: 'no-store' });
     } finally {
       fixture.stack.sandbox!.faults.fhirAnswer = undefined;
-      await context.close();
     }
   });
 });

@@ -53,6 +53,8 @@ describe.skipIf(!hasChromium)('a person clicking through a launch in Chromium', 
     await page.waitForURL(`${fixture.stack.appUrl}**`);
     await expect.poll(() => page.locator('#patient-name').textContent(), PAGE_SHOWS).toBe(patient.name);
     expect(await page.locator('#context-list').textContent()).toContain('standalone');
+    // A patient-facing launch asks the app for its own patient banner.
+    expect(await page.locator('#banner').getAttribute('class')).not.toContain('compact');
     await screenshot(page, 'standalone-launch');
 
     // Signing out ends the session: the app says so, and the session is gone.

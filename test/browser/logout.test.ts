@@ -1,9 +1,8 @@
-import { join } from 'node:path';
 import type { Browser, BrowserContext } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LOCAL_CLIENT } from '../../local/stack.js';
 import { startFixture, type Fixture } from '../integration/stack-fixture.js';
-import { hasChromium, PAGE_SHOWS, releaseBrowser, sharedBrowser, SCREENSHOTS } from './chromium.js';
+import { hasChromium, PAGE_SHOWS, releaseBrowser, screenshot, sharedBrowser } from './chromium.js';
 
 /*
  * RP-initiated logout in Chromium: the demo app's "Sign out" calls the SDK's `logout()`, the API
@@ -43,7 +42,7 @@ describe.skipIf(!hasChromium)('SDK logout() with RP-initiated logout in Chromium
     await page.locator('#logout').click();
     const request = await endSession;
     await page.waitForURL((url) => url.href.startsWith(fixture.stack.appUrl) && url.searchParams.has('state'));
-    await page.screenshot({ path: join(SCREENSHOTS, 'sdk-logout-end-session.png'), fullPage: true });
+    await screenshot(page, 'sdk-logout-end-session');
 
     // Assert: the browser went to the EHR with the client's id and no id_token (invariant 1), and came back with the same state.
     const sent = new URL(request.url());

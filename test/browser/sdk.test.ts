@@ -168,20 +168,6 @@ describe.skipIf(!hasChromium)('the browser SDK and the demo app in Chromium', { 
     expect(await fresh.locator('#patient-name').textContent()).toBe('');
   });
 
-  it('standalone portal launch: the patient signs in and the relaunch path is the portal sign-in', async ({ expect }) => {
-    const { page } = await newPage();
-    const patient = patients()[0]!;
-    await page.goto(`${sandbox().url}/`);
-    await page.getByRole('link', { name: 'Patient portal' }).click();
-    await page.getByRole('button', { name: new RegExp(`Sign in as ${patient.name.split(' ')[0]}`) }).click();
-    await page.waitForURL(`${fixture.stack.appUrl}**`);
-    await eventually(expect, () => page.locator('#patient-name').textContent()).toBe(patient.name);
-    // A patient-facing launch asks the app for its own patient banner.
-    expect(await page.locator('#banner').getAttribute('class')).not.toContain('compact');
-    expect(await page.locator('#context-list').textContent()).toContain('standalone');
-    await shot(page, 'sdk-standalone');
-  });
-
   it.sequential('tokens that expire with the page open are refreshed by the proxy; the page keeps working (invariant 8)', async ({ expect }) => {
     const { page } = await newPage();
     const patient = patients()[2]!;
