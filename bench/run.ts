@@ -935,14 +935,14 @@ function printSummary(sections: Record<string, unknown>, out: string, seconds: n
       lines.push(`  ${name.padEnd(10)} ${(r.bytes / 1024).toFixed(0).padStart(6)} KB: product ${r.productOwnCpuMs.toFixed(3).padStart(8)} ms (${r.productOwnCpuMsPerMb.toFixed(3)} ms/MB), floor ${r.floorOwnCpuMs.toFixed(3).padStart(8)} ms, ${r.ownCpuToFloor.toFixed(2)}x`);
     }
   }
-  type Load = { loadMs: number; ratioToBare: number; cpuMs: number; cpuRatioToBare: number };
+  type Load = { loadMs: number; ratioToBare: number; cpuMs: number; cpuRatioToBare: number; ownCpuMs?: number };
   const cold = sections.coldStart as { bundleBytes: Record<string, number>; tracingOn: Record<string, Load>; tracingOff: Record<string, Load> } | undefined;
   if (cold) {
     lines.push('', 'Cold start: module load of each Lambda bundle vs a bare handler importing the same AWS SDK clients (median, fresh processes)');
     for (const [name, bytes] of Object.entries(cold.bundleBytes)) {
       const on = cold.tracingOn[name]!;
       const off = cold.tracingOff[name]!;
-      const both = (l: Load) => `${l.loadMs.toFixed(0).padStart(5)} ms (${l.ratioToBare.toFixed(2)}x), cpu ${l.cpuMs.toFixed(0).padStart(5)} ms (${l.cpuRatioToBare.toFixed(2)}x)`;
+      const both = (l: Load) => `${l.loadMs.toFixed(0).padStart(5)} ms (${l.ratioToBare.toFixed(2)}x), cpu ${l.cpuMs.toFixed(0).padStart(5)} ms (${l.cpuRatioToBare.toFixed(2)}x)${l.ownCpuMs === undefined ? '' : `, own ${l.ownCpuMs.toFixed(0)} ms`}`;
       lines.push(`  ${name.padEnd(11)} ${(bytes / 1024).toFixed(0).padStart(5)} KB  tracing on ${both(on)}  tracing off ${both(off)}`);
     }
   }
