@@ -36,6 +36,8 @@ import type { CoreDeps } from '../shared/core/deps.js';
 import { startFloorProxy, type FloorProxy } from './floor.js';
 import { costModel, costTable, type CostModel } from './cost.js';
 import { coldStart } from './cold-start.js';
+import { recordApiRequests, recordWaits, stepsByRequest } from './sign-in-waits.js';
+import { JwksCache } from '../shared/core/id-token.js';
 import { BrowserClient } from '../test/integration/browser-client.js';
 import {
   basicAuth,
@@ -521,8 +523,10 @@ const signInPath: BenchSection = {
     }
     const used = process.cpuUsage(cpu);
     const per = (v: number) => Math.round((v / runs) * 1000) / 1000;
+    const sequentialWaits = { coldContainers: await signInWaits(context, true), warmContainers: await signInWaits(context, false) };
     return {
       runs,
+      sequentialWaits,
       wallMsPerSignIn: per(performance.now() - started),
       cpuMsPerSignInUpperBound: per((used.user + used.system) / 1000),
       productEhrCallsPerSignIn: Object.fromEntries(Object.entries(ehrCalls).map(([k, v]) => [k, per(v)])),
@@ -532,6 +536,42 @@ const signInPath: BenchSection = {
     };
   },
 };
+
+/** Simulated network latency of every call in the sequential-waits pass (see bench/sign-in-waits.ts). */
+const SIMULATED_LATENCY_MS = 20;
+
+/**
+ * One sign-in and its first data with every call of the API to the EHR, DynamoDB, KMS and Secrets
+ * Manager recorded and delayed by the same simulated latency: the sequential round trips per API
+ * request, from cold containers (discovery and JWKS caches empty) or warm ones.
+ */
+async function signInWaits(context: BenchContext, cold: boolean): Promise<ReturnType<typeof stepsByRequest>> {
+  const deps = context.stack.deps as { -readonly [K in keyof CoreDeps]: CoreDeps[K] };
+  if (cold) {
+    deps.discovery?.clear();
+    deps.jwks = new JwksCache();
+  }
+  const recorder = recordWaits(deps, SIMULATED_LATENCY_MS, { secretsCached: !cold });
+  const api = recordApiRequests(context.stack.requestsInFlight, (path) =>
+    path === '/launch' ? 'launch' : path === '/callback' ? 'callback' : /^\/sessions\/[^/]+$/.test(path) ? 'session read' : path.includes('/fhir/') ? 'first FHIR read' : path,
+  );
+  try {
+    const browser = new BrowserClient();
+    const nav = await browser.navigate(`${context.stack.sandbox!.url}/ehr/launch?patient=${encodeURIComponent(context.patient)}`);
+    const sessionId = nav.finalLocation ? /#session=([A-Za-z0-9_-]+)$/.exec(nav.finalLocation)?.[1] : undefined;
+    if (!sessionId) throw new Error('the launch did not reach the app');
+    const cookie = `__Host-smart-launch=${browser.cookies('localhost').get('__Host-smart-launch')}`;
+    for (const path of [`/sessions/${sessionId}`, `/sessions/${sessionId}/fhir/Patient/${context.patient}`]) {
+      const response = await fetch(`${context.stack.apiUrl}${path}`, { headers: { cookie } });
+      await response.arrayBuffer();
+      if (response.status !== 200) throw new Error(`${path} answered ${response.status}`);
+    }
+  } finally {
+    recorder.restore();
+    api.restore();
+  }
+  return stepsByRequest(api.requests, recorder.waits);
+}
 
 /**
  * Scaling with the Bundle's size: own CPU per request of the product and of the floor for searchsets
@@ -862,12 +902,22 @@ function printSummary(sections: Record<string, unknown>, out: string, seconds: n
       `  per refresh:              ${calls(lifecycle.awsCallsPerRefresh)}`,
     );
   }
-  const signIn = sections.signIn as { wallMsPerSignIn: number; cpuMsPerSignInUpperBound: number; productEhrCallsPerSignIn: Record<string, number>; browserRequestsLaunchToFirstData: number } | undefined;
+  const signIn = sections.signIn as
+    | { wallMsPerSignIn: number; cpuMsPerSignInUpperBound: number; productEhrCallsPerSignIn: Record<string, number>; browserRequestsLaunchToFirstData: number; sequentialWaits?: Record<'coldContainers' | 'warmContainers', ReturnType<typeof stepsByRequest>> }
+    | undefined;
   if (signIn) {
     lines.push(
       '',
       'Sign-in, warm (EHR launch page to the first proxied read)',
       `  ${signIn.browserRequestsLaunchToFirstData} sequential browser requests; product calls to the EHR per sign-in: ${JSON.stringify(signIn.productEhrCallsPerSignIn)}`,
+      ...(['coldContainers', 'warmContainers'] as const).flatMap((which) => {
+        const waits = signIn.sequentialWaits?.[which];
+        if (!waits) return [];
+        return [
+          `  sequential round trips of the API, ${which === 'coldContainers' ? 'cold caches' : 'warm'}: ${waits.total} (${Object.entries(waits.requests).map(([name, r]) => `${name} ${r.count}`).join(', ')})`,
+          ...Object.entries(waits.requests).map(([name, r]) => `    ${name}: ${r.steps.join(' → ')}`),
+        ];
+      }),
       `  ${signIn.wallMsPerSignIn.toFixed(1)} ms wall, ${signIn.cpuMsPerSignInUpperBound.toFixed(1)} ms CPU per sign-in (upper bounds: the sandbox EHR runs in this process)`,
     );
   }
@@ -885,14 +935,14 @@ function printSummary(sections: Record<string, unknown>, out: string, seconds: n
       lines.push(`  ${name.padEnd(10)} ${(r.bytes / 1024).toFixed(0).padStart(6)} KB: product ${r.productOwnCpuMs.toFixed(3).padStart(8)} ms (${r.productOwnCpuMsPerMb.toFixed(3)} ms/MB), floor ${r.floorOwnCpuMs.toFixed(3).padStart(8)} ms, ${r.ownCpuToFloor.toFixed(2)}x`);
     }
   }
-  type Load = { loadMs: number; ratioToBare: number; cpuMs: number; cpuRatioToBare: number };
+  type Load = { loadMs: number; ratioToBare: number; cpuMs: number; cpuRatioToBare: number; ownCpuMs?: number };
   const cold = sections.coldStart as { bundleBytes: Record<string, number>; tracingOn: Record<string, Load>; tracingOff: Record<string, Load> } | undefined;
   if (cold) {
     lines.push('', 'Cold start: module load of each Lambda bundle vs a bare handler importing the same AWS SDK clients (median, fresh processes)');
     for (const [name, bytes] of Object.entries(cold.bundleBytes)) {
       const on = cold.tracingOn[name]!;
       const off = cold.tracingOff[name]!;
-      const both = (l: Load) => `${l.loadMs.toFixed(0).padStart(5)} ms (${l.ratioToBare.toFixed(2)}x), cpu ${l.cpuMs.toFixed(0).padStart(5)} ms (${l.cpuRatioToBare.toFixed(2)}x)`;
+      const both = (l: Load) => `${l.loadMs.toFixed(0).padStart(5)} ms (${l.ratioToBare.toFixed(2)}x), cpu ${l.cpuMs.toFixed(0).padStart(5)} ms (${l.cpuRatioToBare.toFixed(2)}x)${l.ownCpuMs === undefined ? '' : `, own ${l.ownCpuMs.toFixed(0)} ms`}`;
       lines.push(`  ${name.padEnd(11)} ${(bytes / 1024).toFixed(0).padStart(5)} KB  tracing on ${both(on)}  tracing off ${both(off)}`);
     }
   }

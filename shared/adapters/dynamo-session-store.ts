@@ -12,6 +12,7 @@ import { SmartError } from '../core/errors.js';
 import type { RefreshLease, RefreshResult, SessionStore, TakeTransactionResult } from '../core/ports.js';
 import type { SessionRecord, StoredRecord, TransactionRecord } from '../core/records.js';
 import { TABLE } from './table.js';
+import { builtOnFirstUse } from '../core/lazy.js';
 
 /**
  * Bumped when the item layout changes. Readers refuse other versions instead of guessing, so an old
@@ -311,55 +312,75 @@ function integerString(value: number, field: string): string {
 // Reading back: the table is outside our trust boundary (a bad deploy, a hand edit, an older
 // format), so every item is checked before it becomes a typed record.
 
-const S = z.object({ S: z.string() });
-const NonEmptyS = z.object({ S: z.string().min(1) });
-const IntegerN = z.object({ N: z.string().regex(/^-?\d{1,15}$/) }).transform((v) => Number(v.N));
+const S = builtOnFirstUse(() =>
+  z.object({ S: z.string() }),
+);
+const NonEmptyS = builtOnFirstUse(() =>
+  z.object({ S: z.string().min(1) }),
+);
+const IntegerN = builtOnFirstUse(() =>
+  z.object({ N: z.string().regex(/^-?\d{1,15}$/) }).transform((v) => Number(v.N)),
+);
 // The SDK hands back views into a shared pooled buffer: copy, so callers own plain bytes.
-const B = z.object({ B: z.instanceof(Uint8Array) }).transform((v) => new Uint8Array(v.B));
+const B = builtOnFirstUse(() =>
+  z.object({ B: z.instanceof(Uint8Array) }).transform((v) => new Uint8Array(v.B)),
+);
 
-const HttpUrl = z.url({ protocol: /^https?$/ });
+const HttpUrl = builtOnFirstUse(() =>
+  z.url({ protocol: /^https?$/ }),
+);
 
-const EndpointsSchema = z.object({
-  authorizationEndpoint: HttpUrl,
-  tokenEndpoint: HttpUrl,
-  issuer: z.string().min(1).optional(),
-  jwksUri: HttpUrl.optional(),
-  revocationEndpoint: HttpUrl.optional(),
-  issParameterSupported: z.boolean().optional(),
-});
+const EndpointsSchema = builtOnFirstUse(() =>
+  z.object({
+    authorizationEndpoint: HttpUrl,
+    tokenEndpoint: HttpUrl,
+    issuer: z.string().min(1).optional(),
+    jwksUri: HttpUrl.optional(),
+    revocationEndpoint: HttpUrl.optional(),
+    issParameterSupported: z.boolean().optional(),
+  }),
+);
 
-const EndpointsJson = S.transform((v, ctx): unknown => {
-  try {
-    return JSON.parse(v.S) as unknown;
-  } catch {
-    ctx.addIssue({ code: 'custom', message: 'endpoints is not JSON' });
-    return z.NEVER;
-  }
-}).pipe(EndpointsSchema);
+const EndpointsJson = builtOnFirstUse(() =>
+  S.transform((v, ctx): unknown => {
+    try {
+      return JSON.parse(v.S) as unknown;
+    } catch {
+      ctx.addIssue({ code: 'custom', message: 'endpoints is not JSON' });
+      return z.NEVER;
+    }
+  }).pipe(EndpointsSchema),
+);
 
-const CommonItemSchema = z.object({
-  [PK]: NonEmptyS,
-  formatVersion: z.object({ N: z.literal(String(FORMAT_VERSION)) }),
-  iss: NonEmptyS,
-  bindingHash: NonEmptyS,
-  endpoints: EndpointsJson,
-  wrappedKey: B,
-  sealed: B,
-  createdAt: IntegerN,
-  [TTL]: IntegerN,
-});
+const CommonItemSchema = builtOnFirstUse(() =>
+  z.object({
+    [PK]: NonEmptyS,
+    formatVersion: z.object({ N: z.literal(String(FORMAT_VERSION)) }),
+    iss: NonEmptyS,
+    bindingHash: NonEmptyS,
+    endpoints: EndpointsJson,
+    wrappedKey: B,
+    sealed: B,
+    createdAt: IntegerN,
+    [TTL]: IntegerN,
+  }),
+);
 
-const TransactionItemSchema = CommonItemSchema.extend({
-  kind: z.object({ S: z.literal('txn') }),
-  sessionKey: NonEmptyS,
-});
+const TransactionItemSchema = builtOnFirstUse(() =>
+  CommonItemSchema.extend({
+    kind: z.object({ S: z.literal('txn') }),
+    sessionKey: NonEmptyS,
+  }),
+);
 
-const SessionItemSchema = CommonItemSchema.extend({
-  kind: z.object({ S: z.literal('session') }),
-  revision: IntegerN,
-  leaseId: NonEmptyS.optional(),
-  leaseUntil: IntegerN.optional(),
-});
+const SessionItemSchema = builtOnFirstUse(() =>
+  CommonItemSchema.extend({
+    kind: z.object({ S: z.literal('session') }),
+    revision: IntegerN,
+    leaseId: NonEmptyS.optional(),
+    leaseUntil: IntegerN.optional(),
+  }),
+);
 
 /** The attributes every record kind shares, from a validated item. */
 function commonRecord(v: z.output<typeof CommonItemSchema>): StoredRecord {

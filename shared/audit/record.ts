@@ -1,4 +1,5 @@
 import * as z from 'zod';
+import { builtOnFirstUse } from '../core/lazy.js';
 
 /**
  * The audit trail: one record per sign-in, refresh, logout, session end and proxied FHIR interaction.
@@ -21,40 +22,44 @@ const Bounded = (max: number) => z.string().min(1).max(max);
 /** No control characters, no whitespace: what a reference, a URL or an id can hold, nothing more. */
 const Token = (max: number) => Bounded(max).regex(/^[\x21-\x7e]+$/);
 
-export const AuditRecordSchema = z.strictObject({
-  v: z.literal(1),
-  /** ISO 8601 instant with milliseconds (UTC). */
-  time: z.iso.datetime({ precision: 3 }),
-  action: z.enum(AUDIT_ACTIONS),
-  outcome: z.enum(['success', 'failure']),
-  /** HTTP status answered to the caller. */
-  status: z.number().int().min(100).max(599),
-  /** Stable error code on failure. */
-  code: z.string().regex(/^[A-Z][A-Z0-9_]{1,63}$/).optional(),
-  correlationId: Token(128),
-  customer: Token(64),
-  /** Exact issuer (FHIR base URL) of the session. */
-  iss: Token(2048).optional(),
-  clientId: Token(256).optional(),
-  /** The `fhirUser` claim of the id_token (a FHIR reference to the user). */
-  fhirUser: Token(2048).optional(),
-  /** Id of the launch's patient, as the EHR's token response gave it. */
-  patient: Token(256).optional(),
-  launchMode: z.enum(['ehr', 'standalone']).optional(),
-  /** FHIR RESTful interaction (`read`, `search-type`, …) of a proxied request. */
-  interaction: z.string().regex(/^[a-z-]{1,32}$/).optional(),
-  resourceType: z.string().regex(/^[A-Z][A-Za-z]{0,63}$/).optional(),
-  /** Status the EHR answered a proxied request with. */
-  upstreamStatus: z.number().int().min(100).max(599).optional(),
-  cause: z.enum(SESSION_END_CAUSES).optional(),
-  revocation: z.enum(['revoked', 'failed', 'not-offered']).optional(),
-});
+export const AuditRecordSchema = builtOnFirstUse(() =>
+  z.strictObject({
+    v: z.literal(1),
+    /** ISO 8601 instant with milliseconds (UTC). */
+    time: z.iso.datetime({ precision: 3 }),
+    action: z.enum(AUDIT_ACTIONS),
+    outcome: z.enum(['success', 'failure']),
+    /** HTTP status answered to the caller. */
+    status: z.number().int().min(100).max(599),
+    /** Stable error code on failure. */
+    code: z.string().regex(/^[A-Z][A-Z0-9_]{1,63}$/).optional(),
+    correlationId: Token(128),
+    customer: Token(64),
+    /** Exact issuer (FHIR base URL) of the session. */
+    iss: Token(2048).optional(),
+    clientId: Token(256).optional(),
+    /** The `fhirUser` claim of the id_token (a FHIR reference to the user). */
+    fhirUser: Token(2048).optional(),
+    /** Id of the launch's patient, as the EHR's token response gave it. */
+    patient: Token(256).optional(),
+    launchMode: z.enum(['ehr', 'standalone']).optional(),
+    /** FHIR RESTful interaction (`read`, `search-type`, …) of a proxied request. */
+    interaction: z.string().regex(/^[a-z-]{1,32}$/).optional(),
+    resourceType: z.string().regex(/^[A-Z][A-Za-z]{0,63}$/).optional(),
+    /** Status the EHR answered a proxied request with. */
+    upstreamStatus: z.number().int().min(100).max(599).optional(),
+    cause: z.enum(SESSION_END_CAUSES).optional(),
+    revocation: z.enum(['revoked', 'failed', 'not-offered']).optional(),
+  }),
+);
 export type AuditRecord = z.infer<typeof AuditRecordSchema>;
 
 /** The fields a record cannot be without (their schema refuses `undefined`). */
-const REQUIRED_FIELDS: readonly string[] = Object.entries(AuditRecordSchema.shape as Record<string, z.ZodType>)
-  .filter(([, schema]) => !schema.safeParse(undefined).success)
-  .map(([field]) => field);
+const REQUIRED_FIELDS: readonly string[] = builtOnFirstUse(() =>
+  Object.entries(AuditRecordSchema.shape as Record<string, z.ZodType>)
+    .filter(([, schema]) => !schema.safeParse(undefined).success)
+    .map(([field]) => field),
+);
 
 /** Writes audit records; a sink keeps them apart from the operational logs. */
 export interface AuditSink {

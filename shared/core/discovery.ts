@@ -5,30 +5,35 @@ import { SmartError } from './errors.js';
 import { SingleFlightCache } from './single-flight-cache.js';
 import type { AuthServerEndpoints } from './records.js';
 import type { Clock, HttpClient } from './ports.js';
+import { builtOnFirstUse } from './lazy.js';
 
 /** `{iss}/.well-known/smart-configuration`, appended even when the base has a path (SMART-DISC-01). */
 export function smartConfigurationUrl(iss: string): string {
   return `${iss.replace(/\/+$/, '')}/.well-known/smart-configuration`;
 }
 
-const stringList = z.array(z.string());
+const stringList = builtOnFirstUse(() =>
+  z.array(z.string()),
+);
 
 /** The fields of `.well-known/smart-configuration` we rely on (SMART-DISC-02/03); others are ignored. */
-const SmartConfigurationSchema = z.object({
-  issuer: z.string().optional(),
-  jwks_uri: z.string().optional(),
-  authorization_endpoint: z.string({ error: 'authorization_endpoint is required for launches' }),
-  token_endpoint: z.string({ error: 'token_endpoint is required' }),
-  revocation_endpoint: z.string().optional(),
-  end_session_endpoint: z.string().optional(),
-  grant_types_supported: stringList,
-  capabilities: stringList,
-  code_challenge_methods_supported: stringList,
-  token_endpoint_auth_methods_supported: stringList.optional(),
-  token_endpoint_auth_signing_alg_values_supported: stringList.optional(),
-  scopes_supported: stringList.optional(),
-  authorization_response_iss_parameter_supported: z.boolean().optional(),
-});
+const SmartConfigurationSchema = builtOnFirstUse(() =>
+  z.object({
+    issuer: z.string().optional(),
+    jwks_uri: z.string().optional(),
+    authorization_endpoint: z.string({ error: 'authorization_endpoint is required for launches' }),
+    token_endpoint: z.string({ error: 'token_endpoint is required' }),
+    revocation_endpoint: z.string().optional(),
+    end_session_endpoint: z.string().optional(),
+    grant_types_supported: stringList,
+    capabilities: stringList,
+    code_challenge_methods_supported: stringList,
+    token_endpoint_auth_methods_supported: stringList.optional(),
+    token_endpoint_auth_signing_alg_values_supported: stringList.optional(),
+    scopes_supported: stringList.optional(),
+    authorization_response_iss_parameter_supported: z.boolean().optional(),
+  }),
+);
 
 /** Where the endpoints came from: the SMART v2 well-known file, or the v1 CapabilityStatement fallback (SMART-DISC-07). */
 export type DiscoverySource = 'well-known' | 'capability-statement';
@@ -164,19 +169,23 @@ export function capabilityStatementUrl(iss: string): string {
 /** The extension of `CapabilityStatement.rest.security` that lists a SMART v1 server's OAuth endpoints. */
 export const OAUTH_URIS_EXTENSION = 'http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris';
 
-const UriExtension = z.object({ url: z.string(), valueUri: z.string().optional(), valueUrl: z.string().optional() });
-const CapabilityStatementSchema = z.object({
-  resourceType: z.literal('CapabilityStatement'),
-  rest: z
-    .array(
-      z.object({
-        security: z
-          .object({ extension: z.array(z.object({ url: z.string(), extension: z.array(UriExtension).optional() })).optional() })
-          .optional(),
-      }),
-    )
-    .optional(),
-});
+const UriExtension = builtOnFirstUse(() =>
+  z.object({ url: z.string(), valueUri: z.string().optional(), valueUrl: z.string().optional() }),
+);
+const CapabilityStatementSchema = builtOnFirstUse(() =>
+  z.object({
+    resourceType: z.literal('CapabilityStatement'),
+    rest: z
+      .array(
+        z.object({
+          security: z
+            .object({ extension: z.array(z.object({ url: z.string(), extension: z.array(UriExtension).optional() })).optional() })
+            .optional(),
+        }),
+      )
+      .optional(),
+  }),
+);
 
 const WHERE_V1 = 'the CapabilityStatement oauth-uris extension';
 
@@ -230,7 +239,9 @@ export function openidConfigurationUrl(issuer: string): string {
   return `${issuer.replace(/\/+$/, '')}/.well-known/openid-configuration`;
 }
 
-const OpenidConfigurationSchema = z.object({ issuer: z.string(), jwks_uri: z.string(), end_session_endpoint: z.string().optional() });
+const OpenidConfigurationSchema = builtOnFirstUse(() =>
+  z.object({ issuer: z.string(), jwks_uri: z.string(), end_session_endpoint: z.string().optional() }),
+);
 
 /**
  * Fills in `issuer` and `jwks_uri` from the configured `openidIssuer` when discovery named none: the

@@ -6,6 +6,7 @@ import { SmartError } from './errors.js';
 import { encryptionContext, openJson, sealJson, sessionKey } from './sealed-records.js';
 import { OPAQUE_ID } from './records.js';
 import { checkSessionId, type OpenSession } from './session.js';
+import { builtOnFirstUse } from './lazy.js';
 
 /**
  * Popup sign-in hand-off. An app embedded in an EHR frame whose authorize page refuses framing signs
@@ -28,11 +29,13 @@ export const HANDOFF_SECONDS = 30;
 
 export const handoffKey = (code: string) => `hof#${sha256Base64url(code)}`;
 
-const HandoffSecretsSchema = z.object({
-  v: z.literal(1),
-  bindingSecret: z.string().regex(OPAQUE_ID),
-  challenge: z.string().regex(OPAQUE_ID),
-});
+const HandoffSecretsSchema = builtOnFirstUse(() =>
+  z.object({
+    v: z.literal(1),
+    bindingSecret: z.string().regex(OPAQUE_ID),
+    challenge: z.string().regex(OPAQUE_ID),
+  }),
+);
 
 export interface HandoffCode {
   readonly code: string;

@@ -3,6 +3,7 @@ import { buildAuthorizeForm, buildAuthorizeUrl, createPkce, scopeIncludes, type 
 import { authorizeMethodFor, launchScope, requireCapabilities } from './capabilities.js';
 import { randomToken } from './crypto.js';
 import type { CoreDeps } from './deps.js';
+import type { DataKey } from './ports.js';
 import { discoverCached } from './discovery.js';
 import { clientAuthenticationFor } from './ehr/client-auth.js';
 import { SmartError } from './errors.js';
@@ -237,27 +238,42 @@ function sessionSecretsOf(tokens: TokenResponse, secrets: TransactionSecrets, fh
 
 /**
  * Stores the session once the launch's patient was read through the new grant, so a launch whose
- * patient cannot be read ends here on a clear page instead of in an app that renders nothing.
+ * patient cannot be read ends here on a clear page instead of in an app that renders nothing. The
+ * session's data key (`dataKey`, generated since the code was redeemed) is awaited alongside that read.
  */
-async function storeSession(deps: CoreDeps, txn: TransactionRecord, sessionId: string, session: SessionSecrets, retry: string): Promise<void> {
+async function storeSession(deps: CoreDeps, txn: TransactionRecord, sessionId: string, session: SessionSecrets, dataKey: Promise<DataKey>, retry: string): Promise<void> {
   const { config, clock, random } = deps;
   const createdAt = Math.floor(clock.now() / 1000);
-  // The session's data key: the one key-ring call of a sign-in (invariant 6: its context names the record).
-  const dataKey = await deps.keyRing.generateDataKey(encryptionContext(config, txn.sessionKey));
   const record: SessionRecord = {
     key: txn.sessionKey,
     iss: txn.iss,
     bindingHash: txn.bindingHash,
     endpoints: txn.endpoints,
-    wrappedKey: dataKey.wrapped,
+    wrappedKey: new Uint8Array(0), // the data key's, below
     sealed: new Uint8Array(0), // sealed below, once the patient check has run
     createdAt,
     expiresAt: sessionExpiresAt(config, createdAt, session.accessTokenExpiresAt),
     revision: 1,
   };
-  const access = await verifyPatientAccess({ sessionId, record, secrets: session, dataKey: dataKey.plaintext }, deps).catch(withRetryUrl(retry));
-  const verified: SessionSecrets = { ...session, context: { ...session.context, patientAccess: access.status } };
-  await deps.store.putSession({ ...record, sealed: sealJson(dataKey.plaintext, verified, txn.sessionKey, random) });
+  // The patient read never renews the token nor seals anything, so it needs no data key: the EHR
+  // round trip and the key-ring call run side by side (an empty key would fail loudly if used).
+  const access = verifyPatientAccess({ sessionId, record, secrets: session, dataKey: new Uint8Array(0) }, deps).catch(withRetryUrl(retry));
+  const [checked, key] = await Promise.all([access, dataKey]);
+  const verified: SessionSecrets = { ...session, context: { ...session.context, patientAccess: checked.status } };
+  await deps.store.putSession({ ...record, wrappedKey: key.wrapped, sealed: sealJson(key.plaintext, verified, txn.sessionKey, random) });
+}
+
+/**
+ * Starts fetching the issuer's key set into the container's JWKS cache while the code is redeemed,
+ * when an id_token is expected (OpenID was asked for) and discovery named the key set: verification
+ * then finds it cached or in flight (one fetch, shared) instead of a second round trip after the
+ * token answer. Only a head start: a failed fetch is dropped here (and never cached), and
+ * verification fetches again as it always did.
+ */
+function prefetchIssuerKeys(deps: CoreDeps, txn: TransactionRecord, secrets: TransactionSecrets): void {
+  const { jwksUri, issuer } = txn.endpoints;
+  if (deps.jwks === undefined || secrets.nonce === undefined || jwksUri === undefined || issuer === undefined) return;
+  deps.jwks.keys(deps.http, jwksUri, deps.clock.now(), deps.clock).catch(() => undefined);
 }
 
 /**
@@ -277,10 +293,17 @@ export async function completeCallback(query: Query, cookieSecret: string | unde
   if (!issuer) throw new SmartError('ISSUER_NOT_ALLOWED', 'the issuer of this launch is no longer configured');
   const secrets = openJson(TransactionSecretsSchema, transactionSealKey(config, params.state), txn.sealed, txn.key);
 
+  prefetchIssuerKeys(deps, txn, secrets);
   const tokens = await redeemCode(deps, issuer, txn, secrets, params.code as string).catch(withRetryUrl(retry));
+  // The session's data key: the one key-ring call of a sign-in (invariant 6: its context names the
+  // record), asked for only once the EHR redeemed the code (a bogus callback costs no KMS call), and
+  // generated while the id_token is verified and the patient read. Awaited in `storeSession`; a
+  // failure there, or none at all if an earlier check refuses the sign-in first.
+  const dataKey = deps.keyRing.generateDataKey(encryptionContext(config, txn.sessionKey));
+  dataKey.catch(() => undefined);
   const fhirUser = await verifiedFhirUser(deps, issuer, txn, secrets, tokens);
   const session = sessionSecretsOf(tokens, secrets, fhirUser, deps.clock.now());
-  await storeSession(deps, txn, secrets.sessionId, session, retry);
+  await storeSession(deps, txn, secrets.sessionId, session, dataKey, retry);
 
   const appUrl = `${config.app.url}#session=${secrets.sessionId}`;
   const signedIn = { iss: txn.iss, clientId: issuer.clientId, fhirUser, patient: tokens.patient, launchMode: session.launchMode };

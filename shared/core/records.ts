@@ -1,5 +1,6 @@
 import * as z from 'zod';
 import { TokenResponseSchema } from './token.js';
+import { builtOnFirstUse } from './lazy.js';
 
 /*
  * The stored records: what a transaction and a session row hold, and the secrets sealed inside
@@ -61,44 +62,50 @@ export interface SessionRecord extends StoredRecord {
 }
 
 /** Secrets of a pending launch, sealed inside the transaction record. */
-export const TransactionSecretsSchema = z.object({
-  v: z.literal(1),
-  sessionId: z.string().regex(OPAQUE_ID),
-  codeVerifier: z.string().min(43).max(128),
-  nonce: z.string().optional(),
-  launch: z.string().optional(),
-  scope: z.string(),
-  redirectUri: z.string(),
-});
+export const TransactionSecretsSchema = builtOnFirstUse(() =>
+  z.object({
+    v: z.literal(1),
+    sessionId: z.string().regex(OPAQUE_ID),
+    codeVerifier: z.string().min(43).max(128),
+    nonce: z.string().optional(),
+    launch: z.string().optional(),
+    scope: z.string(),
+    redirectUri: z.string(),
+  }),
+);
 export type TransactionSecrets = z.infer<typeof TransactionSecretsSchema>;
 
-export const LaunchContextSchema = TokenResponseSchema.pick({
-  patient: true,
-  encounter: true,
-  fhirContext: true,
-  need_patient_banner: true,
-  smart_style_url: true,
-  intent: true,
-  tenant: true,
-}).extend({
-  fhirUser: z.string().optional(),
-  /** Whether sign-in read the launch's patient through the grant ('verified'), or had no patient or scope to check. */
-  patientAccess: z.enum(['verified', 'not-checked']).optional(),
-});
+export const LaunchContextSchema = builtOnFirstUse(() =>
+  TokenResponseSchema.pick({
+    patient: true,
+    encounter: true,
+    fhirContext: true,
+    need_patient_banner: true,
+    smart_style_url: true,
+    intent: true,
+    tenant: true,
+  }).extend({
+    fhirUser: z.string().optional(),
+    /** Whether sign-in read the launch's patient through the grant ('verified'), or had no patient or scope to check. */
+    patientAccess: z.enum(['verified', 'not-checked']).optional(),
+  }),
+);
 export type LaunchContext = z.infer<typeof LaunchContextSchema>;
 
 /** Tokens and launch context of a session, sealed inside the session record. */
-export const SessionSecretsSchema = z.object({
-  v: z.literal(1),
-  accessToken: z.string(),
-  refreshToken: z.string().optional(),
-  idToken: z.string().optional(),
-  /** Epoch milliseconds. */
-  accessTokenExpiresAt: z.number(),
-  /** Epoch milliseconds when the current access token was obtained. */
-  obtainedAt: z.number().optional(),
-  scope: z.string(),
-  launchMode: z.enum(['ehr', 'standalone']),
-  context: LaunchContextSchema,
-});
+export const SessionSecretsSchema = builtOnFirstUse(() =>
+  z.object({
+    v: z.literal(1),
+    accessToken: z.string(),
+    refreshToken: z.string().optional(),
+    idToken: z.string().optional(),
+    /** Epoch milliseconds. */
+    accessTokenExpiresAt: z.number(),
+    /** Epoch milliseconds when the current access token was obtained. */
+    obtainedAt: z.number().optional(),
+    scope: z.string(),
+    launchMode: z.enum(['ehr', 'standalone']),
+    context: LaunchContextSchema,
+  }),
+);
 export type SessionSecrets = z.infer<typeof SessionSecretsSchema>;

@@ -1,4 +1,5 @@
 import * as z from 'zod';
+import { builtOnFirstUse } from './lazy.js';
 
 /*
  * The EHR's token response, as the product accepts it (the request that obtains it is in
@@ -6,22 +7,26 @@ import * as z from 'zod';
  */
 
 /** A FHIR logical id (FHIR R4 `id` datatype), so context values can never smuggle a path. */
-const FhirId = z.string().regex(/^[A-Za-z0-9\-.]{1,64}$/);
+const FhirId = builtOnFirstUse(() =>
+  z.string().regex(/^[A-Za-z0-9\-.]{1,64}$/),
+);
 
-const FhirContextItem = z.union([
-  z.string(),
-  z
-    .object({
-      reference: z.string().optional(),
-      canonical: z.string().optional(),
-      identifier: z.record(z.string(), z.unknown()).optional(),
-      type: z.string().optional(),
-      role: z.string().min(1).optional(),
-    })
-    .refine((item) => item.reference !== undefined || item.canonical !== undefined || item.identifier !== undefined, {
-      message: 'each fhirContext item needs reference, canonical or identifier',
-    }),
-]);
+const FhirContextItem = builtOnFirstUse(() =>
+  z.union([
+    z.string(),
+    z
+      .object({
+        reference: z.string().optional(),
+        canonical: z.string().optional(),
+        identifier: z.record(z.string(), z.unknown()).optional(),
+        type: z.string().optional(),
+        role: z.string().min(1).optional(),
+      })
+      .refine((item) => item.reference !== undefined || item.canonical !== undefined || item.identifier !== undefined, {
+        message: 'each fhirContext item needs reference, canonical or identifier',
+      }),
+  ]),
+);
 
 /**
  * The longest access-token lifetime taken from an EHR: 24 hours. SMART access tokens live minutes to
@@ -32,33 +37,37 @@ const FhirContextItem = z.union([
  */
 export const MAX_EXPIRES_IN_SECONDS = 24 * 60 * 60;
 
-const ExpiresIn = z.preprocess(
-  (value) => {
-    const number = typeof value === 'string' && /^\d{1,400}$/.test(value) ? Number(value) : value;
-    return typeof number === 'number' && number > MAX_EXPIRES_IN_SECONDS && (Number.isInteger(number) || number === Number.POSITIVE_INFINITY) ? MAX_EXPIRES_IN_SECONDS : number;
-  },
-  z.number().int().positive(),
+const ExpiresIn = builtOnFirstUse(() =>
+  z.preprocess(
+    (value) => {
+      const number = typeof value === 'string' && /^\d{1,400}$/.test(value) ? Number(value) : value;
+      return typeof number === 'number' && number > MAX_EXPIRES_IN_SECONDS && (Number.isInteger(number) || number === Number.POSITIVE_INFINITY) ? MAX_EXPIRES_IN_SECONDS : number;
+    },
+    z.number().int().positive(),
+  ),
 );
 
 /**
  * A token response (RFC 6749 §5.1, SMART-TOKEN-03, SMART-CTX-01..05). Unknown members are dropped
  * (SMART-CTX-05); `token_type` is compared case-insensitively (SMART-TOKEN-04).
  */
-export const TokenResponseSchema = z.object({
-  access_token: z.string().min(1),
-  token_type: z.string().refine((t) => t.toLowerCase() === 'bearer', 'token_type must be "Bearer"'),
-  expires_in: ExpiresIn.optional(),
-  scope: z.string().optional(),
-  refresh_token: z.string().min(1).optional(),
-  id_token: z.string().min(1).optional(),
-  patient: FhirId.optional(),
-  encounter: FhirId.optional(),
-  fhirContext: z.array(FhirContextItem).optional(),
-  need_patient_banner: z.boolean().optional(),
-  smart_style_url: z.url().optional(),
-  intent: z.string().optional(),
-  tenant: z.string().optional(),
-});
+export const TokenResponseSchema = builtOnFirstUse(() =>
+  z.object({
+    access_token: z.string().min(1),
+    token_type: z.string().refine((t) => t.toLowerCase() === 'bearer', 'token_type must be "Bearer"'),
+    expires_in: ExpiresIn.optional(),
+    scope: z.string().optional(),
+    refresh_token: z.string().min(1).optional(),
+    id_token: z.string().min(1).optional(),
+    patient: FhirId.optional(),
+    encounter: FhirId.optional(),
+    fhirContext: z.array(FhirContextItem).optional(),
+    need_patient_banner: z.boolean().optional(),
+    smart_style_url: z.url().optional(),
+    intent: z.string().optional(),
+    tenant: z.string().optional(),
+  }),
+);
 export type TokenResponse = z.infer<typeof TokenResponseSchema>;
 
 /** Access tokens without `expires_in` are assumed short-lived (SMART-TOKEN-05). */

@@ -3,6 +3,7 @@ import { SmartError } from '../errors.js';
 import type { Clock, HttpClient } from '../ports.js';
 import { TokenResponseSchema, type TokenResponse } from '../token.js';
 import { postForm, UPSTREAM_TIMEOUT_MS, type FormRequest } from './http.js';
+import { builtOnFirstUse } from '../lazy.js';
 
 /*
  * Calls to the EHR's token endpoint: the authorization-code exchange and each refresh. The request
@@ -15,7 +16,9 @@ function retryAfter(value: string | null): number | undefined {
   return trimmed !== undefined && /^\d{1,6}$/.test(trimmed) ? Math.min(Number(trimmed), 300) : undefined;
 }
 
-const OAuthErrorSchema = z.object({ error: z.string(), error_description: z.string().optional() });
+const OAuthErrorSchema = builtOnFirstUse(() =>
+  z.object({ error: z.string(), error_description: z.string().optional() }),
+);
 
 /**
  * Maps a token endpoint answer (RFC 6749 §5.2, SMART-TOKEN-11): `invalid_client` is a configuration
