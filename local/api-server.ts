@@ -43,7 +43,13 @@ function lambdaContext(requestId: string, fn: FunctionName): Context {
   };
 }
 
+const NO_BODY = Buffer.alloc(0);
+
 async function readBody(req: IncomingMessage): Promise<Buffer | 'too-large'> {
+  // No Content-Length and no Transfer-Encoding (or a zero length): HTTP/1.1 says there is no body,
+  // and most requests (every GET) are such; no stream iterator is needed to read nothing.
+  const length = req.headers['content-length'];
+  if ((length === undefined || length === '0') && req.headers['transfer-encoding'] === undefined) return NO_BODY;
   const chunks: Buffer[] = [];
   let size = 0;
   for await (const chunk of req) {
@@ -121,13 +127,20 @@ const MAX_PRELUDE_BYTES = 16 * 1024;
  * write is preceded by the prelude (`HttpResponseStream.from` sets `_onBeforeFirstWrite`, which the
  * runtime's stream calls, as this one does); the JSON prelude up to 8 NUL bytes becomes the status
  * line and headers, and every byte after it goes to the socket as it comes (chunked), with
- * back-pressure from the socket.
+ * back-pressure from the socket. The first body chunk waits for what follows it: when the stream ends
+ * right after it (an answer written whole, as the FHIR proxy writes every answer up to 1 MB), status,
+ * headers and body go out in one socket write with a Content-Length, not as a chunked body and its
+ * terminator.
  */
 class LocalResponseStream extends Writable implements ResponseStream {
   _onBeforeFirstWrite: ResponseStream['_onBeforeFirstWrite'];
   #contentType = 'application/octet-stream';
   #started = false;
   #prelude: Buffer | undefined = Buffer.alloc(0);
+  /** Status and headers from the prelude, until the body's second chunk or its end sends them. */
+  #head: { status: number; headers: Record<string, string | string[]> } | undefined;
+  /** The first body chunk, held with `#head`. */
+  #held: Buffer | undefined;
   readonly #res: ServerResponse;
 
   constructor(res: ServerResponse) {
@@ -156,6 +169,13 @@ class LocalResponseStream extends Writable implements ResponseStream {
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
     if (this.#prelude === undefined) {
+      if (this.#head !== undefined && this.#held === undefined) {
+        // The body's first chunk: held until the next write or the end says how to send it.
+        this.#held = chunk;
+        callback();
+        return;
+      }
+      this.#flushHead();
       if (this.#res.write(chunk)) callback();
       else this.#res.once('drain', () => callback());
       return;
@@ -164,7 +184,7 @@ class LocalResponseStream extends Writable implements ResponseStream {
       callback(new Error(`a streaming handler must send the HTTP prelude (content type ${PRELUDE_CONTENT_TYPE})`));
       return;
     }
-    const buffered = Buffer.concat([this.#prelude, chunk]);
+    const buffered = this.#prelude.length === 0 ? chunk : Buffer.concat([this.#prelude, chunk]);
     const end = buffered.indexOf(PRELUDE_DELIMITER);
     if (end < 0) {
       if (buffered.length > MAX_PRELUDE_BYTES) callback(new Error('no prelude delimiter within the first 16 KB'));
@@ -185,10 +205,21 @@ class LocalResponseStream extends Writable implements ResponseStream {
     const headers = responseHeaders(prelude.headers, prelude.multiValueHeaders);
     if (prelude.cookies && prelude.cookies.length > 0) headers['set-cookie'] = [...prelude.cookies];
     delete headers['content-length'];
-    this.#res.writeHead(prelude.statusCode, headers);
+    this.#head = { status: prelude.statusCode, headers };
     const rest = buffered.subarray(end + PRELUDE_DELIMITER.length);
-    if (rest.length === 0 || this.#res.write(rest)) callback();
-    else this.#res.once('drain', () => callback());
+    if (rest.length > 0) this.#held = rest;
+    callback();
+  }
+
+  /** The status line and headers, once, followed by the body chunk held with them (chunked from here on). */
+  #flushHead(): void {
+    const head = this.#head;
+    if (head === undefined) return;
+    this.#head = undefined;
+    this.#res.writeHead(head.status, head.headers);
+    const held = this.#held;
+    this.#held = undefined;
+    if (held !== undefined) this.#res.write(held);
   }
 
   override _final(callback: (error?: Error | null) => void): void {
@@ -196,6 +227,18 @@ class LocalResponseStream extends Writable implements ResponseStream {
       callback(new Error('the streaming handler ended without a prelude'));
       return;
     }
+    const head = this.#head;
+    if (head !== undefined && head.status >= 200 && head.status !== 204 && head.status !== 304) {
+      // Nothing followed the first body chunk: the whole answer, with its length, in one write.
+      this.#head = undefined;
+      const body = this.#held ?? Buffer.alloc(0);
+      this.#held = undefined;
+      head.headers['content-length'] = String(body.length);
+      this.#res.writeHead(head.status, head.headers);
+      this.#res.end(body, () => callback());
+      return;
+    }
+    this.#flushHead();
     this.#res.end(() => callback());
   }
 }

@@ -164,6 +164,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
     dynamo = await startLocalDynamo({ dataDir });
     // Keys are generated into the data folder on first use (signing-keys.json, mode 0600).
     const signer = new LocalSigner(dataDir, cryptoRandom);
+    const audit = new FileAuditSink(dataDir);
     const deps: CoreDeps = {
       config,
       mode: 'local',
@@ -178,7 +179,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
       discovery: new DiscoveryCache({ freshMs: LOCAL_DISCOVERY_FRESH_MS }),
       jwks: new JwksCache(),
       // The audit trail of a local run: {dataDir}/audit.ndjson (`npx smart-launch audit export`).
-      audit: new FileAuditSink(dataDir),
+      audit,
       metrics: options.metrics,
     };
     const getDeps = () => Promise.resolve(deps);
@@ -211,6 +212,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
         await new Promise<void>((done) => server.close(() => done()));
         await sandbox?.close();
         await localDynamo.close();
+        await audit.close();
       },
     };
   } catch (error) {

@@ -402,7 +402,60 @@ function parseTransaction(item: Item): TransactionRecord {
   return { ...commonRecord(parsed.data), sessionKey: parsed.data.sessionKey.S };
 }
 
+/** Endpoints attributes already validated, by their exact JSON text (they repeat for every session of an issuer). */
+const checkedEndpoints = new Map<string, StoredRecord['endpoints']>();
+const CHECKED_ENDPOINTS_MAX = 256;
+
+function endpointsOf(json: string): StoredRecord['endpoints'] | undefined {
+  let found = checkedEndpoints.get(json);
+  if (found === undefined) {
+    const parsed = EndpointsJson.safeParse({ S: json });
+    if (!parsed.success) return undefined;
+    if (checkedEndpoints.size >= CHECKED_ENDPOINTS_MAX) checkedEndpoints.clear();
+    found = parsed.data;
+    checkedEndpoints.set(json, found);
+  }
+  return { ...found };
+}
+
+const INTEGER = /^-?\d{1,15}$/;
+const isAttr = (value: unknown): value is Record<string, unknown> => typeof value === 'object' && value !== null && !Array.isArray(value);
+const stringOf = (value: unknown): string | undefined => (isAttr(value) && typeof value.S === 'string' && value.S.length > 0 ? value.S : undefined);
+const integerOf = (value: unknown): number | undefined => (isAttr(value) && typeof value.N === 'string' && INTEGER.test(value.N) ? Number(value.N) : undefined);
+const bytesOf = (value: unknown): Uint8Array | undefined => (isAttr(value) && value.B instanceof Uint8Array ? new Uint8Array(value.B) : undefined);
+
+/**
+ * The session item checked attribute by attribute: exactly what `SessionItemSchema` accepts, and the
+ * same record, without running the schema on every proxied request (the endpoints, the one costly
+ * attribute, are checked once per distinct value). `undefined` for anything else: the schema then
+ * names what is wrong.
+ */
+function checkedSession(item: Item): SessionRecord | undefined {
+  const raw = item as Record<string, unknown>;
+  if (!isAttr(raw.kind) || raw.kind.S !== 'session' || !isAttr(raw.formatVersion) || raw.formatVersion.N !== String(FORMAT_VERSION)) return undefined;
+  const key = stringOf(raw[PK]);
+  const iss = stringOf(raw.iss);
+  const binding = stringOf(raw.bindingHash);
+  const endpointsJson = isAttr(raw.endpoints) && typeof raw.endpoints.S === 'string' ? raw.endpoints.S : undefined;
+  const createdAt = integerOf(raw.createdAt);
+  const expiresAt = integerOf(raw[TTL]);
+  const revision = integerOf(raw.revision);
+  if (key === undefined || iss === undefined || binding === undefined || endpointsJson === undefined) return undefined;
+  if (createdAt === undefined || expiresAt === undefined || revision === undefined) return undefined;
+  if (raw.leaseId !== undefined && stringOf(raw.leaseId) === undefined) return undefined;
+  const leaseUntil = raw.leaseUntil === undefined ? undefined : integerOf(raw.leaseUntil);
+  if (raw.leaseUntil !== undefined && leaseUntil === undefined) return undefined;
+  const wrappedKey = bytesOf(raw.wrappedKey);
+  const sealed = bytesOf(raw.sealed);
+  if (wrappedKey === undefined || sealed === undefined) return undefined;
+  const endpoints = endpointsOf(endpointsJson);
+  if (endpoints === undefined) return undefined;
+  return { key, iss, bindingHash: binding, endpoints, wrappedKey, sealed, createdAt, expiresAt, revision, leaseUntil };
+}
+
 function parseSession(item: Item): SessionRecord {
+  const checked = checkedSession(item);
+  if (checked !== undefined) return checked;
   const parsed = SessionItemSchema.safeParse(item);
   if (!parsed.success) throw malformed('session', parsed.error);
   return { ...commonRecord(parsed.data), revision: parsed.data.revision, leaseUntil: parsed.data.leaseUntil };

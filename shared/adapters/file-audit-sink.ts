@@ -1,4 +1,5 @@
-import { appendFile, mkdir, readFile } from 'node:fs/promises';
+import { close, open, write } from 'node:fs';
+import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { auditLine, parseAuditLine, type AuditRecord, type AuditSink, type AuditSource } from '../audit/record.js';
 
@@ -8,11 +9,13 @@ export const LOCAL_AUDIT_FILE = 'audit.ndjson';
 /**
  * Audit records of a local run, one JSON line each, appended to `{dataDir}/audit.ndjson` (mode 0600,
  * apart from the console logs). Appends are serialized, so concurrent requests never interleave lines.
+ * The file is opened once (append mode) and kept open: each audited request costs one write, not an
+ * open, a write and a close. A failed write closes it; the next write opens it again.
  */
 export class FileAuditSink implements AuditSink, AuditSource {
   readonly path: string;
   #queue: Promise<void> = Promise.resolve();
-  #folder: Promise<void> | undefined;
+  #fd: Promise<number> | undefined;
 
   constructor(dataDir: string) {
     this.path = join(dataDir, LOCAL_AUDIT_FILE);
@@ -20,20 +23,43 @@ export class FileAuditSink implements AuditSink, AuditSource {
 
   write(records: readonly AuditRecord[]): Promise<void> {
     if (records.length === 0) return this.#queue;
-    const text = records.map((record) => `${auditLine(record)}\n`).join('');
-    const next = this.#queue.then(async () => {
-      // The folder is made once per sink (again after a failed write), not before every append.
-      this.#folder ??= mkdir(join(this.path, '..'), { recursive: true }).then(() => undefined);
-      try {
-        await this.#folder;
-        await appendFile(this.path, text, { encoding: 'utf8', mode: 0o600 });
-      } catch (error) {
-        this.#folder = undefined;
-        throw error;
-      }
-    });
+    const text = Buffer.from(records.map((record) => `${auditLine(record)}\n`).join(''), 'utf8');
+    const next = this.#queue.then(() => this.#append(text));
     this.#queue = next.catch(() => undefined);
     return next;
+  }
+
+  /** Closes the file (a later write opens it again). */
+  close(): Promise<void> {
+    const closing = this.#queue.then(async () => {
+      const opened = this.#fd;
+      this.#fd = undefined;
+      const fd = await opened?.catch(() => undefined);
+      if (fd !== undefined) await new Promise<void>((done) => close(fd, () => done()));
+    });
+    this.#queue = closing.catch(() => undefined);
+    return closing;
+  }
+
+  async #append(text: Buffer): Promise<void> {
+    // The folder is made and the file opened once per sink (again after a failed write), not per append.
+    this.#fd ??= this.#open();
+    const opened = this.#fd;
+    try {
+      const fd = await opened;
+      for (let offset = 0; offset < text.length; ) {
+        offset += await new Promise<number>((done, fail) => write(fd, text, offset, text.length - offset, null, (error, written) => (error ? fail(error) : done(written))));
+      }
+    } catch (error) {
+      if (this.#fd === opened) this.#fd = undefined;
+      opened.then((fd) => close(fd, () => undefined), () => undefined);
+      throw error;
+    }
+  }
+
+  async #open(): Promise<number> {
+    await mkdir(join(this.path, '..'), { recursive: true });
+    return new Promise<number>((done, fail) => open(this.path, 'a', 0o600, (error, fd) => (error ? fail(error) : done(fd))));
   }
 
   async *read(fromMs: number, toMs: number): AsyncIterable<AuditRecord> {

@@ -61,6 +61,12 @@ const REQUIRED_FIELDS: readonly string[] = builtOnFirstUse(() =>
     .map(([field]) => field),
 );
 
+/** String fact values already checked against their field's schema (`field NUL value` → fits), bounded. */
+const fieldFits = new Map<string, boolean>();
+const FIELD_FITS_MAX = 1024;
+/** Longer than any field allows: checked (and refused) without being remembered. */
+const MEMO_MAX_LENGTH = 2048;
+
 /** Writes audit records; a sink keeps them apart from the operational logs. */
 export interface AuditSink {
   write(records: readonly AuditRecord[]): Promise<void>;
@@ -110,6 +116,19 @@ export function auditRecord(base: {
     if (value === undefined) continue;
     const fieldSchema = shape[field];
     if (fieldSchema === undefined) continue;
+    if (typeof value === 'string' && field !== 'time' && value.length <= MEMO_MAX_LENGTH) {
+      // The same issuer, client, user, patient and customer come back on every request of a session:
+      // each distinct string is checked against its field's schema once (no schema transforms strings).
+      const memo = `${field}\u0000${value}`;
+      let fits = fieldFits.get(memo);
+      if (fits === undefined) {
+        fits = fieldSchema.safeParse(value).success;
+        if (fieldFits.size >= FIELD_FITS_MAX) fieldFits.clear();
+        fieldFits.set(memo, fits);
+      }
+      if (fits) record[field] = value;
+      continue;
+    }
     const parsed = fieldSchema.safeParse(value);
     if (parsed.success) record[field] = parsed.data;
   }

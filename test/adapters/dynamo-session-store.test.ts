@@ -438,6 +438,34 @@ describe('DynamoSessionStore (SDK calls, mocked)', () => {
       expect(error.code).toBe('VAULT_INTEGRITY');
     });
 
+    const good = sessionItem(session());
+    const sessionWithout = (name: string): Record<string, AttributeValue> =>
+      Object.fromEntries(Object.entries(good).filter(([attribute]) => attribute !== name));
+    const malformedSessions: ReadonlyArray<readonly [string, Record<string, AttributeValue>, string]> = [
+      ['the sealed data is missing', sessionWithout('sealed'), 'sealed'],
+      ['the wrapped key is a string', { ...good, wrappedKey: { S: 'AQID' } }, 'wrappedKey'],
+      ['the format version is unknown', { ...good, formatVersion: { N: '2' } }, 'formatVersion'],
+      ['the revision is not an integer', { ...good, revision: { N: '1.5' } }, 'revision'],
+      ['the lease holder is empty', { ...good, leaseId: { S: '' } }, 'leaseId'],
+      ['the lease end is not a number', { ...good, leaseUntil: { S: 'soon' } }, 'leaseUntil'],
+      ['the binding hash is empty', { ...good, bindingHash: { S: '' } }, 'bindingHash'],
+      ['the endpoints are not JSON', { ...good, endpoints: { S: '{not json' } }, 'endpoints'],
+      ['an endpoint is not an http(s) URL', { ...good, endpoints: { S: JSON.stringify({ ...ENDPOINTS, tokenEndpoint: 'javascript:alert(1)' }) } }, 'endpoints'],
+    ];
+
+    it.each(malformedSessions)('getSession refuses it as VAULT_INTEGRITY when %s, also right after reading the well-formed item', async (_why, item, field) => {
+      // Arrange: the well-formed item is read first (its endpoints are then known to be valid).
+      ddb.on(GetItemCommand).resolvesOnce({ Item: good }).resolvesOnce({ Item: item });
+      expect((await store.getSession('ses#x', NOW))?.revision).toBe(session().revision);
+
+      // Act
+      const error = await caught(store.getSession('ses#x', NOW));
+
+      // Assert
+      expect(error.code).toBe('VAULT_INTEGRITY');
+      expect(error.details).toEqual({ fields: field });
+    });
+
     it('getSession refuses a session without a revision as VAULT_INTEGRITY, naming only the field', async () => {
       // Arrange
       const item = Object.fromEntries(Object.entries(sessionItem(session())).filter(([name]) => name !== 'revision'));

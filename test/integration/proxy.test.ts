@@ -246,6 +246,16 @@ describe('bodies pass through byte for byte', () => {
     expect(sha256(bytes)).toBe(sha256(bigBinary()));
   });
 
+  it('an answer written whole (up to 1 MB) arrives in one piece with its Content-Length, not chunked', async () => {
+    const response = await amy.browser.fetch(`${amy.fhirBaseUrl}/Patient/${amy.patient}`);
+    const bytes = Buffer.from(await response.arrayBuffer());
+
+    expect(response.status).toBe(200);
+    expect(response.headers.get('transfer-encoding')).toBeNull();
+    expect(response.headers.get('content-length')).toBe(String(bytes.length));
+    expect(JSON.parse(bytes.toString('utf8'))).toMatchObject({ resourceType: 'Patient', id: amy.patient });
+  });
+
   it('a PDF arrives byte-exact; the EHR’s Set-Cookie and other headers are dropped', async () => {
     const before = exchanges.length;
     const response = await amy.browser.fetch(`${amy.fhirBaseUrl}/Binary/${summaryPdfId(amy.patient)}`);

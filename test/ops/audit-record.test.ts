@@ -39,6 +39,19 @@ describe('audit records', () => {
     expect(JSON.stringify(record)).not.toContain('secret-token');
   });
 
+  it('keep and leave out the same facts on every request (each distinct value is checked once), field by field', () => {
+    const facts = { fhirUser: 'Practitioner/1', patient: 'p 1', clientId: 'app', resourceType: 'Patient' };
+    const once = () => auditRecord({ nowMs: NOW, action: 'fhir', status: 200, correlationId: 'req-1', customer: 'acme', facts });
+    const first = once();
+    expect(first).toMatchObject({ fhirUser: 'Practitioner/1', clientId: 'app', resourceType: 'Patient' });
+    expect(first).not.toHaveProperty('patient');
+    expect(once()).toEqual(first);
+    // The same text in another field is checked against that field's schema.
+    const asType = auditRecord({ nowMs: NOW, action: 'fhir', status: 200, correlationId: 'req-1', customer: 'acme', facts: { resourceType: 'Practitioner/1', fhirUser: 'Patient' } });
+    expect(asType).not.toHaveProperty('resourceType');
+    expect(asType).toMatchObject({ fhirUser: 'Patient' });
+  });
+
   it('are failures from status 400 on, with the error code', () => {
     expect(auditRecord({ nowMs: NOW, action: 'sign-in', status: 502, code: 'TOKEN_ENDPOINT_UNAVAILABLE', correlationId: 'c', customer: 'acme' })).toMatchObject({
       outcome: 'failure',
