@@ -1,18 +1,14 @@
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { createSessionsHandler } from '../../functions/sessions/handler.js';
-import { DynamoSessionStore } from '../../shared/adapters/dynamo-session-store.js';
 import { BACKCHANNEL_LOGOUT_EVENT } from '../../shared/core/backchannel-logout.js';
 import { DiscoveryCache } from '../../shared/core/discovery.js';
-import { startLocalDynamo, type LocalDynamo } from '../../local/dynamo-local.js';
 import { FixedClock } from '../fakes/clock.js';
 import { deps as testDeps } from '../fakes/deps.js';
 import { FakeEhr } from '../fakes/fake-ehr.js';
 import { apiEvent, lambdaContext } from '../fixtures/api-event.js';
 import { harness, signIn } from '../fakes/launch-flow.js';
 import { MemoryKeyRing } from '../fakes/memory-key-ring.js';
+import { sessionStoreOnLocalTable } from '../fixtures/local-table.js';
 import type { CoreDeps } from '../../shared/core/deps.js';
 
 /*
@@ -20,25 +16,12 @@ import type { CoreDeps } from '../../shared/core/deps.js';
  * known to be a signed JWT. The handler runs for real, on a real (dynalite) table and the fake EHR.
  */
 
-let dataDir: string;
-let dynamo: LocalDynamo;
-
-beforeAll(async () => {
-  dataDir = await mkdtemp(join(tmpdir(), 'smart-launch-bcl-'));
-  dynamo = await startLocalDynamo({ dataDir });
-});
-afterAll(async () => {
-  try {
-    await dynamo?.close();
-  } finally {
-    await rm(dataDir, { recursive: true, force: true });
-  }
-});
+const localStore = sessionStoreOnLocalTable('bcl');
 
 async function receiver() {
   const clock = new FixedClock();
   const ehr = await FakeEhr.create({ clock });
-  const deps = { ...testDeps({ clock, http: ehr.http }), discovery: new DiscoveryCache(), store: new DynamoSessionStore({ client: dynamo.client, tableName: dynamo.tableName }) };
+  const deps = { ...testDeps({ clock, http: ehr.http }), discovery: new DiscoveryCache(), store: localStore() };
   const handler = createSessionsHandler(async () => deps);
   const post = async (body: string | undefined, contentType = 'application/x-www-form-urlencoded') => {
     const event = { ...apiEvent({ resource: '/backchannel-logout', path: '/backchannel-logout', method: 'POST', headers: { 'content-type': contentType } }), body: body ?? null };
@@ -81,7 +64,7 @@ describe('POST /backchannel-logout: an anonymous POST costs nothing before its t
 describe('POST /backchannel-logout: a sign-out that could not be carried out', () => {
   it('answers an error, not 200, while a matching session could not be ended, and the EHR\'s retry of the same token then ends it', async () => {
     // Arrange: a session in the table, and a receiver whose key ring cannot open it (KMS failing for this container).
-    const store = new DynamoSessionStore({ client: dynamo.client, tableName: dynamo.tableName });
+    const store = localStore();
     const h = await harness({ deps: { store: store as never } });
     const { callback, launch } = await signIn(h);
     const deps: CoreDeps = { ...h.deps, store };

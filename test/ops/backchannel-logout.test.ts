@@ -1,39 +1,22 @@
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DynamoSessionStore } from '../../shared/adapters/dynamo-session-store.js';
+import { describe, expect, it } from 'vitest';
 import { BACKCHANNEL_LOGOUT_EVENT } from '../../shared/core/backchannel-logout.js';
 import type { CoreDeps } from '../../shared/core/deps.js';
 import { DiscoveryCache } from '../../shared/core/discovery.js';
 import { openSession } from '../../shared/core/session.js';
 import { backchannelLogout, LOGOUT_DISCOVERY_RETRY_MS, type BackchannelLogoutLog } from '../../shared/ops/backchannel-logout.js';
-import { startLocalDynamo, type LocalDynamo } from '../../local/dynamo-local.js';
 import { FixedClock } from '../fakes/clock.js';
 import { deps as testDeps } from '../fakes/deps.js';
 import { FakeEhr, json } from '../fakes/fake-ehr.js';
 import { harness, signIn } from '../fakes/launch-flow.js';
 import { MemoryKeyRing } from '../fakes/memory-key-ring.js';
+import { sessionStoreOnLocalTable } from '../fixtures/local-table.js';
 
 /*
  * Carrying out a back-channel logout: the token's validation, the issuers' discovery, the jti's
  * replay memory and the sessions it ends, on a real (dynalite) table and the fake EHR.
  */
 
-let dataDir: string;
-let dynamo: LocalDynamo;
-
-beforeAll(async () => {
-  dataDir = await mkdtemp(join(tmpdir(), 'smart-launch-bcl-ops-'));
-  dynamo = await startLocalDynamo({ dataDir });
-});
-afterAll(async () => {
-  try {
-    await dynamo?.close();
-  } finally {
-    await rm(dataDir, { recursive: true, force: true });
-  }
-});
+const localStore = sessionStoreOnLocalTable('bcl-ops');
 
 /** Collects what the receiver reports, by level. */
 function collectingLog() {
@@ -45,7 +28,7 @@ function collectingLog() {
   return { entries, log };
 }
 
-const store = () => new DynamoSessionStore({ client: dynamo.client, tableName: dynamo.tableName });
+const store = localStore;
 
 describe('backchannelLogout (ops): the receiver of an EHR\'s logout tokens', () => {
   it('JWT-shaped tokens cost an EHR whose discovery fails one request per 30 s, not one per token', async () => {
