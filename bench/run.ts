@@ -506,17 +506,7 @@ const signInPath: BenchSection = {
     let hops = 0;
     try {
       for (let i = 0; i < runs; i++) {
-        const browser = new BrowserClient();
-        const nav = await browser.navigate(`${context.stack.sandbox!.url}/ehr/launch?patient=${encodeURIComponent(context.patient)}`);
-        const sessionId = nav.finalLocation ? /#session=([A-Za-z0-9_-]+)$/.exec(nav.finalLocation)?.[1] : undefined;
-        if (!sessionId) throw new Error('the launch did not reach the app');
-        const cookie = `__Host-smart-launch=${browser.cookies('localhost').get('__Host-smart-launch')}`;
-        for (const path of [`/sessions/${sessionId}`, `/sessions/${sessionId}/fhir/Patient/${context.patient}`]) {
-          const response = await fetch(`${context.stack.apiUrl}${path}`, { headers: { cookie } });
-          await response.arrayBuffer();
-          if (response.status !== 200) throw new Error(`${path} answered ${response.status}`);
-        }
-        hops = nav.hops.length + 2;
+        hops = await signInToFirstData(context);
       }
     } finally {
       deps.http = original;
@@ -537,6 +527,24 @@ const signInPath: BenchSection = {
   },
 };
 
+/**
+ * One sign-in from the sandbox EHR's launch page, then what the app does first: its session read and
+ * one proxied read. Returns the browser's requests from the launch to the first data.
+ */
+async function signInToFirstData(context: BenchContext): Promise<number> {
+  const browser = new BrowserClient();
+  const nav = await browser.navigate(`${context.stack.sandbox!.url}/ehr/launch?patient=${encodeURIComponent(context.patient)}`);
+  const sessionId = nav.finalLocation ? /#session=([A-Za-z0-9_-]+)$/.exec(nav.finalLocation)?.[1] : undefined;
+  if (!sessionId) throw new Error('the launch did not reach the app');
+  const cookie = `__Host-smart-launch=${browser.cookies('localhost').get('__Host-smart-launch')}`;
+  for (const path of [`/sessions/${sessionId}`, `/sessions/${sessionId}/fhir/Patient/${context.patient}`]) {
+    const response = await fetch(`${context.stack.apiUrl}${path}`, { headers: { cookie } });
+    await response.arrayBuffer();
+    if (response.status !== 200) throw new Error(`${path} answered ${response.status}`);
+  }
+  return nav.hops.length + 2;
+}
+
 /** Simulated network latency of every call in the sequential-waits pass (see bench/sign-in-waits.ts). */
 const SIMULATED_LATENCY_MS = 20;
 
@@ -556,16 +564,7 @@ async function signInWaits(context: BenchContext, cold: boolean): Promise<Return
     path === '/launch' ? 'launch' : path === '/callback' ? 'callback' : /^\/sessions\/[^/]+$/.test(path) ? 'session read' : path.includes('/fhir/') ? 'first FHIR read' : path,
   );
   try {
-    const browser = new BrowserClient();
-    const nav = await browser.navigate(`${context.stack.sandbox!.url}/ehr/launch?patient=${encodeURIComponent(context.patient)}`);
-    const sessionId = nav.finalLocation ? /#session=([A-Za-z0-9_-]+)$/.exec(nav.finalLocation)?.[1] : undefined;
-    if (!sessionId) throw new Error('the launch did not reach the app');
-    const cookie = `__Host-smart-launch=${browser.cookies('localhost').get('__Host-smart-launch')}`;
-    for (const path of [`/sessions/${sessionId}`, `/sessions/${sessionId}/fhir/Patient/${context.patient}`]) {
-      const response = await fetch(`${context.stack.apiUrl}${path}`, { headers: { cookie } });
-      await response.arrayBuffer();
-      if (response.status !== 200) throw new Error(`${path} answered ${response.status}`);
-    }
+    await signInToFirstData(context);
   } finally {
     recorder.restore();
     api.restore();
