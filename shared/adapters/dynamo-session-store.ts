@@ -147,6 +147,24 @@ export class DynamoSessionStore implements SessionStore {
     }
   }
 
+  async endSessionHoldingLease(key: string, leaseId: string): Promise<boolean> {
+    try {
+      await this.#client.send(
+        new DeleteItemCommand({
+          TableName: this.#tableName,
+          Key: { [PK]: { S: key } },
+          ConditionExpression: '#leaseId = :leaseId',
+          ExpressionAttributeNames: { '#leaseId': 'leaseId' },
+          ExpressionAttributeValues: { ':leaseId': { S: leaseId } },
+        }),
+      );
+      return true;
+    } catch (error) {
+      if (isConditionalCheckFailure(error)) return false;
+      throw storeUnavailable('DeleteItem', error);
+    }
+  }
+
   async acquireRefreshLease(key: string, lease: RefreshLease): Promise<boolean> {
     return this.#conditionalUpdate({
       TableName: this.#tableName,

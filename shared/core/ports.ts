@@ -163,4 +163,10 @@ export interface SessionStore {
   completeRefresh(key: string, result: RefreshResult): Promise<boolean>;
   /** Gives a lease back without changing the session (the refresh failed before anything changed). */
   releaseRefreshLease(key: string, leaseId: string): Promise<void>;
+  /**
+   * Deletes the session only while the caller still holds its refresh lease (one conditional delete):
+   * the EHR refused the refresh token. `false` when the lease lapsed and another request took over
+   * (or the session is gone): that request decides what becomes of the session.
+   */
+  endSessionHoldingLease(key: string, leaseId: string): Promise<boolean>;
 }

@@ -187,8 +187,17 @@ async function refreshHoldingLease(session: OpenSession, leaseId: string, deps: 
   } catch (error) {
     if (error instanceof SmartError && error.code === 'TOKEN_REQUEST_REJECTED') {
       // invalid_grant (revoked, expired, reused) and friends: renewal is impossible. End the session
-      // so every later request gets the same single answer instead of retrying.
-      await store.deleteSession(record.key);
+      // so every later request gets the same single answer instead of retrying; but only while this
+      // request still holds the lease. A holder paused past its lease (a frozen invocation) may hear
+      // the refusal of a token another request has since rotated: that request renewed the session or
+      // ends it itself, so this one deletes nothing and records no end, and its client retries.
+      if (!(await store.endSessionHoldingLease(record.key, leaseId))) {
+        throw new SmartError('REFRESH_UNAVAILABLE', 'the tokens were renewed or ended by another request meanwhile', {
+          cause: error,
+          retryAfterSeconds: 1,
+          details: { reason: 'lease-lost' },
+        });
+      }
       const ended = sessionNotOpen('refresh-refused', error);
       throw new SmartError(ended.code, ended.message, { cause: error, details: { ...(error.details ?? {}), ...ended.details } });
     }

@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
   ConditionalCheckFailedException,
+  DeleteItemCommand,
   DynamoDBClient,
   GetItemCommand,
   InternalServerError,
@@ -140,6 +141,29 @@ describe('DynamoSessionStore refresh lease (SDK calls, mocked; AWS-04)', () => {
       TableName: TABLE_NAME,
       Key: { pk: { S: key } },
       ...RELEASE,
+      ExpressionAttributeValues: { ':leaseId': { S: 'lease-1' } },
+    });
+  });
+
+  it('ends the session for the lease holder only, with one conditional DeleteItem', async () => {
+    // Arrange
+    ddb.on(DeleteItemCommand).resolvesOnce({}).rejectsOnce(conditionalCheckFailed()).rejectsOnce(new InternalServerError({ message: 'internal', $metadata: {} }));
+
+    // Act
+    const ended = await store.endSessionHoldingLease(key, 'lease-1');
+    const lost = await store.endSessionHoldingLease(key, 'lease-1');
+    const failure = await caught(store.endSessionHoldingLease(key, 'lease-1'));
+
+    // Assert
+    expect(ended).toBe(true);
+    expect(lost).toBe(false);
+    expect(failure).toMatchObject({ code: 'STORE_UNAVAILABLE', status: 503, details: { operation: 'DeleteItem', awsError: 'InternalServerError' } });
+    expect(ddb.calls()).toHaveLength(3);
+    expect(ddb.commandCalls(DeleteItemCommand)[0]?.args[0].input).toStrictEqual({
+      TableName: TABLE_NAME,
+      Key: { pk: { S: key } },
+      ConditionExpression: '#leaseId = :leaseId',
+      ExpressionAttributeNames: { '#leaseId': 'leaseId' },
       ExpressionAttributeValues: { ':leaseId': { S: 'lease-1' } },
     });
   });
@@ -330,6 +354,31 @@ describe('DynamoSessionStore refresh lease (against dynalite; invariant 8, AWS-0
     // Assert
     expect(completed).toBe(false);
     expect(await rawItem(record.key)).toEqual(before);
+  });
+
+  it('ends the session for its lease holder only: not for another request, not after the lease was released', async () => {
+    // Arrange
+    const record = session();
+    await store.putSession(record);
+    await store.acquireRefreshLease(record.key, lease(1, 'holder'));
+    const before = await rawItem(record.key);
+
+    // Act
+    const byIntruder = await store.endSessionHoldingLease(record.key, 'intruder');
+    const afterIntruder = await rawItem(record.key);
+    const byHolder = await store.endSessionHoldingLease(record.key, 'holder');
+    const again = await store.endSessionHoldingLease(record.key, 'holder');
+
+    // Assert
+    expect(byIntruder).toBe(false);
+    expect(afterIntruder).toEqual(before);
+    expect(byHolder).toBe(true);
+    expect(await rawItem(record.key)).toBeUndefined();
+    expect(again).toBe(false);
+    const other = session();
+    await store.putSession(other);
+    expect(await store.endSessionHoldingLease(other.key, 'holder')).toBe(false);
+    expect(await stored(other)).toStrictEqual({ ...other, leaseUntil: undefined });
   });
 
   it('releases the lease for its holder only, leaving tokens and revision as they were', async () => {

@@ -1,5 +1,5 @@
 import { generateKeyPair } from 'jose';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { parseConfig } from '../../shared/config/schema.js';
 import type { HttpClient } from '../../shared/core/ports.js';
 import type { SessionRecord } from '../../shared/core/records.js';
@@ -758,6 +758,32 @@ describe('ensureFreshSession', () => {
       failing = false;
       const retried = await ensureFreshSession(await s.open(), s.deps);
       expect(retried.secrets.accessToken).toBe('at-refreshed-2');
+      expect(calls).toHaveLength(2);
+    });
+
+    it('lets a holder whose lease lapsed before the EHR refused its refresh token end nothing: the renewal of the request that took over stays (invariant 8)', async () => {
+      // Arrange: request A sends the refresh token, then its invocation is paused past the lease (the
+      // fake EHR, like a frozen process, ignores A's timeout); request B takes over and renews.
+      const s = await signedIn();
+      let refuseFirst!: (response: Response) => void;
+      const calls = answerRefresh(s.ehr, (_call, n) => (n === 1 ? new Promise<Response>((resolve) => (refuseFirst = resolve)) : refreshTokens(n)));
+      atExpiry(s, 1);
+      const a = ensureFreshSession(await s.open(), s.deps);
+      const aOutcome = caught(a);
+      await vi.waitFor(() => expect(calls).toHaveLength(1));
+      s.deps.clock.advance(LEASE_MS + 1);
+      const b = await ensureFreshSession(await s.open(), s.deps);
+      expect(b.secrets.accessToken).toBe('at-refreshed-2');
+
+      // Act: the EHR refuses A's (now rotated) refresh token.
+      refuseFirst(json({ error: 'invalid_grant' }, 400));
+      const error = await aOutcome;
+
+      // Assert: A gives a retryable answer and deletes nothing; B's renewal is what is stored.
+      expect(error).toMatchObject({ code: 'REFRESH_UNAVAILABLE', status: 503 });
+      expect(s.stored()).toMatchObject({ revision: 2 });
+      const next = await ensureFreshSession(await s.open(), s.deps);
+      expect(next.secrets.accessToken).toBe('at-refreshed-2');
       expect(calls).toHaveLength(2);
     });
 

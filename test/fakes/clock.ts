@@ -150,7 +150,7 @@ export class HeldClock implements Clock {
  * ended): with a `HeldClock`, refresh waiters then look again at once instead of after their backoff.
  */
 export function wakingOnRefreshEnd(store: SessionStore, wake: () => void): SessionStore {
-  const ending = new Set<PropertyKey>(['completeRefresh', 'releaseRefreshLease', 'deleteSession']);
+  const ending = new Set<PropertyKey>(['completeRefresh', 'releaseRefreshLease', 'endSessionHoldingLease', 'deleteSession']);
   return new Proxy(store, {
     get(target, name) {
       const value: unknown = Reflect.get(target, name, target);

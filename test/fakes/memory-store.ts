@@ -74,6 +74,12 @@ export class MemorySessionStore implements SessionStore {
     return true;
   }
 
+  async endSessionHoldingLease(key: string, leaseId: string): Promise<boolean> {
+    if (!this.#sessions.has(key) || this.#leases.get(key) !== leaseId) return false;
+    await this.deleteSession(key);
+    return true;
+  }
+
   async releaseRefreshLease(key: string, leaseId: string): Promise<void> {
     const record = this.#sessions.get(key);
     if (!record || this.#leases.get(key) !== leaseId) return;
