@@ -109,3 +109,92 @@ export const SessionSecretsSchema = builtOnFirstUse(() =>
   }),
 );
 export type SessionSecrets = z.infer<typeof SessionSecretsSchema>;
+
+/*
+ * The session secrets checked member by member: exactly what `SessionSecretsSchema` accepts, giving
+ * the same value (unknown members dropped, members in the schema's order), without running the
+ * schema on every proxied request. `undefined` for anything this check does not cover (an
+ * `identifier` in `fhirContext`, a member present as `undefined`) or refuses: the schema then
+ * decides, with its own error. The one costly member, `smart_style_url`, is checked with the
+ * schema's own URL rule once per distinct value.
+ */
+const FHIR_ID = /^[A-Za-z0-9\-.]{1,64}$/;
+const StyleUrl = builtOnFirstUse(() => LaunchContextSchema.shape.smart_style_url);
+const checkedStyleUrls = new Set<string>();
+const CHECKED_STYLE_URLS_MAX = 256;
+
+type Members = Record<string, unknown>;
+const isMembers = (value: unknown): value is Members => typeof value === 'object' && value !== null && !Array.isArray(value);
+/** Absent: `true`; present and what `is` accepts: copied into `out`, `true`; otherwise `false` (the schema decides). */
+function optional(from: Members, out: Members, name: string, is: (value: unknown) => boolean): boolean {
+  if (!(name in from)) return true;
+  const value = from[name];
+  if (value === undefined || !is(value)) return false;
+  out[name] = value;
+  return true;
+}
+const isString = (value: unknown) => typeof value === 'string';
+const isFhirId = (value: unknown) => typeof value === 'string' && FHIR_ID.test(value);
+const isNumber = (value: unknown) => typeof value === 'number' && Number.isFinite(value);
+
+function styleUrlOk(value: unknown): boolean {
+  if (typeof value !== 'string') return false;
+  if (checkedStyleUrls.has(value)) return true;
+  if (!StyleUrl.safeParse(value).success) return false;
+  if (checkedStyleUrls.size >= CHECKED_STYLE_URLS_MAX) checkedStyleUrls.clear();
+  checkedStyleUrls.add(value);
+  return true;
+}
+
+function checkedContextItem(item: unknown): unknown {
+  if (typeof item === 'string') return item;
+  if (!isMembers(item) || 'identifier' in item) return undefined;
+  const out: Members = {};
+  if (!optional(item, out, 'reference', isString) || !optional(item, out, 'canonical', isString)) return undefined;
+  if (!optional(item, out, 'type', isString)) return undefined;
+  if (!optional(item, out, 'role', (value) => typeof value === 'string' && value.length >= 1)) return undefined;
+  return out.reference !== undefined || out.canonical !== undefined ? out : undefined;
+}
+
+function checkedContext(value: unknown): LaunchContext | undefined {
+  if (!isMembers(value)) return undefined;
+  const out: Members = {};
+  if (!optional(value, out, 'patient', isFhirId) || !optional(value, out, 'encounter', isFhirId)) return undefined;
+  if ('fhirContext' in value) {
+    const items = value.fhirContext;
+    if (!Array.isArray(items)) return undefined;
+    const checked: unknown[] = [];
+    for (const item of items) {
+      const one = checkedContextItem(item);
+      if (one === undefined) return undefined;
+      checked.push(one);
+    }
+    out.fhirContext = checked;
+  }
+  if (!optional(value, out, 'need_patient_banner', (v) => typeof v === 'boolean')) return undefined;
+  if (!optional(value, out, 'smart_style_url', styleUrlOk)) return undefined;
+  if (!optional(value, out, 'intent', isString) || !optional(value, out, 'tenant', isString)) return undefined;
+  if (!optional(value, out, 'fhirUser', isString)) return undefined;
+  if (!optional(value, out, 'patientAccess', (v) => v === 'verified' || v === 'not-checked')) return undefined;
+  return out as LaunchContext;
+}
+
+/** The session secrets exactly as `SessionSecretsSchema` gives them, or `undefined`: then the schema decides. */
+export function checkedSessionSecrets(value: unknown): SessionSecrets | undefined {
+  if (!isMembers(value) || value.v !== 1) return undefined;
+  const out: Members = { v: 1 };
+  if (typeof value.accessToken !== 'string') return undefined;
+  out.accessToken = value.accessToken;
+  if (!optional(value, out, 'refreshToken', isString) || !optional(value, out, 'idToken', isString)) return undefined;
+  if (!isNumber(value.accessTokenExpiresAt)) return undefined;
+  out.accessTokenExpiresAt = value.accessTokenExpiresAt;
+  if (!optional(value, out, 'obtainedAt', isNumber)) return undefined;
+  if (typeof value.scope !== 'string') return undefined;
+  out.scope = value.scope;
+  if (value.launchMode !== 'ehr' && value.launchMode !== 'standalone') return undefined;
+  out.launchMode = value.launchMode;
+  const context = checkedContext(value.context);
+  if (context === undefined) return undefined;
+  out.context = context;
+  return out as SessionSecrets;
+}

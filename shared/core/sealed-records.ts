@@ -3,6 +3,7 @@ import type { z } from 'zod';
 import type { Config } from '../config/schema.js';
 import { open, seal, sha256Base64url } from './crypto.js';
 import { SmartError } from './errors.js';
+import { checkedSessionSecrets, SessionSecretsSchema } from './records.js';
 import type { EncryptionContext, Random } from './ports.js';
 
 /*
@@ -39,6 +40,13 @@ export function sealJson(dataKey: Uint8Array, value: unknown, recordKey: string,
   return seal(dataKey, Buffer.from(JSON.stringify(value), 'utf8'), recordKey, random);
 }
 
+/**
+ * Hand-written checks that accept exactly what their schema accepts and give the same value, for
+ * the records opened on every request (a session's secrets, on every proxied request). What a check
+ * does not accept goes to the schema, so a malformed record fails exactly as before.
+ */
+const exactChecks = new Map<unknown, (value: unknown) => unknown>([[SessionSecretsSchema, checkedSessionSecrets]]);
+
 /** Opens and validates sealed JSON; a record that decrypts but does not parse is treated as tampered. */
 export function openJson<T>(schema: z.ZodType<T>, dataKey: Uint8Array, sealed: Uint8Array, recordKey: string): T {
   const plaintext = open(dataKey, sealed, recordKey);
@@ -48,6 +56,9 @@ export function openJson<T>(schema: z.ZodType<T>, dataKey: Uint8Array, sealed: U
   } catch (cause) {
     throw new SmartError('VAULT_INTEGRITY', 'sealed data is not valid JSON', { cause });
   }
+  const exact = exactChecks.get(schema);
+  const checked = exact === undefined ? undefined : exact(value);
+  if (checked !== undefined) return checked as T;
   const parsed = schema.safeParse(value);
   if (!parsed.success) throw new SmartError('VAULT_INTEGRITY', 'sealed data has an unexpected shape');
   return parsed.data;

@@ -102,8 +102,8 @@ export function requestContext(logger: Logger, route: string): MiddlewareObj<Api
   return {
     before: async (request) => {
       logger.resetKeys();
-      logger.setCorrelationId(correlationIdOf(request.event));
-      logger.appendKeys({ route, method: request.event.httpMethod });
+      // One append for the three keys (what `setCorrelationId` appends, then route and method, in that order).
+      logger.appendKeys({ correlation_id: correlationIdOf(request.event), route, method: request.event.httpMethod });
     },
     after: async (request) => {
       if (request.response) {

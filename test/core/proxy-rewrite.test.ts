@@ -61,4 +61,12 @@ describe('rewriteBody: the splice is the parsed rewrite', () => {
     expect(run(resource)).toBe(resource);
     expect(run('not json')).toBe('not json');
   });
+
+  it('rewrites a Bundle whose resourceType is spelled with \\u escapes, and passes a resource that names "Bundle" elsewhere byte for byte', () => {
+    const escaped = `{"resourceType":"\\u0042undle","link":[{"url":"${BASE}/P?page=2"}],"entry":[{"fullUrl":"${BASE}/P/1"}]}`;
+    expect(JSON.parse(run(escaped))).toEqual(reference(escaped));
+    expect(run(escaped)).toContain(`${PROXY}/P/1`);
+    const resource = `{"resourceType":"List","code":{"text":"Bundle"},"entry":[{"item":{"reference":"${BASE}/Bundle/1"}}]}`;
+    expect(run(resource)).toBe(resource);
+  });
 });

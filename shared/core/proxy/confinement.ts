@@ -1,8 +1,25 @@
 import type { ProxyOptions } from '../../config/schema.js';
 import { SmartError } from '../errors.js';
-import { decideScopes, otherPatientTarget, parseGrantedScopes } from '../scopes.js';
+import { decideScopes, otherPatientTarget, parseGrantedScopes, type GrantedScopes } from '../scopes.js';
 import type { OpenSession } from '../session.js';
 import type { FhirInteraction } from './interactions.js';
+
+/**
+ * Granted scopes parsed once per distinct scope string: a session's scope is the same on every
+ * request it proxies, and the parsed value is only read.
+ */
+const grantedByScope = new Map<string, GrantedScopes>();
+const GRANTED_BY_SCOPE_MAX = 256;
+
+function grantedScopesOf(scope: string): GrantedScopes {
+  let granted = grantedByScope.get(scope);
+  if (granted === undefined) {
+    granted = parseGrantedScopes(scope);
+    if (grantedByScope.size >= GRANTED_BY_SCOPE_MAX) grantedByScope.clear();
+    grantedByScope.set(scope, granted);
+  }
+  return granted;
+}
 
 /**
  * Scopes and patient confinement (SMART-SCOPE-07, BFF-16): the granted scopes must permit the
@@ -19,7 +36,7 @@ export function checkScopesAndPatient(
   const patient = session.secrets.context.patient;
   let patientLevel: boolean;
   if (options.enforceScopes && interaction.permission !== undefined) {
-    const granted = parseGrantedScopes(session.secrets.scope);
+    const granted = grantedScopesOf(session.secrets.scope);
     const decision = decideScopes(granted, { resourceType: interaction.resourceType, permission: interaction.permission, params }, patient !== undefined);
     if (!decision.allowed) {
       throw new SmartError('SCOPE_INSUFFICIENT', `the granted scopes do not permit this request: ${decision.reason}`, {
@@ -29,7 +46,7 @@ export function checkScopesAndPatient(
     }
     patientLevel = decision.patientLevel;
   } else {
-    const granted = parseGrantedScopes(session.secrets.scope).resource;
+    const granted = grantedScopesOf(session.secrets.scope).resource;
     patientLevel = granted.length > 0 && granted.every((s) => s.level === 'patient');
   }
   if (options.confineToPatient && patient !== undefined && patientLevel && interaction.permission !== undefined) {

@@ -43,6 +43,20 @@ export function encodeFhirQuery(query: Query): string {
   return parts.join('&');
 }
 
+/** Each FHIR base as a URL with one trailing slash, parsed once per distinct base (only read, never handed out). */
+const baseUrls = new Map<string, URL>();
+const BASE_URLS_MAX = 256;
+
+function baseUrlOf(fhirBase: string): URL {
+  let base = baseUrls.get(fhirBase);
+  if (base === undefined) {
+    base = new URL(fhirBase.replace(/\/+$/, '') + '/');
+    if (baseUrls.size >= BASE_URLS_MAX) baseUrls.clear();
+    baseUrls.set(fhirBase, base);
+  }
+  return base;
+}
+
 /**
  * Resolves the path after `/fhir/` against the session's FHIR base, which the result must stay
  * under (invariant 7, SMART-FHIR-01/03). Refused before any network call: absolute URLs,
@@ -61,7 +75,7 @@ export function resolveProxyTarget(fhirBase: string, rawPath: string | undefined
       throw new SmartError('PROXY_PATH_REJECTED', 'the FHIR path must be relative segments of letters, digits, "-", ".", "_", "~" or "$"');
     }
   }
-  const base = new URL(fhirBase.replace(/\/+$/, '') + '/');
+  const base = baseUrlOf(fhirBase);
   const target = new URL(segments.join('/'), base);
   if (target.origin !== base.origin || !target.pathname.startsWith(base.pathname)) {
     throw new SmartError('PROXY_PATH_REJECTED', 'the FHIR path resolves outside the session\'s FHIR server');

@@ -186,6 +186,9 @@ export function rewriteBody(bytes: Uint8Array, contentType: string | undefined, 
   // Nothing to rewrite when the base does not occur at all (also in its `\/`-escaped JSON form).
   const base = upstreamBase.replace(/\/+$/, '');
   if (!buffer.includes(base) && !buffer.includes(base.replaceAll('/', '\\/'))) return bytes;
+  // Only a Bundle is rewritten, and its `resourceType` value shows as the bytes `"Bundle"` unless
+  // spelled with a `\u` escape: an answer with neither (a resource read) is passed on unparsed.
+  if (!buffer.includes('"Bundle"') && !buffer.includes('\\u')) return bytes;
   let parsed: unknown;
   try {
     parsed = JSON.parse(buffer.toString('utf8'));
