@@ -24,6 +24,40 @@ export const PAGE_SHOWS = { timeout: 20_000, interval: 100 };
 
 const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-quic', '--no-first-run', '--disable-component-update', '--disable-sync'];
 
+/**
+ * The `--disable-features` list playwright-core (1.65) passes to Chromium. Chromium honours only the
+ * last `--disable-features` switch, so adding a feature means passing this whole list with ours and
+ * dropping playwright's own switch (`ignoreDefaultArgs`); should playwright's list change, its switch
+ * stays in and ours, coming after it, still holds every feature named here.
+ */
+const PLAYWRIGHT_DISABLED_FEATURES = [
+  'AvoidUnnecessaryBeforeUnloadCheckSync',
+  'DestroyProfileOnBrowserClose',
+  'HttpsUpgrades',
+  'HttpsFirstBalancedModeAutoEnable',
+  'LensOverlay',
+  'MediaRouter',
+  'PaintHolding',
+  'ThirdPartyStoragePartitioning',
+  'AvoidCorsURLLoaderRestartOnRedirect',
+  'TcpPortRandomizationWin',
+  'OptimizationHints',
+  'NetworkTimeServiceQuerying',
+  'AimEnabled',
+  'PreconnectToSearch',
+  'msForceBrowserSignIn',
+  'msEdgeUpdateLaunchServicesPreferredVersion',
+];
+/**
+ * Features the tests turn off as well. `SpareRendererForSitePerProcess`: Chromium keeps a started,
+ * unused renderer process ready for the next navigation and starts a new one whenever it is taken or
+ * belongs to another context; the tests open a context per test and cross between two sites (the EHR
+ * on 127.0.0.1, the app on localhost) at every launch, so most spares are started only to be thrown
+ * away. Without it a renderer starts when a navigation needs one; site isolation, out-of-process
+ * frames and cookie partitioning are unchanged.
+ */
+const DISABLED_FEATURES = [...PLAYWRIGHT_DISABLED_FEATURES, 'SpareRendererForSitePerProcess'];
+
 let launched: Promise<Browser> | undefined;
 
 /**
@@ -37,7 +71,11 @@ export async function sharedBrowser(): Promise<Browser> {
     const browser = await launched.catch(() => undefined);
     if (browser?.isConnected()) return browser;
   }
-  launched = chromium.launch({ executablePath: CHROMIUM, args: ARGS });
+  launched = chromium.launch({
+    executablePath: CHROMIUM,
+    args: [...ARGS, `--disable-features=${DISABLED_FEATURES.join(',')}`],
+    ignoreDefaultArgs: [`--disable-features=${PLAYWRIGHT_DISABLED_FEATURES.join(',')}`],
+  });
   await mkdir(SCREENSHOTS, { recursive: true });
   return launched;
 }
