@@ -13,6 +13,7 @@ import type { RefreshLease, RefreshResult, SessionStore, TakeTransactionResult }
 import type { SessionRecord, StoredRecord, TransactionRecord } from '../core/records.js';
 import { TABLE } from './table.js';
 import { builtOnFirstUse } from '../core/lazy.js';
+import { boundedMemo } from '../core/memo.js';
 
 /**
  * Bumped when the item layout changes. Readers refuse other versions instead of guessing, so an old
@@ -420,20 +421,15 @@ function parseTransaction(item: Item): TransactionRecord {
   return { ...commonRecord(parsed.data), sessionKey: parsed.data.sessionKey.S };
 }
 
-/** Endpoints attributes already validated, by their exact JSON text (they repeat for every session of an issuer). */
-const checkedEndpoints = new Map<string, StoredRecord['endpoints']>();
-const CHECKED_ENDPOINTS_MAX = 256;
+/** Endpoints attributes validated once per exact JSON text (they repeat for every session of an issuer). */
+const checkedEndpoints = boundedMemo(256, (json): StoredRecord['endpoints'] | undefined => {
+  const parsed = EndpointsJson.safeParse({ S: json });
+  return parsed.success ? parsed.data : undefined;
+});
 
 function endpointsOf(json: string): StoredRecord['endpoints'] | undefined {
-  let found = checkedEndpoints.get(json);
-  if (found === undefined) {
-    const parsed = EndpointsJson.safeParse({ S: json });
-    if (!parsed.success) return undefined;
-    if (checkedEndpoints.size >= CHECKED_ENDPOINTS_MAX) checkedEndpoints.clear();
-    found = parsed.data;
-    checkedEndpoints.set(json, found);
-  }
-  return { ...found };
+  const found = checkedEndpoints(json);
+  return found === undefined ? undefined : { ...found };
 }
 
 const INTEGER = /^-?\d{1,15}$/;

@@ -1,5 +1,6 @@
 import * as z from 'zod';
 import { builtOnFirstUse } from '../core/lazy.js';
+import { boundedMemo } from '../core/memo.js';
 
 /**
  * The audit trail: one record per sign-in, refresh, logout, session end and proxied FHIR interaction.
@@ -61,9 +62,12 @@ const REQUIRED_FIELDS: readonly string[] = builtOnFirstUse(() =>
     .map(([field]) => field),
 );
 
-/** String fact values already checked against their field's schema (`field NUL value` → fits), bounded. */
-const fieldFits = new Map<string, boolean>();
-const FIELD_FITS_MAX = 1024;
+/** Whether a string fact value fits its field's schema, checked once per `field NUL value`. */
+const fieldFits = boundedMemo(1024, (memo) => {
+  const separator = memo.indexOf('\u0000');
+  const fieldSchema = (AuditRecordSchema.shape as Record<string, z.ZodType>)[memo.slice(0, separator)];
+  return fieldSchema !== undefined && fieldSchema.safeParse(memo.slice(separator + 1)).success;
+});
 /** Longer than any field allows: checked (and refused) without being remembered. */
 const MEMO_MAX_LENGTH = 2048;
 
@@ -119,14 +123,7 @@ export function auditRecord(base: {
     if (typeof value === 'string' && field !== 'time' && value.length <= MEMO_MAX_LENGTH) {
       // The same issuer, client, user, patient and customer come back on every request of a session:
       // each distinct string is checked against its field's schema once (no schema transforms strings).
-      const memo = `${field}\u0000${value}`;
-      let fits = fieldFits.get(memo);
-      if (fits === undefined) {
-        fits = fieldSchema.safeParse(value).success;
-        if (fieldFits.size >= FIELD_FITS_MAX) fieldFits.clear();
-        fieldFits.set(memo, fits);
-      }
-      if (fits) record[field] = value;
+      if (fieldFits(`${field}\u0000${value}`)) record[field] = value;
       continue;
     }
     const parsed = fieldSchema.safeParse(value);

@@ -1,6 +1,7 @@
 import * as z from 'zod';
 import { TokenResponseSchema } from './token.js';
 import { builtOnFirstUse } from './lazy.js';
+import { boundedMemo } from './memo.js';
 
 /*
  * The stored records: what a transaction and a session row hold, and the secrets sealed inside
@@ -120,8 +121,7 @@ export type SessionSecrets = z.infer<typeof SessionSecretsSchema>;
  */
 const FHIR_ID = /^[A-Za-z0-9\-.]{1,64}$/;
 const StyleUrl = builtOnFirstUse(() => LaunchContextSchema.shape.smart_style_url);
-const checkedStyleUrls = new Set<string>();
-const CHECKED_STYLE_URLS_MAX = 256;
+const styleUrlFits = boundedMemo(256, (value) => StyleUrl.safeParse(value).success);
 
 type Members = Record<string, unknown>;
 const isMembers = (value: unknown): value is Members => typeof value === 'object' && value !== null && !Array.isArray(value);
@@ -138,12 +138,7 @@ const isFhirId = (value: unknown) => typeof value === 'string' && FHIR_ID.test(v
 const isNumber = (value: unknown) => typeof value === 'number' && Number.isFinite(value);
 
 function styleUrlOk(value: unknown): boolean {
-  if (typeof value !== 'string') return false;
-  if (checkedStyleUrls.has(value)) return true;
-  if (!StyleUrl.safeParse(value).success) return false;
-  if (checkedStyleUrls.size >= CHECKED_STYLE_URLS_MAX) checkedStyleUrls.clear();
-  checkedStyleUrls.add(value);
-  return true;
+  return typeof value === 'string' && styleUrlFits(value);
 }
 
 function checkedContextItem(item: unknown): unknown {

@@ -3,23 +3,13 @@ import { SmartError } from '../errors.js';
 import { decideScopes, otherPatientTarget, parseGrantedScopes, type GrantedScopes } from '../scopes.js';
 import type { OpenSession } from '../session.js';
 import type { FhirInteraction } from './interactions.js';
+import { boundedMemo } from '../memo.js';
 
 /**
  * Granted scopes parsed once per distinct scope string: a session's scope is the same on every
  * request it proxies, and the parsed value is only read.
  */
-const grantedByScope = new Map<string, GrantedScopes>();
-const GRANTED_BY_SCOPE_MAX = 256;
-
-function grantedScopesOf(scope: string): GrantedScopes {
-  let granted = grantedByScope.get(scope);
-  if (granted === undefined) {
-    granted = parseGrantedScopes(scope);
-    if (grantedByScope.size >= GRANTED_BY_SCOPE_MAX) grantedByScope.clear();
-    grantedByScope.set(scope, granted);
-  }
-  return granted;
-}
+const grantedScopesOf: (scope: string) => GrantedScopes = boundedMemo(256, parseGrantedScopes);
 
 /**
  * Scopes and patient confinement (SMART-SCOPE-07, BFF-16): the granted scopes must permit the

@@ -1,5 +1,6 @@
 import { SmartError } from '../errors.js';
 import type { Query } from '../query.js';
+import { boundedMemo } from '../memo.js';
 
 /*
  * Path and query rules of the FHIR proxy (invariant 7, SMART-FHIR-01/03): what may follow `/fhir/`,
@@ -44,18 +45,7 @@ export function encodeFhirQuery(query: Query): string {
 }
 
 /** Each FHIR base as a URL with one trailing slash, parsed once per distinct base (only read, never handed out). */
-const baseUrls = new Map<string, URL>();
-const BASE_URLS_MAX = 256;
-
-function baseUrlOf(fhirBase: string): URL {
-  let base = baseUrls.get(fhirBase);
-  if (base === undefined) {
-    base = new URL(fhirBase.replace(/\/+$/, '') + '/');
-    if (baseUrls.size >= BASE_URLS_MAX) baseUrls.clear();
-    baseUrls.set(fhirBase, base);
-  }
-  return base;
-}
+const baseUrlOf = boundedMemo(256, (fhirBase) => new URL(fhirBase.replace(/\/+$/, '') + '/'));
 
 /**
  * Resolves the path after `/fhir/` against the session's FHIR base, which the result must stay
