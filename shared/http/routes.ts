@@ -60,12 +60,14 @@ export function matchRoute(path: string): Array<RouteMatch> {
           if (part.startsWith('{')) return `(?<${part.slice(1, -1)}>[^/]+)`;
           return part.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
         })
-        .join('/')}$`,
+        .join('/')}/?$`,
     ),
   }));
   const matches: RouteMatch[] = [];
   for (const { route, pattern } of compiled) {
-    const found = pattern.exec(path) ?? (path.length > 1 && path.endsWith('/') ? pattern.exec(path.slice(0, -1)) : null);
+    // One optional trailing slash in the pattern itself: a greedy `{proxy+}` still keeps it (it is
+    // tried first), every other parameter stops at a slash, so one pass decides.
+    const found = pattern.exec(path);
     if (found) matches.push({ route, pathParameters: { ...(found.groups ?? {}) } });
   }
   return matches;
