@@ -19,9 +19,11 @@ import { defineConfig } from 'vitest/config';
  * - `integration`: everything else under test/ (deploy, fuzz, and any folder added later), plus the
  *   files in ISOLATED: forked, each file in a fresh process. This is the default for a new folder.
  *
- * Every project runs on two workers (vitest's default on a 2-core machine is one, which runs the
- * whole suite file after file while most stack files wait on sockets, Chromium or a child process).
- * Within a run vitest starts the files that took longest last time first.
+ * The projects share one pool of two workers (vitest runs projects of the same `sequence.groupOrder`
+ * and `maxWorkers` as one group; its default on a 2-core machine is one worker, which runs the whole
+ * suite file after file while stack files wait on sockets, Chromium or a child process). The queue
+ * takes the projects in turn (infra, integration, stack, unit), and the run is CPU-bound: a third
+ * worker made it slower, not faster.
  *
  * A file in a shared-registry project must not depend on module state at import time (environment
  * read by a module when it loads, patched globals left behind); such a file goes in ISOLATED.
@@ -37,7 +39,7 @@ export const ISOLATED = [
   /** Mocks the AWS SDK client classes (every instance, in every module of the worker). */
   'test/ops/end-sessions-aws.test.ts',
 ];
-/** Workers per project: both cores (the projects run side by side, so this is also the total). */
+/** Workers per project, which is also the total: the projects share one pool (see above). */
 const WORKERS = 2;
 
 const globs = (folders: readonly string[]) => folders.map((folder) => `test/${folder}/**/*.test.ts`);
