@@ -1,12 +1,9 @@
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { DeleteItemCommand, DynamoDBClient, GetItemCommand, PutItemCommand, ScanCommand, UpdateItemCommand } from '@aws-sdk/client-dynamodb';
 import { DecryptCommand, GenerateDataKeyCommand, KMSClient } from '@aws-sdk/client-kms';
 import { GetSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import { mockClient } from 'aws-sdk-client-mock';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { beforeEach, describe, expect, it } from 'vitest';
 import { createLaunchHandler } from '../../functions/launch/handler.js';
 import { createSessionsHandler } from '../../functions/sessions/handler.js';
 import { createFhirProxyHandler } from '../../functions/fhir-proxy/handler.js';
@@ -16,11 +13,11 @@ import { KmsKeyRing } from '../../shared/adapters/kms-key-ring.js';
 import type { CoreDeps } from '../../shared/core/deps.js';
 import { SecretsManagerClientSecrets } from '../../shared/adapters/secrets-manager-client-secrets.js';
 import { BINDING_COOKIE } from '../../shared/http/cookies.js';
-import { startLocalDynamo, type LocalDynamo } from '../../local/dynamo-local.js';
 import { deps as testDeps } from '../fakes/deps.js';
 import { EHR_CLIENT_SECRET, json } from '../fakes/fake-ehr.js';
 import { ehrLaunchQuery, harness, type Harness } from '../fakes/launch-flow.js';
 import { apiEvent, lambdaContext, setCookieValue } from '../fixtures/api-event.js';
+import { localTablePerFile } from '../fixtures/local-table.js';
 
 /*
  * AWS dependency faults (invariant 9): DynamoDB throttled or unreachable, KMS throttled or
@@ -30,8 +27,7 @@ import { apiEvent, lambdaContext, setCookieValue } from '../fixtures/api-event.j
  * Each fault gets its documented 503 with a code, and every stored session stays as it was.
  */
 
-let dynamo: LocalDynamo;
-let dataDir: string;
+const localTable = localTablePerFile('faults');
 const dynamoClient = new DynamoDBClient({ region: 'us-east-1' });
 const dynamoMock = mockClient(dynamoClient);
 const kms = new KMSClient({ region: 'us-east-1' });
@@ -54,14 +50,6 @@ function maybeFail(command: string, input: Record<string, unknown>): void {
   throw fault.error;
 }
 
-beforeAll(async () => {
-  dataDir = await mkdtemp(join(tmpdir(), 'smart-launch-faults-'));
-  dynamo = await startLocalDynamo({ dataDir });
-});
-afterAll(async () => {
-  await dynamo?.close();
-  await rm(dataDir, { recursive: true, force: true });
-});
 beforeEach(() => {
   faults.clear();
   dynamoMock.reset();
@@ -72,7 +60,7 @@ beforeEach(() => {
     dynamoMock.on(Command as any).callsFake((input: any) => {
       maybeFail(name, input);
       // eslint-disable-next-line @typescript-eslint/no-explicit-any
-      return dynamo.client.send(new (Command as any)(input));
+      return localTable().client.send(new (Command as any)(input));
     });
   }
   const issued = new Map<string, { plaintext: Uint8Array; context: string }>();
@@ -100,7 +88,7 @@ function container(h: Harness): () => Promise<CoreDeps> {
   const base = testDeps({ http: h.ehr.http, clock: h.deps.clock });
   const deps: CoreDeps = {
     ...base,
-    store: new DynamoSessionStore({ client: dynamoClient, tableName: dynamo.tableName }),
+    store: new DynamoSessionStore({ client: dynamoClient, tableName: localTable().tableName }),
     keyRing: new CachingKeyRing(new KmsKeyRing({ client: kms, keyId: 'key' }), h.deps.clock),
     clientSecrets: new SecretsManagerClientSecrets(secretsClient),
   };
@@ -108,7 +96,7 @@ function container(h: Harness): () => Promise<CoreDeps> {
 }
 
 async function table(): Promise<string> {
-  const out = await dynamo.client.send(new ScanCommand({ TableName: dynamo.tableName }));
+  const out = await localTable().client.send(new ScanCommand({ TableName: localTable().tableName }));
   return JSON.stringify((out.Items ?? []).sort((a, b) => String(a.pk?.S).localeCompare(String(b.pk?.S))));
 }
 

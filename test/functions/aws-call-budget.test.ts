@@ -1,6 +1,3 @@
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import {
   DeleteItemCommand,
   DynamoDBClient,
@@ -13,7 +10,7 @@ import {
 } from '@aws-sdk/client-dynamodb';
 import { DecryptCommand, GenerateDataKeyCommand, KMSClient } from '@aws-sdk/client-kms';
 import { mockClient, type AwsStub } from 'aws-sdk-client-mock';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { beforeEach, describe, expect, it } from 'vitest';
 import { createFhirProxyHandler, createStreamingFhirProxyHandler } from '../../functions/fhir-proxy/handler.js';
 import { createLaunchHandler } from '../../functions/launch/handler.js';
 import { createSessionsHandler } from '../../functions/sessions/handler.js';
@@ -22,13 +19,13 @@ import { DynamoSessionStore } from '../../shared/adapters/dynamo-session-store.j
 import { KmsKeyRing } from '../../shared/adapters/kms-key-ring.js';
 import type { CoreDeps } from '../../shared/core/deps.js';
 import { BINDING_COOKIE } from '../../shared/http/cookies.js';
-import { startLocalDynamo, type LocalDynamo } from '../../local/dynamo-local.js';
 import { deps as testDeps } from '../fakes/deps.js';
 import { json } from '../fakes/fake-ehr.js';
 import { ehrLaunchQuery, harness, type Harness } from '../fakes/launch-flow.js';
 import { behaveLikeKms, KMS_KEY_ID } from '../fakes/fake-kms.js';
 import { apiEvent, lambdaContext, setCookieValue } from '../fixtures/api-event.js';
 import { CollectingResponseStream } from '../fixtures/response-stream.js';
+import { localTablePerFile } from '../fixtures/local-table.js';
 
 /**
  * The budgets of docs/design.md §5, counted call by call with aws-sdk-client-mock: the DynamoDB stub forwards
@@ -36,8 +33,7 @@ import { CollectingResponseStream } from '../fixtures/response-stream.js';
  * with the context it was made with), so the handlers run for real and every call is counted.
  */
 
-let dynamo: LocalDynamo;
-let dataDir: string;
+const table = localTablePerFile('budget');
 const dynamoClient = new DynamoDBClient({ region: 'us-east-1' });
 const dynamoMock: AwsStub<ServiceInputTypes, ServiceOutputTypes, DynamoDBClientResolvedConfig> = mockClient(dynamoClient);
 const kms = new KMSClient({ region: 'us-east-1' });
@@ -46,19 +42,11 @@ const kmsMock = mockClient(kms);
 function forwardDynamo(): void {
   for (const Command of [GetItemCommand, PutItemCommand, DeleteItemCommand, UpdateItemCommand] as const) {
     // eslint-disable-next-line @typescript-eslint/no-explicit-any
-    dynamoMock.on(Command as any).callsFake((input: any) => dynamo.client.send(new (Command as any)(input)));
+    dynamoMock.on(Command as any).callsFake((input: any) => table().client.send(new (Command as any)(input)));
   }
 }
 
 
-beforeAll(async () => {
-  dataDir = await mkdtemp(join(tmpdir(), 'smart-launch-budget-'));
-  dynamo = await startLocalDynamo({ dataDir });
-});
-afterAll(async () => {
-  await dynamo?.close();
-  await rm(dataDir, { recursive: true, force: true });
-});
 beforeEach(() => {
   dynamoMock.reset();
   kmsMock.reset();
@@ -81,7 +69,7 @@ function container(h: Harness): { deps: CoreDeps; getDeps: () => Promise<CoreDep
   const base = testDeps({ http: h.ehr.http, clock: h.deps.clock });
   const deps: CoreDeps = {
     ...base,
-    store: new DynamoSessionStore({ client: dynamoClient, tableName: dynamo.tableName }),
+    store: new DynamoSessionStore({ client: dynamoClient, tableName: table().tableName }),
     keyRing: new CachingKeyRing(new KmsKeyRing({ client: kms, keyId: KMS_KEY_ID }), h.deps.clock),
   };
   return { deps, getDeps: () => Promise.resolve(deps) };
