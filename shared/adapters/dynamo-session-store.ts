@@ -337,8 +337,9 @@ const S = builtOnFirstUse(() =>
 const NonEmptyS = builtOnFirstUse(() =>
   z.object({ S: z.string().min(1) }),
 );
+/** An integer as DynamoDB writes it (a number attribute's decimal text), at most 15 digits. */
 const IntegerN = builtOnFirstUse(() =>
-  z.object({ N: z.string().regex(/^-?\d{1,15}$/) }).transform((v) => Number(v.N)),
+  z.object({ N: z.string().regex(INTEGER) }).transform((v) => Number(v.N)),
 );
 // The SDK hands back views into a shared pooled buffer: copy, so callers own plain bytes.
 const B = builtOnFirstUse(() =>

@@ -1,5 +1,5 @@
 import * as z from 'zod';
-import { TokenResponseSchema } from './token.js';
+import { FHIR_ID, TokenResponseSchema } from './token.js';
 import { builtOnFirstUse } from './lazy.js';
 import { boundedMemo } from './memo.js';
 
@@ -119,7 +119,6 @@ export type SessionSecrets = z.infer<typeof SessionSecretsSchema>;
  * decides, with its own error. The one costly member, `smart_style_url`, is checked with the
  * schema's own URL rule once per distinct value.
  */
-const FHIR_ID = /^[A-Za-z0-9\-.]{1,64}$/;
 const StyleUrl = builtOnFirstUse(() => LaunchContextSchema.shape.smart_style_url);
 const styleUrlFits = boundedMemo(256, (value) => StyleUrl.safeParse(value).success);
 

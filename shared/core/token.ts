@@ -7,8 +7,9 @@ import { builtOnFirstUse } from './lazy.js';
  */
 
 /** A FHIR logical id (FHIR R4 `id` datatype), so context values can never smuggle a path. */
+export const FHIR_ID = /^[A-Za-z0-9\-.]{1,64}$/;
 const FhirId = builtOnFirstUse(() =>
-  z.string().regex(/^[A-Za-z0-9\-.]{1,64}$/),
+  z.string().regex(FHIR_ID),
 );
 
 const FhirContextItem = builtOnFirstUse(() =>
