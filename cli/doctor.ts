@@ -275,15 +275,18 @@ export async function checkIssuer(options: DoctorOptions, issuer: IssuerConfig):
 
 export async function runDoctor(options: DoctorOptions): Promise<DoctorReport> {
   const issuers = await Promise.all(options.config.issuers.map((issuer) => checkIssuer(options, issuer)));
+  return withCounts({ customer: options.config.customer, mode: options.mode }, issuers);
+}
+
+/** The report of these issuers' findings, with its failure and warning counts. */
+function withCounts(report: Pick<DoctorReport, 'customer' | 'mode'>, issuers: DoctorReport['issuers']): DoctorReport {
   const count = (status: FindingStatus) => issuers.reduce((n, i) => n + i.findings.filter((f) => f.status === status).length, 0);
-  return { customer: options.config.customer, mode: options.mode, issuers, failures: count('fail'), warnings: count('warn') };
+  return { customer: report.customer, mode: report.mode, issuers, failures: count('fail'), warnings: count('warn') };
 }
 
 /** The report with `findings` added to the issuer `iss`, the counts recomputed. */
 function withFindings(report: DoctorReport, iss: string, findings: readonly Finding[]): DoctorReport {
-  const issuers = report.issuers.map((i) => (i.iss === iss ? { ...i, findings: [...i.findings, ...findings] } : i));
-  const count = (status: FindingStatus) => issuers.reduce((n, i) => n + i.findings.filter((f) => f.status === status).length, 0);
-  return { ...report, issuers, failures: count('fail'), warnings: count('warn') };
+  return withCounts(report, report.issuers.map((i) => (i.iss === iss ? { ...i, findings: [...i.findings, ...findings] } : i)));
 }
 
 /** Opens `url` in the operator's browser (xdg-open, open, or start); a failure only leaves the printed URL. */
@@ -415,8 +418,10 @@ export async function doctorMain(argv: readonly string[], io: DoctorIo): Promise
   }
   const port = Number(values.port ?? '0');
   const timeout = Number(values.timeout ?? '300');
-  if (!Number.isInteger(port) || port < 0 || port > 65535 || !Number.isFinite(timeout) || timeout <= 0) {
-    io.stderr(`${!Number.isInteger(port) || port < 0 || port > 65535 ? `--port must be a port number, got "${values.port}"` : `--timeout must be a positive number of seconds, got "${values.timeout}"`}\n\n${USAGE}`);
+  const portProblem = Number.isInteger(port) && port >= 0 && port <= 65535 ? undefined : `--port must be a port number, got "${values.port}"`;
+  const timeoutProblem = Number.isFinite(timeout) && timeout > 0 ? undefined : `--timeout must be a positive number of seconds, got "${values.timeout}"`;
+  if (portProblem !== undefined || timeoutProblem !== undefined) {
+    io.stderr(`${portProblem ?? timeoutProblem}\n\n${USAGE}`);
     return 2;
   }
   let config: Config;
