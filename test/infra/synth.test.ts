@@ -2,14 +2,19 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { App } from 'aws-cdk-lib';
+import { CfnGuardValidator } from '@cdklabs/cdk-validator-cfnguard';
 import { afterAll, describe, expect, it } from 'vitest';
 import { PROJECT_ROOT } from '../../infra/constructs/smart-launch.js';
+import { GUARD_DISABLED_RULES, guardValidator } from '../../infra/nag.js';
 import { offlineEnv, sharedSynth } from './shared-synth.js';
 
 /**
  * The real thing: `npx cdk synth --quiet` of the sample customer through the CLI and cdk.json, with
  * esbuild bundling, cdk-nag, the template checks and cfn-guard, offline and without AWS credentials.
  * Slow, so it runs once per test run (shared-synth.ts) and the deploy rehearsal loads the same bundles.
+ * The tests that read the synth's output live here, after the one that runs (or awaits) it: this
+ * worker waits for the synth anyway, and no other file sits idle waiting for it.
  */
 
 const scratch = mkdtempSync(join(tmpdir(), 'smart-launch-synth-'));
@@ -75,4 +80,31 @@ describe('cdk synth (CLI, bundling, offline)', () => {
     expect(output).toContain('$.issuers[0].clientSecret: in a deployed stack clientSecret must be a Secrets Manager secret ARN');
     expect(output).not.toContain('hunter2');
   }, 60_000);
+});
+
+describe('cfn-guard (Control Tower proactive controls) at synth', () => {
+  /**
+   * The run's one real `cdk synth` (shared-synth.ts) ran cfn-guard with every control but the
+   * disabled ones and passed (its status is asserted): the sample passes every other control. Here
+   * only the disabled controls run on that same template, through the validator's own `validate`,
+   * and each must find something, so each is disabled for a reason the template really has.
+   */
+  async function disabledRuleFindings(): Promise<string[]> {
+    const synth = await sharedSynth();
+    expect(synth.status, synth.output).toBe(0);
+    const rules = join(PROJECT_ROOT, 'node_modules', '@cdklabs', 'cdk-validator-cfnguard', 'rules', 'control-tower', 'cfn-guard');
+    const folder: Record<string, string> = { apigateway: 'apigateway', lambda: 'lambda', kms: 'keymanagementservice' };
+    const report = new CfnGuardValidator({
+      controlTowerRulesEnabled: false,
+      rules: Object.keys(GUARD_DISABLED_RULES).map((rule) => join(rules, folder[rule.split('-')[1]!]!, `${rule}.guard`)),
+    }).validate({ templatePaths: [join(synth.outdir, 'SmartLaunch-example-health.template.json')], appConstruct: new App() });
+    // Each violation names its control as "[CT.XXX.PR.N]" in its description, as the synth report does.
+    return [...new Set(report.violations.flatMap((v) => [...JSON.stringify(v).matchAll(/\[(CT\.[A-Z0-9.]+)\]/g)].map((m) => m[1]!)))].sort();
+  }
+
+  it('runs offline and finds exactly the rules disabled with a reason, nothing else (on the shared synth)', async () => {
+    expect(await disabledRuleFindings()).toEqual(Object.keys(GUARD_DISABLED_RULES).map((r) => r.toUpperCase().replace(/-/g, '.')).sort());
+    for (const reason of Object.values(GUARD_DISABLED_RULES)) expect(reason.length).toBeGreaterThan(60);
+    expect(guardValidator().name).toBe(new CfnGuardValidator().name);
+  }, 320_000);
 });
