@@ -1,11 +1,11 @@
 import { join } from 'node:path';
-import { RemovalPolicy, Stack } from 'aws-cdk-lib';
+import { AssetHashType, DockerImage, type ILocalBundling, RemovalPolicy, Stack } from 'aws-cdk-lib';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import type * as kms from 'aws-cdk-lib/aws-kms';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
-import { NodejsFunction, OutputFormat } from 'aws-cdk-lib/aws-lambda-nodejs';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import { Construct } from 'constructs';
+import { type BuildOptions, buildSync } from 'esbuild';
 import type { FunctionName } from '../../shared/http/routes.js';
 import { functionPolicyStatements, type PolicyTargets } from './permissions.js';
 import {
@@ -20,7 +20,7 @@ import {
 
 export interface SmartFunctionProps extends Omit<PolicyTargets, 'logGroupArn'> {
   readonly name: FunctionName;
-  /** Folder holding `functions/`, `package-lock.json` and `node_modules/`. */
+  /** Folder holding `functions/`, `tsconfig.json` and `node_modules/`. */
   readonly projectRoot: string;
   readonly environment: Record<string, string>;
   readonly logsKey: kms.IKey;
@@ -32,12 +32,40 @@ export interface SmartFunctionProps extends Omit<PolicyTargets, 'logGroupArn'> {
 }
 
 /**
+ * Bundles one handler with esbuild's JS API, in the synthesizing process: `index.mjs` (ESM, minified)
+ * and `index.mjs.map` (no sources content) in the asset folder CDK gives it.
+ *
+ * Why not `NodejsFunction`: with esbuild installed in the project it runs, for every function, one
+ * after the other, a synchronous `npx --no-install esbuild` (a package-manager process costing about
+ * a second of CPU before esbuild starts), where `buildSync` reuses one esbuild service for all four.
+ * The arguments are the ones `NodejsFunction` passed (`--bundle --platform=node --format=esm
+ * --target --minify --sourcemap --sources-content=false --external --banner:js --main-fields`,
+ * from the project root), so the bundles, and with them the asset hashes, are the same.
+ * Why `buildSync`: CDK stages assets synchronously (`ILocalBundling.tryBundle` returns a boolean),
+ * so the async `build` cannot run the four in parallel from here.
+ *
+ * `options` is a field so that it is part of the asset's cache key: CDK keys its staging cache by
+ * the JSON of the bundling options, and without the entry in it every function of a stack would
+ * get the first one's bundle. A stack that skips bundling (`aws:cdk:bundling-stacks`) never calls
+ * `tryBundle`. There is no Docker fallback: `tryBundle` bundles or throws, and a missing esbuild
+ * fails the import of this module, so the synth fails either way.
+ */
+class EsbuildBundling implements ILocalBundling {
+  constructor(readonly options: BuildOptions) {}
+
+  tryBundle(outputDir: string): boolean {
+    buildSync({ ...this.options, outfile: join(outputDir, 'index.mjs') });
+    return true;
+  }
+}
+
+/**
  * One handler of `functions/<name>/handler.ts` as an ARM64 ESM Lambda, with its own encrypted log
  * group and a role that holds only its own customer-managed policy (no AWS managed policy, no
  * inline policy: HIPAA IAMNoInlinePolicy).
  */
 export class SmartFunction extends Construct {
-  readonly function: NodejsFunction;
+  readonly function: lambda.Function;
   readonly role: iam.Role;
   readonly policy: iam.ManagedPolicy;
   readonly logGroup: logs.LogGroup;
@@ -64,12 +92,29 @@ export class SmartFunction extends Construct {
       roles: [this.role],
     });
 
-    this.function = new NodejsFunction(this, 'Function', {
+    const bundling = new EsbuildBundling({
+      entryPoints: [join(props.projectRoot, 'functions', props.name, 'handler.ts')],
+      absWorkingDir: props.projectRoot,
+      bundle: true,
+      platform: 'node',
+      format: 'esm',
+      target: esbuildTarget(runtime),
+      mainFields: ['module', 'main'],
+      banner: { js: ESM_REQUIRE_BANNER },
+      minify: true,
+      sourcemap: true,
+      sourcesContent: false,
+      external: [...EXTERNAL_MODULES],
+      logLevel: 'warning',
+    });
+    this.function = new lambda.Function(this, 'Function', {
       description: `smart-launch ${props.name}`,
-      entry: join(props.projectRoot, 'functions', props.name, 'handler.ts'),
-      handler: 'handler',
-      projectRoot: props.projectRoot,
-      depsLockFilePath: join(props.projectRoot, 'package-lock.json'),
+      code: lambda.Code.fromAsset(props.projectRoot, {
+        assetHashType: AssetHashType.OUTPUT,
+        // `image` is required by the type and never used: `local` always bundles (or throws).
+        bundling: { image: DockerImage.fromRegistry('dummy'), local: bundling },
+      }),
+      handler: 'index.handler',
       runtime,
       architecture: lambda.Architecture.ARM_64,
       memorySize: sizing.memorySize,
@@ -83,20 +128,6 @@ export class SmartFunction extends Construct {
         NODE_OPTIONS: '--enable-source-maps',
         // The same service name the handler's Powertools logger uses (`createLogger(...)`).
         POWERTOOLS_SERVICE_NAME: `smart-launch-${props.name}`,
-      },
-      // SDK v3 keeps connections alive by itself; the v2 variable would only add noise.
-      awsSdkConnectionReuse: false,
-      bundling: {
-        format: OutputFormat.ESM,
-        target: esbuildTarget(runtime),
-        mainFields: ['module', 'main'],
-        banner: ESM_REQUIRE_BANNER,
-        minify: true,
-        sourceMap: true,
-        sourcesContent: false,
-        externalModules: EXTERNAL_MODULES,
-        // Local esbuild only: a missing esbuild must fail the synth, not start a Docker build.
-        forceDockerBundling: false,
       },
     });
     // The role must be able to write its logs before the first invocation.
