@@ -314,13 +314,11 @@ function captureEmf(): void {
 
 beforeAll(async () => {
   // The run's one `cdk synth` of the sample customer through the CLI (bundling, cdk-nag, template
-  // checks, cfn-guard), shared with test/infra/synth.test.ts.
-  const synth = await sharedSynth();
-  if (synth.status !== 0) throw new Error(`cdk synth failed:\n${synth.output}`);
-  outdir = synth.outdir;
+  // checks, cfn-guard), shared with test/infra/synth.test.ts: started (or joined) first, awaited once
+  // the servers below, which need only the customer file, are up.
+  const synthesized = sharedSynth();
   dataDir = mkdtempSync(join(tmpdir(), 'smart-launch-rehearsal-data-'));
   await startHttpsEhr(dataDir);
-  template = JSON.parse(readFileSync(join(outdir, 'SmartLaunch-example-health.template.json'), 'utf8')) as Template;
   const sample = JSON.parse(readFileSync(join(PROJECT_ROOT, 'customers', 'example.json'), 'utf8')) as { issuers: Array<Record<string, unknown>> };
   sampleIssuer = { iss: String(sample.issuers[0]!.iss), clientId: String(sample.issuers[0]!.clientId) };
   secretArn = String(sample.issuers[0]!.clientSecret);
@@ -353,6 +351,11 @@ beforeAll(async () => {
   await new Promise<void>((done) => recorder.listen(0, '127.0.0.1', done));
   const address = recorder.address() as { port: number };
   recorderUrl = `http://127.0.0.1:${address.port}`;
+
+  const synth = await synthesized;
+  if (synth.status !== 0) throw new Error(`cdk synth failed:\n${synth.output}`);
+  outdir = synth.outdir;
+  template = JSON.parse(readFileSync(join(outdir, 'SmartLaunch-example-health.template.json'), 'utf8')) as Template;
 
   Object.assign(process.env, {
     AWS_REGION: REGION,
