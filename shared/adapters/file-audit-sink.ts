@@ -1,4 +1,4 @@
-import { close, open, write } from 'node:fs';
+import { close, open, writeSync } from 'node:fs';
 import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { auditLine, parseAuditLine, type AuditRecord, type AuditSink, type AuditSource } from '../audit/record.js';
@@ -10,7 +10,8 @@ export const LOCAL_AUDIT_FILE = 'audit.ndjson';
  * Audit records of a local run, one JSON line each, appended to `{dataDir}/audit.ndjson` (mode 0600,
  * apart from the console logs). Appends are serialized, so concurrent requests never interleave lines.
  * The file is opened once (append mode) and kept open: each audited request costs one write, not an
- * open, a write and a close. A failed write closes it; the next write opens it again.
+ * open, a write and a close, and that write is synchronous (a local append of a few hundred bytes).
+ * A failed write closes it; the next write opens it again.
  */
 export class FileAuditSink implements AuditSink, AuditSource {
   readonly path: string;
@@ -47,9 +48,10 @@ export class FileAuditSink implements AuditSink, AuditSource {
     const opened = this.#fd;
     try {
       const fd = await opened;
-      for (let offset = 0; offset < text.length; ) {
-        offset += await new Promise<number>((done, fail) => write(fd, text, offset, text.length - offset, null, (error, written) => (error ? fail(error) : done(written))));
-      }
+      // A request's records (a few hundred bytes) in one synchronous append: a system call of a few
+      // µs, where an asynchronous write hands each append to the thread pool and back (35-90 µs of
+      // process CPU per append measured here, on every audited request).
+      for (let offset = 0; offset < text.length; ) offset += writeSync(fd, text, offset, text.length - offset);
     } catch (error) {
       if (this.#fd === opened) this.#fd = undefined;
       opened.then((fd) => close(fd, () => undefined), () => undefined);

@@ -38,7 +38,9 @@ export function open(dataKey: Uint8Array, sealed: Uint8Array, aad: string): Uint
   if (sealed.length < 1 + IV_LENGTH + TAG_LENGTH || sealed[0] !== SEAL_VERSION) {
     throw new SmartError('VAULT_INTEGRITY', 'sealed data has an unknown format');
   }
-  const buf = Buffer.from(sealed);
+  // Views of the sealed bytes, not a copy; the plaintext is the decipher's own output, not copied again
+  // (`final` still checks the tag before anything is returned).
+  const buf = Buffer.from(sealed.buffer, sealed.byteOffset, sealed.byteLength);
   const iv = buf.subarray(1, 1 + IV_LENGTH);
   const tag = buf.subarray(buf.length - TAG_LENGTH);
   const body = buf.subarray(1 + IV_LENGTH, buf.length - TAG_LENGTH);
@@ -46,7 +48,10 @@ export function open(dataKey: Uint8Array, sealed: Uint8Array, aad: string): Uint
     const decipher = createDecipheriv('aes-256-gcm', dataKey, iv);
     decipher.setAAD(Buffer.from(aad, 'utf8'));
     decipher.setAuthTag(tag);
-    return new Uint8Array(Buffer.concat([decipher.update(body), decipher.final()]));
+    const head = decipher.update(body);
+    const rest = decipher.final();
+    const plain = rest.length === 0 ? head : Buffer.concat([head, rest]);
+    return new Uint8Array(plain.buffer, plain.byteOffset, plain.byteLength);
   } catch (cause) {
     throw new SmartError('VAULT_INTEGRITY', 'sealed data does not belong to this record', { cause });
   }

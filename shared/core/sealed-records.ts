@@ -52,7 +52,7 @@ export function openJson<T>(schema: z.ZodType<T>, dataKey: Uint8Array, sealed: U
   const plaintext = open(dataKey, sealed, recordKey);
   let value: unknown;
   try {
-    value = JSON.parse(Buffer.from(plaintext).toString('utf8'));
+    value = JSON.parse(Buffer.from(plaintext.buffer, plaintext.byteOffset, plaintext.byteLength).toString('utf8'));
   } catch (cause) {
     throw new SmartError('VAULT_INTEGRITY', 'sealed data is not valid JSON', { cause });
   }
