@@ -59,9 +59,9 @@ function xrayTraceId(): string | undefined {
 
 /** What the Logger keeps privately and prints on every line (read, never changed). */
 interface LoggerInternals {
-  readonly console: Console;
-  readonly logIndentation: number;
-  readonly powertoolsLogData: { readonly serviceName?: string; readonly sampleRateValue?: number };
+  readonly console?: Console;
+  readonly logIndentation?: number;
+  readonly powertoolsLogData?: { readonly serviceName?: string; readonly sampleRateValue?: number };
 }
 
 /**
@@ -84,7 +84,12 @@ export class RequestLogger extends Logger {
     super(options);
     const internals = this as unknown as LoggerInternals;
     // Per-invocation attribute stores (several invocations at once) and development mode (global console, indentation) stay with Powertools.
+    // The internals read below are checked, not assumed: a Powertools release that keeps them
+    // elsewhere leaves every line to Powertools (and fails test/http/logger.test.ts).
     this.#direct =
+      typeof internals.console?.info === 'function' &&
+      typeof internals.powertoolsLogData === 'object' &&
+      typeof internals.logIndentation === 'number' &&
       (process.env.AWS_LAMBDA_MAX_CONCURRENCY ?? '') === '' &&
       internals.logIndentation === 0 &&
       internals.console !== console &&
@@ -143,7 +148,7 @@ export class RequestLogger extends Logger {
       return;
     }
     const internals = this as unknown as LoggerInternals;
-    const data = internals.powertoolsLogData;
+    const data = internals.powertoolsLogData!;
     // Powertools' order (its base attributes, then the appended keys, then the call's fields), leaving
     // out every top-level value that is undefined, null or ''.
     const line: Record<string, unknown> = { level: 'INFO' };
@@ -161,6 +166,6 @@ export class RequestLogger extends Logger {
       const value = fields[key];
       if (value !== undefined && value !== null && value !== '') line[key] = value;
     }
-    internals.console.info(JSON.stringify(line));
+    internals.console!.info(JSON.stringify(line));
   }
 }
