@@ -2,7 +2,7 @@ import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, it, type ExpectStatic } from 'vitest';
 import { sampleConfig } from '../../local/stack.js';
 import { startFixture, type Fixture } from '../integration/stack-fixture.js';
-import { hasChromium, releaseBrowser, screenshot, sharedBrowser } from './chromium.js';
+import { hasChromium, PAGE_SHOWS, releaseBrowser, screenshot, sharedBrowser } from './chromium.js';
 
 
 let fixture: Fixture;
@@ -43,7 +43,7 @@ async function ehrLaunch(expect: ExpectStatic, page: Page, patient: { id: string
  * Polls until the page shows what is expected; generous, as the machine may be busy and pages run side
  * by side. Takes the test's own `expect`, as the tests run concurrently.
  */
-const eventually = <T>(expect: ExpectStatic, read: () => T | Promise<T>) => expect.poll(read, { timeout: 45_000, interval: 100 });
+const eventually = <T>(expect: ExpectStatic, read: () => T | Promise<T>) => expect.poll(read, { timeout: 45_000, interval: PAGE_SHOWS.interval });
 const shot = screenshot;
 /** What the SDK keeps in this tab: its sessionStorage entries. */
 const storedEntries = (page: Page) => page.evaluate(() => Object.keys(sessionStorage).filter((k) => k.startsWith('smart-launch:')).length);
