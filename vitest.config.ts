@@ -36,8 +36,6 @@ export const ISOLATED = [
   'test/integration/logs.test.ts',
   /** Stubs the Lambda environment and resets the module registry so the tracer loads under it. */
   'test/ops/tracing.test.ts',
-  /** Mocks the AWS SDK client classes (every instance, in every module of the worker). */
-  'test/ops/end-sessions-aws.test.ts',
 ];
 /** Workers per project, which is also the total: the projects share one pool (see above). */
 const WORKERS = 2;
