@@ -14,8 +14,9 @@ import { defineConfig } from 'vitest/config';
  *   test/load, test/ops). Forked processes, again one module registry per worker: the sandbox,
  *   medplum, oidc-provider, playwright and aws-cdk-lib load once per worker, and each file still
  *   starts its own servers on port 0 with its own data folder.
- * - `infra`: CDK assertions, cdk-nag and the real synth (test/infra): forked workers sharing one
- *   module registry, so aws-cdk-lib loads once per worker; every test builds its own App.
+ * - `infra`: CDK assertions, cdk-nag and the real synth (test/infra, and the WITH_INFRA files of
+ *   other folders that build the CDK app): forked workers sharing one module registry, so
+ *   aws-cdk-lib loads once per worker; every test builds its own App.
  * - `integration`: everything else under test/ (deploy, fuzz, and any folder added later), plus the
  *   files in ISOLATED: forked, each file in a fresh process. This is the default for a new folder.
  *
@@ -36,9 +37,12 @@ export const ISOLATED = [
   'test/integration/logs.test.ts',
   /** Stubs the Lambda environment and resets the module registry so the tracer loads under it. */
   'test/ops/tracing.test.ts',
-  /** Mocks the AWS SDK client classes (every instance, in every module of the worker). */
-  'test/ops/end-sessions-aws.test.ts',
 ];
+/**
+ * Files outside test/infra that build the CDK app (or load its helpers): they run with the infra
+ * project, whose workers have aws-cdk-lib loaded already (about 1.5 s of CPU per process that loads it).
+ */
+export const WITH_INFRA = ['test/ops/audit-infra.test.ts', 'test/ops/go-live.test.ts', 'test/ops/end-sessions-aws.test.ts'];
 /** Workers per project, which is also the total: the projects share one pool (see above). */
 const WORKERS = 2;
 
@@ -59,8 +63,8 @@ function testFilesIn(folders: readonly string[]): string[] {
   for (const folder of folders) if (existsSync(join(ROOT, 'test', folder))) walk(join(ROOT, 'test', folder));
   return out.filter((file) => !ISOLATED.includes(file)).sort();
 }
-const stackFiles = testFilesIn(STACK_FOLDERS);
-const infraFiles = testFilesIn(INFRA_FOLDERS);
+const stackFiles = testFilesIn(STACK_FOLDERS).filter((file) => !WITH_INFRA.includes(file));
+const infraFiles = [...testFilesIn(INFRA_FOLDERS), ...WITH_INFRA].sort();
 
 export default defineConfig({
   test: {

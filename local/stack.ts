@@ -21,7 +21,7 @@ import { createLaunchHandler } from '../functions/launch/handler.js';
 import { createSessionsHandler } from '../functions/sessions/handler.js';
 import { createRequestListener, RequestsInFlight } from './api-server.js';
 import { startLocalDynamo, type LocalDynamo } from './dynamo-local.js';
-import type { Sandbox, SandboxClient } from './sandbox/index.js';
+import type { Sandbox, SandboxClient, SigningKey } from './sandbox/index.js';
 
 export const LOCAL_CLIENT = { clientId: 'smart-launch-local', clientSecret: 'local-sandbox-secret' } as const;
 export const LOCAL_PUBLIC_CLIENT = 'smart-launch-public';
@@ -75,6 +75,8 @@ export interface LocalStackOptions {
   readonly metrics?: MetricsSink | undefined;
   /** The sandbox's clock for access token expiry (default: the system clock); tests move it instead of waiting. */
   readonly sandboxClock?: Pick<Clock, 'now'> | undefined;
+  /** The sandbox's signing key (default: a fresh one per start); tests pass a pooled key. */
+  readonly sandboxSigningKey?: SigningKey | undefined;
 }
 
 export interface LocalStack {
@@ -150,6 +152,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
         // The demo app's own launch page (SDK), for frames whose EHR sign-in refuses framing.
         appLaunchUrl: `${apiUrl}/app/`,
         ...(options.sandboxClock === undefined ? {} : { now: options.sandboxClock.now.bind(options.sandboxClock) }),
+        ...(options.sandboxSigningKey === undefined ? {} : { signingKey: options.sandboxSigningKey }),
       });
     }
     let config: Config;

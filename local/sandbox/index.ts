@@ -33,6 +33,7 @@ export type {
   TokenEndpointFault,
   TokenEndpointStatusFault,
 } from './types.js';
+export type { SigningKey } from './auth/signing-key.js';
 
 /** Opaque organisation id returned as the SMART `tenant` launch parameter. */
 export const SANDBOX_TENANT = 'sandbox-tenant-3f9a1c';
@@ -127,7 +128,7 @@ export async function startSandbox(options: SandboxOptions): Promise<Sandbox> {
   const launches = new LaunchStore(directory);
   const faults: SandboxFaults = {};
   const stats = createStats();
-  const signingKey = await generateSigningKey();
+  const signingKey = options.signingKey ?? (await generateSigningKey());
 
   // The URL (and so the issuer) is only known after listen() picked the port, so requests are
   // dispatched once the authorization server is wired; the FHIR side follows once oidc-provider's

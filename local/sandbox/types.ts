@@ -1,5 +1,7 @@
 /** Public types of the sandbox EHR; re-exported by index.ts, which is the module to import. */
 
+import type { SigningKey } from './auth/signing-key.js';
+
 export interface SandboxClient {
   clientId: string;
   clientAuth: 'none' | 'client_secret_basic' | 'private_key_jwt';
@@ -36,6 +38,11 @@ export interface SandboxOptions {
    * oidc-provider's own clock).
    */
   now?: () => number;
+  /**
+   * The key its id_tokens and JWT access tokens are signed with (published in its JWKS); default a
+   * fresh RS256 key per start. Tests hand in a pooled key instead of paying for an RSA key generation.
+   */
+  signingKey?: SigningKey;
 }
 
 export interface SandboxPatient {

@@ -33,9 +33,13 @@ describe('LocalSigner', () => {
     expect(Buffer.from(keys[0]!.n!, 'base64url').length * 8).toBe(3072);
     expect(keys[1]!.crv).toBe('P-384');
     expect(JSON.stringify(keys)).not.toMatch(/"d":/);
+    // What it wrote reads back after a restart as the very same keys.
+    expect(await new LocalSigner(dir, cryptoRandom).publicJwks()).toEqual({ keys });
   });
 
   it('reads the same keys back after a restart, so the kid and the published JWKS stay the same', async () => {
+    // The key file of an earlier run (pooled keys: generation itself is the first test's subject).
+    await seedSigningKeys(dir);
     const first = await new LocalSigner(dir, cryptoRandom).publicJwks();
     const second = await new LocalSigner(dir, cryptoRandom).publicJwks();
 

@@ -1,4 +1,4 @@
-import { exportJWK, generateKeyPair, SignJWT } from 'jose';
+import { exportJWK, SignJWT } from 'jose';
 import { beforeEach, describe, expect, it } from 'vitest';
 import {
   BACKCHANNEL_LOGOUT_EVENT,
@@ -9,6 +9,7 @@ import { JwksCache } from '../../shared/core/id-token.js';
 import { idTokenMatches } from '../../shared/ops/end-sessions.js';
 import { FixedClock } from '../fakes/clock.js';
 import { FakeEhr } from '../fakes/fake-ehr.js';
+import { rs256 } from '../fixtures/keys.js';
 
 /** Back-Channel Logout 1.0 §2.6, one check per test: each case differs from a valid token in that check only. */
 describe('verifyLogoutToken (OpenID Connect Back-Channel Logout 1.0)', () => {
@@ -61,7 +62,7 @@ describe('verifyLogoutToken (OpenID Connect Back-Channel Logout 1.0)', () => {
   });
 
   it('refuses a bad signature (a key not in the issuer\'s JWKS, same kid)', async () => {
-    const { privateKey } = await generateKeyPair('RS256');
+    const { privateKey } = await rs256(2);
     await refusedFor(await logoutToken({}, privateKey), 'signature');
   });
 
@@ -122,7 +123,7 @@ describe('verifyLogoutToken (OpenID Connect Back-Channel Logout 1.0)', () => {
 
   it('a configured EHR whose discovery claims another EHR\'s OpenID issuer cannot sign logout tokens that end that EHR\'s sessions', async () => {
     // Arrange: EHR B (listed first) publishes EHR A's issuer with B's own JWKS, and signs with B's key.
-    const hostile = await generateKeyPair('RS256');
+    const hostile = await rs256(2);
     const hostileJwks = 'https://ehr-b.example/jwks';
     const hostileJwk = { ...(await exportJWK(hostile.publicKey)), kid: ehr.kid, alg: 'RS256', use: 'sig' };
     const http: LogoutTokenContext['http'] = async (url, init) => (url === hostileJwks ? Response.json({ keys: [hostileJwk] }) : ehr.http(url, init));
@@ -152,7 +153,7 @@ describe('verifyLogoutToken (OpenID Connect Back-Channel Logout 1.0)', () => {
   });
 
   it('tokens with random kids cannot make the JWKS be fetched on every request: one refetch per 30 s', async () => {
-    const { privateKey } = await generateKeyPair('RS256');
+    const { privateKey } = await rs256(2);
     const now = Math.floor(clock.now() / 1000);
     const randomKid = (kid: string) =>
       new SignJWT({ iss: ehr.issuer, aud: ehr.clientId, iat: now, jti: kid, sid: 's', events: { [BACKCHANNEL_LOGOUT_EVENT]: {} } })

@@ -1,8 +1,8 @@
-import { generateKeyPair } from 'jose';
 import { beforeEach, describe, expect, it } from 'vitest';
 import { verifyIdToken, type IdTokenExpectations } from '../../shared/core/id-token.js';
 import { FixedClock } from '../fakes/clock.js';
 import { FakeEhr, json } from '../fakes/fake-ehr.js';
+import { rs256 } from '../fixtures/keys.js';
 
 const NONCE = 'n-0S6_WzA2Mj-nonce-value-abcdefghijklmnopqrst';
 
@@ -96,7 +96,7 @@ describe('verifyIdToken (invariant 5, SMART-OIDC-01)', () => {
   });
 
   it('refuses a token signed by another key under the published kid with ID_TOKEN_INVALID (invariant 5)', async () => {
-    const { privateKey } = await generateKeyPair('RS256');
+    const { privateKey } = await rs256(2);
 
     await rejectsWith(await ehr.signIdToken({ nonce: NONCE }, privateKey));
   });

@@ -1,9 +1,10 @@
-import { exportJWK, generateKeyPair, SignJWT, type JWK } from 'jose';
+import { exportJWK, SignJWT, type JWK } from 'jose';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { JwksCache, verifyIdToken, type IdTokenExpectations } from '../../shared/core/id-token.js';
 import type { HttpClient } from '../../shared/core/ports.js';
 import { FixedClock } from '../fakes/clock.js';
 import { json } from '../fakes/fake-ehr.js';
+import { rs256 } from '../fixtures/keys.js';
 
 const ISSUER = 'https://ehr.example.org/oauth2';
 const JWKS_URI = 'https://ehr.example.org/oauth2/jwks';
@@ -15,15 +16,16 @@ interface Key {
   readonly publicJwk: JWK;
 }
 
-async function key(kid: string): Promise<Key> {
-  const { privateKey, publicKey } = await generateKeyPair('RS256');
+/** Two distinct pooled RSA keys (test/fixtures/keys.ts), as an EHR rotating from one to the next. */
+async function key(kid: string, n: number): Promise<Key> {
+  const { privateKey, publicKey } = await rs256(n);
   return { kid, privateKey, publicJwk: { ...(await exportJWK(publicKey)), kid, alg: 'RS256', use: 'sig' } };
 }
 
 let oldKey: Key;
 let newKey: Key;
 beforeAll(async () => {
-  [oldKey, newKey] = await Promise.all([key('key-2025'), key('key-2026')]);
+  [oldKey, newKey] = await Promise.all([key('key-2025', 2), key('key-2026', 3)]);
 });
 
 /** The EHR's JWKS endpoint: publishes `published`, counts fetches. */

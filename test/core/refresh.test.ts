@@ -1,4 +1,3 @@
-import { generateKeyPair } from 'jose';
 import { describe, expect, it, vi } from 'vitest';
 import { parseConfig } from '../../shared/config/schema.js';
 import type { HttpClient } from '../../shared/core/ports.js';
@@ -12,6 +11,7 @@ import { sampleConfig, sampleIssuer } from '../fakes/deps.js';
 import { EHR_CLIENT_ID, EHR_CLIENT_SECRET, json, type FakeEhr, type TokenCall } from '../fakes/fake-ehr.js';
 import { harness, signIn, type Harness } from '../fakes/launch-flow.js';
 import { caught } from '../fakes/caught.js';
+import { rs256 } from '../fixtures/keys.js';
 
 const SECOND = 1000;
 const MINUTE = 60 * SECOND;
@@ -489,7 +489,7 @@ describe('ensureFreshSession', () => {
     it('refuses an id_token signed with a key the EHR does not publish with ID_TOKEN_INVALID, leaving the record unchanged (invariant 5)', async () => {
       // Arrange
       const s = await signedIn();
-      const { privateKey } = await generateKeyPair('RS256');
+      const { privateKey } = await rs256(2);
       answerRefresh(s.ehr, async (_call, n) => refreshTokens(n, { id_token: await s.ehr.signIdToken({}, privateKey) }));
       atExpiry(s, 1);
 

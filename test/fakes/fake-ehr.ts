@@ -1,7 +1,8 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { exportJWK, generateKeyPair, SignJWT, type CryptoKey, type JWK } from 'jose';
+import { exportJWK, SignJWT, type CryptoKey, type JWK } from 'jose';
 import type { Query } from '../../shared/core/query.js';
 import type { Clock, HttpClient } from '../../shared/core/ports.js';
+import { rs256 } from '../fixtures/keys.js';
 
 export const EHR_FHIR_BASE = 'https://ehr.example.org/fhir/r4';
 export const EHR_CLIENT_ID = 'my-app';
@@ -172,11 +173,11 @@ export class FakeEhr {
     };
   }
 
-  /** RSA key generation is slow: one key pair per test process, generated at runtime, never committed. */
+  /** RSA key generation is slow: the first pooled test key (test/fixtures/keys.ts), never committed. */
   static #keys: Promise<{ privateKey: CryptoKey; publicJwk: JWK }> | undefined;
 
   static async create(options: FakeEhrOptions): Promise<FakeEhr> {
-    FakeEhr.#keys ??= generateKeyPair('RS256').then(async ({ privateKey, publicKey }) => ({ privateKey, publicJwk: await exportJWK(publicKey) }));
+    FakeEhr.#keys ??= rs256(1).then(async ({ privateKey, publicKey }) => ({ privateKey, publicJwk: await exportJWK(publicKey) }));
     const { privateKey, publicJwk } = await FakeEhr.#keys;
     return new FakeEhr(options, privateKey, publicJwk);
   }

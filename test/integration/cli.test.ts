@@ -5,13 +5,14 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cliMain } from '../../local/cli.js';
 import { startSandbox, type Sandbox } from '../../local/sandbox/index.js';
+import { sandboxSigningKey } from '../fixtures/keys.js';
 
 let dir: string;
 let sandbox: Sandbox;
 
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'smart-launch-cli-'));
-  sandbox = await startSandbox({ port: 0, clients: [{ clientId: 'cli-app', clientAuth: 'none', redirectUris: ['http://localhost:1/callback'] }] });
+  sandbox = await startSandbox({ signingKey: await sandboxSigningKey(), port: 0, clients: [{ clientId: 'cli-app', clientAuth: 'none', redirectUris: ['http://localhost:1/callback'] }] });
 });
 afterAll(async () => {
   await sandbox?.close();

@@ -9,6 +9,7 @@ import { systemClock } from '../../shared/adapters/system.js';
 import type { Clock } from '../../shared/core/ports.js';
 import { startSandbox, type Sandbox } from '../../local/sandbox/index.js';
 import { BrowserClient } from './browser-client.js';
+import { sandboxSigningKey } from '../fixtures/keys.js';
 
 /*
  * `smart-launch doctor --sign-in` against the sandbox EHR over real HTTP: doctor runs the product's
@@ -34,6 +35,7 @@ beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'smart-launch-doctor-sign-in-'));
   port = await freePort();
   sandbox = await startSandbox({
+    signingKey: await sandboxSigningKey(),
     port: 0,
     clients: [{ clientId: 'doctor-app', clientAuth: 'client_secret_basic', clientSecret: 'doctor-secret', redirectUris: [`http://localhost:${port}/callback`] }],
   });

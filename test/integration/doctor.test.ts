@@ -5,6 +5,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { doctorMain } from '../../cli/doctor.js';
 import { binMain } from '../../cli/main.js';
 import { startSandbox, type Sandbox, type SandboxQuirks } from '../../local/sandbox/index.js';
+import { sandboxSigningKey } from '../fixtures/keys.js';
 
 /*
  * `smart-launch doctor` against the sandbox EHR with each quirk switch: the verdict of each check and
@@ -19,6 +20,7 @@ let sandbox: Sandbox;
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'smart-launch-doctor-'));
   sandbox = await startSandbox({
+    signingKey: await sandboxSigningKey(),
     port: 0,
     clients: [{ clientId: 'doctor-app', clientAuth: 'client_secret_basic', clientSecret: 'doctor-secret', redirectUris: [`${PUBLIC_URL}/callback`] }],
   });

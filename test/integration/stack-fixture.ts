@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { ScanCommand } from '@aws-sdk/client-dynamodb';
 import type { AttributeValue } from '@aws-sdk/client-dynamodb';
 import { startLocalStack, type LocalStack, type LocalStackOptions } from '../../local/stack.js';
-import { seedSigningKeys } from '../fixtures/keys.js';
+import { sandboxSigningKey, seedSigningKeys } from '../fixtures/keys.js';
 import { BrowserClient, type Navigation } from './browser-client.js';
 
 export interface Observed {
@@ -64,7 +64,16 @@ export async function startFixture(options: Partial<LocalStackOptions> = {}, dat
   const dir = dataDir ?? (await mkdtemp(join(tmpdir(), 'smart-launch-it-')));
   if (setup.seededSigningKeys !== undefined) await seedSigningKeys(dir, setup.seededSigningKeys);
   const observed: Observed = { secrets: new Set(), requests: [], tokenResponses: [] };
-  const stack = await startLocalStack({ port: 0, sandboxPort: 0, dataDir: dir, sandbox: true, http: watchingFetch(observed), ...options });
+  const stack = await startLocalStack({
+    port: 0,
+    sandboxPort: 0,
+    dataDir: dir,
+    sandbox: true,
+    http: watchingFetch(observed),
+    // A pooled key for the sandbox EHR instead of an RSA key generation per start.
+    sandboxSigningKey: await sandboxSigningKey(),
+    ...options,
+  });
   return {
     stack,
     dataDir: dir,

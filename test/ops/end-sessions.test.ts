@@ -12,6 +12,7 @@ import { AuditRecordSchema } from '../../shared/audit/record.js';
 import { fhirUserMatches } from '../../shared/ops/end-sessions.js';
 import { BrowserClient } from '../integration/browser-client.js';
 import { ehrLaunch, sessionIdFrom, standaloneLaunch, startFixture, type Fixture } from '../integration/stack-fixture.js';
+import { sandboxSigningKey } from '../fixtures/keys.js';
 
 /** An ephemeral loopback port, so the second EHR can register this API's redirect URI before it starts. */
 async function freePort(): Promise<number> {
@@ -28,7 +29,7 @@ let configPath: string;
 
 beforeAll(async () => {
   const port = await freePort();
-  other = await startSandbox({ port: 0, clients: [{ clientId: LOCAL_PUBLIC_CLIENT, clientAuth: 'none', redirectUris: [`http://localhost:${port}/callback`] }] });
+  other = await startSandbox({ signingKey: await sandboxSigningKey(), port: 0, clients: [{ clientId: LOCAL_PUBLIC_CLIENT, clientAuth: 'none', redirectUris: [`http://localhost:${port}/callback`] }] });
   fixture = await startFixture({
     port,
     configure: ({ apiUrl, sandbox }) => {

@@ -9,6 +9,7 @@ import { startSandbox } from '../../local/sandbox/index.js';
 import type { Sandbox } from '../../local/sandbox/index.js';
 import { applyJsonPatch, JsonPatchError } from '../../local/sandbox/json-patch.js';
 import { ehrLaunchToken } from './smart-client.js';
+import { sandboxSigningKey } from '../fixtures/keys.js';
 
 /*
  * The sandbox FHIR server beyond JSON read and search: Binary content (raw and as FHIR), FHIR XML,
@@ -32,6 +33,7 @@ let userToken: string;
 
 beforeAll(async () => {
   sandbox = await startSandbox({
+    signingKey: await sandboxSigningKey(),
     clients: [{ clientId: CLIENT.clientId, clientAuth: 'client_secret_basic', clientSecret: CLIENT.clientSecret, redirectUris: [CLIENT.redirectUri] }],
     launchUrl: 'http://localhost:3000/launch',
   });

@@ -11,7 +11,7 @@ import { cryptoRandom } from '../../shared/adapters/system.js';
 import { CLIENT_ASSERTION_TYPE, createClientAssertion } from '../../shared/core/client-assertion.js';
 import type { ClientAssertionAlg, ClientSigner } from '../../shared/core/ports.js';
 import { browserGet, buildAuthorizeUrl, CookieJar, createPkce, followRedirects, getJson, postForm, randomToken } from './smart-client.js';
-import { seedSigningKeys } from '../fixtures/keys.js';
+import { sandboxSigningKey, seedSigningKeys } from '../fixtures/keys.js';
 
 /*
  * The sandbox as a private_key_jwt authorization server (SMART client-confidential-asymmetric):
@@ -47,6 +47,7 @@ beforeAll(async () => {
   await new Promise<void>((resolve) => jwksServer.listen(0, '127.0.0.1', resolve));
   const jwksUri = `http://127.0.0.1:${(jwksServer.address() as AddressInfo).port}/.well-known/jwks.json`;
   sandbox = await startSandbox({
+    signingKey: await sandboxSigningKey(),
     clients: [
       { clientId: CLIENTS.rs384, clientAuth: 'private_key_jwt', jwksUri, signingAlg: 'RS384', redirectUris: [REDIRECT_URI] },
       { clientId: CLIENTS.es384, clientAuth: 'private_key_jwt', jwksUri, signingAlg: 'ES384', redirectUris: [REDIRECT_URI] },

@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { EMPTY_PATIENT, startSandbox, type Sandbox } from '../../local/sandbox/index.js';
 import { browserGet, browserPostForm, buildAuthorizeUrl, CookieJar, createPkce, followRedirects, getJson, randomToken } from './smart-client.js';
+import { sandboxSigningKey } from '../fixtures/keys.js';
 
 /* The sandbox's quirk switches, seen from the wire (what each one makes the sandbox do). */
 
@@ -9,6 +10,7 @@ let sandbox: Sandbox;
 
 beforeAll(async () => {
   sandbox = await startSandbox({
+    signingKey: await sandboxSigningKey(),
     clients: [{ clientId: CLIENT.clientId, clientAuth: 'client_secret_basic', clientSecret: CLIENT.clientSecret, redirectUris: [CLIENT.redirectUri] }],
     launchUrl: 'http://localhost:3000/launch',
   });

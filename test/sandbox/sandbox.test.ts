@@ -15,6 +15,7 @@ import {
   postForm,
   randomToken,
 } from './smart-client.js';
+import { sandboxSigningKey } from '../fixtures/keys.js';
 
 const LAUNCH_URL = 'http://localhost:3000/launch';
 const CONFIDENTIAL = {
@@ -58,6 +59,7 @@ let config: SmartConfiguration;
 
 beforeAll(async () => {
   sandbox = await startSandbox({
+    signingKey: await sandboxSigningKey(),
     clients: [
       { clientId: CONFIDENTIAL.clientId, clientAuth: 'client_secret_basic', clientSecret: CONFIDENTIAL.clientSecret, redirectUris: [CONFIDENTIAL.redirectUri] },
       { clientId: PUBLIC.clientId, clientAuth: 'none', redirectUris: [PUBLIC.redirectUri] },

@@ -5,6 +5,7 @@ import { startSandbox } from '../../local/sandbox/index.js';
 import type { Sandbox, SandboxStats, TokenEndpointFault } from '../../local/sandbox/index.js';
 import { HeldClock } from '../fakes/clock.js';
 import { basicAuth, browserGet, buildAuthorizeUrl, CookieJar, createPkce, followRedirects, getJson, postForm, randomToken } from './smart-client.js';
+import { sandboxSigningKey } from '../fixtures/keys.js';
 
 /*
  * Fault injection and counters for the token lifecycle, over real HTTP against a sandbox of this
@@ -25,6 +26,7 @@ let revocationEndpoint: string;
 
 beforeAll(async () => {
   sandbox = await startSandbox({
+    signingKey: await sandboxSigningKey(),
     clients: [{ clientId: CLIENT.clientId, clientAuth: 'client_secret_basic', clientSecret: CLIENT.clientSecret, redirectUris: [CLIENT.redirectUri] }],
     now: () => fhirClock.now(),
   });
