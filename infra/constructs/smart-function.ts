@@ -12,9 +12,8 @@ import {
   DEFAULT_LOG_RETENTION,
   DEFAULT_RUNTIME,
   DEFAULT_SIZING,
-  ESM_REQUIRE_BANNER,
-  EXTERNAL_MODULES,
   esbuildTarget,
+  functionBundleOptions,
   type FunctionSizing,
 } from './smart-function-defaults.js';
 
@@ -32,15 +31,16 @@ export interface SmartFunctionProps extends Omit<PolicyTargets, 'logGroupArn'> {
 }
 
 /**
- * Bundles one handler with esbuild's JS API, in the synthesizing process: `index.mjs` (ESM, minified)
- * and `index.mjs.map` (no sources content) in the asset folder CDK gives it.
+ * Bundles one handler with esbuild's JS API, in the synthesizing process: `index.mjs` (ESM, minified),
+ * `index.mjs.map` (no sources content) and the chunks only `import()` loads (`chunk-<hash>.mjs` and
+ * maps: `functionBundleOptions`) in the asset folder CDK gives it.
  *
  * Why not `NodejsFunction`: with esbuild installed in the project it runs, for every function, one
  * after the other, a synchronous `npx --no-install esbuild` (a package-manager process costing about
  * a second of CPU before esbuild starts), where `buildSync` reuses one esbuild service for all four.
  * The arguments are the ones `NodejsFunction` passed (`--bundle --platform=node --format=esm
  * --target --minify --sourcemap --sources-content=false --external --banner:js --main-fields`,
- * from the project root), so the bundles, and with them the asset hashes, are the same.
+ * from the project root), plus code splitting (`functionBundleOptions`).
  * Why `buildSync`: CDK stages assets synchronously (`ILocalBundling.tryBundle` returns a boolean),
  * so the async `build` cannot run the four in parallel from here.
  *
@@ -54,7 +54,7 @@ class EsbuildBundling implements ILocalBundling {
   constructor(readonly options: BuildOptions) {}
 
   tryBundle(outputDir: string): boolean {
-    buildSync({ ...this.options, outfile: join(outputDir, 'index.mjs') });
+    buildSync({ ...this.options, outdir: outputDir });
     return true;
   }
 }
@@ -92,21 +92,7 @@ export class SmartFunction extends Construct {
       roles: [this.role],
     });
 
-    const bundling = new EsbuildBundling({
-      entryPoints: [join(props.projectRoot, 'functions', props.name, 'handler.ts')],
-      absWorkingDir: props.projectRoot,
-      bundle: true,
-      platform: 'node',
-      format: 'esm',
-      target: esbuildTarget(runtime),
-      mainFields: ['module', 'main'],
-      banner: { js: ESM_REQUIRE_BANNER },
-      minify: true,
-      sourcemap: true,
-      sourcesContent: false,
-      external: [...EXTERNAL_MODULES],
-      logLevel: 'warning',
-    });
+    const bundling = new EsbuildBundling(functionBundleOptions(join(props.projectRoot, 'functions', props.name, 'handler.ts'), props.projectRoot, esbuildTarget(runtime)));
     this.function = new lambda.Function(this, 'Function', {
       description: `smart-launch ${props.name}`,
       code: lambda.Code.fromAsset(props.projectRoot, {
