@@ -1,24 +1,56 @@
 import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { build } from 'esbuild';
-import { afterAll, describe, expect, it } from 'vitest';
-import { functionBundleOptions } from '../../infra/constructs/smart-function-defaults.js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { sharedSynth } from '../infra/shared-synth.js';
 
 /*
  * Cold start: a function's bundle is split, so what it loads only by `import()` (the Powertools
  * Tracer and the X-Ray SDK under it, `shared/ops/tracing.ts`) is a chunk of its own, compiled and
  * source-mapped only where tracing is on. In one file, it was compiled and its map parsed at every
- * cold start with tracing off too (bench/cold-start.ts measures it).
+ * cold start with tracing off too (bench/cold-start.ts measures it). Checked on the assets of the
+ * run's one real `cdk synth` (shared-synth.ts): the files a deployment uploads.
  */
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 // Inside the project, so the bundle's `@aws-sdk/*` imports resolve from node_modules as the runtime's do.
 const scratch = mkdtempSync(join(root, 'node_modules', '.cold-start-split-'));
 afterAll(() => rmSync(scratch, { recursive: true, force: true }));
 
-const TRACER = /node_modules\/(aws-xray-sdk-core|cls-hooked|@aws-lambda-powertools\/tracer)\//;
+/** A tracer module in a source map's `sources` (relative to the map: the synth writes inside node_modules). */
+const TRACER = /(^|\/)(aws-xray-sdk-core|cls-hooked|@aws-lambda-powertools\/tracer)\//;
+
+/** Each function's asset folder of the synthesized template, by function name. */
+let assets: Record<string, string>;
+beforeAll(async () => {
+  const { outdir, status, output } = await sharedSynth();
+  expect(status, output).toBe(0);
+  const template = JSON.parse(readFileSync(join(outdir, 'SmartLaunch-example-health.template.json'), 'utf8')) as {
+    Resources: Record<string, { Type: string; Properties: { Description?: string }; Metadata?: Record<string, string> }>;
+  };
+  assets = {};
+  for (const resource of Object.values(template.Resources)) {
+    if (resource.Type !== 'AWS::Lambda::Function') continue;
+    assets[resource.Properties.Description!.replace(/^smart-launch /, '')] = join(outdir, resource.Metadata!['aws:asset:path']!);
+  }
+}, 320_000);
+
+/** The modules a bundle file was built from (its source map's `sources`). */
+const sourcesOf = (file: string) => (JSON.parse(readFileSync(`${file}.map`, 'utf8')) as { sources: string[] }).sources;
+
+/** The chunks `index.mjs` loads by `import` statements, directly or through other chunks. */
+function staticallyLoaded(dir: string): Set<string> {
+  const loaded = new Set<string>();
+  const visit = (file: string) => {
+    if (loaded.has(file)) return;
+    loaded.add(file);
+    const code = readFileSync(join(dir, file), 'utf8');
+    for (const match of code.matchAll(/(?:from|import)\s*"\.\/(chunk-[\w-]+\.mjs)"/g)) visit(match[1]!);
+  };
+  visit('index.mjs');
+  return loaded;
+}
 
 async function importInFreshProcess(file: string, env: Record<string, string>): Promise<string> {
   const clean = Object.fromEntries(Object.entries(process.env).filter(([name]) => !/^(AWS_|POWERTOOLS_|_X_AMZN|LAMBDA_)/.test(name)));
@@ -31,34 +63,25 @@ async function importInFreshProcess(file: string, env: Record<string, string>): 
 }
 
 describe('a function bundle loads the tracer only where it traces', () => {
-  it.each(['launch', 'sessions', 'fhir-proxy', 'jwks'])('%s: the X-Ray SDK and the Powertools Tracer are not in index.mjs', async (name) => {
-    const result = await build({ ...functionBundleOptions(join(root, 'functions', name, 'handler.ts'), root, 'node22'), outdir: join(scratch, 'meta', name), write: false, metafile: true, logLevel: 'error' });
-    const outputs = Object.entries(result.metafile.outputs);
-    const index = outputs.find(([file]) => file.endsWith('/index.mjs'));
-    expect(index).toBeDefined();
-    expect(Object.keys(index![1].inputs).filter((input) => TRACER.test(input))).toEqual([]);
+  it.each(['launch', 'sessions', 'fhir-proxy', 'jwks'])('%s: the X-Ray SDK and the Powertools Tracer are not in index.mjs', (name) => {
+    const dir = assets[name]!;
+    expect(sourcesOf(join(dir, 'index.mjs')).filter((source) => TRACER.test(source))).toEqual([]);
     // ...and they are bundled, in a chunk of their own.
-    expect(outputs.some(([file, output]) => file.includes('/chunk-') && Object.keys(output.inputs).some((input) => TRACER.test(input)))).toBe(true);
-  }, 30_000);
+    const chunks = readdirSync(dir).filter((file) => /^chunk-[\w-]+\.mjs$/.test(file));
+    expect(chunks.some((chunk) => sourcesOf(join(dir, chunk)).some((source) => TRACER.test(source)))).toBe(true);
+  });
 
   it('loads without its dynamic chunks where tracing is off, and needs them where it is on', async () => {
     const dir = join(scratch, 'jwks');
-    const result = await build({ ...functionBundleOptions(join(root, 'functions', 'jwks', 'handler.ts'), root, 'node22'), outdir: dir, metafile: true, logLevel: 'error' });
+    cpSync(assets.jwks!, dir, { recursive: true });
     // The chunks index.mjs imports statically (shared with the tracer's) stay; those only `import()` reaches go.
-    const outputs = result.metafile.outputs;
-    const staticFiles = new Set<string>();
-    const visit = (file: string) => {
-      if (staticFiles.has(file)) return;
-      staticFiles.add(file);
-      for (const imported of outputs[file]?.imports ?? []) if (imported.kind === 'import-statement' && outputs[imported.path]) visit(imported.path);
-    };
-    visit(Object.keys(outputs).find((file) => file.endsWith('/index.mjs'))!);
-    const dynamicOnly = Object.keys(outputs).filter((file) => file.endsWith('.mjs') && !staticFiles.has(file));
+    const loaded = staticallyLoaded(dir);
+    const dynamicOnly = readdirSync(dir).filter((file) => file.endsWith('.mjs') && !loaded.has(file));
     expect(dynamicOnly.length).toBeGreaterThan(0);
 
     expect(await importInFreshProcess(join(dir, 'index.mjs'), { AWS_EXECUTION_ENV: 'AWS_Lambda_nodejs22.x' })).toBe('function');
 
-    for (const file of dynamicOnly) rmSync(join(root, file));
+    for (const file of dynamicOnly) rmSync(join(dir, file));
     expect(await importInFreshProcess(join(dir, 'index.mjs'), { AWS_EXECUTION_ENV: 'AWS_Lambda_nodejs22.x', POWERTOOLS_TRACE_ENABLED: 'false' })).toBe('function');
     await expect(importInFreshProcess(join(dir, 'index.mjs'), { AWS_EXECUTION_ENV: 'AWS_Lambda_nodejs22.x' })).rejects.toThrow(/chunk-/);
   }, 60_000);
