@@ -59,20 +59,15 @@ const requestKeys: Call = (logger) => {
   logger.appendKeys({ correlation_id: '3c1f6b0e-8a5e-4d7a-9b7c-2f7e1d0c9a11', route: 'fhir', method: 'GET' });
 };
 
+/** The fields of the proxy's completion line ('fhir request forwarded'). */
+const COMPLETION = { status: 200, upstreamStatus: 200, upstreamMs: 12.5, interaction: 'read', resourceType: 'Patient', attempts: 1, bytes: 1234 };
+
 describe('request logger', () => {
   it('writes the completion line of a request exactly as Powertools does, without going through it', () => {
     const slow = vi.spyOn(Logger.prototype, 'info');
     const lines = expectSameLines((logger) => {
       requestKeys(logger);
-      logger.info('fhir request forwarded', {
-        status: 200,
-        upstreamStatus: 200,
-        upstreamMs: 12.5,
-        interaction: 'read',
-        resourceType: 'Patient',
-        attempts: 1,
-        bytes: 1234,
-      });
+      logger.info('fhir request forwarded', COMPLETION);
     });
     // Only the Powertools logger of the comparison went through Powertools' own `info`.
     expect(slow).toHaveBeenCalledTimes(1);
@@ -85,13 +80,7 @@ describe('request logger', () => {
       correlation_id: '3c1f6b0e-8a5e-4d7a-9b7c-2f7e1d0c9a11',
       route: 'fhir',
       method: 'GET',
-      status: 200,
-      upstreamStatus: 200,
-      upstreamMs: 12.5,
-      interaction: 'read',
-      resourceType: 'Patient',
-      attempts: 1,
-      bytes: 1234,
+      ...COMPLETION,
     });
   });
 
