@@ -4,7 +4,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { sharedSynth } from '../infra/shared-synth.js';
+import { SAMPLE_TEMPLATE, sharedSynth } from '../infra/shared-synth.js';
 
 /*
  * Cold start: a function's bundle is split, so what it loads only by `import()` (the Powertools
@@ -26,7 +26,7 @@ let assets: Record<string, string>;
 beforeAll(async () => {
   const { outdir, status, output } = await sharedSynth();
   expect(status, output).toBe(0);
-  const template = JSON.parse(readFileSync(join(outdir, 'SmartLaunch-example-health.template.json'), 'utf8')) as {
+  const template = JSON.parse(readFileSync(join(outdir, SAMPLE_TEMPLATE), 'utf8')) as {
     Resources: Record<string, { Type: string; Properties: { Description?: string }; Metadata?: Record<string, string> }>;
   };
   assets = {};

@@ -10,7 +10,7 @@ import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it, vi, type MockInstance } from 'vitest';
 import { PROJECT_ROOT } from '../../infra/constructs/smart-launch.js';
 import { startLocalDynamo, type LocalDynamo } from '../../local/dynamo-local.js';
-import { sharedSynth } from '../infra/shared-synth.js';
+import { SAMPLE_TEMPLATE, sharedSynth } from '../infra/shared-synth.js';
 import { FakeEhr } from '../fakes/fake-ehr.js';
 import { deniedRequests, unusedActions, type PolicyStatement, type RecordedRequest } from './iam.js';
 import { startLoopbackAws, type LoopbackAws } from './loopback-aws.js';
@@ -355,7 +355,7 @@ beforeAll(async () => {
   const synth = await synthesized;
   if (synth.status !== 0) throw new Error(`cdk synth failed:\n${synth.output}`);
   outdir = synth.outdir;
-  template = JSON.parse(readFileSync(join(outdir, 'SmartLaunch-example-health.template.json'), 'utf8')) as Template;
+  template = JSON.parse(readFileSync(join(outdir, SAMPLE_TEMPLATE), 'utf8')) as Template;
 
   Object.assign(process.env, {
     AWS_REGION: REGION,

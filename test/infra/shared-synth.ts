@@ -13,6 +13,9 @@ import { inject } from 'vitest';
  */
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+
+/** The sample customer's template in the synth's output folder (`-c customer=example`). */
+export const SAMPLE_TEMPLATE = 'SmartLaunch-example-health.template.json';
 const WAIT_MS = 300_000;
 
 export interface SynthResult {

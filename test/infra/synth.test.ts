@@ -7,7 +7,7 @@ import { CfnGuardValidator } from '@cdklabs/cdk-validator-cfnguard';
 import { afterAll, describe, expect, it } from 'vitest';
 import { PROJECT_ROOT } from '../../infra/constructs/smart-launch.js';
 import { GUARD_DISABLED_RULES, guardValidator } from '../../infra/nag.js';
-import { offlineEnv, sharedSynth } from './shared-synth.js';
+import { offlineEnv, SAMPLE_TEMPLATE, sharedSynth } from './shared-synth.js';
 
 /**
  * The real thing: `npx cdk synth --quiet` of the sample customer through the CLI and cdk.json, with
@@ -31,7 +31,7 @@ describe('cdk synth (CLI, bundling, offline)', () => {
     const { outdir: out, status, output } = await sharedSynth();
     // Assert
     expect(status, output).toBe(0);
-    const templateFile = join(out, 'SmartLaunch-example-health.template.json');
+    const templateFile = join(out, SAMPLE_TEMPLATE);
     expect(existsSync(templateFile)).toBe(true);
     const template = JSON.parse(readFileSync(templateFile, 'utf8')) as { Resources: Record<string, { Type: string; Properties: Record<string, unknown> }> };
     const functions = Object.values(template.Resources).filter((r) => r.Type === 'AWS::Lambda::Function');
@@ -99,7 +99,7 @@ describe('cfn-guard (Control Tower proactive controls) at synth', () => {
     const report = new CfnGuardValidator({
       controlTowerRulesEnabled: false,
       rules: Object.keys(GUARD_DISABLED_RULES).map((rule) => join(rules, folder[rule.split('-')[1]!]!, `${rule}.guard`)),
-    }).validate({ templatePaths: [join(synth.outdir, 'SmartLaunch-example-health.template.json')], appConstruct: new App() });
+    }).validate({ templatePaths: [join(synth.outdir, SAMPLE_TEMPLATE)], appConstruct: new App() });
     // Each violation names its control as "[CT.XXX.PR.N]" in its description, as the synth report does.
     return [...new Set(report.violations.flatMap((v) => [...JSON.stringify(v).matchAll(/\[(CT\.[A-Z0-9.]+)\]/g)].map((m) => m[1]!)))].sort();
   }
