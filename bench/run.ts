@@ -23,7 +23,8 @@
  * Options: --iterations N (requests per case and mode, default 200), --concurrency N (default 8),
  *          --cold-runs N (fresh processes per bundle for module load, default 3),
  *          --throughput-requests N (unused, kept for old command lines), --out FILE,
- *          --sections a,b (only these sections, e.g. `proxyOverhead` under `node --cpu-prof`; no cost model then).
+ *          --sections a,b (only these sections, e.g. `proxyOverhead` under `node --cpu-prof`; no cost model then),
+ *          --modes a,b (proxyOverhead sends requests in these modes only, e.g. `product` for a profile of it alone).
  */
 import { closeSync, openSync, writeSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
@@ -71,6 +72,8 @@ interface Options {
   readonly out: string;
   /** Only these sections (and no cold start unless named `coldStart`); all when absent. */
   readonly sections: readonly string[] | undefined;
+  /** Only these modes send requests (`--modes product` under `node --cpu-prof`: a profile of the product alone; ratios are then NaN). */
+  readonly modes: readonly Mode[];
 }
 
 function parseOptions(argv: readonly string[]): Options {
@@ -83,6 +86,7 @@ function parseOptions(argv: readonly string[]): Options {
   };
   const outIndex = argv.indexOf('--out');
   const sectionsIndex = argv.indexOf('--sections');
+  const modesIndex = argv.indexOf('--modes');
   const here = dirname(fileURLToPath(import.meta.url));
   return {
     iterations: value('iterations', 200),
@@ -91,6 +95,7 @@ function parseOptions(argv: readonly string[]): Options {
     coldRuns: value('cold-runs', 3),
     out: outIndex >= 0 ? resolve(argv[outIndex + 1] ?? '') : join(here, 'results', sectionsIndex >= 0 ? 'partial.json' : 'latest.json'),
     sections: sectionsIndex >= 0 ? (argv[sectionsIndex + 1] ?? '').split(',').filter((name) => name !== '') : undefined,
+    modes: modesIndex >= 0 ? (argv[modesIndex + 1] ?? '').split(',').filter((name): name is Mode => (MODES as readonly string[]).includes(name)) : MODES,
   };
 }
 
@@ -253,6 +258,8 @@ interface ModeMeasure {
   readonly ehrCpuMsPerRequest: number;
   /** GC pause time per request in the sandbox EHR process. */
   readonly ehrGcMsPerRequest: number;
+  /** This process's CPU per request in each measured round (the spread within the run). */
+  readonly cpuMsPerRequestByRound: readonly number[];
 }
 
 /** GC pause time of this process so far (ms), from the `gc` performance entries. */
@@ -282,16 +289,18 @@ async function measureModes(
   concurrency: number,
   iterations: number,
   batchSize?: number,
+  modes: readonly Mode[] = MODES,
 ): Promise<Record<Mode, ModeMeasure>> {
   const batch = batchSize ?? batchOf(concurrency);
   const rounds = roundsOf(iterations, batch);
-  const acc = Object.fromEntries(MODES.map((m) => [m, { samples: [] as number[], ms: 0, cpuUs: 0, gcMs: 0, ehrCpuUs: 0, ehrGcMs: 0, count: 0 }])) as Record<
+  const acc = Object.fromEntries(MODES.map((m) => [m, { samples: [] as number[], ms: 0, cpuUs: 0, gcMs: 0, ehrCpuUs: 0, ehrGcMs: 0, count: 0, byRound: [] as number[] }])) as Record<
     Mode,
-    { samples: number[]; ms: number; cpuUs: number; gcMs: number; ehrCpuUs: number; ehrGcMs: number; count: number }
+    { samples: number[]; ms: number; cpuUs: number; gcMs: number; ehrCpuUs: number; ehrGcMs: number; count: number; byRound: number[] }
   >;
   for (let round = -1; round < rounds; round++) {
     const order = MODES.map((_, i) => MODES[(i + Math.max(0, round)) % MODES.length]!);
     for (const mode of order) {
+      if (!modes.includes(mode)) continue;
       const samples: number[] = [];
       let remaining = batch;
       const ehr = await sandbox.usage();
@@ -319,6 +328,7 @@ async function measureModes(
       a.ehrCpuUs += ehrAfter.cpuUs - ehr.cpuUs;
       a.ehrGcMs += ehrAfter.gcMs - ehr.gcMs;
       a.count += batch;
+      a.byRound.push(Math.round(((used.user + used.system) / 1000 / batch) * 1000) / 1000);
     }
   }
   const round3 = (v: number) => Math.round(v * 1000) / 1000;
@@ -334,12 +344,25 @@ async function measureModes(
         gcMsPerRequest: round3(acc[mode].gcMs / acc[mode].count),
         ehrCpuMsPerRequest: round3(acc[mode].ehrCpuUs / 1000 / acc[mode].count),
         ehrGcMsPerRequest: round3(acc[mode].ehrGcMs / acc[mode].count),
+        cpuMsPerRequestByRound: acc[mode].byRound,
       },
     ]),
-  ) as Record<Mode, ModeMeasure>;
+  ) as unknown as Record<Mode, ModeMeasure>;
 }
 
 const ratio = (a: number, b: number) => (b > 0 ? Math.round((a / b) * 1000) / 1000 : NaN);
+
+/** Product own CPU / floor own CPU in each round, from the three modes' CPU in that same round. */
+function roundRatios(m: Record<Mode, ModeMeasure>): number[] {
+  const d = m.direct.cpuMsPerRequestByRound ?? [];
+  return d.map((direct, i) => ratio((m.product.cpuMsPerRequestByRound[i] ?? NaN) - direct, (m.floor.cpuMsPerRequestByRound[i] ?? NaN) - direct)).filter(Number.isFinite);
+}
+
+/** Smallest, median and largest of `values` (the spread of a per-round figure within one run). */
+function spread(values: readonly number[]): { rounds: number; min: number; median: number; max: number } {
+  const sorted = [...values].sort((a, b) => a - b);
+  return { rounds: sorted.length, min: sorted[0] ?? NaN, median: sorted[Math.floor((sorted.length - 1) / 2)] ?? NaN, max: sorted.at(-1) ?? NaN };
+}
 
 /** Ratios of the product to the floor and to direct (the goals: p50 <= 1.15x floor, own CPU <= 1.2x floor). */
 function ratiosOf(m: Record<Mode, ModeMeasure>) {
@@ -360,6 +383,7 @@ function ratiosOf(m: Record<Mode, ModeMeasure>) {
     },
     floorToDirect: { p50: ratio(m.floor.latencyMs.p50, m.direct.latencyMs.p50), cpu: ratio(m.floor.cpuMsPerRequest, m.direct.cpuMsPerRequest) },
     goals: { p50Within1_15xFloor: toFloor.p50 <= 1.15, ownCpuWithin1_2xFloor: toFloor.ownCpu <= 1.2 },
+    ownCpuToFloorByRound: spread(roundRatios(m)),
   };
 }
 
@@ -391,7 +415,7 @@ const proxyOverhead: BenchSection = {
       };
       for (const concurrency of [...new Set([1, context.options.concurrency])]) {
         const storeBefore = { ...context.storeCalls };
-        const measured = await measureModes(context.sandbox, scenario, targets, concurrency, context.options.iterations);
+        const measured = await measureModes(context.sandbox, scenario, targets, concurrency, context.options.iterations, undefined, context.options.modes);
         const productRequests = requestsPerMode(context.options.iterations, concurrency);
         const storeDuring = Object.fromEntries(
           Object.entries(context.storeCalls).map(([name, count]) => [name, Math.round(((count - (storeBefore[name] ?? 0)) / productRequests) * 1000) / 1000]),
@@ -825,8 +849,9 @@ async function main(): Promise<void> {
     if (options.sections !== undefined) {
       if (wanted('coldStart')) sections.coldStart = await coldStart(resolve(dirname(fileURLToPath(import.meta.url)), '..'), dirname(options.out), options.coldRuns);
       await restoreLogs();
-      await writeFile(options.out, `${JSON.stringify({ generatedAt: new Date().toISOString(), partial: options.sections, sections }, null, 2)}\n`);
-      printSummary(sections, options.out, Math.round((performance.now() - started) / 100) / 10);
+      const previousPartial = await readPrevious(options.out);
+      await writeFile(options.out, `${JSON.stringify({ generatedAt: new Date().toISOString(), partial: options.sections, modes: options.modes, sections }, null, 2)}\n`);
+      printSummary(sections, options.out, Math.round((performance.now() - started) / 100) / 10, previousPartial);
       return;
     }
 
@@ -857,10 +882,7 @@ async function main(): Promise<void> {
     };
     const logLines = await restoreLogs();
     (report as Record<string, unknown>).logLinesWritten = logLines;
-    const previous = await readFile(options.out, 'utf8').then(
-      (text) => JSON.parse(text) as { generatedAt?: string; sections?: Record<string, unknown> },
-      () => undefined,
-    );
+    const previous = await readPrevious(options.out);
     await mkdir(dirname(options.out), { recursive: true });
     await writeFile(options.out, `${JSON.stringify(report, null, 2)}\n`);
     if (previous) await writeFile(options.out.replace(/\.json$/, '') + '.previous.json', `${JSON.stringify(previous, null, 2)}\n`);
@@ -872,6 +894,14 @@ async function main(): Promise<void> {
     await sandbox.close();
     await rm(dataDir, { recursive: true, force: true });
   }
+}
+
+/** The previous run's results at `file`, if any (a partial run compares with the previous partial run). */
+function readPrevious(file: string): Promise<{ generatedAt?: string; sections?: Record<string, unknown> } | undefined> {
+  return readFile(file, 'utf8').then(
+    (text) => JSON.parse(text) as { generatedAt?: string; sections?: Record<string, unknown> },
+    () => undefined,
+  );
 }
 
 /** A free loopback port, for the API to listen on once the sandbox knows its URL. */
@@ -937,6 +967,7 @@ function printSummary(sections: Record<string, unknown>, out: string, seconds: n
     const d = r.ratios.toDirect;
     lines.push(
       `${''.padEnd(14)} product/floor: p50 ${f.p50.toFixed(2)}x (goal <= 1.15: ${r.ratios.goals.p50Within1_15xFloor ? 'met' : 'NOT met'}), p95 ${f.p95.toFixed(2)}x, req/s ${f.throughput.toFixed(2)}x, own cpu ${f.ownCpu.toFixed(2)}x (goal <= 1.2: ${r.ratios.goals.ownCpuWithin1_2xFloor ? 'met' : 'NOT met'})`,
+      `${''.padEnd(14)} own cpu product/floor round by round (${r.ratios.ownCpuToFloorByRound.rounds} rounds): min ${r.ratios.ownCpuToFloorByRound.min.toFixed(2)}x, median ${r.ratios.ownCpuToFloorByRound.median.toFixed(2)}x, max ${r.ratios.ownCpuToFloorByRound.max.toFixed(2)}x`,
       `${''.padEnd(14)} product/direct: p50 ${d.p50.toFixed(2)}x, p95 ${d.p95.toFixed(2)}x, req/s ${d.throughput.toFixed(2)}x; floor/direct p50 ${r.ratios.floorToDirect.p50.toFixed(2)}x`,
       `${''.padEnd(14)} per proxied request: session-store calls ${JSON.stringify(r.sessionStoreCallsPerProxiedRequest)}, ${r.sessionStoreMsPerProxiedRequest.toFixed(2)} ms in the store`,
     );
