@@ -124,10 +124,10 @@ describe.skipIf(!hasChromium)('the browser SDK and the demo app in Chromium', { 
     await shot(page, 'sdk-popup-handoff');
   });
 
-  it('two tabs on two patients: each tab fetches only its own patient through its own session (BFF-16)', async ({ expect }) => {
-    const { context } = await newPage();
+  it('two tabs on two patients: each tab fetches only its own patient through its own session and keeps it across a reload, the fragment gone from history; a new tab gets none and says how to start (BFF-16)', async ({ expect }) => {
+    const { context, page } = await newPage();
     const [a, b] = [patients()[0]!, patients()[1]!];
-    const tabs = await Promise.all([context.newPage(), context.newPage()]);
+    const tabs = [page, await context.newPage()];
     const seen: string[][] = [[], []];
     tabs.forEach((tab, i) => tab.on('request', (request) => request.url().includes('/sessions/') && seen[i]!.push(request.url())));
     await ehrLaunch(expect, tabs[0]!, a);
@@ -135,6 +135,10 @@ describe.skipIf(!hasChromium)('the browser SDK and the demo app in Chromium', { 
     await Promise.all(tabs.map((tab) => tab.reload()));
     await eventually(expect, () => tabs[0]!.locator('#patient-name').textContent()).toBe(a.name);
     await eventually(expect, () => tabs[1]!.locator('#patient-name').textContent()).toBe(b.name);
+    for (const tab of tabs) {
+      expect(tab.url()).toBe(fixture.stack.appUrl);
+      expect(await tab.evaluate(() => history.length)).toBeLessThanOrEqual(3);
+    }
     const ids = await Promise.all(tabs.map((tab) => tab.evaluate(() => (window as unknown as { demo: { session: { id: string } } }).demo.session.id)));
     expect(ids[0]).not.toBe(ids[1]);
     for (const [i, own, other] of [
@@ -150,17 +154,6 @@ describe.skipIf(!hasChromium)('the browser SDK and the demo app in Chromium', { 
     }
     await shot(tabs[0]!, 'sdk-two-tabs-a');
     await shot(tabs[1]!, 'sdk-two-tabs-b');
-  });
-
-  it('a reload keeps the session; a new tab gets none and says how to start; the fragment is gone from history', async ({ expect }) => {
-    const { context, page } = await newPage();
-    const patient = patients()[1]!;
-    await ehrLaunch(expect, page, patient);
-    await page.reload();
-    await eventually(expect, () => page.locator('#patient-name').textContent()).toBe(patient.name);
-    expect(page.url()).toBe(fixture.stack.appUrl);
-    expect(await page.evaluate(() => history.length)).toBeLessThanOrEqual(3);
-    await shot(page, 'sdk-reload');
 
     const fresh = await context.newPage();
     await fresh.goto(fixture.stack.appUrl);
