@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import { chromium, type Browser, type BrowserContext, type BrowserContextOptions, type Page } from 'playwright-core';
 
 /**
  * Debian's Chromium, as its headless shell where installed: the same engine (Blink, V8, the network
@@ -25,6 +25,19 @@ export const SCREENSHOTS = join(process.cwd(), '.data', 'screenshots');
  */
 export function screenshot(page: Page, name: string): Promise<Buffer> {
   return page.screenshot({ path: join(SCREENSHOTS, `${name}.jpg`), type: 'jpeg', quality: 70 });
+}
+
+/**
+ * The window the tests' pages get: 800 by 600 CSS pixels instead of playwright's 1280 by 720, half the
+ * pixels for the renderer to raster and the compositor to draw at every change and every screenshot.
+ * Wide enough for the demo app's two-column layout (it folds into one below 40rem) and for the EHR
+ * page's frame around it.
+ */
+const VIEWPORT = { width: 800, height: 600 };
+
+/** A new context (its own cookies and storage) in `browser`, with the tests' viewport unless `options` names one. */
+export function newContext(browser: Browser, options: BrowserContextOptions = {}): Promise<BrowserContext> {
+  return browser.newContext({ viewport: VIEWPORT, ...options });
 }
 
 /**

@@ -2,7 +2,7 @@ import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, it, type ExpectStatic } from 'vitest';
 import { sampleConfig } from '../../local/stack.js';
 import { startFixture, type Fixture } from '../integration/stack-fixture.js';
-import { hasChromium, PAGE_SHOWS, releaseBrowser, screenshot, sharedBrowser } from './chromium.js';
+import { hasChromium, newContext, PAGE_SHOWS, releaseBrowser, screenshot, sharedBrowser } from './chromium.js';
 
 
 let fixture: Fixture;
@@ -27,7 +27,7 @@ const sandbox = () => fixture.stack.sandbox!;
 const patients = () => sandbox().patients;
 
 async function newPage(): Promise<{ context: BrowserContext; page: Page }> {
-  const context = await browser.newContext();
+  const context = await newContext(browser);
   contexts.push(context);
   return { context, page: await context.newPage() };
 }
