@@ -3,7 +3,7 @@ import type { AddressInfo } from 'node:net';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startFixture, type Fixture } from '../integration/stack-fixture.js';
-import { hasChromium, releaseBrowser, sharedBrowser, PAGE_SHOWS } from './chromium.js';
+import { hasChromium, newContext, PAGE_SHOWS, releaseBrowser, sharedBrowser } from './chromium.js';
 
 /*
  * A hostile (or merely careless) EHR serves a Binary as HTML or SVG with a script in it. An app opens
@@ -33,7 +33,7 @@ beforeAll(async () => {
   sinkUrl = `http://127.0.0.1:${(sink.address() as AddressInfo).port}/leak`;
   fixture = await startFixture();
   browser = await sharedBrowser();
-  context = await browser.newContext({ acceptDownloads: true });
+  context = await newContext(browser, { acceptDownloads: true });
   app = await context.newPage();
   sessionId = await signIn(app);
 });

@@ -1,7 +1,7 @@
 import type { Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startFixture, type Fixture } from '../integration/stack-fixture.js';
-import { hasChromium, releaseBrowser, screenshot, sharedBrowser, PAGE_SHOWS } from './chromium.js';
+import { hasChromium, newContext, PAGE_SHOWS, releaseBrowser, screenshot, sharedBrowser } from './chromium.js';
 
 
 
@@ -20,7 +20,7 @@ afterAll(async () => {
 
 describe.skipIf(!hasChromium)('a person clicking through a launch in Chromium', () => {
   it('"Launch app" on a patient in the sandbox EHR opens the demo app on that patient, via a real EHR launch', async () => {
-    const context = await browser.newContext();
+    const context = await newContext(browser);
     const page = await context.newPage();
     const patient = fixture.stack.sandbox!.patients[0]!;
 
@@ -43,7 +43,7 @@ describe.skipIf(!hasChromium)('a person clicking through a launch in Chromium', 
   });
 
   it('the "Patient portal" link runs a standalone launch: the patient signs in and sees their own record', async () => {
-    const context = await browser.newContext();
+    const context = await newContext(browser);
     const page = await context.newPage();
     const patient = fixture.stack.sandbox!.patients[1]!;
 
@@ -64,7 +64,7 @@ describe.skipIf(!hasChromium)('a person clicking through a launch in Chromium', 
   });
 
   it('a failed launch shows a readable page with a code and a way to start again', async () => {
-    const context = await browser.newContext();
+    const context = await newContext(browser);
     const page = await context.newPage();
 
     await page.goto(`${fixture.stack.apiUrl}/launch`);

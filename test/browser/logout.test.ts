@@ -2,7 +2,7 @@ import type { Browser, BrowserContext } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LOCAL_CLIENT } from '../../local/stack.js';
 import { startFixture, type Fixture } from '../integration/stack-fixture.js';
-import { hasChromium, PAGE_SHOWS, releaseBrowser, screenshot, sharedBrowser } from './chromium.js';
+import { hasChromium, newContext, PAGE_SHOWS, releaseBrowser, screenshot, sharedBrowser } from './chromium.js';
 
 /*
  * RP-initiated logout in Chromium: the demo app's "Sign out" calls the SDK's `logout()`, the API
@@ -31,7 +31,7 @@ describe.skipIf(!hasChromium)('SDK logout() with RP-initiated logout in Chromium
   it('navigates to the EHR\'s end-session URL, which signs the user out and returns to the app with state (SMART-REVOKE-01)', async () => {
     const sandbox = fixture.stack.sandbox!;
     const patient = sandbox.patients[0]!;
-    context = await browser.newContext();
+    context = await newContext(browser);
     const page = await context.newPage();
     await page.goto(`${sandbox.url}/ehr/launch?patient=${encodeURIComponent(patient.id)}`);
     await page.waitForURL(`${fixture.stack.appUrl}**`);

@@ -2,7 +2,7 @@ import type { Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sampleConfig } from '../../local/stack.js';
 import { startFixture, type Fixture } from '../integration/stack-fixture.js';
-import { hasChromium, releaseBrowser, sharedBrowser, PAGE_SHOWS } from './chromium.js';
+import { hasChromium, newContext, PAGE_SHOWS, releaseBrowser, sharedBrowser } from './chromium.js';
 
 
 let fixture: Fixture;
@@ -28,7 +28,7 @@ afterAll(async () => {
 describe.skipIf(!hasChromium)('EHR quirks in Chromium', () => {
   it('authorize by POST: the form submits itself under its CSP, with no violation, and the app opens on the patient (SMART-AUTHZ-10)', async () => {
     fixture.stack.sandbox!.clearQuirks();
-    const context = await browser.newContext();
+    const context = await newContext(browser);
     const page = await context.newPage();
     const violations: string[] = [];
     page.on('console', (message) => {
@@ -53,7 +53,7 @@ describe.skipIf(!hasChromium)('EHR quirks in Chromium', () => {
   it('no patient context: the demo app says the launch has no patient (SMART-CTX-01)', async () => {
     fixture.stack.sandbox!.clearQuirks();
     fixture.stack.sandbox!.quirks.noPatientContext = true;
-    const context = await browser.newContext();
+    const context = await newContext(browser);
     const page = await context.newPage();
     const patient = fixture.stack.sandbox!.patients[1]!;
 

@@ -2,7 +2,7 @@ import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, it, type ExpectStatic } from 'vitest';
 import { sampleConfig } from '../../local/stack.js';
 import { startFixture, type Fixture } from '../integration/stack-fixture.js';
-import { hasChromium, PAGE_SHOWS, releaseBrowser, screenshot, sharedBrowser } from './chromium.js';
+import { hasChromium, newContext, PAGE_SHOWS, releaseBrowser, screenshot, sharedBrowser } from './chromium.js';
 
 
 let fixture: Fixture;
@@ -27,7 +27,7 @@ const sandbox = () => fixture.stack.sandbox!;
 const patients = () => sandbox().patients;
 
 async function newPage(): Promise<{ context: BrowserContext; page: Page }> {
-  const context = await browser.newContext();
+  const context = await newContext(browser);
   contexts.push(context);
   return { context, page: await context.newPage() };
 }
@@ -54,9 +54,11 @@ const storedEntries = (page: Page) => page.evaluate(() => Object.keys(sessionSto
  * last token the EHR issued, one counts the EHR's revocations; concurrent launches would change those.
  */
 describe.skipIf(!hasChromium)('the browser SDK and the demo app in Chromium', { concurrent: true, timeout: 120_000 }, () => {
-  it('EHR launch in a new window: the EHR page opens the app in its own window (SMART-LAUNCH-05)', async ({ expect }) => {
+  it('EHR launch in a new window: the EHR page opens the app in its own window (SMART-LAUNCH-05); there the fhirclient.js bridge reads patient, user and encounter and a paged, flat request() with resolveReferences through the proxy', async ({ expect }) => {
     const { context, page } = await newPage();
     const patient = patients()[0]!;
+    const requested: string[] = [];
+    context.on('request', (request) => requested.push(request.url()));
     await page.goto(`${sandbox().url}/`);
     await shot(page, 'sdk-sandbox-ehr-page');
     const opened = context.waitForEvent('page');
@@ -75,6 +77,25 @@ describe.skipIf(!hasChromium)('the browser SDK and the demo app in Chromium', { 
     await eventually(expect, () => app.evaluate(() => document.documentElement.dataset.smartStyle)).toBe('applied');
     expect(await app.locator('header.bar').evaluate((e) => getComputedStyle(e).backgroundColor)).toBe('rgb(43, 95, 173)');
     await shot(app, 'sdk-new-window');
+
+    // The fhirclient.js bridge page, in the same tab: the session the SDK keeps for the tab.
+    await app.goto(`${fixture.stack.appUrl}fhirclient.html`);
+    await eventually(expect, () => app.locator('#result').getAttribute('data-state')).toBe('done');
+    const result = JSON.parse((await app.locator('#result').textContent()) ?? '{}') as Record<string, unknown>;
+    expect(result).toMatchObject({
+      patient: { resourceType: 'Patient', id: patient.id },
+      user: { resourceType: 'Practitioner', id: sandbox().practitioner.id },
+      encounter: { resourceType: 'Encounter' },
+      pages: 3,
+      observations: 15,
+      everyObservationOfPatient: true,
+      resolvedSubject: patient.name,
+    });
+    // Every FHIR request of the launch, the app and the bridge went through this session's proxy; none to the EHR itself, none with a token.
+    const fhirCalls = requested.filter((url) => url.includes('/fhir/'));
+    expect(fhirCalls.length).toBeGreaterThanOrEqual(6);
+    expect(fhirCalls.every((url) => url.startsWith(`${fixture.stack.apiUrl}/sessions/`))).toBe(true);
+    await shot(app, 'sdk-fhirclient-bridge');
   });
 
   it('inside the EHR\'s cross-site, sandboxed iframe the launch runs in the frame with a SameSite=None; Partitioned cookie (BFF-12, SMART-LAUNCH-05)', async ({ expect }) => {
@@ -124,10 +145,10 @@ describe.skipIf(!hasChromium)('the browser SDK and the demo app in Chromium', { 
     await shot(page, 'sdk-popup-handoff');
   });
 
-  it('two tabs on two patients: each tab fetches only its own patient through its own session (BFF-16)', async ({ expect }) => {
-    const { context } = await newPage();
+  it('two tabs on two patients: each tab fetches only its own patient through its own session and keeps it across a reload, the fragment gone from history; a new tab gets none and says how to start (BFF-16)', async ({ expect }) => {
+    const { context, page } = await newPage();
     const [a, b] = [patients()[0]!, patients()[1]!];
-    const tabs = await Promise.all([context.newPage(), context.newPage()]);
+    const tabs = [page, await context.newPage()];
     const seen: string[][] = [[], []];
     tabs.forEach((tab, i) => tab.on('request', (request) => request.url().includes('/sessions/') && seen[i]!.push(request.url())));
     await ehrLaunch(expect, tabs[0]!, a);
@@ -135,6 +156,10 @@ describe.skipIf(!hasChromium)('the browser SDK and the demo app in Chromium', { 
     await Promise.all(tabs.map((tab) => tab.reload()));
     await eventually(expect, () => tabs[0]!.locator('#patient-name').textContent()).toBe(a.name);
     await eventually(expect, () => tabs[1]!.locator('#patient-name').textContent()).toBe(b.name);
+    for (const tab of tabs) {
+      expect(tab.url()).toBe(fixture.stack.appUrl);
+      expect(await tab.evaluate(() => history.length)).toBeLessThanOrEqual(3);
+    }
     const ids = await Promise.all(tabs.map((tab) => tab.evaluate(() => (window as unknown as { demo: { session: { id: string } } }).demo.session.id)));
     expect(ids[0]).not.toBe(ids[1]);
     for (const [i, own, other] of [
@@ -150,17 +175,6 @@ describe.skipIf(!hasChromium)('the browser SDK and the demo app in Chromium', { 
     }
     await shot(tabs[0]!, 'sdk-two-tabs-a');
     await shot(tabs[1]!, 'sdk-two-tabs-b');
-  });
-
-  it('a reload keeps the session; a new tab gets none and says how to start; the fragment is gone from history', async ({ expect }) => {
-    const { context, page } = await newPage();
-    const patient = patients()[1]!;
-    await ehrLaunch(expect, page, patient);
-    await page.reload();
-    await eventually(expect, () => page.locator('#patient-name').textContent()).toBe(patient.name);
-    expect(page.url()).toBe(fixture.stack.appUrl);
-    expect(await page.evaluate(() => history.length)).toBeLessThanOrEqual(3);
-    await shot(page, 'sdk-reload');
 
     const fresh = await context.newPage();
     await fresh.goto(fixture.stack.appUrl);
@@ -245,31 +259,6 @@ describe.skipIf(!hasChromium)('the browser SDK and the demo app in Chromium', { 
     await page.goto(`${fixture.stack.appUrl}#session=${id}`);
     await eventually(expect, () => page.locator('#ended').isVisible()).toBe(true);
     expect(page.url()).toBe(fixture.stack.appUrl);
-  });
-
-  it('the fhirclient.js bridge: patient.read(), user.read(), encounter.read() and a paged, flat request() with resolveReferences through the proxy', async ({ expect }) => {
-    const { page } = await newPage();
-    const patient = patients()[0]!;
-    const proxied: string[] = [];
-    page.on('request', (request) => proxied.push(request.url()));
-    await ehrLaunch(expect, page, patient);
-    await page.goto(`${fixture.stack.appUrl}fhirclient.html`);
-    await eventually(expect, () => page.locator('#result').getAttribute('data-state')).toBe('done');
-    const result = JSON.parse((await page.locator('#result').textContent()) ?? '{}') as Record<string, unknown>;
-    expect(result).toMatchObject({
-      patient: { resourceType: 'Patient', id: patient.id },
-      user: { resourceType: 'Practitioner', id: sandbox().practitioner.id },
-      encounter: { resourceType: 'Encounter' },
-      pages: 3,
-      observations: 15,
-      everyObservationOfPatient: true,
-      resolvedSubject: patient.name,
-    });
-    // Every FHIR request went through this session's proxy; none to the EHR itself, none with a token.
-    const fhirCalls = proxied.filter((url) => url.includes('/fhir/'));
-    expect(fhirCalls.length).toBeGreaterThanOrEqual(6);
-    expect(fhirCalls.every((url) => url.startsWith(`${fixture.stack.apiUrl}/sessions/`))).toBe(true);
-    await shot(page, 'sdk-fhirclient-bridge');
   });
 
   it('a narrowed grant: the user unticks scopes at the EHR and the app says what it did not get (SMART-SCOPE-07)', async ({ expect }) => {
