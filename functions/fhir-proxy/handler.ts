@@ -12,7 +12,7 @@ import { requestHeaders } from '../../shared/http/headers.js';
 import { createLogger } from '../../shared/http/logger.js';
 import { BASE_HEADERS } from '../../shared/http/responses.js';
 import { noteCompletion, renderError } from '../../shared/http/error-response.js';
-import { DEADLINE_MARGIN_MS, invocationDeadline, withDeadline } from '../../shared/runtime/deadline.js';
+import { DEADLINE_MARGIN_MS, deadlineScope, invocationDeadline } from '../../shared/runtime/deadline.js';
 import { auditedRefresher, auditTrail, noteAudit, sessionFacts, writeAuditAfterResponse } from '../../shared/audit/trail.js';
 import { tracing } from '../../shared/ops/tracing.js';
 import { noteUpstreamMs, opsMetrics } from '../../shared/ops/metrics.js';
@@ -95,8 +95,14 @@ function proxyRoute(getDeps: () => Promise<CoreDeps>, transport: Transport) {
   return apiHandler('fhir-proxy', 'fhir', logger, async (event, context) => {
     // The EHR exchange (refresh included) ends before Lambda's or API Gateway's clock does: a clear
     // 504/503 then, never a cut-off (for a streaming integration API Gateway's clock runs to the first byte).
-    const deps = withDeadline(await getDeps(), invocationDeadline(event, context, Date.now()));
-    const upstream = await proxy(event, deps, transport === 'buffered' ? BUFFERED_RESPONSE_LIMIT_BYTES : undefined);
+    const scope = deadlineScope(await getDeps(), invocationDeadline(event, context, Date.now()));
+    let upstream: ProxyResponse;
+    try {
+      upstream = await proxy(event, scope.deps, transport === 'buffered' ? BUFFERED_RESPONSE_LIMIT_BYTES : undefined);
+    } finally {
+      // The EHR's answer is read whole (or the exchange failed): its timers are not needed any more.
+      scope.release();
+    }
     const headers = { ...BASE_HEADERS, ...upstream.headers };
     if (transport === 'stream') {
       const result: ApiResult = { statusCode: upstream.status, headers, body: '' };

@@ -62,14 +62,36 @@ const REQUIRED_FIELDS: readonly string[] = builtOnFirstUse(() =>
     .map(([field]) => field),
 );
 
-/** Whether a string fact value fits its field's schema, checked once per `field NUL value`. */
-const fieldFits = boundedMemo(1024, (memo) => {
-  const separator = memo.indexOf('\u0000');
-  const fieldSchema = (AuditRecordSchema.shape as Record<string, z.ZodType>)[memo.slice(0, separator)];
-  return fieldSchema !== undefined && fieldSchema.safeParse(memo.slice(separator + 1)).success;
-});
+/**
+ * Whether a string fact value fits its field's schema, checked once per field and value: one memo per
+ * field, keyed by the value itself (the same string on every request of a session, its hash kept).
+ */
+const fitsByField = new Map<string, (value: string) => boolean>();
+function fieldFits(field: string, fieldSchema: z.ZodType, value: string): boolean {
+  let fits = fitsByField.get(field);
+  if (fits === undefined) {
+    fits = boundedMemo(1024, (candidate) => fieldSchema.safeParse(candidate).success);
+    fitsByField.set(field, fits);
+  }
+  return fits(value);
+}
 /** Longer than any field allows: checked (and refused) without being remembered. */
 const MEMO_MAX_LENGTH = 2048;
+
+const TOKEN_128 = /^[\x21-\x7e]{1,128}$/;
+const isStatus = (value: unknown) => typeof value === 'number' && Number.isInteger(value) && value >= 100 && value <= 599;
+/**
+ * The fields every record carries, whose value is new on each request (the correlation id) or a
+ * number: checked here as their schema checks them (`v`, `status`, `upstreamStatus`, `correlationId`
+ * above), without a schema parse per record or a memo entry per request. Exported for the test that
+ * holds each check to its schema.
+ */
+export const DIRECT_FIELD_CHECKS: ReadonlyMap<string, (value: unknown) => boolean> = new Map([
+  ['v', (value: unknown) => value === 1],
+  ['status', isStatus],
+  ['upstreamStatus', isStatus],
+  ['correlationId', (value: unknown) => typeof value === 'string' && TOKEN_128.test(value)],
+]);
 
 /** Writes audit records; a sink keeps them apart from the operational logs. */
 export interface AuditSink {
@@ -120,10 +142,15 @@ export function auditRecord(base: {
     if (value === undefined) continue;
     const fieldSchema = shape[field];
     if (fieldSchema === undefined) continue;
+    const direct = DIRECT_FIELD_CHECKS.get(field);
+    if (direct !== undefined) {
+      if (direct(value)) record[field] = value;
+      continue;
+    }
     if (typeof value === 'string' && field !== 'time' && value.length <= MEMO_MAX_LENGTH) {
       // The same issuer, client, user, patient and customer come back on every request of a session:
       // each distinct string is checked against its field's schema once (no schema transforms strings).
-      if (fieldFits(`${field}\u0000${value}`)) record[field] = value;
+      if (fieldFits(field, fieldSchema, value)) record[field] = value;
       continue;
     }
     const parsed = fieldSchema.safeParse(value);

@@ -21,30 +21,54 @@ export interface EventHeaders {
  */
 export function requestHeaders(event: EventHeaders): Record<string, string[]> {
   const out: Record<string, string[]> = {};
-  for (const [name, values] of Object.entries(event.multiValueHeaders ?? {})) {
-    if (values && values.length > 0) (out[headerKey(name)] ??= []).push(...values);
+  let any = false;
+  const multi = event.multiValueHeaders;
+  if (multi) {
+    for (const name of Object.keys(multi)) {
+      const values = multi[name];
+      if (!values || values.length === 0) continue;
+      const key = headerKey(name);
+      const list = out[key];
+      if (list === undefined) out[key] = [...values];
+      else list.push(...values);
+      any = true;
+    }
   }
-  if (Object.keys(out).length === 0) {
-    for (const [name, value] of Object.entries(event.headers ?? {})) if (value !== undefined) (out[headerKey(name)] ??= []).push(value);
+  if (!any && event.headers) {
+    const single = event.headers;
+    for (const name of Object.keys(single)) {
+      const value = single[name];
+      if (value === undefined) continue;
+      const key = headerKey(name);
+      const list = out[key];
+      if (list === undefined) out[key] = [value];
+      else list.push(value);
+    }
   }
   return out;
 }
 
 /** One request header from the single-value `headers`, looked up case-insensitively. */
 export function singleHeader(headers: EventHeaders['headers'], name: string): string | undefined {
+  if (!headers) return undefined;
   const wanted = headerKey(name);
-  for (const [key, value] of Object.entries(headers ?? {})) {
-    if (headerKey(key) === wanted && value !== undefined) return value;
+  for (const key of Object.keys(headers)) {
+    const value = headers[key];
+    if (value !== undefined && headerKey(key) === wanted) return value;
   }
   return undefined;
 }
 
 /** All values of one request header from `multiValueHeaders`, looked up case-insensitively. */
 export function multiValueHeader(headers: EventHeaders['multiValueHeaders'], name: string): string[] {
+  const out: string[] = [];
+  if (!headers) return out;
   const wanted = headerKey(name);
-  return Object.entries(headers ?? {})
-    .filter(([key]) => headerKey(key) === wanted)
-    .flatMap(([, values]) => values ?? []);
+  for (const key of Object.keys(headers)) {
+    const values = headers[key];
+    if (values && headerKey(key) === wanted) out.push(...values);
+  }
+  return out;
 }
 
 /**

@@ -100,35 +100,87 @@ export class RequestLogger extends Logger {
       options?.logBufferOptions === undefined;
   }
 
+  /**
+   * On the direct path the request's keys are kept here only, and handed to Powertools (reset, then
+   * one append of the same keys: the same attribute store as the calls themselves leave) just before
+   * anything of Powertools reads them: a line it writes, a child logger, a key removed, the
+   * correlation id asked for. A request whose only line is the direct one never touches its
+   * per-invocation attribute store (two store look-ups, a deep merge and a key map per call).
+   */
+  #unsynced = false;
+
+  #sync(): void {
+    if (!this.#unsynced) return;
+    this.#unsynced = false;
+    super.resetKeys();
+    if (this.#keys !== undefined && Object.keys(this.#keys).length > 0) super.appendKeys(this.#keys);
+  }
+
   override appendKeys(attributes: Parameters<Logger['appendKeys']>[0]): void {
-    super.appendKeys(attributes);
-    if (this.#keys === undefined) return;
     // Keys set to nothing are merged differently by Powertools (and never appended here): left to it.
-    if (!isFlat(attributes) || Object.values(attributes).some((value) => value === undefined || value === null)) {
+    if (this.#keys === undefined || !isFlat(attributes) || Object.values(attributes).some((value) => value === undefined || value === null)) {
+      this.#sync();
+      super.appendKeys(attributes);
       this.#keys = undefined;
       return;
     }
+    if (!this.#direct) {
+      super.appendKeys(attributes);
+      Object.assign(this.#keys, attributes);
+      return;
+    }
     Object.assign(this.#keys, attributes);
+    this.#unsynced = true;
   }
 
   override resetKeys(): void {
-    super.resetKeys();
     this.#keys = {};
+    if (this.#direct) {
+      this.#unsynced = true;
+      return;
+    }
+    super.resetKeys();
   }
 
   override removeKeys(keys: string[]): void {
+    this.#sync();
     super.removeKeys(keys);
     this.#keys = undefined;
   }
 
   override appendPersistentKeys(attributes: Parameters<Logger['appendPersistentKeys']>[0]): void {
+    this.#sync();
     super.appendPersistentKeys(attributes);
     this.#direct = false;
   }
 
+  override setPersistentLogAttributes(attributes: Parameters<Logger['setPersistentLogAttributes']>[0]): void {
+    this.#sync();
+    super.setPersistentLogAttributes(attributes);
+    this.#direct = false;
+  }
+
   override addContext(context: Parameters<Logger['addContext']>[0]): void {
+    this.#sync();
     super.addContext(context);
     this.#direct = false;
+  }
+
+  override createChild(options?: Parameters<Logger['createChild']>[0]): Logger {
+    this.#sync();
+    return super.createChild(options);
+  }
+
+  override getCorrelationId(): unknown {
+    this.#sync();
+    return super.getCorrelationId();
+  }
+
+  /** Every line Powertools writes itself (any level) is built here: its attribute store is brought up to date first. */
+  protected override createAndPopulateLogItem(...args: Parameters<Logger['createAndPopulateLogItem']>): ReturnType<Logger['createAndPopulateLogItem']> {
+    // Also called by Powertools' own constructor (lines logged while it starts), before this class's fields exist.
+    if (#unsynced in this) this.#sync();
+    return super.createAndPopulateLogItem(...args);
   }
 
   override info(...[input, ...extraInput]: Parameters<Logger['info']>): void {

@@ -6,7 +6,7 @@ import { createSessionsHandler } from '../../functions/sessions/handler.js';
 import type { HttpClient } from '../../shared/core/ports.js';
 import { sessionKey } from '../../shared/core/sealed-records.js';
 import { BINDING_COOKIE } from '../../shared/http/cookies.js';
-import { DEADLINE_MARGIN_MS, invocationDeadline, withDeadline } from '../../shared/runtime/deadline.js';
+import { DEADLINE_MARGIN_MS, deadlineScope, invocationDeadline, withDeadline } from '../../shared/runtime/deadline.js';
 import { timeoutSignal } from '../../shared/core/clock.js';
 import { systemClock } from '../../shared/adapters/system.js';
 import type { CoreDeps } from '../../shared/core/deps.js';
@@ -59,6 +59,25 @@ describe('invocation deadline (function timeouts vs upstream timeouts)', () => {
     expect(seen).toEqual([signal]);
     await new Promise<void>((aborted) => (signal.aborted ? aborted() : signal.addEventListener('abort', () => aborted(), { once: true })));
     expect((signal.reason as Error).name).toBe('TimeoutError');
+  });
+
+  it('bounds the EHR calls of a scope by the deadline until it is released, then leaves no timer armed', async () => {
+    // Arrange: two scopes on the wall clock; the one to be released has the earlier deadline.
+    const inner: HttpClient = () => Promise.resolve(new Response('ok'));
+    const aborted = (signal: AbortSignal) =>
+      new Promise<void>((done) => (signal.aborted ? done() : signal.addEventListener('abort', () => done(), { once: true })));
+    const kept = deadlineScope({ clock: systemClock, http: inner } as unknown as CoreDeps, Date.now() + 80);
+    const released = deadlineScope({ clock: systemClock, http: inner } as unknown as CoreDeps, Date.now() + 20);
+    // Act: the core's 60-second exchange timeout in each; the second scope is released when its exchange is over.
+    const firing = timeoutSignal(kept.deps.clock, 60_000);
+    const quiet = timeoutSignal(released.deps.clock, 60_000);
+    await released.deps.http('https://ehr.example/fhir/Patient/1', { signal: quiet });
+    released.release();
+    // Assert: the unreleased signal fires at its deadline, as AbortSignal.timeout would; the released
+    // one, whose deadline came first, did not.
+    await aborted(firing);
+    expect((firing.reason as Error).name).toBe('TimeoutError');
+    expect(quiet.aborted).toBe(false);
   });
 
   it('keeps the time of a clock whose methods live on its class (no timeout of its own)', async () => {

@@ -4,7 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { fhirR4Problems } from '../../cli/fhir-validate.js';
 import { CloudWatchAuditSink } from '../../shared/adapters/cloudwatch-audit-sink.js';
 import { fromAuditEvent, toAuditEvent } from '../../shared/audit/audit-event.js';
-import { AUDIT_ACTIONS, auditRecord, parseAuditLine } from '../../shared/audit/record.js';
+import { AUDIT_ACTIONS, AuditRecordSchema, DIRECT_FIELD_CHECKS, auditRecord, parseAuditLine } from '../../shared/audit/record.js';
 
 const NOW = Date.UTC(2026, 0, 31, 12, 0, 0, 123);
 
@@ -50,6 +50,19 @@ describe('audit records', () => {
     const asType = auditRecord({ nowMs: NOW, action: 'fhir', status: 200, correlationId: 'req-1', customer: 'acme', facts: { resourceType: 'Practitioner/1', fhirUser: 'Patient' } });
     expect(asType).not.toHaveProperty('resourceType');
     expect(asType).toMatchObject({ fhirUser: 'Patient' });
+  });
+
+  it('check the per-request fields (version, statuses, correlation id) exactly as their schema does', () => {
+    const shape = AuditRecordSchema.shape as Record<string, { safeParse(value: unknown): { success: boolean } }>;
+    // (`undefined` is left out before any check: an absent fact.)
+    const values: unknown[] = [
+      1, 0, 2, 99, 100, 200, 404, 599, 600, 200.5, -1, NaN, Infinity, '200', '1', null, true, {},
+      '', 'a', 'req-1', 'x'.repeat(128), 'x'.repeat(129), 'has space', 'tab\t', 'line\nbreak', 'caf\u00e9', '\u007f', '!~', 'a/b?c=d#e',
+    ];
+    expect([...DIRECT_FIELD_CHECKS.keys()].sort()).toEqual(['correlationId', 'status', 'upstreamStatus', 'v']);
+    for (const [field, check] of DIRECT_FIELD_CHECKS) {
+      for (const value of values) expect([field, value, check(value)]).toEqual([field, value, shape[field]!.safeParse(value).success]);
+    }
   });
 
   it('are failures from status 400 on, with the error code', () => {
