@@ -6,8 +6,8 @@ import { startFixture, type Fixture } from '../integration/stack-fixture.js';
 import { hasChromium, newContext, PAGE_SHOWS, releaseBrowser, screenshot, sharedBrowser } from './chromium.js';
 
 /*
- * Launches clicked through in Chromium on the default stack, and what the proxy does with active
- * content from the EHR in the browser that the first of them signed in. One stack for the file, and
+ * Launches clicked through in Chromium on the default stack (SameSite=Lax), signing out of one, and
+ * what the proxy does with active content from the EHR in the browser that the first of them signed in. One stack for the file, and
  * one "Launch app" EHR launch shared by the checks on the launch and the checks on active content:
  * neither changes the session, and a launch in a browser costs more than all of them together.
  */
@@ -83,12 +83,13 @@ describe.skipIf(!hasChromium)('a person clicking through a launch in Chromium', 
     await screenshot(page, 'ehr-launch');
   });
 
-  it('the "Patient portal" link runs a standalone launch: the patient signs in and sees their own record', async () => {
+  it('the "Patient portal" link runs a standalone launch: the patient signs in and sees their own record; logout revokes, clears the tab and offers a new sign-in; the old session id opens nothing afterwards', async () => {
+    const sandbox = fixture.stack.sandbox!;
     const context = await newContext(browser);
     const page = await context.newPage();
-    const patient = fixture.stack.sandbox!.patients[1]!;
+    const patient = sandbox.patients[1]!;
 
-    await page.goto(`${fixture.stack.sandbox!.url}/`);
+    await page.goto(`${sandbox.url}/`);
     await page.getByRole('link', { name: 'Patient portal' }).click();
     await page.getByRole('button', { name: new RegExp(`Sign in as ${patient.name.split(' ')[0]}`) }).click();
     await page.waitForURL(`${fixture.stack.appUrl}**`);
@@ -98,9 +99,21 @@ describe.skipIf(!hasChromium)('a person clicking through a launch in Chromium', 
     expect(await page.locator('#banner').getAttribute('class')).not.toContain('compact');
     await screenshot(page, 'standalone-launch');
 
-    // Signing out ends the session: the app says so, and the session is gone.
+    // Signing out ends the session: the grant is revoked, the app says so and keeps nothing of it in the tab.
+    const id = await page.evaluate(() => (window as unknown as { demo: { session: { id: string } } }).demo.session.id);
+    const revocations = sandbox.stats.revocations;
     await page.getByRole('button', { name: 'Sign out' }).click();
     await expect.poll(() => page.locator('#status').textContent(), PAGE_SHOWS).toContain('Signed out');
+    expect(sandbox.stats.revocations).toBe(revocations + 1);
+    expect(await page.locator('#patient-name').textContent()).toBe('');
+    expect(await page.evaluate(() => Object.keys(sessionStorage).filter((k) => k.startsWith('smart-launch:')).length)).toBe(0);
+    expect(await page.locator('#relaunch').getAttribute('href')).toBe(`${fixture.stack.apiUrl}/launch?iss=${encodeURIComponent(sandbox.fhirBaseUrl)}`);
+    await screenshot(page, 'sdk-logout');
+    // The same id, put back in the fragment, is a clear "session ended" with the way forward.
+    await page.goto('about:blank');
+    await page.goto(`${fixture.stack.appUrl}#session=${id}`);
+    await expect.poll(() => page.locator('#ended').isVisible(), PAGE_SHOWS).toBe(true);
+    expect(page.url()).toBe(fixture.stack.appUrl);
     await context.close();
   });
 
