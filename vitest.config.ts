@@ -14,9 +14,10 @@ import { defineConfig } from 'vitest/config';
  *   test/load, test/ops). Forked processes, again one module registry per worker: the sandbox,
  *   medplum, oidc-provider, playwright and aws-cdk-lib load once per worker, and each file still
  *   starts its own servers on port 0 with its own data folder.
- * - `infra`: CDK assertions, cdk-nag and the real synth (test/infra, and the WITH_INFRA files of
- *   other folders that build the CDK app): forked workers sharing one module registry, so
- *   aws-cdk-lib loads once per worker; every test builds its own App.
+ * - `infra`: CDK assertions, cdk-nag and the real synth (test/infra, the WITH_INFRA files of
+ *   other folders that build the CDK app, and the WITH_SYNTH files that read the synth's bundles):
+ *   forked workers sharing one module registry, so aws-cdk-lib loads once per worker; every test
+ *   builds its own App.
  * - `integration`: everything else under test/ (deploy, fuzz, and any folder added later), plus the
  *   files in ISOLATED: forked, each file in a fresh process. This is the default for a new folder.
  *
@@ -43,6 +44,14 @@ export const ISOLATED = [
  * project, whose workers have aws-cdk-lib loaded already (about 1.5 s of CPU per process that loads it).
  */
 export const WITH_INFRA = ['test/ops/audit-infra.test.ts', 'test/ops/go-live.test.ts', 'test/ops/end-sessions-aws.test.ts'];
+/**
+ * Files outside test/infra that read the run's one real synth (test/infra/shared-synth.ts): they run
+ * with the infra project too, in its shared-registry workers, instead of a fresh process each. Neither
+ * depends on module state at import time: the cold-start checks import the bundles in child processes;
+ * the rehearsal imports each bundle under its own URL after setting that function's environment, and
+ * puts back the environment, `globalThis.awslambda` and stdout when it ends.
+ */
+export const WITH_SYNTH = ['test/cold-start/bundle-split.test.ts', 'test/deploy/rehearsal.test.ts'];
 /** Workers per project, which is also the total: the projects share one pool (see above). */
 const WORKERS = 2;
 
@@ -64,7 +73,7 @@ function testFilesIn(folders: readonly string[]): string[] {
   return out.filter((file) => !ISOLATED.includes(file)).sort();
 }
 const stackFiles = testFilesIn(STACK_FOLDERS).filter((file) => !WITH_INFRA.includes(file));
-const infraFiles = [...testFilesIn(INFRA_FOLDERS), ...WITH_INFRA].sort();
+const infraFiles = [...testFilesIn(INFRA_FOLDERS), ...WITH_INFRA, ...WITH_SYNTH].sort();
 
 export default defineConfig({
   test: {

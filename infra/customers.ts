@@ -1,14 +1,16 @@
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { basename, isAbsolute, join, resolve } from 'node:path';
-import { Duration } from 'aws-cdk-lib';
 import { z } from 'zod';
 import { ConfigError, parseConfigText, type Config } from '../shared/config/schema.js';
-import { proxyFunctionSecondsFor, type SmartLaunchProps } from './constructs/smart-launch.js';
 
 /**
  * Customer files: `customers/<name>.json` is the customer config (the shared zod schema, validated
  * for a deployed stack) and an optional `customers/<name>.stack.json` holds infrastructure-only
  * choices for that stack (custom domain, WAF, alarm mail, sizing) that the functions never see.
+ *
+ * No aws-cdk-lib here (nor anything that loads it): the app validates the customer files before it
+ * loads CDK, so a bad file is reported in a fraction of a second (customer-stacks.ts turns the files
+ * into stacks).
  */
 
 const STACK_OPTIONS_SUFFIX = '.stack.json';
@@ -185,38 +187,4 @@ export function loadCustomers(options: LoadCustomersOptions): CustomerStackSourc
   }
   if (problems.length > 0) throw new CustomerFilesError(problems);
   return sources;
-}
-
-/**
- * Stack options → `SmartLaunch` props (everything but the config). A raised proxy integration
- * timeout raises the FHIR proxy's function timeout with it (with the config: enough to stream its
- * largest answer after the first byte).
- */
-export function smartLaunchPropsFrom(options: StackOptions, config?: Config): Omit<SmartLaunchProps, 'config'> {
-  const reserved = options.reservedConcurrency ?? {};
-  const functions: Record<string, { reservedConcurrency?: number | false; timeout?: Duration }> = Object.fromEntries(
-    Object.entries(reserved).map(([name, value]) => [name, { reservedConcurrency: value }]),
-  );
-  if (options.proxyIntegrationTimeoutSeconds !== undefined && config) {
-    functions['fhir-proxy'] = { ...functions['fhir-proxy'], timeout: Duration.seconds(proxyFunctionSecondsFor(config, options.proxyIntegrationTimeoutSeconds)) };
-  }
-  return {
-    api: {
-      ...(options.customDomain ? { customDomain: options.customDomain } : {}),
-      ...(options.webAclArn ? { webAclArn: options.webAclArn } : {}),
-      ...(options.clientRateLimit !== undefined ? { clientRateLimit: options.clientRateLimit } : {}),
-      ...(options.disableExecuteApiEndpoint !== undefined ? { disableExecuteApiEndpoint: options.disableExecuteApiEndpoint } : {}),
-      ...(options.createApiGatewayCloudWatchRole !== undefined ? { createCloudWatchRole: options.createApiGatewayCloudWatchRole } : {}),
-      ...(options.apiGatewayCloudWatchRoleExists !== undefined ? { cloudWatchRoleExists: options.apiGatewayCloudWatchRoleExists } : {}),
-      ...(options.accessLogSourceIp !== undefined ? { accessLogSourceIp: options.accessLogSourceIp } : {}),
-      ...(options.proxyIntegrationTimeoutSeconds !== undefined
-        ? { integrations: { 'fhir-proxy': { timeout: Duration.seconds(options.proxyIntegrationTimeoutSeconds) } } }
-        : {}),
-    },
-    functions,
-    ...(options.secretKeyArns ? { secretKeyArns: options.secretKeyArns } : {}),
-    ...(options.alarmEmail ? { alarmEmail: options.alarmEmail } : {}),
-    ...(options.assertionKeys ? { assertionKeys: options.assertionKeys } : {}),
-    ...(options.auditReaderRoleArns ? { auditReaderRoleArns: options.auditReaderRoleArns } : {}),
-  };
 }

@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Stack } from 'aws-cdk-lib';
@@ -8,6 +8,7 @@ import { PROJECT_ROOT, SmartLaunch } from '../../infra/constructs/smart-launch.j
 import { addCustomerStacks, environmentFromProcess } from '../../infra/customer-stacks.js';
 import { CustomerFilesError, loadCustomers } from '../../infra/customers.js';
 import { awsConfig, resourcesOf, SECRET_ARN, testApp } from './helpers.js';
+import { importsOf, resolveSpecifier, ROOT } from '../repo/import-graph.js';
 
 let dir: string;
 
@@ -179,6 +180,25 @@ describe('customer files', () => {
     expect(problems.some((p) => p.startsWith(`${options}: $.assertionKeys: Unrecognized key`) && p.includes('publishnext'))).toBe(true);
     expect(problems).toContain(`${options}: $.auditReaderRoleArns[0]: auditReaderRoleArns must hold IAM role ARNs (arn:aws:iam::<account>:role/<name>)`);
     expect(problems.find((p) => p.startsWith(`${plain}: $.assertionKeys:`))).toMatch(/no issuer of plain\.json uses "clientAuth": "private_key_jwt"/);
+  });
+
+  it('validates customer files without loading CDK, so the app reports a bad file before it loads aws-cdk-lib', () => {
+    // Arrange: every file infra/customers.ts loads, following its relative imports (app.ts imports it statically).
+    const seen = new Set<string>();
+    const pending = ['infra/customers.ts'];
+    while (pending.length > 0) {
+      const file = pending.pop()!;
+      if (seen.has(file)) continue;
+      seen.add(file);
+      pending.push(...importsOf(readFileSync(join(ROOT, file), 'utf8')).map((specifier) => resolveSpecifier(file, specifier)));
+    }
+    // Act: the packages they import (type-only imports are erased and load nothing).
+    const packages = [...seen].flatMap((file) =>
+      [...readFileSync(join(ROOT, file), 'utf8').matchAll(/^import (?!type )[^'"]*?['"]([^'".][^'"]*)['"]/gm)].map((m) => `${file}: ${m[1]!}`),
+    );
+    // Assert
+    expect(seen.has('infra/customers.ts')).toBe(true);
+    expect(packages.filter((p) => /: (aws-cdk-lib|constructs|cdk-nag|@cdklabs\/)/.test(p))).toEqual([]);
   });
 
   it('synthesizes environment-agnostic stacks unless the CLI resolved an account or region', () => {
