@@ -2,6 +2,7 @@ import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { defineConfig } from 'vitest/config';
+import { BaseSequencer, type TestSpecification } from 'vitest/node';
 
 /**
  * Four projects, one `npx vitest run` (`npm test` runs the typecheck first, then all of them):
@@ -75,9 +76,38 @@ function testFilesIn(folders: readonly string[]): string[] {
 const stackFiles = testFilesIn(STACK_FOLDERS).filter((file) => !WITH_INFRA.includes(file));
 const infraFiles = [...testFilesIn(INFRA_FOLDERS), ...WITH_INFRA, ...WITH_SYNTH].sort();
 
+/** The file that starts the run's one synth (test/infra/shared-synth.ts) and waits for it. */
+const SYNTH_TEST = 'test/infra/synth.test.ts';
+
+/**
+ * Vitest's order (projects in turn; within one, files it has not timed first, then the longest first,
+ * or the largest on a fresh clone), with one change in the infra project: the synth test first, the
+ * WITH_SYNTH readers last. The synth is a child process on one core for about 10 s; whatever worker
+ * picks up a reader sits waiting on it, so in vitest's own order both workers waited and a core stood
+ * idle. Now one worker waits in the synth test while the other runs the infra files that need no
+ * synth, and the readers find it done.
+ */
+class SynthFirstSequencer extends BaseSequencer {
+  override async sort(files: TestSpecification[]): Promise<TestSpecification[]> {
+    const sorted = await super.sort(files);
+    const rank = (spec: TestSpecification): number => {
+      if (spec.project.name !== 'infra') return 0;
+      const file = relative(ROOT, spec.moduleId);
+      return file === SYNTH_TEST ? -1 : WITH_SYNTH.includes(file) ? 1 : 0;
+    };
+    const infra = sorted.filter((spec) => spec.project.name === 'infra');
+    if (infra.length === 0) return sorted;
+    // The infra project's files are one contiguous block: reorder inside it (a stable sort).
+    const first = sorted.indexOf(infra[0]!);
+    const reordered = [...infra].sort((a, b) => rank(a) - rank(b));
+    return [...sorted.slice(0, first), ...reordered, ...sorted.slice(first + infra.length)];
+  }
+}
+
 export default defineConfig({
   test: {
     setupFiles: ['test/setup.ts'],
+    sequence: { sequencer: SynthFirstSequencer },
     testTimeout: 30_000,
     hookTimeout: 60_000,
     projects: [
