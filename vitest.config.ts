@@ -19,7 +19,7 @@ import { BaseSequencer, type TestSpecification } from 'vitest/node';
  *   other folders that build the CDK app, and the WITH_SYNTH files that read the synth's bundles):
  *   forked workers sharing one module registry, so aws-cdk-lib loads once per worker; every test
  *   builds its own App.
- * - `integration`: everything else under test/ (deploy, fuzz, and any folder added later), plus the
+ * - `integration`: everything else under test/ (fuzz, cold-start and any folder added later), plus the
  *   files in ISOLATED: forked, each file in a fresh process. This is the default for a new folder.
  *
  * The projects share one pool of two workers (vitest runs projects of the same `sequence.groupOrder`
