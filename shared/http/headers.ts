@@ -20,7 +20,9 @@ export interface EventHeaders {
  * sent any, else the single-value `headers`.
  */
 export function requestHeaders(event: EventHeaders): Record<string, string[]> {
-  const out: Record<string, string[]> = {};
+  // No prototype: a header the client names `__proto__` (a valid header name) is one more entry,
+  // not the map's prototype or a crash.
+  const out = Object.create(null) as Record<string, string[]>;
   let any = false;
   const multi = event.multiValueHeaders;
   if (multi) {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { headerKey, multiValueHeader, requestHeaders, responseHeaders, singleHeader } from '../../shared/http/headers.js';
+import { headerKey, multiValueHeader, requestHeaders, responseHeaders, singleHeader, type EventHeaders } from '../../shared/http/headers.js';
 
 describe('header normalisation', () => {
   it('keys a header by its lower-case name', () => {
@@ -26,6 +26,19 @@ describe('header normalisation', () => {
         'content-type': ['application/json'],
       });
       expect(requestHeaders({})).toEqual({});
+    });
+
+    it('keeps a header a client names __proto__ as one more entry, in either shape of the event', () => {
+      // Built by JSON.parse, as the event reaches a handler: `__proto__` is an own key there.
+      for (const event of [
+        JSON.parse('{"headers":{"__proto__":"x","Accept":"application/fhir+json"}}') as EventHeaders,
+        JSON.parse('{"multiValueHeaders":{"__proto__":["x"],"Accept":["application/fhir+json"]}}') as EventHeaders,
+      ]) {
+        const headers = requestHeaders(event);
+        expect(Object.keys(headers)).toEqual(['__proto__', 'accept']);
+        expect(Object.getOwnPropertyDescriptor(headers, '__proto__')?.value).toEqual(['x']);
+        expect(headers.accept).toEqual(['application/fhir+json']);
+      }
     });
   });
 
