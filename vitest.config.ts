@@ -81,26 +81,29 @@ const SYNTH_TEST = 'test/infra/synth.test.ts';
 
 /**
  * Vitest's order (projects in turn; within one, files it has not timed first, then the longest first,
- * or the largest on a fresh clone), with one change in the infra project: the synth test first, the
- * WITH_SYNTH readers last. The synth is a child process on one core for about 10 s; whatever worker
- * picks up a reader sits waiting on it, so in vitest's own order both workers waited and a core stood
- * idle. Now one worker waits in the synth test while the other runs the infra files that need no
- * synth, and the readers find it done.
+ * or the largest on a fresh clone), with the synth test first and the WITH_SYNTH readers moved after
+ * the integration project's files. The synth is a child process on one core for about 10 s; whatever
+ * worker picks up a reader sits waiting on it, so in vitest's own order both workers waited and a
+ * core stood idle. Now one worker waits in the synth test while the other runs the infra and
+ * integration files that need no synth, and the readers find it done (neither loads aws-cdk-lib, so
+ * a fresh infra worker costs them little).
  */
 class SynthFirstSequencer extends BaseSequencer {
   override async sort(files: TestSpecification[]): Promise<TestSpecification[]> {
     const sorted = await super.sort(files);
-    const rank = (spec: TestSpecification): number => {
-      if (spec.project.name !== 'infra') return 0;
-      const file = relative(ROOT, spec.moduleId);
-      return file === SYNTH_TEST ? -1 : WITH_SYNTH.includes(file) ? 1 : 0;
-    };
-    const infra = sorted.filter((spec) => spec.project.name === 'infra');
-    if (infra.length === 0) return sorted;
-    // The infra project's files are one contiguous block: reorder inside it (a stable sort).
-    const first = sorted.indexOf(infra[0]!);
-    const reordered = [...infra].sort((a, b) => rank(a) - rank(b));
-    return [...sorted.slice(0, first), ...reordered, ...sorted.slice(first + infra.length)];
+    const file = (spec: TestSpecification) => relative(ROOT, spec.moduleId);
+    const isReader = (spec: TestSpecification) => spec.project.name === 'infra' && WITH_SYNTH.includes(file(spec));
+    const synthTest = sorted.filter((spec) => spec.project.name === 'infra' && file(spec) === SYNTH_TEST);
+    const readers = sorted.filter(isReader);
+    const rest = sorted.filter((spec) => !isReader(spec) && !synthTest.includes(spec));
+    const infraAt = rest.findIndex((spec) => spec.project.name === 'infra');
+    const withSynthTest = infraAt < 0 ? [...synthTest, ...rest] : [...rest.slice(0, infraAt), ...synthTest, ...rest.slice(infraAt)];
+    // After the last file of the infra or integration project (vitest's order puts them together).
+    let after = -1;
+    withSynthTest.forEach((spec, index) => {
+      if (spec.project.name === 'infra' || spec.project.name === 'integration') after = index;
+    });
+    return [...withSynthTest.slice(0, after + 1), ...readers, ...withSynthTest.slice(after + 1)];
   }
 }
 
