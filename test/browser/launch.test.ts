@@ -7,9 +7,10 @@ import { hasChromium, newContext, PAGE_SHOWS, releaseBrowser, screenshot, shared
 
 /*
  * Launches clicked through in Chromium on the default stack (SameSite=Lax), signing out of one, and
- * what the proxy does with active content from the EHR in the browser that the first of them signed in. One stack for the file, and
- * one "Launch app" EHR launch shared by the checks on the launch and the checks on active content:
- * neither changes the session, and a launch in a browser costs more than all of them together.
+ * what the proxy does with active content from the EHR in the browser that the first of them signed
+ * in. One stack for the file, and one "Launch app" EHR launch shared by the checks on the launch and
+ * the checks on active content: neither changes the session, and a launch in a browser costs more
+ * than all of them together.
  */
 
 let fixture: Fixture;
