@@ -31,13 +31,13 @@ import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { cpus, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { performance, PerformanceObserver } from 'node:perf_hooks';
+import { performance } from 'node:perf_hooks';
 import { createServer as createHttpServer } from 'node:http';
 import type { LocalStack } from '../local/stack.js';
 import type { SessionStore } from '../shared/core/ports.js';
 import type { CoreDeps } from '../shared/core/deps.js';
 import { startFloorProxy, type FloorProxy } from './floor.js';
-import { startSandboxProcess, type SandboxProcess } from './sandbox-process.js';
+import { gcPauseMeter, startSandboxProcess, type SandboxProcess } from './sandbox-process.js';
 import { costModel, costTable, type CostModel } from './cost.js';
 import { coldStart } from './cold-start.js';
 import { recordApiRequests, recordWaits, stepsByRequest } from './sign-in-waits.js';
@@ -262,11 +262,8 @@ interface ModeMeasure {
   readonly cpuMsPerRequestByRound: readonly number[];
 }
 
-/** GC pause time of this process so far (ms), from the `gc` performance entries. */
-let gcMsTotal = 0;
-new PerformanceObserver((list) => {
-  for (const entry of list.getEntries()) gcMsTotal += entry.duration;
-}).observe({ entryTypes: ['gc'] });
+/** GC pause time of this process so far (ms). */
+const gcMsSoFar = gcPauseMeter();
 
 /**
  * One scenario at one concurrency, the three modes alternating in rounds (the order rotating each
@@ -304,7 +301,7 @@ async function measureModes(
       const samples: number[] = [];
       let remaining = batch;
       const ehr = await sandbox.usage();
-      const gc = gcMsTotal;
+      const gc = gcMsSoFar();
       const cpu = process.cpuUsage();
       const started = performance.now();
       await Promise.all(
@@ -317,7 +314,7 @@ async function measureModes(
       );
       const ms = performance.now() - started;
       const used = process.cpuUsage(cpu);
-      const gcMs = gcMsTotal - gc;
+      const gcMs = gcMsSoFar() - gc;
       const ehrAfter = await sandbox.usage();
       if (round < 0) continue; // warm-up
       const a = acc[mode];
@@ -354,14 +351,13 @@ const ratio = (a: number, b: number) => (b > 0 ? Math.round((a / b) * 1000) / 10
 
 /** Product own CPU / floor own CPU in each round, from the three modes' CPU in that same round. */
 function roundRatios(m: Record<Mode, ModeMeasure>): number[] {
-  const d = m.direct.cpuMsPerRequestByRound ?? [];
-  return d.map((direct, i) => ratio((m.product.cpuMsPerRequestByRound[i] ?? NaN) - direct, (m.floor.cpuMsPerRequestByRound[i] ?? NaN) - direct)).filter(Number.isFinite);
+  return m.direct.cpuMsPerRequestByRound.map((direct, i) => ratio((m.product.cpuMsPerRequestByRound[i] ?? NaN) - direct, (m.floor.cpuMsPerRequestByRound[i] ?? NaN) - direct)).filter(Number.isFinite);
 }
 
 /** Smallest, median and largest of `values` (the spread of a per-round figure within one run). */
-function spread(values: readonly number[]): { rounds: number; min: number; median: number; max: number } {
-  const sorted = [...values].sort((a, b) => a - b);
-  return { rounds: sorted.length, min: sorted[0] ?? NaN, median: sorted[Math.floor((sorted.length - 1) / 2)] ?? NaN, max: sorted.at(-1) ?? NaN };
+function spread(values: number[]): { rounds: number; min: number; median: number; max: number } {
+  const { n, min, p50, max } = stats(values);
+  return { rounds: n, min, median: p50, max };
 }
 
 /** Ratios of the product to the floor and to direct (the goals: p50 <= 1.15x floor, own CPU <= 1.2x floor). */
@@ -960,7 +956,7 @@ function printSummary(sections: Record<string, unknown>, out: string, seconds: n
     for (const mode of MODES) {
       const m = r.modes[mode];
       lines.push(
-        `${name.padEnd(14)} ${mode.padEnd(8)} ${m.latencyMs.p50.toFixed(2).padStart(8)} ${m.latencyMs.p95.toFixed(2).padStart(8)} ${m.throughputRps.toFixed(1).padStart(8)} ${m.cpuMsPerRequest.toFixed(3).padStart(11)} ${(mode === 'direct' ? '' : m.ownCpuMsPerRequest.toFixed(3)).padStart(15)} ${(m.gcMsPerRequest ?? NaN).toFixed(3).padStart(10)} ${(m.ehrCpuMsPerRequest ?? NaN).toFixed(3).padStart(15)} ${(m.ehrGcMsPerRequest ?? NaN).toFixed(3).padStart(14)}`,
+        `${name.padEnd(14)} ${mode.padEnd(8)} ${m.latencyMs.p50.toFixed(2).padStart(8)} ${m.latencyMs.p95.toFixed(2).padStart(8)} ${m.throughputRps.toFixed(1).padStart(8)} ${m.cpuMsPerRequest.toFixed(3).padStart(11)} ${(mode === 'direct' ? '' : m.ownCpuMsPerRequest.toFixed(3)).padStart(15)} ${m.gcMsPerRequest.toFixed(3).padStart(10)} ${m.ehrCpuMsPerRequest.toFixed(3).padStart(15)} ${m.ehrGcMsPerRequest.toFixed(3).padStart(14)}`,
       );
     }
     const f = r.ratios.toFloor;

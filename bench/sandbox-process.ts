@@ -104,12 +104,18 @@ export async function startSandboxProcess(options: SandboxProcessOptions): Promi
   };
 }
 
+/** Starts summing this process's GC pauses (the `gc` performance entries); the meter reads the total so far, in ms. */
+export function gcPauseMeter(): () => number {
+  let total = 0;
+  new PerformanceObserver((list) => {
+    for (const entry of list.getEntries()) total += entry.duration;
+  }).observe({ entryTypes: ['gc'] });
+  return () => total;
+}
+
 async function runChild(): Promise<void> {
   const options = JSON.parse(process.argv[2] ?? '{}') as SandboxProcessOptions;
-  let gcMs = 0;
-  new PerformanceObserver((list) => {
-    for (const entry of list.getEntries()) gcMs += entry.duration;
-  }).observe({ entryTypes: ['gc'] });
+  const gcMs = gcPauseMeter();
   const { startSandbox } = await import('../local/sandbox/index.js');
   const sandbox = await startSandbox({ port: 0, ...options });
   const send = (message: unknown) => process.send!(message);
@@ -117,7 +123,7 @@ async function runChild(): Promise<void> {
     try {
       if (message.op === 'usage') {
         const cpu = process.cpuUsage();
-        send({ id: message.id, result: { cpuUs: cpu.user + cpu.system, gcMs } });
+        send({ id: message.id, result: { cpuUs: cpu.user + cpu.system, gcMs: gcMs() } });
       } else if (message.op === 'faults') {
         const faults = sandbox.faults as Record<string, unknown>;
         for (const [name, value] of Object.entries(message.patch ?? {})) {
