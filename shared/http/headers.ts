@@ -23,28 +23,27 @@ export function requestHeaders(event: EventHeaders): Record<string, string[]> {
   // No prototype: a header the client names `__proto__` (a valid header name) is one more entry,
   // not the map's prototype or a crash.
   const out = Object.create(null) as Record<string, string[]>;
+  const add = (name: string, values: readonly string[]) => {
+    const key = headerKey(name);
+    const list = out[key];
+    if (list === undefined) out[key] = [...values];
+    else list.push(...values);
+  };
   let any = false;
   const multi = event.multiValueHeaders;
   if (multi) {
     for (const name of Object.keys(multi)) {
       const values = multi[name];
       if (!values || values.length === 0) continue;
-      const key = headerKey(name);
-      const list = out[key];
-      if (list === undefined) out[key] = [...values];
-      else list.push(...values);
+      add(name, values);
       any = true;
     }
   }
-  if (!any && event.headers) {
-    const single = event.headers;
+  const single = event.headers;
+  if (!any && single) {
     for (const name of Object.keys(single)) {
       const value = single[name];
-      if (value === undefined) continue;
-      const key = headerKey(name);
-      const list = out[key];
-      if (list === undefined) out[key] = [value];
-      else list.push(value);
+      if (value !== undefined) add(name, [value]);
     }
   }
   return out;
