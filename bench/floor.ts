@@ -16,9 +16,19 @@ import type { AddressInfo } from 'node:net';
 import { GetItemCommand, PutItemCommand, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { TABLE } from '../shared/adapters/table.js';
 
+/**
+ * How long both servers the bench client talks to (the floor and the local API) keep an idle client
+ * connection. The bench sets the same figure on the local API's server: with Node's default there
+ * (5 s, which the client reads as about 3 s) and 30 s here, the product's connections closed between
+ * rounds and every round paid new connections (TCP connect, a `localhost` lookup) the floor did not.
+ */
+export const CLIENT_KEEP_ALIVE_MS = 30_000;
+
 export interface FloorProxy {
   /** `{url}/{sessionId}/fhir` is the FHIR base of the one session the floor knows. */
   readonly url: string;
+  /** Client connections the floor has accepted so far. */
+  readonly connections: () => number;
   readonly sessionId: string;
   readonly cookie: string;
   close(): Promise<void>;
@@ -82,13 +92,18 @@ export async function startFloorProxy(options: {
       res.end(body);
     })().catch((error: unknown) => end(res, 502, String(error)));
   });
-  server.keepAliveTimeout = 30_000;
+  server.keepAliveTimeout = CLIENT_KEEP_ALIVE_MS;
+  let connections = 0;
+  server.on('connection', () => {
+    connections++;
+  });
   await new Promise<void>((listening) => server.listen(0, '127.0.0.1', listening));
   base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   return {
     url: base,
     sessionId,
     cookie: `floor=${binding}`,
+    connections: () => connections,
     async close() {
       server.closeAllConnections();
       await new Promise<void>((done) => server.close(() => done()));

@@ -28,15 +28,15 @@
  */
 import { closeSync, openSync, writeSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { cpus, tmpdir } from 'node:os';
+import { cpus, loadavg, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
-import { createServer as createHttpServer } from 'node:http';
+import { createServer as createHttpServer, type Server } from 'node:http';
 import type { LocalStack } from '../local/stack.js';
 import type { SessionStore } from '../shared/core/ports.js';
 import type { CoreDeps } from '../shared/core/deps.js';
-import { startFloorProxy, type FloorProxy } from './floor.js';
+import { CLIENT_KEEP_ALIVE_MS, startFloorProxy, type FloorProxy } from './floor.js';
 import { gcPauseMeter, startSandboxProcess, type SandboxProcess } from './sandbox-process.js';
 import { costModel, costTable, type CostModel } from './cost.js';
 import { coldStart } from './cold-start.js';
@@ -119,6 +119,8 @@ export interface BenchContext {
   readonly floor: { readonly fhirBaseUrl: string; readonly cookie: string };
   /** Session-store calls the API made since the run started, by method, and `ms` spent in them (live counters). */
   readonly storeCalls: Readonly<Record<string, number>>;
+  /** Client connections each proxy has accepted so far (live counters; the product's: its FHIR requests' sockets). */
+  readonly connections: { floor(): number; product(): number };
   readonly options: Options;
 }
 
@@ -241,6 +243,27 @@ function countStoreCalls(store: SessionStore): Record<string, number> {
 const isOk = (what: string) => (status: number, body: Buffer) => {
   if (status !== 200) throw new Error(`${what} answered ${status}: ${body.subarray(0, 300).toString()}`);
 };
+
+/**
+ * Gives the local API's server the floor's keep-alive time (bench/floor.ts, `CLIENT_KEEP_ALIVE_MS`), so
+ * the client keeps its connections to both proxies alike, and counts the client connections its FHIR
+ * requests came on (the floor counts its own). Answers that count.
+ */
+function sameKeepAlive(stack: LocalStack): () => number {
+  const sockets = new WeakSet<object>();
+  let connections = 0;
+  const track = stack.requestsInFlight.track.bind(stack.requestsInFlight);
+  stack.requestsInFlight.track = (req, res) => {
+    const server = (req.socket as { server?: Server }).server;
+    if (server && server.keepAliveTimeout !== CLIENT_KEEP_ALIVE_MS) server.keepAliveTimeout = CLIENT_KEEP_ALIVE_MS;
+    if (req.url?.includes('/fhir/') && !sockets.has(req.socket)) {
+      sockets.add(req.socket);
+      connections++;
+    }
+    track(req, res);
+  };
+  return () => connections;
+}
 
 type Mode = 'direct' | 'floor' | 'product';
 const MODES: readonly Mode[] = ['direct', 'floor', 'product'];
@@ -411,6 +434,7 @@ const proxyOverhead: BenchSection = {
       };
       for (const concurrency of [...new Set([1, context.options.concurrency])]) {
         const storeBefore = { ...context.storeCalls };
+        const connectionsBefore = { floor: context.connections.floor(), product: context.connections.product() };
         const measured = await measureModes(context.sandbox, scenario, targets, concurrency, context.options.iterations, undefined, context.options.modes);
         const productRequests = requestsPerMode(context.options.iterations, concurrency);
         const storeDuring = Object.fromEntries(
@@ -424,6 +448,8 @@ const proxyOverhead: BenchSection = {
           // Where the overhead goes: the session-store read every proxied request makes (dynalite here, DynamoDB in AWS).
           sessionStoreCallsPerProxiedRequest: Object.fromEntries(Object.entries(storeDuring).filter(([name, v]) => name !== 'ms' && v > 0)),
           sessionStoreMsPerProxiedRequest: storeDuring.ms ?? 0,
+          // New client connections each proxy accepted during the case (the same keep-alive on both: ideally `concurrency` or fewer).
+          clientConnections: { floor: context.connections.floor() - connectionsBefore.floor, product: context.connections.product() - connectionsBefore.product },
         };
       }
     }
@@ -827,6 +853,7 @@ async function main(): Promise<void> {
     if (stack.apiUrl !== apiUrl) throw new Error(`the API listens at ${stack.apiUrl}, not ${apiUrl}`);
     const patient = sandbox.patients[0]!.id;
     const storeCalls = countStoreCalls(stack.deps.store);
+    const productConnections = sameKeepAlive(stack);
     const accessToken = await directToken(sandbox, patient);
     floor = await startFloorProxy({ client: stack.dynamo.client, tableName: stack.dynamo.tableName, upstreamBase: sandbox.fhirBaseUrl, accessToken });
     const context: BenchContext = {
@@ -837,6 +864,7 @@ async function main(): Promise<void> {
       direct: { fhirBaseUrl: sandbox.fhirBaseUrl, accessToken },
       floor: { fhirBaseUrl: `${floor.url}/${floor.sessionId}/fhir`, cookie: floor.cookie },
       storeCalls,
+      connections: { floor: (floor as FloorProxy).connections, product: productConnections },
       options,
     };
     const sections: Record<string, unknown> = {};
@@ -846,7 +874,7 @@ async function main(): Promise<void> {
       if (wanted('coldStart')) sections.coldStart = await coldStart(resolve(dirname(fileURLToPath(import.meta.url)), '..'), dirname(options.out), options.coldRuns);
       await restoreLogs();
       const previousPartial = await readPrevious(options.out);
-      await writeFile(options.out, `${JSON.stringify({ generatedAt: new Date().toISOString(), partial: options.sections, modes: options.modes, sections }, null, 2)}\n`);
+      await writeFile(options.out, `${JSON.stringify({ generatedAt: new Date().toISOString(), partial: options.sections, modes: options.modes, machineLoad: machineLoad(), sections }, null, 2)}\n`);
       printSummary(sections, options.out, Math.round((performance.now() - started) / 100) / 10, previousPartial);
       return;
     }
@@ -868,7 +896,7 @@ async function main(): Promise<void> {
     });
     const report = {
       generatedAt: new Date().toISOString(),
-      environment: { node: process.version, platform: `${process.platform}/${process.arch}`, cpus: cpus().length },
+      environment: { node: process.version, platform: `${process.platform}/${process.arch}`, cpus: cpus().length, machineLoad: machineLoad() },
       setup:
         'local stack (same handlers as Lambda, streaming FHIR proxy) + floor proxy (bench/floor.ts) + dynalite + client in the bench process, sandbox EHR in a child process; same fetch client, same server, same data; direct, floor and product alternating; CPU = process.cpuUsage() of the bench process, own CPU = minus the direct mode; EHR CPU and GC of both processes reported apart',
       options: { iterations: options.iterations, concurrency: options.concurrency, throughputRequests: options.throughputRequests },
@@ -939,6 +967,10 @@ function deltas(previous: { generatedAt?: string; sections?: Record<string, unkn
   return lines;
 }
 
+/** The machine's load averages (1, 5, 15 min) when the run started: other work on the machine moves every figure. */
+const loadAtStart = loadavg();
+const machineLoad = () => ({ cpus: cpus().length, loadAverageAtStart: loadAtStart.map((v) => Math.round(v * 100) / 100), loadAverageAtEnd: loadavg().map((v) => Math.round(v * 100) / 100) });
+
 function printSummary(sections: Record<string, unknown>, out: string, seconds: number, previous?: { generatedAt?: string; sections?: Record<string, unknown> }): void {
   const overhead = sections.proxyOverhead as Record<
     string,
@@ -947,6 +979,7 @@ function printSummary(sections: Record<string, unknown>, out: string, seconds: n
       ratios: ReturnType<typeof ratiosOf>;
       sessionStoreCallsPerProxiedRequest: Record<string, number>;
       sessionStoreMsPerProxiedRequest: number;
+      clientConnections?: { floor: number; product: number };
     }
   > | undefined;
   const overheadCases = overhead ?? {};
@@ -965,7 +998,7 @@ function printSummary(sections: Record<string, unknown>, out: string, seconds: n
       `${''.padEnd(14)} product/floor: p50 ${f.p50.toFixed(2)}x (goal <= 1.15: ${r.ratios.goals.p50Within1_15xFloor ? 'met' : 'NOT met'}), p95 ${f.p95.toFixed(2)}x, req/s ${f.throughput.toFixed(2)}x, own cpu ${f.ownCpu.toFixed(2)}x (goal <= 1.2: ${r.ratios.goals.ownCpuWithin1_2xFloor ? 'met' : 'NOT met'})`,
       `${''.padEnd(14)} own cpu product/floor round by round (${r.ratios.ownCpuToFloorByRound.rounds} rounds): min ${r.ratios.ownCpuToFloorByRound.min.toFixed(2)}x, median ${r.ratios.ownCpuToFloorByRound.median.toFixed(2)}x, max ${r.ratios.ownCpuToFloorByRound.max.toFixed(2)}x`,
       `${''.padEnd(14)} product/direct: p50 ${d.p50.toFixed(2)}x, p95 ${d.p95.toFixed(2)}x, req/s ${d.throughput.toFixed(2)}x; floor/direct p50 ${r.ratios.floorToDirect.p50.toFixed(2)}x`,
-      `${''.padEnd(14)} per proxied request: session-store calls ${JSON.stringify(r.sessionStoreCallsPerProxiedRequest)}, ${r.sessionStoreMsPerProxiedRequest.toFixed(2)} ms in the store`,
+      `${''.padEnd(14)} per proxied request: session-store calls ${JSON.stringify(r.sessionStoreCallsPerProxiedRequest)}, ${r.sessionStoreMsPerProxiedRequest.toFixed(2)} ms in the store${r.clientConnections ? `; new client connections: floor ${r.clientConnections.floor}, product ${r.clientConnections.product}` : ''}`,
     );
   }
   lines.push('', ...deltas(previous, sections));
@@ -1035,6 +1068,8 @@ function printSummary(sections: Record<string, unknown>, out: string, seconds: n
   }
   const cost = sections.costModel as CostModel | undefined;
   if (cost) lines.push('', `Cost model (prices as of ${cost.prices.asOf}; assumptions in the JSON)`, costTable(cost));
+  const load = machineLoad();
+  lines.push('', `machine load (1/5/15 min) at start ${load.loadAverageAtStart.join('/')}, at end ${load.loadAverageAtEnd.join('/')}, on ${load.cpus} cores`);
   lines.push('', `written to ${out} (${seconds} s)`);
   process.stdout.write(`${lines.join('\n')}\n`);
 }
