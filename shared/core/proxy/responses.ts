@@ -1,5 +1,6 @@
 import { SmartError } from '../errors.js';
 import type { InteractionKind } from './interactions.js';
+import { scanBundle } from './bundle-scan.js';
 import { DECODED_CODINGS } from './requests.js';
 
 /*
@@ -170,15 +171,16 @@ export async function readBody(response: Response, limit: number): Promise<Uint8
 /**
  * Rewrites a JSON Bundle's URLs; any other body passes byte for byte.
  *
- * The Bundle is parsed (to know it is one, and which strings are `link[].url` and `entry[].fullUrl`
- * values under the base), but not re-serialised when the bytes allow an exact splice: when no string
- * of the answer uses a `\u` or `\/` escape, every JSON string value starting with the base appears in the
+ * What is rewritten is decided on the Bundle as JSON (its `link[].url` and `entry[].fullUrl` values
+ * under the base), but the Bundle is not re-serialised when the bytes allow an exact splice: when no
+ * string of the answer uses a `\u` or `\/` escape, every JSON string value starting with the base appears in the
  * bytes as `"` + base (a quote not itself escaped). If those occurrences are exactly as many as the
  * values to rewrite, they are those values (each target shows verbatim, so a count that matches leaves
  * no room for another string), and replacing the base in each one gives the same JSON
  * value as rewriting the parsed Bundle, in the EHR's own formatting, without serialising the whole
- * Bundle again. Otherwise (escapes, the base in other strings or in keys) the parsed
- * Bundle is rewritten and serialised as before.
+ * Bundle again. The values to rewrite are then counted by a walk over the bytes (`scanBundle`, which
+ * builds nothing), not by parsing. Otherwise (escapes, the base in other strings or in keys, keys the
+ * walk would have to guess about) the Bundle is parsed, and rewritten and serialised as before.
  */
 export function rewriteBody(bytes: Uint8Array, contentType: string | undefined, upstreamBase: string, proxyBase: string): Uint8Array {
   if (bytes.length === 0 || !JSON_RESPONSE.test(contentType ?? '')) return bytes;
@@ -189,6 +191,20 @@ export function rewriteBody(bytes: Uint8Array, contentType: string | undefined, 
   // Only a Bundle is rewritten, and its `resourceType` value shows as the bytes `"Bundle"` unless
   // spelled with a `\u` escape: an answer with neither (a resource read) is passed on unparsed.
   if (!buffer.includes('"Bundle"') && !buffer.includes('\\u')) return bytes;
+  const prefix = `${base}/`;
+  // Only `\/` and `\u` escapes could spell a character of a plain base: with neither present, every
+  // string starting with the base shows it verbatim.
+  const spliceable = PLAIN_BASE.test(prefix) && PLAIN_BASE.test(proxyBase) && !buffer.includes('\\u') && !buffer.includes('\\/');
+  let scanned = false;
+  if (spliceable) {
+    const scan = scanBundle(buffer, Buffer.from(prefix, 'utf8'));
+    if (scan !== undefined && scan !== 'invalid') {
+      if (!scan.bundle) return bytes;
+      const spliced = spliceBundleUrls(buffer, scan.targets, prefix, proxyBase);
+      if (spliced !== undefined) return spliced;
+      scanned = true;
+    }
+  }
   let parsed: unknown;
   try {
     parsed = JSON.parse(buffer.toString('utf8'));
@@ -196,26 +212,32 @@ export function rewriteBody(bytes: Uint8Array, contentType: string | undefined, 
     return bytes; // Not JSON after all: pass the bytes through untouched.
   }
   if (!isBundle(parsed)) return bytes;
-  const spliced = spliceBundleUrls(buffer, parsed, base, proxyBase);
-  if (spliced !== undefined) return spliced;
+  if (spliceable && !scanned) {
+    const spliced = spliceBundleUrls(buffer, targetsOf(parsed, prefix), prefix, proxyBase);
+    if (spliced !== undefined) return spliced;
+  }
   rewriteBundleUrls(parsed, upstreamBase, proxyBase);
   return new Uint8Array(Buffer.from(JSON.stringify(parsed), 'utf8'));
 }
 
-/** Characters a base URL may hold for the splice to be exact: none that JSON escapes. */
-const PLAIN_BASE = /^[\x21\x23-\x5b\x5d-\x7e]+$/;
-
-/** The splice of `rewriteBody`, or `undefined` when it would not be exactly the parsed rewrite. */
-function spliceBundleUrls(buffer: Buffer, bundle: Bundle, base: string, proxyBase: string): Uint8Array | undefined {
-  const prefix = `${base}/`;
-  // Only `\/` and `\u` escapes could spell a character of a plain base: with neither present, every
-  // string starting with the base shows it verbatim.
-  if (!PLAIN_BASE.test(prefix) || !PLAIN_BASE.test(proxyBase) || buffer.includes('\\u') || buffer.includes('\\/')) return undefined;
+/** The `link[].url` and `entry[].fullUrl` values of a parsed Bundle that start with `prefix`. */
+function targetsOf(bundle: Bundle, prefix: string): number {
   let targets = 0;
   for (const link of Array.isArray(bundle.link) ? bundle.link : []) if (link && typeof link === 'object' && typeof link.url === 'string' && link.url.startsWith(prefix)) targets++;
   for (const entry of Array.isArray(bundle.entry) ? bundle.entry : []) {
     if (entry && typeof entry === 'object' && typeof entry.fullUrl === 'string' && entry.fullUrl.startsWith(prefix)) targets++;
   }
+  return targets;
+}
+
+/** Characters a base URL may hold for the splice to be exact: none that JSON escapes. */
+const PLAIN_BASE = /^[\x21\x23-\x5b\x5d-\x7e]+$/;
+
+/**
+ * The splice of `rewriteBody`: `"` + `prefix` replaced at each string start that has it, when those are
+ * exactly `targets` (the Bundle's values to rewrite); `undefined` when they are not.
+ */
+function spliceBundleUrls(buffer: Buffer, targets: number, prefix: string, proxyBase: string): Uint8Array | undefined {
   const needle = Buffer.from(`"${prefix}`, 'utf8');
   const at: number[] = [];
   for (let i = buffer.indexOf(needle); i >= 0; i = buffer.indexOf(needle, i + needle.length)) {
