@@ -43,7 +43,7 @@ export function newContext(browser: Browser, options: BrowserContextOptions = {}
 /**
  * How long a page may take to show what is expected: generous, as the machine may be busy. Every poll
  * is a round trip through the protocol into the page's renderer, paid in CPU by node and Chromium
- * alike, and more of them the busier the machine: polling sdk.test.ts every 400 ms instead of 100 ms
+ * alike, and more of them the busier the machine: polling the SDK's tests every 400 ms instead of 100 ms
  * saved about 1.5 s of CPU. 250 ms keeps most of that for at most 150 ms more wait per check.
  */
 export const PAGE_SHOWS = { timeout: 20_000, interval: 250 };
@@ -59,7 +59,7 @@ export const PAGE_SHOWS = { timeout: 20_000, interval: 250 };
  *
  * `--in-process-gpu`: with `--disable-gpu` the GPU process only runs the software display compositor
  * that draws every frame and screenshot; as a thread of the browser process it does the same work
- * without a process of its own and the hand-offs between the two (sdk.test.ts, Chromium's CPU in two
+ * without a process of its own and the hand-offs between the two (the SDK's tests, Chromium's CPU in two
  * interleaved pairs: 17.3 s without, 15.8 s with, both times).
  */
 const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-quic', '--no-first-run', '--disable-component-update', '--disable-sync', '--renderer-process-limit=1', '--in-process-gpu'];
@@ -114,7 +114,8 @@ let launched: Promise<Browser> | undefined;
 /**
  * The worker's one Chromium, launched on first use. The stack project shares one module registry per
  * worker, so every browser file the worker runs gets the same browser; each test opens its own
- * context (its own cookies and storage), and `releaseBrowser` closes them when the file ends.
+ * context (its own cookies and storage), and `releaseBrowser` closes them when the file (or a section
+ * of browser.test.ts) ends.
  * Playwright stops the browser when the worker process exits.
  */
 export async function sharedBrowser(): Promise<Browser> {
@@ -131,7 +132,7 @@ export async function sharedBrowser(): Promise<Browser> {
   return launched;
 }
 
-/** Closes every context the file left open (files run one at a time in a worker), keeping the browser. */
+/** Closes every context the file or section left open (files run one at a time in a worker), keeping the browser. */
 export async function releaseBrowser(browser: Browser | undefined): Promise<void> {
   if (!browser) return;
   await Promise.all(browser.contexts().map((context) => context.close().catch(() => undefined)));

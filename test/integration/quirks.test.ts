@@ -142,7 +142,7 @@ describe('sandbox quirks: what smart-launch does with them', () => {
     expect(context.encounter).toBeUndefined();
     expect(context.fhirUser).toBeTruthy();
     const app = await fetch(new URL('app.js', fixture.stack.appUrl));
-    // What the app shows for it (clicked through in Chromium by test/browser/quirks.test.ts).
+    // What the app shows for it (clicked through in Chromium by test/browser/browser.test.ts).
     expect(await app.text()).toContain('This launch has no patient in context.');
   });
 
