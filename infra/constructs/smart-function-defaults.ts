@@ -24,7 +24,7 @@ export interface FunctionSizing {
 /**
  * Every function may run at least as long as API Gateway waits for it (29 s, `DEFAULT_INTEGRATION_TIMEOUT_SECONDS`)
  * plus a second: the handlers plan their upstream calls against the earlier of the two deadlines
- * (`functions/deadline.ts`) and answer a clear 503/504 before either, so Lambda never cuts them off
+ * (`shared/runtime/deadline.ts`) and answer a clear 503/504 before either, so Lambda never cuts them off
  * (which would answer a bare 502 and leave a refresh lease held). The FHIR proxy also needs the time
  * to stream its largest answer after the first byte: see `streamingCapBytes`.
  */

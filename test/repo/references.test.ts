@@ -5,7 +5,7 @@ import { idsIn } from '../../tools/conformance.js';
 import { ROOT } from './import-graph.js';
 
 /*
- * Every reference in the repository resolves inside it: cited documents exist, requirement ids are
+ * Every reference in the repository resolves inside it: cited documents and source or test files exist, requirement ids are
  * rows of docs/conformance.md, "invariant N" and "docs/design.md §N" exist in docs/design.md, and
  * nothing points at development tracking ("issue" numbers) or at documents kept elsewhere.
  */
@@ -49,6 +49,10 @@ const ISSUE = new RegExp('\\b(?:issue|ticket)s?\\s*#\\s*\\d+', 'i');
 // A numbered note of a document kept elsewhere ("Gotcha N", "point N of ..."): say the thing itself instead.
 const NUMBERED_NOTE = new RegExp('\\b(?:gotcha|point)\\s*#?\\s*\\d+\\b', 'i');
 
+const TOP_FOLDERS = ['bench', 'cli', 'docs', 'functions', 'infra', 'local', 'sdk', 'shared', 'test', 'tools'];
+/** A path under a top-level folder to a TypeScript, Markdown or JSON file (served `.js` URLs are not files). */
+const REPO_PATH = new RegExp(`(?<![\\w./-])(?:${TOP_FOLDERS.join('|')})/[A-Za-z0-9_./-]*[A-Za-z0-9_-]\\.(?:ts|mts|md|json)\\b`, 'g');
+
 /** What a file's text cites that does not resolve inside the repository. */
 export function findDangling(file: string, text: string): Finding[] {
   const findings: Finding[] = [];
@@ -65,6 +69,11 @@ export function findDangling(file: string, text: string): Finding[] {
       const cited = match[0];
       const candidates = [resolve(ROOT, dirname(file), cited), resolve(ROOT, cited)];
       if (!candidates.some((c) => existsSync(c)) && !basenames.has(basename(cited))) at(`cites ${cited}, which is not in the repository`);
+    }
+    // A source, test or document path from the top of the repository (`test/core/proxy.test.ts`,
+    // `shared/runtime/deadline.ts`), as docs and comments name the code that proves or does a thing.
+    for (const match of line.matchAll(REPO_PATH)) {
+      if (!existsSync(resolve(ROOT, match[0]))) at(`cites ${match[0]}, which is not in the repository`);
     }
     for (const id of idsIn(line)) if (!knownIds.has(id)) at(`cites ${id}, which is not a row of docs/conformance.md`);
     for (const match of line.matchAll(/\binvariants?\s+(\d+(?:\s*(?:,|and|&|\/)\s*\d+)*)/gi)) {
@@ -102,14 +111,16 @@ describe('references resolve inside the repository', () => {
       'covers SMART-AUTHZ-' + '99',
       'keeps invariant ' + '12',
       'budgets: docs/design.md §' + '9',
+      'proved by test/browser/gone' + '.test.ts',
       // These resolve:
       'see docs/design.md §5 and [the table](conformance.md#registration) and infra/README.md',
       'SMART-AUTHZ-07, SMART-FHIR-01/03 and invariant 8; https://example.org/elsewhere.md',
       'STACK_OPTIONS_SUFFIX, SMART_STYLE',
+      'see shared/runtime/deadline.ts and test/repo/references.test.ts; sdk/dist/index.js is built',
     ].join('\n');
 
     const found = [...new Set(findDangling('docs/design.md', sample).map((f) => f.line))];
 
-    expect(found).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    expect(found).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
   });
 });
