@@ -1,4 +1,5 @@
 import { existsSync, readdirSync, statSync } from 'node:fs';
+import type { Plugin, TransformResult } from 'vite';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { defineConfig } from 'vitest/config';
@@ -76,6 +77,56 @@ function testFilesIn(folders: readonly string[]): string[] {
 const stackFiles = testFilesIn(STACK_FOLDERS).filter((file) => !WITH_INFRA.includes(file));
 const infraFiles = [...testFilesIn(INFRA_FOLDERS), ...WITH_INFRA, ...WITH_SYNTH].sort();
 
+/**
+ * Each project has its own Vite server, and each server transformed every source file it served:
+ * shared/, functions/ and the test helpers, which most projects import, went through the TypeScript
+ * and SSR transforms once per project in the main process. This keeps one result per file for the
+ * whole run and hands each server a copy, which it records in its own module graph as if it had done
+ * the work itself. Every project runs the same plugins on the same sources, so the result is the
+ * same; a file is only shared while its modification time is unchanged (watch mode).
+ */
+const TRANSFORMS = Symbol.for('smart-launch.vitest.transforms');
+function transformOncePerRun(): Plugin {
+  // On globalThis: vitest evaluates this file more than once (the root and the projects extending it).
+  const store = globalThis as { [TRANSFORMS]?: Map<string, { mtimeMs: number; result: Promise<TransformResult | null> }> };
+  const results = (store[TRANSFORMS] ??= new Map());
+  const mtimeOf = (file: string) => {
+    try {
+      return statSync(file).mtimeMs;
+    } catch {
+      return undefined;
+    }
+  };
+  return {
+    name: 'smart-launch:transform-once-per-run',
+    configureServer(server) {
+      const environment = server.environments.ssr;
+      const transform = environment.transformRequest.bind(environment);
+      environment.transformRequest = async (url: string) => {
+        const mod = await environment.moduleGraph.ensureEntryFromUrl(url);
+        const { file, id } = mod;
+        if (mod.transformResult || !file || !id || !file.startsWith(ROOT) || file.includes('/node_modules/') || !/\.[cm]?ts$/.test(file)) return transform(url);
+        const mtimeMs = mtimeOf(file);
+        if (mtimeMs === undefined) return transform(url);
+        const known = results.get(id);
+        if (known === undefined || known.mtimeMs !== mtimeMs) {
+          const result = transform(url);
+          results.set(id, { mtimeMs, result });
+          result.catch(() => results.delete(id));
+          return result;
+        }
+        const shared = await known.result.catch(() => null);
+        if (shared === null || mod.transformResult) return transform(url);
+        // A copy of the fields Vite records (vitest adds its own to the recorded object, per project).
+        const { code, map, etag, deps, dynamicDeps } = shared;
+        const copy: TransformResult = { code, map, etag, deps, dynamicDeps };
+        environment.moduleGraph.updateModuleTransformResult(mod, copy);
+        return copy;
+      };
+    },
+  };
+}
+
 /** The file that starts the run's one synth (test/infra/shared-synth.ts) and waits for it. */
 const SYNTH_TEST = 'test/infra/synth.test.ts';
 
@@ -108,6 +159,7 @@ class SynthFirstSequencer extends BaseSequencer {
 }
 
 export default defineConfig({
+  plugins: [transformOncePerRun()],
   test: {
     setupFiles: ['test/setup.ts'],
     sequence: { sequencer: SynthFirstSequencer },

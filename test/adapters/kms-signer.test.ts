@@ -1,5 +1,5 @@
 import 'aws-sdk-client-mock-vitest/extend';
-import { generateKeyPairSync, sign, verify, type KeyObject } from 'node:crypto';
+import { createPublicKey, generateKeyPairSync, sign, verify, type KeyObject } from 'node:crypto';
 import { GetPublicKeyCommand, KMSClient, KMSInternalException, SignCommand, type SignCommandInput } from '@aws-sdk/client-kms';
 import { mockClient } from 'aws-sdk-client-mock';
 import { calculateJwkThumbprint, createLocalJWKSet, decodeProtectedHeader, jwtVerify, type JWK } from 'jose';
@@ -35,14 +35,21 @@ function derSignature(joseSignature: Uint8Array): Uint8Array {
 const p384 = generateKeyPairSync('ec', { namedCurve: 'P-384' });
 const data = Buffer.from('eyJhbGciOiJFUzM4NCJ9.eyJzdWIiOiJ4In0');
 
-/** P-384 signatures (JOSE form) until one matches `wanted`: r or s with the high bit set, or starting with a zero octet. */
-function p1363Where(wanted: (r: Uint8Array, s: Uint8Array) => boolean): Uint8Array {
-  for (let i = 0; i < 20_000; i += 1) {
-    const signature = new Uint8Array(sign('sha384', data, { key: p384.privateKey, dsaEncoding: 'ieee-p1363' }));
-    if (wanted(signature.subarray(0, 48), signature.subarray(48))) return signature;
-  }
-  throw new Error('no such signature in 20000 tries');
-}
+/**
+ * Known P-384 signatures (JOSE form, r || s) of `data` under `signedBy`, one per shape DER encodes
+ * differently. Found once by signing until one matched (a zero first octet turns up once in 256
+ * signatures); each case below checks again that its vector has its shape and verifies.
+ */
+const signedBy = createPublicKey({
+  key: { kty: 'EC', crv: 'P-384', x: 'ZVvwYgkEDynEiI0MWQ5inL9Tk39JwOzDpDGdLN3T0PyFC_yxpVDxtamTWeVfpKpg', y: 'ITUHb32veDdtiISkBeKamNpDAfM5jm69PDJ9vOEAtWH-6P7t5bUZMGtTht3mqi2W' },
+  format: 'jwk',
+});
+const KNOWN = {
+  rHighBit: 'ee0c4e39a886d35b1fd2cbe63acc204a8db34196d79e98ee58c025c474814065ab549d953e44af89ade8b6f9bbda4c31a23675534b83ccee016b11368b15ab1bbd8524b8f0278c2864c59b0b592df96d9c51362f27598ff6b8410eb8996105ef',
+  sHighBit: '4298e628580f1a35981d09bbd0b644e15954acace63d42a9176306ed460ccb34fc4db3051d58d7e1d204204e2ea78f2a8f80208d41d1eb33bf9ad3f5fa7d08d6da7508ee9ea0b4345c74486876d71f48cbb53b487543bc356a62f6425b314ea4',
+  rShort: '004a42d732cf4eb33414b37da67684a5dd2f5c340a886481eafd09a5b68b44174622afa4ba1211288f3f7e422327069de7b0f0eb814042809b871bee1288ca3a6c52949a1954fdbf897f83fc717265e6cb7212b2756630e65ce6194b25e7667d',
+  sShort: '3d974fff696df4b7c16bf5f0197e3a0346f8ae736d9da676253a28155693dd635b65cd754dda1001c933fbc117bb5e240009b7d59c181ddb31490eb5fe92a68935cd96b1101fa8c1d75f7099388c07a37b5299cdc2f17d8b43e59b2417c2abd2',
+};
 
 describe('derToJoseSignature (AWS-06: KMS answers DER, JWS needs r || s)', () => {
   it('turns node\'s DER signature into the 96-byte r || s that verifies as ieee-p1363', () => {
@@ -55,15 +62,18 @@ describe('derToJoseSignature (AWS-06: KMS answers DER, JWS needs r || s)', () =>
   });
 
   it.each([
-    ['r has its high bit set (DER adds a 0x00 pad octet)', (r: Uint8Array) => ((r[0] as number) & 0x80) !== 0],
-    ['s has its high bit set (DER adds a 0x00 pad octet)', (_r: Uint8Array, s: Uint8Array) => ((s[0] as number) & 0x80) !== 0],
-    ['r is shorter than 48 octets (DER drops the leading zero)', (r: Uint8Array) => r[0] === 0],
-    ['s is shorter than 48 octets (DER drops the leading zero)', (_r: Uint8Array, s: Uint8Array) => s[0] === 0],
-  ])('matches the known ieee-p1363 signature exactly when %s', (_case, wanted) => {
-    // Arrange: a known r || s, and its DER form (checked valid by node's own verifier).
-    const known = p1363Where(wanted);
+    ['r has its high bit set (DER adds a 0x00 pad octet)', KNOWN.rHighBit, (r: Uint8Array) => ((r[0] as number) & 0x80) !== 0],
+    ['s has its high bit set (DER adds a 0x00 pad octet)', KNOWN.sHighBit, (_r: Uint8Array, s: Uint8Array) => ((s[0] as number) & 0x80) !== 0],
+    ['r is shorter than 48 octets (DER drops the leading zero)', KNOWN.rShort, (r: Uint8Array) => r[0] === 0],
+    ['s is shorter than 48 octets (DER drops the leading zero)', KNOWN.sShort, (_r: Uint8Array, s: Uint8Array) => s[0] === 0],
+  ])('matches the known ieee-p1363 signature exactly when %s', (_case, hex, shape) => {
+    // Arrange: a known r || s of that shape, and its DER form (checked valid by node's own verifier).
+    const known = new Uint8Array(Buffer.from(hex, 'hex'));
+    expect(known).toHaveLength(96);
+    expect(shape(known.subarray(0, 48), known.subarray(48))).toBe(true);
+    expect(verify('sha384', data, { key: signedBy, dsaEncoding: 'ieee-p1363' }, known)).toBe(true);
     const der = derSignature(known);
-    expect(verify('sha384', data, { key: p384.publicKey, dsaEncoding: 'der' }, der)).toBe(true);
+    expect(verify('sha384', data, { key: signedBy, dsaEncoding: 'der' }, der)).toBe(true);
     // Act + Assert
     expect(Buffer.from(derToJoseSignature(der)).toString('hex')).toBe(Buffer.from(known).toString('hex'));
   });
