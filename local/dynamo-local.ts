@@ -20,7 +20,7 @@ export interface LocalDynamo {
    */
   readonly client: DynamoDBClient;
   readonly tableName: string;
-  /** Stops the server and closes the store; the data stays on disk for the next start. */
+  /** Stops the server and closes the store; the data stays on disk for the next start (unless `inMemory`). */
   close(): Promise<void>;
 }
 
@@ -29,6 +29,12 @@ export interface LocalDynamoOptions {
   readonly dataDir: string;
   /** Loopback port; an ephemeral one when absent. */
   readonly port?: number;
+  /**
+   * Keep the store in memory instead of LevelDB under the data folder: for runs that never reopen
+   * the folder (most tests). The folder is still locked and its endpoint file written, so commands
+   * run next to it (`connectLocalDynamo`) reach this store.
+   */
+  readonly inMemory?: boolean;
 }
 
 /**
@@ -39,11 +45,12 @@ export interface LocalDynamoOptions {
  */
 export async function startLocalDynamo(options: LocalDynamoOptions): Promise<LocalDynamo> {
   const storeDir = join(options.dataDir, 'dynamo');
-  await mkdir(storeDir, { recursive: true, mode: 0o700 });
+  await mkdir(options.inMemory === true ? options.dataDir : storeDir, { recursive: true, mode: 0o700 });
   const releaseLock = await acquireLock(`${storeDir}.lock`, storeDir);
 
   // createTableMs 0: the table is ACTIVE almost at once instead of after dynalite's default 500 ms.
-  const server = dynalite({ path: storeDir, createTableMs: 0, deleteTableMs: 0, updateTableMs: 0 });
+  const timings = { createTableMs: 0, deleteTableMs: 0, updateTableMs: 0 };
+  const server = dynalite(options.inMemory === true ? timings : { path: storeDir, ...timings });
   // dynalite's httpHandler(store, req, res), the one listener it registers.
   const [listener] = server.listeners('request') as RequestListener[];
   if (listener === undefined) throw new Error('dynalite registered no request listener');

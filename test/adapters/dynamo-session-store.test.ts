@@ -749,6 +749,33 @@ describe('startLocalDynamo', () => {
     }
   });
 
+  it('keeps an in-memory store out of the data folder, yet locks the folder and serves it to operator commands', async () => {
+    // Arrange
+    const dataDir = await mkdtemp(join(tmpdir(), 'smart-launch-memory-'));
+    try {
+      const record = session();
+      const dynamo = await startLocalDynamo({ dataDir, inMemory: true });
+      try {
+        await new DynamoSessionStore({ client: dynamo.client, tableName: dynamo.tableName }).putSession(record);
+
+        // Act
+        const remote = await connectLocalDynamo(dataDir);
+        const found = await new DynamoSessionStore({ client: remote.client, tableName: remote.tableName }).getSession(record.key, NOW);
+        await remote.close();
+
+        // Assert
+        expect(found).toEqual(record);
+        await expect(access(join(dataDir, 'dynamo'))).rejects.toThrow(/ENOENT/);
+        await expect(startLocalDynamo({ dataDir })).rejects.toThrow(/already open in this process/);
+      } finally {
+        await dynamo.close();
+      }
+      await expect(access(join(dataDir, 'dynamo.lock'))).rejects.toThrow(/ENOENT/);
+    } finally {
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  });
+
   it('takes over a lock left behind by a process that has exited', async () => {
     // Arrange
     const dataDir = await mkdtemp(join(tmpdir(), 'smart-launch-stale-'));
