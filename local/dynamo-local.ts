@@ -1,7 +1,8 @@
-import type { Server } from 'node:http';
+import { EventEmitter } from 'node:events';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import { mkdir, readFile, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { CreateTableCommand, DescribeTableCommand, DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { CreateTableCommand, DescribeTableCommand, DynamoDBClient, type DynamoDBClientConfig } from '@aws-sdk/client-dynamodb';
 import dynalite from 'dynalite';
 import { TABLE } from '../shared/adapters/table.js';
 
@@ -12,10 +13,14 @@ const TABLE_READY_TIMEOUT_MS = 5_000;
 export interface LocalDynamo {
   /** `http://127.0.0.1:<port>`, for anything else that wants to talk to the same store. */
   readonly endpoint: string;
-  /** Bound to `endpoint`; destroyed by `close()`. */
+  /**
+   * The store's client for this process: the SDK's own serializer, middleware and error parsing,
+   * with requests handed to dynalite's request listener in-process instead of over loopback
+   * (`endpoint` still serves everyone else). Destroyed by `close()`.
+   */
   readonly client: DynamoDBClient;
   readonly tableName: string;
-  /** Stops the server and closes the store; the data stays on disk for the next start. */
+  /** Stops the server and closes the store; the data stays on disk for the next start (unless `inMemory`). */
   close(): Promise<void>;
 }
 
@@ -24,6 +29,12 @@ export interface LocalDynamoOptions {
   readonly dataDir: string;
   /** Loopback port; an ephemeral one when absent. */
   readonly port?: number;
+  /**
+   * Keep the store in memory instead of LevelDB under the data folder: for runs that never reopen
+   * the folder (most tests). The folder is still locked and its endpoint file written, so commands
+   * run next to it (`connectLocalDynamo`) reach this store.
+   */
+  readonly inMemory?: boolean;
 }
 
 /**
@@ -34,11 +45,15 @@ export interface LocalDynamoOptions {
  */
 export async function startLocalDynamo(options: LocalDynamoOptions): Promise<LocalDynamo> {
   const storeDir = join(options.dataDir, 'dynamo');
-  await mkdir(storeDir, { recursive: true, mode: 0o700 });
+  await mkdir(options.inMemory === true ? options.dataDir : storeDir, { recursive: true, mode: 0o700 });
   const releaseLock = await acquireLock(`${storeDir}.lock`, storeDir);
 
   // createTableMs 0: the table is ACTIVE almost at once instead of after dynalite's default 500 ms.
-  const server = dynalite({ path: storeDir, createTableMs: 0, deleteTableMs: 0, updateTableMs: 0 });
+  const timings = { createTableMs: 0, deleteTableMs: 0, updateTableMs: 0 };
+  const server = dynalite(options.inMemory === true ? timings : { path: storeDir, ...timings });
+  // dynalite's httpHandler(store, req, res), the one listener it registers.
+  const [listener] = server.listeners('request') as RequestListener[];
+  if (listener === undefined) throw new Error('dynalite registered no request listener');
   let port: number;
   try {
     port = await listen(server, options.port ?? 0);
@@ -53,14 +68,12 @@ export async function startLocalDynamo(options: LocalDynamoOptions): Promise<Loc
   // Where operator commands (`smart-launch sessions end`) find the running store: LevelDB has one opener.
   const endpointFile = `${storeDir}.endpoint`;
   await writeFile(endpointFile, endpoint, { mode: 0o600 });
+  let closed: Promise<void> | undefined;
   const client = new DynamoDBClient({
-    endpoint,
-    region: 'us-east-1',
-    // dynalite checks that a signature is present, not what signed it.
-    credentials: { accessKeyId: 'local', secretAccessKey: 'local' },
+    ...localClientConfig(endpoint),
+    requestHandler: inProcessHandler(listener, () => closed !== undefined),
   });
 
-  let closed: Promise<void> | undefined;
   const close = (): Promise<void> => {
     closed ??= (async () => {
       client.destroy();
@@ -78,6 +91,94 @@ export async function startLocalDynamo(options: LocalDynamoOptions): Promise<Loc
     throw error;
   }
   return { endpoint, client, tableName: LOCAL_TABLE_NAME, close };
+}
+
+/** A local client's config: the endpoint, a region and credentials the SDK needs, and the presence signer. */
+function localClientConfig(endpoint: string): DynamoDBClientConfig {
+  return { endpoint, region: 'us-east-1', credentials: { accessKeyId: 'local', secretAccessKey: 'local' }, signer: presenceSigner };
+}
+
+type Signer = Extract<NonNullable<DynamoDBClientConfig['signer']>, { sign: unknown }>;
+type SdkRequest = Parameters<Signer['sign']>[0];
+
+/**
+ * dynalite checks that an `AWS4-` Authorization header with Credential, SignedHeaders and Signature
+ * and a date header are present, never what signed them (there is no secret to check against), so
+ * the local clients send a fixed one instead of hashing every request for SigV4.
+ */
+const presenceSigner: Signer = {
+  sign: async (request, options) => {
+    const date = new Date(options?.signingDate ?? Date.now()).toISOString().replace(/[-:]|\.\d{3}/g, '');
+    request.headers['x-amz-date'] = date;
+    request.headers['authorization'] =
+      `AWS4-HMAC-SHA256 Credential=local/${date.slice(0, 8)}/us-east-1/dynamodb/aws4_request, SignedHeaders=host;x-amz-date, Signature=local`;
+    return request;
+  },
+};
+
+type RequestListener = (req: IncomingMessage, res: ServerResponse) => void;
+
+/**
+ * A request handler for the SDK client (the `requestHandler` option) that calls dynalite's request
+ * listener directly: the request body is emitted on a bare `req`, and the answer collected from a bare
+ * `res` with what the listener uses of them (headers, method, url; statusCode, setHeader, end). It
+ * saves the loopback socket, the HTTP parsing on both sides and the client's connection pool, which
+ * were most of a local call's cost; what the product's code sees (the SDK's serialized request, the
+ * status, headers and body of the answer) is the same. After close it refuses, as the closed port did.
+ */
+function inProcessHandler(listener: RequestListener, isClosed: () => boolean) {
+  return {
+    handle(request: SdkRequest, options?: { abortSignal?: { aborted: boolean } }) {
+      return new Promise<{ response: { statusCode: number; headers: Record<string, string>; body: Uint8Array } }>((resolve, reject) => {
+        if (isClosed()) {
+          reject(Object.assign(new Error('local DynamoDB is closed'), { code: 'ECONNREFUSED' }));
+          return;
+        }
+        if (options?.abortSignal?.aborted) {
+          reject(Object.assign(new Error('Request aborted'), { name: 'AbortError' }));
+          return;
+        }
+        const body = request.body;
+        if (body !== undefined && body !== null && typeof body !== 'string' && !(body instanceof Uint8Array)) {
+          reject(new Error('the in-process DynamoDB handler takes string or byte bodies only'));
+          return;
+        }
+        const headers: Record<string, string> = {};
+        for (const [name, value] of Object.entries(request.headers)) headers[name.toLowerCase()] = value;
+        const query = new URLSearchParams();
+        for (const [name, value] of Object.entries(request.query ?? {})) {
+          for (const item of Array.isArray(value) ? value : [value]) if (item !== null) query.append(name, item);
+        }
+        const search = query.toString();
+        const req = Object.assign(new EventEmitter(), { method: request.method, url: search ? `${request.path}?${search}` : request.path, headers });
+        const answer: Record<string, string> = {};
+        const res = {
+          statusCode: 200,
+          setHeader(name: string, value: string | number) {
+            answer[name.toLowerCase()] = String(value);
+          },
+          end(data?: string | Uint8Array) {
+            resolve({ response: { statusCode: res.statusCode, headers: answer, body: typeof data === 'string' ? Buffer.from(data, 'utf8') : (data ?? new Uint8Array()) } });
+          },
+        };
+        try {
+          listener(req as unknown as IncomingMessage, res as unknown as ServerResponse);
+          if (body !== undefined && body !== null && body.length > 0) {
+            // A view, not Buffer.from(body): the SDK's byte bodies answer valueOf() with their text.
+            req.emit('data', typeof body === 'string' ? Buffer.from(body, 'utf8') : Buffer.from(body.buffer, body.byteOffset, body.byteLength));
+          }
+          req.emit('end');
+        } catch (error) {
+          reject(error);
+        }
+      });
+    },
+    updateHttpClientConfig(): void {},
+    httpHandlerConfigs(): Record<string, never> {
+      return {};
+    },
+    destroy(): void {},
+  };
 }
 
 async function ensureTable(client: DynamoDBClient, tableName: string): Promise<void> {
@@ -178,7 +279,7 @@ export async function connectLocalDynamo(dataDir: string): Promise<LocalDynamo> 
   const holder = Number.parseInt(await readFile(`${storeDir}.lock`, 'utf8').catch(() => ''), 10);
   const endpoint = await readFile(`${storeDir}.endpoint`, 'utf8').catch(() => undefined);
   if (endpoint !== undefined && Number.isSafeInteger(holder) && holder > 0 && isRunning(holder) && /^http:\/\/127\.0\.0\.1:\d+$/.test(endpoint)) {
-    const client = new DynamoDBClient({ endpoint, region: 'us-east-1', credentials: { accessKeyId: 'local', secretAccessKey: 'local' } });
+    const client = new DynamoDBClient(localClientConfig(endpoint));
     return {
       endpoint,
       client,

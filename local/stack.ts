@@ -77,6 +77,11 @@ export interface LocalStackOptions {
   readonly sandboxClock?: Pick<Clock, 'now'> | undefined;
   /** The sandbox's signing key (default: a fresh one per start); tests pass a pooled key. */
   readonly sandboxSigningKey?: SigningKey | undefined;
+  /**
+   * Keeps the DynamoDB store in memory instead of on disk under the data folder (tests that never
+   * reopen the folder); by default it is on disk, so sessions survive a restart.
+   */
+  readonly inMemoryStore?: boolean | undefined;
 }
 
 export interface LocalStack {
@@ -164,7 +169,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
       config = parseConfig(sampleConfig(apiUrl, (sandbox as Sandbox).fhirBaseUrl), 'local', '(embedded sample)');
     }
 
-    dynamo = await startLocalDynamo({ dataDir });
+    dynamo = await startLocalDynamo({ dataDir, inMemory: options.inMemoryStore === true });
     // Keys are generated into the data folder on first use (signing-keys.json, mode 0600).
     const signer = new LocalSigner(dataDir, cryptoRandom);
     const audit = new FileAuditSink(dataDir);

@@ -15,7 +15,7 @@ import {
 } from '@aws-sdk/client-dynamodb';
 import { mockClient } from 'aws-sdk-client-mock';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { startLocalDynamo, type LocalDynamo } from '../../local/dynamo-local.js';
+import { connectLocalDynamo, startLocalDynamo, type LocalDynamo } from '../../local/dynamo-local.js';
 import { DynamoSessionStore } from '../../shared/adapters/dynamo-session-store.js';
 import { LocalKeyRing } from '../../shared/adapters/local-key-ring.js';
 import { cryptoRandom } from '../../shared/adapters/system.js';
@@ -707,6 +707,70 @@ describe('startLocalDynamo', () => {
       expect(second.tableName).toBe('smart-launch-local');
       expect(second.endpoint).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
       expect(found).toEqual(record);
+    } finally {
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  });
+
+  it('serves one store to its in-process client and to clients of its HTTP endpoint', async () => {
+    // Arrange: the in-process client skips the loopback hop; an operator command next to the
+    // running server (connectLocalDynamo) comes in over HTTP.
+    const dataDir = await mkdtemp(join(tmpdir(), 'smart-launch-transports-'));
+    try {
+      const dynamo = await startLocalDynamo({ dataDir });
+      const remote = await connectLocalDynamo(dataDir);
+      try {
+        const local = new DynamoSessionStore({ client: dynamo.client, tableName: dynamo.tableName });
+        const overHttp = new DynamoSessionStore({ client: remote.client, tableName: remote.tableName });
+        const written = session({ key: `ses#${'a'.repeat(43)}` });
+        const writtenOverHttp = session({ key: `ses#${'b'.repeat(43)}` });
+
+        // Act
+        await local.putSession(written);
+        await overHttp.putSession(writtenOverHttp);
+
+        // Assert: each sees the other's write, and a refused condition is the SDK's typed error both ways.
+        expect(remote.endpoint).toBe(dynamo.endpoint);
+        expect(await overHttp.getSession(written.key, NOW)).toEqual(written);
+        expect(await local.getSession(writtenOverHttp.key, NOW)).toEqual(writtenOverHttp);
+        for (const client of [dynamo.client, remote.client]) {
+          const refused = client.send(new PutItemCommand({ TableName: dynamo.tableName, Item: { pk: { S: written.key } }, ConditionExpression: 'attribute_not_exists(pk)' }));
+          await expect(refused).rejects.toBeInstanceOf(ConditionalCheckFailedException);
+        }
+      } finally {
+        await remote.close();
+        await dynamo.close();
+      }
+
+      // Assert: a closed store refuses its in-process client, as its closed port would.
+      await expect(dynamo.client.send(new GetItemCommand({ TableName: dynamo.tableName, Key: { pk: { S: 'ses#x' } } }))).rejects.toThrow(/closed|destroyed/);
+    } finally {
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  });
+
+  it('keeps an in-memory store out of the data folder, yet locks the folder and serves it to operator commands', async () => {
+    // Arrange
+    const dataDir = await mkdtemp(join(tmpdir(), 'smart-launch-memory-'));
+    try {
+      const record = session();
+      const dynamo = await startLocalDynamo({ dataDir, inMemory: true });
+      try {
+        await new DynamoSessionStore({ client: dynamo.client, tableName: dynamo.tableName }).putSession(record);
+
+        // Act
+        const remote = await connectLocalDynamo(dataDir);
+        const found = await new DynamoSessionStore({ client: remote.client, tableName: remote.tableName }).getSession(record.key, NOW);
+        await remote.close();
+
+        // Assert
+        expect(found).toEqual(record);
+        await expect(access(join(dataDir, 'dynamo'))).rejects.toThrow(/ENOENT/);
+        await expect(startLocalDynamo({ dataDir })).rejects.toThrow(/already open in this process/);
+      } finally {
+        await dynamo.close();
+      }
+      await expect(access(join(dataDir, 'dynamo.lock'))).rejects.toThrow(/ENOENT/);
     } finally {
       await rm(dataDir, { recursive: true, force: true });
     }

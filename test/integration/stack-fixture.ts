@@ -72,6 +72,9 @@ export async function startFixture(options: Partial<LocalStackOptions> = {}, dat
     http: watchingFetch(observed),
     // A pooled key for the sandbox EHR instead of an RSA key generation per start.
     sandboxSigningKey: await sandboxSigningKey(),
+    // A throwaway data folder is never reopened: its DynamoDB store can live in memory. A folder the
+    // caller keeps (a restart) keeps the store on disk, as `npm start` does.
+    inMemoryStore: dataDir === undefined,
     ...options,
   });
   return {
