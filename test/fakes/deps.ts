@@ -64,41 +64,8 @@ export const unreachable: HttpClient = async (url) => {
   throw new TypeError(`fetch failed (no network in unit tests): ${url}`);
 };
 
-/**
- * Configs parsed before, by their raw JSON. `parseConfig` builds the config schema on every call
- * (a service does so once, at cold start) and runs it: about 10 ms of CPU for a config, and the
- * unit tests build their deps hundreds of times from a handful of configs. Each call still gets a
- * config of its own, as `parseConfig` returns it (a fresh object, frozen at the top); a raw config
- * that is not plain JSON (an `undefined`, a function) is parsed every time.
- */
-const parsedConfigs = new Map<string, Config>();
-
-function parsedConfig(raw: unknown): Config {
-  const key = jsonKey(raw);
-  const known = key === undefined ? undefined : parsedConfigs.get(key);
-  if (known !== undefined) return Object.freeze(structuredClone(known));
-  const config = parseConfig(raw, 'local', '(test)');
-  if (key !== undefined && isPlainData(config)) parsedConfigs.set(key, structuredClone(config));
-  return config;
-}
-
-/** The value as JSON, or undefined when JSON would not carry all of it. */
-function jsonKey(value: unknown): string | undefined {
-  return isPlainData(value) ? JSON.stringify(value) : undefined;
-}
-
-/** Strings, finite numbers, booleans, null, arrays and plain objects of those, all the way down. */
-function isPlainData(value: unknown): boolean {
-  if (value === null || typeof value === 'string' || typeof value === 'boolean') return true;
-  if (typeof value === 'number') return Number.isFinite(value);
-  if (Array.isArray(value)) return value.every(isPlainData);
-  if (typeof value !== 'object') return false;
-  const prototype = Object.getPrototypeOf(value) as unknown;
-  return (prototype === Object.prototype || prototype === null) && Object.values(value).every(isPlainData);
-}
-
 export function deps(options: TestDepsOptions = {}): TestDeps {
-  const config: Config = parsedConfig(options.config ?? sampleConfig());
+  const config: Config = parseConfig(options.config ?? sampleConfig(), 'local', '(test)');
   return {
     config,
     mode: options.mode ?? 'local',
