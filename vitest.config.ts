@@ -9,8 +9,9 @@ import { BaseSequencer, type TestSpecification } from 'vitest/node';
  * Four projects, one `npx vitest run` (`npm test` runs the typecheck first, then all of them):
  *
  * - `unit`: pure core, adapters (call shapes, in-process dynalite), handlers with stand-ins, HTTP
- *   helpers, fakes and repository checks. No servers: worker threads sharing one module registry
- *   (`isolate: false`), so modules load once per worker instead of once per file.
+ *   helpers, fakes, repository checks and the fuzzing of the handlers (test/fuzz). No servers: worker
+ *   threads sharing one module registry (`isolate: false`), so modules load once per worker instead
+ *   of once per file.
  * - `stack`: the suites that boot the local stack or the sandbox EHR over real HTTP, or drive them
  *   from Chromium or in bulk (test/integration, test/sandbox, test/browser, test/sdk, test/faults,
  *   test/load, test/ops). Forked processes, again one module registry per worker: the sandbox,
@@ -20,7 +21,7 @@ import { BaseSequencer, type TestSpecification } from 'vitest/node';
  *   other folders that build the CDK app, and the WITH_SYNTH files that read the synth's bundles):
  *   forked workers sharing one module registry, so aws-cdk-lib loads once per worker; every test
  *   builds its own App.
- * - `integration`: everything else under test/ (fuzz, cold-start and any folder added later), plus the
+ * - `integration`: everything else under test/ (cold-start and any folder added later), plus the
  *   files in ISOLATED: forked, each file in a fresh process. This is the default for a new folder.
  *
  * The projects share one pool of two workers (vitest runs projects of the same `sequence.groupOrder`
@@ -30,15 +31,20 @@ import { BaseSequencer, type TestSpecification } from 'vitest/node';
  * worker made it slower, not faster.
  *
  * A file in a shared-registry project must not depend on module state at import time (environment
- * read by a module when it loads, patched globals left behind); such a file goes in ISOLATED.
+ * read by a module when it loads, patched globals left behind); such a file goes in ISOLATED. The
+ * handlers' loggers read LOG_LEVEL when they load (SILENT in tests, see test/setup.ts), maybe in an
+ * earlier file of the worker: a file that reads their lines (test/fuzz, test/integration/logs.test.ts)
+ * sets their level with `forceLogLevel` (shared/http/logger.ts) and puts it back when it ends.
  */
-export const UNIT_FOLDERS = ['core', 'adapters', 'http', 'fakes', 'functions', 'repo'] as const;
+export const UNIT_FOLDERS = ['core', 'adapters', 'http', 'fakes', 'functions', 'repo', 'fuzz'] as const;
 export const STACK_FOLDERS = ['integration', 'sandbox', 'browser', 'sdk', 'faults', 'load', 'ops'] as const;
 export const INFRA_FOLDERS = ['infra'] as const;
 export const ISOLATED = [
-  /** Sets the log level before the handler modules load. */
-  'test/integration/logs.test.ts',
-  /** Stubs the Lambda environment and resets the module registry so the tracer loads under it. */
+  /**
+   * Stubs the Lambda environment and resets the module registry so the tracer loads under it. The
+   * X-Ray SDK the tracer loads stays in the process (outside the module registry) with its
+   * process-wide async hook on every promise: a shared worker would carry it into every later file.
+   */
   'test/ops/tracing.test.ts',
 ];
 /**

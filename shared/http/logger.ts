@@ -1,4 +1,9 @@
 import { Logger } from '@aws-lambda-powertools/logger';
+import type { LogLevel } from '@aws-lambda-powertools/logger/types';
+
+/** Every logger `createLogger` made (one per handler module, kept for the life of the process), with the level it was made with. */
+const made = new Map<Logger, LogLevel>();
+let forcedLevel: LogLevel | undefined;
 
 /**
  * Structured JSON logs (Powertools). Every line carries the correlation id of its request. What is
@@ -6,7 +11,25 @@ import { Logger } from '@aws-lambda-powertools/logger';
  * tokens, codes, cookies, session ids, query strings, bodies or patient identifiers.
  */
 export function createLogger(serviceName: string): Logger {
-  return new RequestLogger({ serviceName, logLevel: (process.env.LOG_LEVEL as 'INFO' | undefined) ?? 'INFO' });
+  const logger = new RequestLogger({ serviceName, logLevel: (process.env.LOG_LEVEL as 'INFO' | undefined) ?? 'INFO' });
+  made.set(logger, logger.getLevelName());
+  if (forcedLevel !== undefined) logger.setLogLevel(forcedLevel);
+  return logger;
+}
+
+/**
+ * Sets the level of every logger `createLogger` has made, and of those it makes until the returned
+ * function is called; that function puts each back to the level it was made with (`LOG_LEVEL`).
+ * Loggers read `LOG_LEVEL` when the handler modules load: a test that reads the lines of handlers
+ * which may have loaded earlier in the same process sets their level here. The functions never call it.
+ */
+export function forceLogLevel(level: LogLevel): () => void {
+  forcedLevel = level;
+  for (const logger of made.keys()) logger.setLogLevel(level);
+  return () => {
+    forcedLevel = undefined;
+    for (const [logger, own] of made) logger.setLogLevel(own);
+  };
 }
 
 /** Keys Powertools refuses in a log call (its `ReservedKeys`) or places itself (its base attributes). */

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isActiveContentType } from '../../shared/core/proxy/index.js';
 import { startLaunch } from '../../shared/core/launch.js';
 import { ehrLaunchQuery } from '../fakes/launch-flow.js';
-import { BINDING_COOKIE, call, captureLogs, checkAnswer, drainLogs, event, fc, FUZZ_RUNS, FUZZ_SEED, storedSnapshot, Tally, text, world, type World } from './harness.js';
+import { BINDING_COOKIE, call, captureLogs, checkAnswer, event, expectHandlerLogs, fc, FUZZ_RUNS, FUZZ_SEED, stopCapturingLogs, storedSnapshot, Tally, text, world, type World } from './harness.js';
 
 /*
  * What the EHR sends back, fuzzed: discovery documents, token responses (at sign-in and on refresh),
@@ -20,9 +20,10 @@ beforeAll(async () => {
   w = await world();
   launch = (await import('../../functions/launch/handler.js')).createLaunchHandler(w.getDeps);
   fhir = (await import('../../functions/fhir-proxy/handler.js')).createFhirProxyHandler(w.getDeps);
-  drainLogs();
+  await expectHandlerLogs(launch, '/launch');
+  await expectHandlerLogs(fhir, '/sessions/{id}/fhir/{proxy+}');
 });
-afterAll(async () => (await import('./harness.js')).stopCapturingLogs());
+afterAll(() => stopCapturingLogs());
 
 const params = { numRuns: FUZZ_RUNS, seed: FUZZ_SEED, endOnFailure: true };
 

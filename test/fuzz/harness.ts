@@ -4,6 +4,7 @@ import type { CoreDeps } from '../../shared/core/deps.js';
 import { ERRORS } from '../../shared/core/errors.js';
 import type { ApiEvent, ApiResult } from '../../shared/http/api-event.js';
 import { BINDING_COOKIE } from '../../shared/http/cookies.js';
+import { forceLogLevel } from '../../shared/http/logger.js';
 import { lambdaContext } from '../fixtures/api-event.js';
 import { sampleConfig, sampleIssuer } from '../fakes/deps.js';
 import { harness, signIn, type Harness } from '../fakes/launch-flow.js';
@@ -28,10 +29,13 @@ export const MAX_ERROR_BODY = 8 * 1024;
 const captured: string[] = [];
 let restore: (() => void) | undefined;
 
-/** Starts capturing log output; call before importing the handlers (their loggers read LOG_LEVEL then). */
+/**
+ * Starts capturing log output and puts every handler logger at INFO, whenever its module loaded in
+ * this process (a worker shared with other files may have loaded them at another level);
+ * `stopCapturingLogs` puts both back. `expectHandlerLogs` proves the lines do arrive.
+ */
 export function captureLogs(): void {
-  process.env.LOG_LEVEL = 'INFO';
-  process.env.POWERTOOLS_LOG_LEVEL = 'INFO';
+  const restoreLevel = forceLogLevel('INFO');
   const out = process.stdout.write.bind(process.stdout);
   const err = process.stderr.write.bind(process.stderr);
   const hook = (chunk: string | Uint8Array) => {
@@ -48,11 +52,24 @@ export function captureLogs(): void {
   restore = () => {
     process.stdout.write = out;
     process.stderr.write = err;
+    restoreLevel();
+    captured.length = 0;
   };
 }
 
 export function stopCapturingLogs(): void {
   restore?.();
+  restore = undefined;
+}
+
+/**
+ * The log checks (no line grows with the input) hold only if the handlers' lines reach the capture:
+ * one refused request through `handler` must leave its lines there.
+ */
+export async function expectHandlerLogs(handler: (event: ApiEvent, context: typeof lambdaContext) => Promise<ApiResult>, resource: string): Promise<void> {
+  drainLogs();
+  await handler(event({ resource, path: resource, method: 'GET', query: { iss: ['https://unknown.example/fhir'] } }), lambdaContext);
+  expect(drainLogs().length, `no log line of ${resource} was captured`).toBeGreaterThan(0);
 }
 
 /** The log lines written since the last call (and forgets them). */

@@ -7,11 +7,13 @@ import {
   checkAnswer,
   drainLogs,
   event,
+  expectHandlerLogs,
   fc,
   FUZZ_RUNS,
   FUZZ_SEED,
   headers,
   query,
+  stopCapturingLogs,
   storedSnapshot,
   Tally,
   text,
@@ -41,12 +43,11 @@ beforeAll(async () => {
   const { createSessionsHandler } = await import('../../functions/sessions/handler.js');
   const { createFhirProxyHandler } = await import('../../functions/fhir-proxy/handler.js');
   handlers = { launch: createLaunchHandler(w.getDeps), sessions: createSessionsHandler(w.getDeps), fhir: createFhirProxyHandler(w.getDeps) };
-  drainLogs();
+  await expectHandlerLogs(handlers.launch, '/launch');
+  await expectHandlerLogs(handlers.sessions, '/sessions/{id}');
+  await expectHandlerLogs(handlers.fhir, '/sessions/{id}/fhir/{proxy+}');
 });
-afterAll(async () => {
-  const { stopCapturingLogs } = await import('./harness.js');
-  stopCapturingLogs();
-});
+afterAll(() => stopCapturingLogs());
 
 const params = { numRuns: FUZZ_RUNS, seed: FUZZ_SEED, endOnFailure: true };
 

@@ -1,18 +1,19 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { forceLogLevel } from '../../shared/http/logger.js';
 import type { Fixture } from './stack-fixture.js';
 import { BrowserClient } from './browser-client.js';
-
-// Loggers read their level when the handler modules load: turn logging on before importing them.
-process.env.LOG_LEVEL = 'INFO';
-process.env.POWERTOOLS_LOG_LEVEL = 'INFO';
 
 const lines: string[] = [];
 const write = process.stdout.write.bind(process.stdout);
 const writeErr = process.stderr.write.bind(process.stderr);
 let fixture: Fixture;
 let helpers: typeof import('./stack-fixture.js');
+let restoreLogLevel: (() => void) | undefined;
 
 beforeAll(async () => {
+  // The handlers' loggers read LOG_LEVEL when their modules load, which in a shared worker may have
+  // happened in an earlier file: their level is set here, and put back after.
+  restoreLogLevel = forceLogLevel('INFO');
   process.stdout.write = ((chunk: string | Uint8Array, ...rest: unknown[]) => {
     lines.push(typeof chunk === 'string' ? chunk : Buffer.from(chunk).toString('utf8'));
     return (write as (...a: unknown[]) => boolean)(chunk, ...rest);
@@ -28,6 +29,7 @@ beforeAll(async () => {
 afterAll(async () => {
   process.stdout.write = write;
   process.stderr.write = writeErr;
+  restoreLogLevel?.();
   await fixture?.close();
 });
 
