@@ -1,6 +1,6 @@
 import { Logger } from '@aws-lambda-powertools/logger';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { RequestLogger } from '../../shared/http/logger.js';
+import { createLogger, forceLogLevel, RequestLogger } from '../../shared/http/logger.js';
 
 /**
  * The request logger writes its common INFO lines itself: they must be exactly the lines Powertools
@@ -149,5 +149,26 @@ describe('request logger', () => {
     new RequestLogger({ serviceName: 'dev', logLevel: 'INFO' }).info('dev mode', { status: 200 });
     expect(slow).toHaveBeenCalledTimes(1);
     expect(out).toHaveLength(1);
+  });
+});
+
+describe('forceLogLevel', () => {
+  it('sets every logger createLogger made, and those made until undone, then puts each back to its own level', () => {
+    const saved = process.env.LOG_LEVEL;
+    try {
+      process.env.LOG_LEVEL = 'ERROR';
+      const before = createLogger('smart-launch-test-before');
+      const restore = forceLogLevel('DEBUG');
+      process.env.LOG_LEVEL = 'WARN';
+      const during = createLogger('smart-launch-test-during');
+
+      expect([before.getLevelName(), during.getLevelName()]).toEqual(['DEBUG', 'DEBUG']);
+      restore();
+      expect([before.getLevelName(), during.getLevelName()]).toEqual(['ERROR', 'WARN']);
+      expect(createLogger('smart-launch-test-after').getLevelName()).toBe('WARN');
+    } finally {
+      if (saved === undefined) delete process.env.LOG_LEVEL;
+      else process.env.LOG_LEVEL = saved;
+    }
   });
 });
