@@ -1,12 +1,10 @@
-import { join } from 'node:path';
 import { App, Stack, Validations } from 'aws-cdk-lib';
 import type { PolicyValidationPluginReport } from 'aws-cdk-lib';
 import { describe, expect, it } from 'vitest';
-import { PROJECT_ROOT, SmartLaunch } from '../../infra/constructs/smart-launch.js';
-import { addCustomerStacks } from '../../infra/customer-stacks.js';
+import { SmartLaunch } from '../../infra/constructs/smart-launch.js';
 import { addNagChecks, nagPacks, REASONS } from '../../infra/nag.js';
 import { SmartLaunchStack } from '../../infra/stacks/smart-launch-stack.js';
-import { awsConfig, testApp } from './helpers.js';
+import { awsConfig, sampleCustomerStack, testApp } from './helpers.js';
 
 function findings(app: App): string[] {
   app.synth();
@@ -19,9 +17,8 @@ function findings(app: App): string[] {
 
 describe('cdk-nag (AwsSolutions + HIPAA Security, v3)', () => {
   it('finds nothing unacknowledged in the sample customer stack', () => {
-    // Arrange
-    const app = testApp();
-    addCustomerStacks(app, { dir: join(PROJECT_ROOT, 'customers') });
+    // Arrange: built once per worker, shared with the files that read its template (helpers.ts).
+    const { app } = sampleCustomerStack();
     // Act + Assert
     expect(findings(app)).toEqual([]);
   });

@@ -7,7 +7,7 @@ import { isStreamingHandler } from '../../shared/http/streaming.js';
 import { RESPONSE_TRANSFER_MODE } from '../../infra/constructs/launch-api.js';
 import type { FunctionName } from '../../shared/http/routes.js';
 import { SmartLaunchStack } from '../../infra/stacks/smart-launch-stack.js';
-import { awsConfig, resourcesOf, testApp } from './helpers.js';
+import { acmeHealthStack, awsConfig, resourcesOf, testApp } from './helpers.js';
 
 /*
  * FHIR answers over 6 MB in AWS: the proxy route is a REST API integration in STREAM mode invoking a
@@ -43,7 +43,8 @@ function synth(api: Record<string, unknown> = {}): Template {
 
 let template: Template;
 beforeAll(() => {
-  template = synth();
+  // synth() with no API prop: the default stack, shared with the other files that read it (helpers.ts).
+  template = acmeHealthStack().template;
 });
 
 describe('FHIR proxy response streaming in the deployed design', () => {

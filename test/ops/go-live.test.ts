@@ -6,7 +6,7 @@ import { SmartLaunchStack } from '../../infra/stacks/smart-launch-stack.js';
 import { SESSION_DEFAULTS } from '../../shared/config/schema.js';
 import { ENV } from '../../shared/config/env.js';
 import { OPS_METRICS } from '../../shared/ops/metrics.js';
-import { awsConfig, resourcesOf, testApp } from '../infra/helpers.js';
+import { acmeHealthStack, awsConfig, resourcesOf, testApp } from '../infra/helpers.js';
 
 const DOCS = join(process.cwd(), 'docs');
 const read = (path: string) => readFileSync(join(DOCS, path), 'utf8');
@@ -18,7 +18,8 @@ function synth(cfg = config): Template {
 }
 
 beforeAll(() => {
-  template = synth();
+  // synth() of the default config, shared with the other files that read it (helpers.ts).
+  template = acmeHealthStack().template;
 });
 
 /** The "Checked facts" table of docs/go-live.md as fact → value. */
