@@ -1,7 +1,7 @@
 import { existsSync, readdirSync, statSync } from 'node:fs';
-import type { Plugin, TransformResult } from 'vite';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { Plugin, TransformResult } from 'vite';
 import { defineConfig } from 'vitest/config';
 import { BaseSequencer, type TestSpecification } from 'vitest/node';
 
