@@ -37,6 +37,9 @@ const ENTRY = bytesOf('entry');
 const URL_KEY = bytesOf('url');
 const FULL_URL = bytesOf('fullUrl');
 const BUNDLE = bytesOf('Bundle');
+const TRUE = bytesOf('true');
+const FALSE = bytesOf('false');
+const NULL = bytesOf('null');
 
 function bytesOf(text: string): Uint8Array {
   return new TextEncoder().encode(text);
@@ -99,24 +102,17 @@ class Scanner {
     if (c === 0x7b) this.object(role, depth);
     else if (c === 0x5b) this.array(role, depth);
     else if (c === 0x22) this.string();
-    else if (c === 0x74) this.literal(0x74, 0x72, 0x75, 0x65); // true
-    else if (c === 0x66) this.literal5(); // false
-    else if (c === 0x6e) this.literal(0x6e, 0x75, 0x6c, 0x6c); // null
+    else if (c === 0x74) this.literal(TRUE);
+    else if (c === 0x66) this.literal(FALSE);
+    else if (c === 0x6e) this.literal(NULL);
     else this.number();
   }
 
-  literal(a: number, b: number, c: number, d: number): void {
-    const bytes = this.#b;
-    const i = this.at;
-    if (bytes[i] !== a || bytes[i + 1] !== b || bytes[i + 2] !== c || bytes[i + 3] !== d) throw INVALID;
-    this.at = i + 4;
-  }
-
-  literal5(): void {
+  literal(word: Uint8Array): void {
     const b = this.#b;
     const i = this.at;
-    if (b[i] !== 0x66 || b[i + 1] !== 0x61 || b[i + 2] !== 0x6c || b[i + 3] !== 0x73 || b[i + 4] !== 0x65) throw INVALID;
-    this.at = i + 5;
+    for (let k = 0; k < word.length; k++) if (b[i + k] !== word[k]) throw INVALID;
+    this.at = i + word.length;
   }
 
   number(): void {
