@@ -224,12 +224,7 @@ class Scanner {
           }
         } else this.value(Role.Other, depth + 1);
       } else this.value(Role.Other, depth + 1);
-      this.skipSpace();
-      const c = b[this.at];
-      this.at++;
-      if (c === 0x7d) return;
-      if (c !== 0x2c) throw INVALID;
-      this.skipSpace();
+      if (this.#closes(0x7d)) return;
     }
   }
 
@@ -244,13 +239,19 @@ class Scanner {
     }
     for (;;) {
       this.value(element, depth + 1);
-      this.skipSpace();
-      const c = b[this.at];
-      this.at++;
-      if (c === 0x5d) return;
-      if (c !== 0x2c) throw INVALID;
-      this.skipSpace();
+      if (this.#closes(0x5d)) return;
     }
+  }
+
+  /** After a member or element: true past the closing `close`, false past a comma (and the space after it). */
+  #closes(close: number): boolean {
+    this.skipSpace();
+    const c = this.#b[this.at];
+    this.at++;
+    if (c === close) return true;
+    if (c !== 0x2c) throw INVALID;
+    this.skipSpace();
+    return false;
   }
 }
 
