@@ -2,6 +2,7 @@ import { realpathSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { ConfigError } from '../shared/config/schema.js';
+import { forceLogLevel, LOG_LEVELS, type LogLevelName } from '../shared/http/logger.js';
 import { startLocalStack, type LocalStack } from './stack.js';
 
 const USAGE = `Usage: npm start [-- options]
@@ -12,6 +13,8 @@ const USAGE = `Usage: npm start [-- options]
   --sandbox            also start the bundled sandbox EHR when --config is given
   --sandbox-port N     sandbox EHR port (default 3001)
   --data DIR           local data folder: session store and keys (default .data)
+  --log-level LEVEL    the handlers' JSON log lines on stdout: TRACE, DEBUG, INFO, WARN, ERROR,
+                       CRITICAL or SILENT (default: LOG_LEVEL, else INFO)
   --help               this text
 `;
 
@@ -34,6 +37,12 @@ function port(value: string | undefined, fallback: number, flag: string): number
   return n;
 }
 
+function logLevel(value: string): LogLevelName {
+  const level = value.toUpperCase();
+  if (!(LOG_LEVELS as readonly string[]).includes(level)) throw new UsageError(`--log-level must be one of ${LOG_LEVELS.join(', ')}, got "${value}"\n`);
+  return level as LogLevelName;
+}
+
 /**
  * `npm start`: parses the options, starts the local stack, prints what to register with the EHR and
  * serves until `io.stop` settles. Answers the process exit code: 0 (help, or stopped), 1 (nothing
@@ -50,6 +59,7 @@ export async function cliMain(argv: readonly string[], io: CliIo): Promise<numbe
         sandbox: { type: 'boolean' },
         'sandbox-port': { type: 'string' },
         data: { type: 'string' },
+        'log-level': { type: 'string' },
         help: { type: 'boolean' },
       },
       strict: true,
@@ -63,7 +73,9 @@ export async function cliMain(argv: readonly string[], io: CliIo): Promise<numbe
     return 0;
   }
   let stack: LocalStack;
+  let restoreLogLevel: (() => void) | undefined;
   try {
+    if (values['log-level'] !== undefined) restoreLogLevel = forceLogLevel(logLevel(values['log-level']));
     stack = await startLocalStack({
       port: port(values.port, 3000, '--port'),
       dataDir: values.data ?? '.data',
@@ -72,6 +84,7 @@ export async function cliMain(argv: readonly string[], io: CliIo): Promise<numbe
       sandboxPort: port(values['sandbox-port'], 3001, '--sandbox-port'),
     });
   } catch (error) {
+    restoreLogLevel?.();
     if (error instanceof UsageError) {
       io.stderr(error.message);
       return 2;
@@ -102,6 +115,7 @@ export async function cliMain(argv: readonly string[], io: CliIo): Promise<numbe
     await io.stop;
   } finally {
     await stack.close();
+    restoreLogLevel?.();
   }
   return 0;
 }

@@ -17,11 +17,16 @@ export function createLogger(serviceName: string): Logger {
   return logger;
 }
 
+/** The levels a logger takes, most verbose first (Powertools' own names). */
+export const LOG_LEVELS = ['TRACE', 'DEBUG', 'INFO', 'WARN', 'ERROR', 'CRITICAL', 'SILENT'] as const;
+export type LogLevelName = (typeof LOG_LEVELS)[number];
+
 /**
  * Sets the level of every logger `createLogger` has made, and of those it makes until the returned
  * function is called; that function puts each back to the level it was made with (`LOG_LEVEL`).
- * Loggers read `LOG_LEVEL` when the handler modules load: a test that reads the lines of handlers
- * which may have loaded earlier in the same process sets their level here. The functions never call it.
+ * Loggers read `LOG_LEVEL` when the handler modules load, so a level chosen later goes through here:
+ * `npm start -- --log-level DEBUG` (local/cli.ts), and tests that read the lines of handlers which
+ * may have loaded earlier in the same process. On Lambda the level is the function's `LOG_LEVEL`.
  */
 export function forceLogLevel(level: LogLevel): () => void {
   forcedLevel = level;

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cliMain } from '../../local/cli.js';
+import { createLogger } from '../../shared/http/logger.js';
 import { startSandbox, type Sandbox } from '../../local/sandbox/index.js';
 import { sandboxSigningKey } from '../fixtures/keys.js';
 
@@ -107,6 +108,16 @@ describe('npm start', () => {
     const unknown = await runCliInProcess(['--colour']);
     expect(unknown.code).toBe(2);
     expect(unknown.stderr).toContain('Usage: npm start');
+
+    const badLevel = await runCliInProcess(['--log-level', 'loud']);
+    expect(badLevel.code).toBe(2);
+    expect(badLevel.stderr).toContain('--log-level must be one of TRACE, DEBUG, INFO, WARN, ERROR, CRITICAL, SILENT, got "loud"');
+
+    // A start that fails after the level was set leaves the handlers' loggers as they were.
+    const levelBefore = createLogger('smart-launch-cli-test').getLevelName();
+    const failed = await runCliInProcess(['--log-level', 'debug', '--port', '70000']);
+    expect(failed.code).toBe(2);
+    expect(createLogger('smart-launch-cli-test').getLevelName()).toBe(levelBefore);
   });
 
   // The one run through the real entry point (a child process, as `npm start` runs it).
@@ -123,7 +134,8 @@ describe('npm start', () => {
     );
 
     let location: string | null = null;
-    const run = await runCli(['--config', file, '--port', '0', '--data', join(dir, 'data')], /API\s+http:\/\/localhost:\d+/, async (stdout) => {
+    // LOG_LEVEL is SILENT in the child's environment: --log-level turns the handlers' lines on.
+    const run = await runCli(['--config', file, '--port', '0', '--data', join(dir, 'data'), '--log-level', 'info'], /API\s+http:\/\/localhost:\d+/, async (stdout) => {
       const api = stdout.match(/API\s+(http:\/\/localhost:\d+)/)![1]!;
       const response = await fetch(`${api}/launch`, { redirect: 'manual' });
       location = response.headers.get('location');
@@ -134,5 +146,8 @@ describe('npm start', () => {
     expect(location).not.toBeNull();
     expect(new URL(location!).origin).toBe(sandbox.url);
     expect(new URL(location!).searchParams.get('aud')).toBe(sandbox.fhirBaseUrl);
+    const launchLine = run.stdout.split('\n').find((line) => line.includes('"launch started"'));
+    expect(launchLine, 'the launch handler logged at INFO').toBeDefined();
+    expect(JSON.parse(launchLine!)).toMatchObject({ level: 'INFO', message: 'launch started', service: 'smart-launch-launch' });
   });
 });
