@@ -10,6 +10,7 @@ import { LocalSigner } from '../shared/adapters/local-signer.js';
 import { cryptoRandom, fetchHttpClient, systemClock } from '../shared/adapters/system.js';
 import { parseConfig, parseConfigText, type Config, type IssuerConfig } from '../shared/config/schema.js';
 import type { CoreDeps } from '../shared/core/deps.js';
+import { OpenSessionCache } from '../shared/core/session-cache.js';
 import { DiscoveryCache } from '../shared/core/discovery.js';
 import { JwksCache } from '../shared/core/id-token.js';
 import type { Clock, HttpClient } from '../shared/core/ports.js';
@@ -191,6 +192,11 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
       metrics: options.metrics,
     };
     const getDeps = () => Promise.resolve(deps);
+    // The proxy function's own session cache, as in Lambda where it is a container of its own: the
+    // sessions handler's logout does not reach it (the same staleness as deployed). Spread per
+    // request so what a test or the bench changes on `deps` reaches the proxy too.
+    const sessionCache = new OpenSessionCache();
+    const getProxyDeps = () => Promise.resolve<CoreDeps>({ ...deps, sessionCache });
     const app = new URL(config.app.url);
     const requestsInFlight = new RequestsInFlight();
     server.on('request', (req, res) => requestsInFlight.track(req, res));
@@ -200,7 +206,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
         handlers: {
           launch: createLaunchHandler(getDeps),
           sessions: createSessionsHandler(getDeps),
-          'fhir-proxy': createStreamingFhirProxyHandler(getDeps),
+          'fhir-proxy': createStreamingFhirProxyHandler(getProxyDeps),
           jwks: createJwksHandler(async () => signer),
         },
         appPath: app.origin === new URL(config.publicUrl).origin ? app.pathname : undefined,

@@ -4,7 +4,7 @@ import type { CoreDeps } from '../../shared/core/deps.js';
 import { SmartError } from '../../shared/core/errors.js';
 import { forwardBundleRequest, forwardFhirRequest, isBundleRequest, type ProxyRequest, type ProxyResponse } from '../../shared/core/proxy/index.js';
 import { ensureFreshSession } from '../../shared/core/refresh.js';
-import { openSession } from '../../shared/core/session.js';
+import { cachingRefresher, openProxySession } from '../../shared/core/proxy-session.js';
 import { apiHandler } from '../../shared/http/api-handler.js';
 import { cookieOf, queryOf, type ApiEvent, type ApiResult } from '../../shared/http/api-event.js';
 import { BINDING_COOKIE } from '../../shared/http/cookies.js';
@@ -49,18 +49,19 @@ function bodyOf(event: ApiEvent, limitBytes: number): Uint8Array | undefined {
 }
 
 /**
- * The one proxy path both handlers share: open the session (cookie-bound), decode the request once,
+ * The one proxy path both handlers share: open the session (cookie-bound; kept in this container for
+ * `session.proxyCacheSeconds`, `shared/core/proxy-session.ts`), decode the request once,
  * forward it (`shared/core/proxy/`), with the token renewed by `ensureFreshSession` before the
  * request and, forced, once after a 401.
  */
 async function proxy(event: ApiEvent, deps: CoreDeps, maxResponseBytes: number | undefined): Promise<ProxyResponse> {
   // Decoded once, and an oversize body refused before any store or KMS call.
   const body = bodyOf(event, ABSOLUTE_REQUEST_LIMIT_BYTES);
-  const session = await openSession(event.pathParameters?.id, cookieOf(event, BINDING_COOKIE), deps);
+  const session = await openProxySession(event.pathParameters?.id, cookieOf(event, BINDING_COOKIE), deps);
   noteAudit(event, sessionFacts(deps, session));
   const request: ProxyRequest = { method: event.httpMethod, rawPath: fhirPath(event), query: queryOf(event), headers: requestHeaders(event), body };
   const upstream = await (isBundleRequest(request) ? forwardBundleRequest : forwardFhirRequest)(session, request, deps, {
-    refresh: auditedRefresher(event, ensureFreshSession),
+    refresh: cachingRefresher(auditedRefresher(event, ensureFreshSession)),
     ...(maxResponseBytes !== undefined ? { maxResponseBytes } : {}),
   });
   noteAudit(event, { interaction: upstream.meta.interaction, resourceType: upstream.meta.resourceType, upstreamStatus: upstream.status });

@@ -240,6 +240,7 @@ export const SESSION_DEFAULTS = {
   transactionMinutes: 10,
   refreshSkewSeconds: 60,
   refreshLeaseSeconds: 15,
+  proxyCacheSeconds: 5,
 } as const;
 
 const configSchemas = new Map<ConfigMode, ReturnType<typeof buildConfigSchema>>();
@@ -284,6 +285,12 @@ function buildConfigSchema(mode: ConfigMode) {
            * blocks refreshes this long at most; the token endpoint call is bounded below it.
            */
           refreshLeaseSeconds: z.number().int().min(3).max(60).default(SESSION_DEFAULTS.refreshLeaseSeconds),
+          /**
+           * How long a FHIR proxy container serves a session it opened without reading the store
+           * again (0: never). A session ended elsewhere stays usable there this long, for its bound
+           * browser only (docs/design.md, "One sign in again signal").
+           */
+          proxyCacheSeconds: z.number().int().min(0).max(60).default(SESSION_DEFAULTS.proxyCacheSeconds),
         })
         .strict()
         .default(SESSION_DEFAULTS),

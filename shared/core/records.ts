@@ -192,3 +192,15 @@ export function checkedSessionSecrets(value: unknown): SessionSecrets | undefine
   out.context = context;
   return out as SessionSecrets;
 }
+
+/** A session opened for a request (`session.ts` `openSession`): its record, its tokens and its data key. */
+export interface OpenSession {
+  readonly sessionId: string;
+  readonly record: SessionRecord;
+  readonly secrets: SessionSecrets;
+  readonly dataKey: Uint8Array;
+  /** A refresh got new tokens but lost its lease before storing them (worth a warning in the log). */
+  readonly refreshNotStored?: boolean;
+  /** This request waited for another request's refresh and uses the tokens it stored (metrics count the waits). */
+  readonly waitedForRefresh?: boolean;
+}

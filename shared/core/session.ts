@@ -3,19 +3,10 @@ import { bindingMatches } from './binding.js';
 import type { CoreDeps } from './deps.js';
 import { SmartError } from './errors.js';
 import { encryptionContext, openJson, sessionKey } from './sealed-records.js';
-import { OPAQUE_ID, SessionSecretsSchema, type SessionSecrets, type SessionRecord } from './records.js';
+import { OPAQUE_ID, SessionSecretsSchema, type OpenSession } from './records.js';
 import { fhirBaseUrl } from './urls.js';
 
-export interface OpenSession {
-  readonly sessionId: string;
-  readonly record: SessionRecord;
-  readonly secrets: SessionSecrets;
-  readonly dataKey: Uint8Array;
-  /** A refresh got new tokens but lost its lease before storing them (worth a warning in the log). */
-  readonly refreshNotStored?: boolean;
-  /** This request waited for another request's refresh and uses the tokens it stored (metrics count the waits). */
-  readonly waitedForRefresh?: boolean;
-}
+export type { OpenSession } from './records.js';
 
 /** Checks the shape of a session id from the request path before it is hashed or looked up. */
 export function checkSessionId(sessionId: string | undefined): string {

@@ -14,6 +14,7 @@ import { parseConfigText } from '../config/schema.js';
 import type { CoreDeps } from '../core/deps.js';
 import { DiscoveryCache } from '../core/discovery.js';
 import { JwksCache } from '../core/id-token.js';
+import { OpenSessionCache } from '../core/session-cache.js';
 import { awsSigner } from './aws-signer.js';
 import { EmfMetrics, metricNamespace } from '../ops/metrics.js';
 import { tracedHttp, tracer } from '../ops/tracing.js';
@@ -52,6 +53,9 @@ export function awsDeps(): Promise<CoreDeps> {
       // Per warm container: discovery 5 min fresh, then stale-while-revalidate up to 1 h; JWKS re-fetched on an unknown kid.
       discovery: new DiscoveryCache(),
       jwks: new JwksCache(),
+      // Sessions the FHIR proxy opened, for `session.proxyCacheSeconds` (each function is its own
+      // container: the sessions function's logout never sees this one).
+      sessionCache: new OpenSessionCache(),
       audit: auditSink(),
       metrics: new EmfMetrics(metricNamespace(config.customer), 'smart-launch'),
     };

@@ -24,7 +24,7 @@ describe('parseConfig', () => {
     const config = parseConfig(sampleConfig(), 'local');
 
     expect(config.customer).toBe('acme-health');
-    expect(config.session).toEqual({ lifetimeMinutes: 480, idleTimeoutMinutes: 60, transactionMinutes: 10, refreshSkewSeconds: 60, refreshLeaseSeconds: 15 });
+    expect(config.session).toEqual({ lifetimeMinutes: 480, idleTimeoutMinutes: 60, transactionMinutes: 10, refreshSkewSeconds: 60, refreshLeaseSeconds: 15, proxyCacheSeconds: 5 });
     expect(config.cookie).toEqual({ sameSite: 'Lax', browserBinding: true });
     expect(config.issuers).toHaveLength(1);
     expect(config.issuers[0]?.iss).toBe('https://ehr.example.org/fhir/r4');

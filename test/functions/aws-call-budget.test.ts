@@ -17,6 +17,7 @@ import { createSessionsHandler } from '../../functions/sessions/handler.js';
 import { CachingKeyRing } from '../../shared/adapters/caching-key-ring.js';
 import { DynamoSessionStore } from '../../shared/adapters/dynamo-session-store.js';
 import { KmsKeyRing } from '../../shared/adapters/kms-key-ring.js';
+import { OpenSessionCache } from '../../shared/core/session-cache.js';
 import type { CoreDeps } from '../../shared/core/deps.js';
 import { BINDING_COOKIE } from '../../shared/http/cookies.js';
 import { deps as testDeps } from '../fakes/deps.js';
@@ -64,13 +65,17 @@ const counts = () => ({
 });
 
 
-/** A warm Lambda container: one store, one caching key ring, built once and reused. */
-function container(h: Harness): { deps: CoreDeps; getDeps: () => Promise<CoreDeps> } {
+/**
+ * A warm Lambda container: one store, one caching key ring, built once and reused; with
+ * `sessionCache`, the FHIR proxy's session cache as `awsDeps` builds it (`session.proxyCacheSeconds`).
+ */
+function container(h: Harness, options: { sessionCache?: boolean } = {}): { deps: CoreDeps; getDeps: () => Promise<CoreDeps> } {
   const base = testDeps({ http: h.ehr.http, clock: h.deps.clock });
   const deps: CoreDeps = {
     ...base,
     store: new DynamoSessionStore({ client: dynamoClient, tableName: table().tableName }),
     keyRing: new CachingKeyRing(new KmsKeyRing({ client: kms, keyId: KMS_KEY_ID }), h.deps.clock),
+    ...(options.sessionCache ? { sessionCache: new OpenSessionCache() } : {}),
   };
   return { deps, getDeps: () => Promise.resolve(deps) };
 }
@@ -139,7 +144,7 @@ describe('AWS calls per operation (docs/design.md §5)', () => {
     expect(own.statusCode).toBe(302);
   });
 
-  it('100 proxied requests in one warm container: one read each, no write, at most one Decrypt', async () => {
+  it('100 proxied requests in one warm container without the session cache: one read each, no write, at most one Decrypt', async () => {
     const h = await harness();
     const { sessionId, cookies } = await signIn(h, container(h).getDeps);
     const proxyContainer = container(h);
@@ -163,7 +168,7 @@ describe('AWS calls per operation (docs/design.md §5)', () => {
     expect(counts()).toEqual({ GenerateDataKey: 0, Decrypt: 1, GetItem: 100, PutItem: 0, DeleteItem: 0, UpdateItem: 0 });
   });
 
-  it('a warm proxied request, buffered or streaming, makes exactly one store read and no KMS call, request after request', async () => {
+  it('a warm proxied request without the session cache, buffered or streaming, makes exactly one store read and no KMS call, request after request', async () => {
     const h = await harness();
     const { sessionId, cookies } = await signIn(h, container(h).getDeps);
     const warm = container(h);
@@ -190,6 +195,44 @@ describe('AWS calls per operation (docs/design.md §5)', () => {
       }
       expect(counts()).toEqual({ GenerateDataKey: 0, Decrypt: 0, GetItem: 1, PutItem: 0, DeleteItem: 0, UpdateItem: 0 });
     }
+  });
+
+  it('with the session cache (proxyCacheSeconds 5), a warm proxied request makes no store read and no KMS call within the window: one GetItem first, one again after it', async () => {
+    const h = await harness();
+    const { sessionId, cookies } = await signIn(h, container(h).getDeps);
+    const warm = container(h, { sessionCache: true });
+    expect((await warm.getDeps()).config.session.proxyCacheSeconds).toBe(5);
+    const handlers = { buffered: createFhirProxyHandler(warm.getDeps), streaming: createStreamingFhirProxyHandler(warm.getDeps) };
+    const event = () =>
+      apiEvent({ resource: '/sessions/{id}/fhir/{proxy+}', path: `/sessions/${sessionId}/fhir/Patient/123`, pathParameters: { id: sessionId, proxy: 'Patient/123' }, cookies });
+    dynamoMock.resetHistory();
+    kmsMock.resetHistory();
+
+    // The first request of the container reads the store (and opens the data key: its one Decrypt).
+    expect((await handlers.buffered(event(), lambdaContext)).statusCode).toBe(200);
+    expect(counts()).toEqual({ GenerateDataKey: 0, Decrypt: 1, GetItem: 1, PutItem: 0, DeleteItem: 0, UpdateItem: 0 });
+
+    // A chart's burst within the window: nothing at all from DynamoDB or KMS.
+    for (let i = 0; i < 20; i++) {
+      dynamoMock.resetHistory();
+      kmsMock.resetHistory();
+      h.deps.clock.advance(200);
+      if (i % 2 === 0) {
+        expect((await handlers.buffered(event(), lambdaContext)).statusCode).toBe(200);
+      } else {
+        const stream = new CollectingResponseStream();
+        await handlers.streaming(event(), stream, lambdaContext);
+        expect(stream.text()).toContain('"statusCode":200');
+      }
+      expect(counts()).toEqual({ GenerateDataKey: 0, Decrypt: 0, GetItem: 0, PutItem: 0, DeleteItem: 0, UpdateItem: 0 });
+    }
+
+    // Past the window (5 s from the read): one store read again, still no KMS call (the key ring's cache).
+    h.deps.clock.advance(1_000);
+    dynamoMock.resetHistory();
+    kmsMock.resetHistory();
+    expect((await handlers.buffered(event(), lambdaContext)).statusCode).toBe(200);
+    expect(counts()).toEqual({ GenerateDataKey: 0, Decrypt: 0, GetItem: 1, PutItem: 0, DeleteItem: 0, UpdateItem: 0 });
   });
 
   it('a refresh costs one read and two conditional writes (lease, result), and no KMS call in a warm container', async () => {

@@ -5,12 +5,15 @@ import { fhirR4Problems } from '../../cli/fhir-validate.js';
 import { LOCAL_CLIENT } from '../../local/stack.js';
 import { fromAuditEvent, toAuditEvent } from '../../shared/audit/audit-event.js';
 import { AuditRecordSchema, type AuditRecord } from '../../shared/audit/record.js';
+import { HeldClock } from '../fakes/clock.js';
 import { BrowserClient } from '../integration/browser-client.js';
 import { ehrLaunch, sessionIdFrom, startFixture, type Fixture } from '../integration/stack-fixture.js';
 
 let fixture: Fixture;
+/** The API's clock: real time, moved past the proxy's session cache window after the logout. */
+const apiClock = new HeldClock();
 beforeAll(async () => {
-  fixture = await startFixture();
+  fixture = await startFixture({ clock: apiClock });
 });
 afterAll(async () => {
   await fixture?.close();
@@ -39,6 +42,9 @@ describe('audit trail of a local run', () => {
     expect(refreshed.status).toBe(200);
     const loggedOut = await browser.call(`${base}/logout`, { method: 'POST' });
     expect(loggedOut.status).toBe(200);
+    // The proxy function serves a session it opened for `session.proxyCacheSeconds` (5 s) without a
+    // store read; past that window the logout shows there too, with no other record on the way.
+    apiClock.advance(5_000);
     const after = await browser.call(`${base}/fhir/Patient/${patient.id}`);
     // 401 or 404 by the error map of the day: the record must say whichever was answered.
     expect(after.status).toBe(401);
