@@ -34,8 +34,8 @@ function entry(event: ApiEvent): Pending {
 
 /** Adds what the route learned to the request's audit record (later facts win). */
 export function noteAudit(event: ApiEvent, facts: AuditFacts): void {
-  const found = entry(event);
-  found.facts = { ...found.facts, ...facts };
+  // The request's own object (made by `entry`), added to in place.
+  Object.assign(entry(event).facts, facts);
 }
 
 /** What the route noted so far (metrics count the same facts, without who or which patient). */
@@ -130,12 +130,13 @@ export function recordsOf(
 ): AuditRecord[] {
   const found = pending.get(event) ?? { facts: {}, extra: [] };
   const correlationId = correlationIdOf(event);
-  const extra = [...found.extra];
+  let extra = found.extra;
   // A refresh the EHR refused ended the session: that is recorded too (once, if the refresher did not already).
-  if (action === 'refresh' && code === 'REFRESH_REJECTED') noteRefreshEnded(extra, status);
-  const records = extra.map((extra) =>
-    auditRecord({ nowMs, action: extra.action, status: extra.status, code: extra.code, correlationId, customer, facts: { ...found.facts, ...extra.facts } }),
-  );
+  if (action === 'refresh' && code === 'REFRESH_REJECTED') noteRefreshEnded((extra = [...extra]), status);
+  const records: AuditRecord[] = [];
+  for (const more of extra) {
+    records.push(auditRecord({ nowMs, action: more.action, status: more.status, code: more.code, correlationId, customer, facts: { ...found.facts, ...more.facts } }));
+  }
   records.push(auditRecord({ nowMs, action, status, code, correlationId, customer, facts: found.facts }));
   return records;
 }
