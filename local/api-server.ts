@@ -10,7 +10,7 @@ import { SmartError } from '../shared/core/errors.js';
 import type { ApiEvent, ApiResult } from '../shared/http/api-event.js';
 import { responseHeaders } from '../shared/http/headers.js';
 import { renderError } from '../shared/http/error-response.js';
-import { matchRoute, type FunctionName } from '../shared/http/routes.js';
+import { matchRoute, type FunctionName, type RouteMatch } from '../shared/http/routes.js';
 import { BASE_HEADERS } from '../shared/http/responses.js';
 import { sdkAsset } from './sdk-assets.js';
 
@@ -51,11 +51,17 @@ const NO_BODY = Buffer.alloc(0);
 /** The query of a request without one (read only: `toApiEvent` iterates it). */
 const NO_QUERY = new URLSearchParams();
 
-async function readBody(req: IncomingMessage): Promise<Buffer | 'too-large'> {
-  // No Content-Length and no Transfer-Encoding (or a zero length): HTTP/1.1 says there is no body,
-  // and most requests (every GET) are such; no stream iterator is needed to read nothing.
+/**
+ * No Content-Length and no Transfer-Encoding (or a zero length): HTTP/1.1 says there is no body, and
+ * most requests (every GET) are such; nothing to read, and no promise to wait for it.
+ */
+function hasNoBody(req: IncomingMessage): boolean {
   const length = req.headers['content-length'];
-  if ((length === undefined || length === '0') && req.headers['transfer-encoding'] === undefined) return NO_BODY;
+  return (length === undefined || length === '0') && req.headers['transfer-encoding'] === undefined;
+}
+
+async function readBody(req: IncomingMessage): Promise<Buffer | 'too-large'> {
+  if (hasNoBody(req)) return NO_BODY;
   const chunks: Buffer[] = [];
   let size = 0;
   for await (const chunk of req) {
@@ -366,13 +372,19 @@ export function createRequestListener(options: ApiServerOptions) {
         writeJson(res, 404, { error: { code: 'ROUTE_NOT_FOUND', message: 'no route matches this path', hint: 'See the routes table in the README.' } });
         return;
       }
-      const match = matches.find((m) => m.route.method === 'ANY' || m.route.method === req.method);
+      let match: RouteMatch | undefined;
+      for (const candidate of matches) {
+        if (candidate.route.method === 'ANY' || candidate.route.method === req.method) {
+          match = candidate;
+          break;
+        }
+      }
       if (!match) {
         const allow = [...new Set(matches.map((m) => m.route.method))].join(', ');
         writeJson(res, 405, { error: { code: 'METHOD_NOT_ALLOWED', message: `${req.method} is not supported on this route`, hint: `Use ${allow}.` } }, { allow });
         return;
       }
-      const body = await readBody(req);
+      const body = hasNoBody(req) ? NO_BODY : await readBody(req);
       if (body === 'too-large') {
         if (match.route.fn === 'fhir-proxy') {
           // FHIR clients get an OperationOutcome, as from the proxy's own size check.
@@ -383,7 +395,8 @@ export function createRequestListener(options: ApiServerOptions) {
         return;
       }
       const pathParameters: Record<string, string> = {};
-      for (const [name, value] of Object.entries(match.pathParameters)) {
+      for (const name in match.pathParameters) {
+        const value = match.pathParameters[name] as string;
         // API Gateway decodes path parameters; the raw path stays in `event.path`.
         try {
           pathParameters[name] = name === 'proxy' ? value : decodeURIComponent(value);
