@@ -155,6 +155,15 @@ export function writeAuditAfterResponse(event: ApiEvent): Promise<void> {
   return write ? write() : Promise.resolve();
 }
 
+/** Never silently lost: which request's records failed, with the correlation id (no user, no patient). */
+function writeFailed(logger: Logger, event: ApiEvent, records: readonly AuditRecord[], failure: unknown): void {
+  logger.error('audit records could not be written', {
+    cause: failure instanceof Error ? failure.name : typeof failure,
+    correlationId: correlationIdOf(event),
+    records: records.map((record) => ({ action: record.action, status: record.status, time: record.time })),
+  });
+}
+
 /**
  * The middy middleware: `action(event)` names what a request is (or `undefined` for requests that are
  * not audited, such as `GET /launch`). Registered outside the error mapping, so on failure it sees the
@@ -170,13 +179,6 @@ export function auditTrail(
     const named = action(event);
     if (named === undefined) return;
     let records: AuditRecord[] = [];
-    const failed = (failure: unknown) =>
-      // Never silently lost: which request's records failed, with the correlation id (no user, no patient).
-      logger.error('audit records could not be written', {
-        cause: failure instanceof Error ? failure.name : typeof failure,
-        correlationId: correlationIdOf(event),
-        records: records.map((record) => ({ action: record.action, status: record.status, time: record.time })),
-      });
     try {
       const deps = await getDeps();
       const code = error === undefined ? undefined : outcomeOf(toSmartError(error));
@@ -184,12 +186,13 @@ export function auditTrail(
       const sink = deps.audit;
       // Only plain FHIR records wait for the response: a refresh or session end stays synchronous.
       if (options.afterResponse && sink?.afterResponse && records.every((record) => record.action === 'fhir')) {
-        afterResponse.set(event, () => sink.write(records).catch(failed));
+        const written = records;
+        afterResponse.set(event, () => sink.write(written).catch((failure: unknown) => writeFailed(logger, event, written, failure)));
         return;
       }
       await sink?.write(records);
     } catch (failure) {
-      failed(failure);
+      writeFailed(logger, event, records, failure);
     }
   };
   return {
