@@ -10,7 +10,7 @@ import { SmartError } from '../shared/core/errors.js';
 import type { ApiEvent, ApiResult } from '../shared/http/api-event.js';
 import { responseHeaders } from '../shared/http/headers.js';
 import { renderError } from '../shared/http/error-response.js';
-import { matchRoute, type FunctionName } from '../shared/http/routes.js';
+import { matchRoute, type FunctionName, type RouteMatch } from '../shared/http/routes.js';
 import { BASE_HEADERS } from '../shared/http/responses.js';
 import { sdkAsset } from './sdk-assets.js';
 
@@ -26,6 +26,10 @@ const CONTENT_TYPES: Record<string, string> = {
   '.css': 'text/css; charset=utf-8',
 };
 
+/** The context's functions, shared by every request (none of them depends on the request). */
+const remainingTime = () => 30_000;
+const nothing = () => undefined;
+
 function lambdaContext(requestId: string, fn: FunctionName): Context {
   return {
     callbackWaitsForEmptyEventLoop: false,
@@ -36,20 +40,28 @@ function lambdaContext(requestId: string, fn: FunctionName): Context {
     awsRequestId: requestId,
     logGroupName: `/aws/lambda/smart-launch-${fn}`,
     logStreamName: 'local',
-    getRemainingTimeInMillis: () => 30_000,
-    done: () => undefined,
-    fail: () => undefined,
-    succeed: () => undefined,
+    getRemainingTimeInMillis: remainingTime,
+    done: nothing,
+    fail: nothing,
+    succeed: nothing,
   };
 }
 
 const NO_BODY = Buffer.alloc(0);
+/** The query of a request without one (read only: `toApiEvent` iterates it). */
+const NO_QUERY = new URLSearchParams();
+
+/**
+ * No Content-Length and no Transfer-Encoding (or a zero length): HTTP/1.1 says there is no body, and
+ * most requests (every GET) are such; nothing to read, and no promise to wait for it.
+ */
+function hasNoBody(req: IncomingMessage): boolean {
+  const length = req.headers['content-length'];
+  return (length === undefined || length === '0') && req.headers['transfer-encoding'] === undefined;
+}
 
 async function readBody(req: IncomingMessage): Promise<Buffer | 'too-large'> {
-  // No Content-Length and no Transfer-Encoding (or a zero length): HTTP/1.1 says there is no body,
-  // and most requests (every GET) are such; no stream iterator is needed to read nothing.
-  const length = req.headers['content-length'];
-  if ((length === undefined || length === '0') && req.headers['transfer-encoding'] === undefined) return NO_BODY;
+  if (hasNoBody(req)) return NO_BODY;
   const chunks: Buffer[] = [];
   let size = 0;
   for await (const chunk of req) {
@@ -122,6 +134,20 @@ function writeResult(res: ServerResponse, result: ApiResult): void {
 /** API Gateway reads the streaming prelude from the first 16 KB of the stream. */
 const MAX_PRELUDE_BYTES = 16 * 1024;
 
+function isDelimiter(chunk: Uint8Array | string | undefined): boolean {
+  if (chunk === undefined || typeof chunk === 'string' || chunk.length !== PRELUDE_DELIMITER.length) return false;
+  for (let i = 0; i < chunk.length; i += 1) if (chunk[i] !== 0) return false;
+  return true;
+}
+
+/** The answer's headers from the prelude, as API Gateway sends them (its own length, not the prelude's). */
+function preludeHeaders(prelude: StreamPrelude): Record<string, string | string[]> {
+  const headers = responseHeaders(prelude.headers, prelude.multiValueHeaders);
+  if (prelude.cookies && prelude.cookies.length > 0) headers['set-cookie'] = [...prelude.cookies];
+  delete headers['content-length'];
+  return headers;
+}
+
 /**
  * The runtime's response stream, as API Gateway's STREAM integration consumes it: the handler's first
  * write is preceded by the prelude (`HttpResponseStream.from` sets `_onBeforeFirstWrite`, which the
@@ -160,11 +186,44 @@ class LocalResponseStream extends Writable implements ResponseStream {
     const write = Writable.prototype.write as (this: Writable, chunk: unknown, ...args: unknown[]) => boolean;
     if (!this.#started) {
       this.#started = true;
+      const before: Array<Uint8Array | string> = [];
       this._onBeforeFirstWrite?.((first) => {
-        write.call(this, first);
+        before.push(first);
       });
+      if (!this.#takePrelude(before)) for (const first of before) write.call(this, first);
     }
     return write.call(this, chunk, ...rest);
+  }
+
+  /**
+   * The prelude as `HttpResponseStream.from` writes it (the JSON text, then the 8 NUL bytes, before
+   * the first chunk), read at once: no bytes to buffer, join and search. Anything else (another
+   * shape, a prelude that is not JSON or is too long, a stream that was not given the prelude content
+   * type) goes through `_write` as bytes, which answers it as before.
+   */
+  #takePrelude(before: ReadonlyArray<Uint8Array | string>): boolean {
+    const [text, delimiter] = before;
+    if (
+      before.length !== 2 ||
+      typeof text !== 'string' ||
+      !isDelimiter(delimiter) ||
+      this.#contentType !== PRELUDE_CONTENT_TYPE ||
+      this.#prelude === undefined ||
+      this.#prelude.length > 0 ||
+      text.includes('\0') ||
+      Buffer.byteLength(text, 'utf8') > MAX_PRELUDE_BYTES
+    ) {
+      return false;
+    }
+    let prelude: StreamPrelude;
+    try {
+      prelude = JSON.parse(text) as StreamPrelude;
+    } catch {
+      return false;
+    }
+    this.#prelude = undefined;
+    this.#head = { status: prelude.statusCode, headers: preludeHeaders(prelude) };
+    return true;
   }
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
@@ -202,10 +261,7 @@ class LocalResponseStream extends Writable implements ResponseStream {
       return;
     }
     this.#prelude = undefined;
-    const headers = responseHeaders(prelude.headers, prelude.multiValueHeaders);
-    if (prelude.cookies && prelude.cookies.length > 0) headers['set-cookie'] = [...prelude.cookies];
-    delete headers['content-length'];
-    this.#head = { status: prelude.statusCode, headers };
+    this.#head = { status: prelude.statusCode, headers: preludeHeaders(prelude) };
     const rest = buffered.subarray(end + PRELUDE_DELIMITER.length);
     if (rest.length > 0) this.#held = rest;
     callback();
@@ -302,7 +358,8 @@ export function createRequestListener(options: ApiServerOptions) {
       const target = req.url ?? '/';
       const queryAt = target.indexOf('?');
       const rawPath = queryAt < 0 ? target : target.slice(0, queryAt);
-      const url = new URL(`http://local.invalid${queryAt < 0 ? '' : target.slice(queryAt)}`);
+      // WHATWG parsing of the query only when there is one (a read has none).
+      const searchParams = queryAt < 0 ? NO_QUERY : new URL(`http://local.invalid${target.slice(queryAt)}`).searchParams;
       if (!rawPath.startsWith('/')) {
         writeJson(res, 400, { error: { code: 'INVALID_REQUEST', message: 'the request target must be an absolute path', hint: 'Send origin-form request targets.' } });
         return;
@@ -315,13 +372,19 @@ export function createRequestListener(options: ApiServerOptions) {
         writeJson(res, 404, { error: { code: 'ROUTE_NOT_FOUND', message: 'no route matches this path', hint: 'See the routes table in the README.' } });
         return;
       }
-      const match = matches.find((m) => m.route.method === 'ANY' || m.route.method === req.method);
+      let match: RouteMatch | undefined;
+      for (const candidate of matches) {
+        if (candidate.route.method === 'ANY' || candidate.route.method === req.method) {
+          match = candidate;
+          break;
+        }
+      }
       if (!match) {
         const allow = [...new Set(matches.map((m) => m.route.method))].join(', ');
         writeJson(res, 405, { error: { code: 'METHOD_NOT_ALLOWED', message: `${req.method} is not supported on this route`, hint: `Use ${allow}.` } }, { allow });
         return;
       }
-      const body = await readBody(req);
+      const body = hasNoBody(req) ? NO_BODY : await readBody(req);
       if (body === 'too-large') {
         if (match.route.fn === 'fhir-proxy') {
           // FHIR clients get an OperationOutcome, as from the proxy's own size check.
@@ -332,7 +395,8 @@ export function createRequestListener(options: ApiServerOptions) {
         return;
       }
       const pathParameters: Record<string, string> = {};
-      for (const [name, value] of Object.entries(match.pathParameters)) {
+      for (const name in match.pathParameters) {
+        const value = match.pathParameters[name] as string;
         // API Gateway decodes path parameters; the raw path stays in `event.path`.
         try {
           pathParameters[name] = name === 'proxy' ? value : decodeURIComponent(value);
@@ -340,7 +404,7 @@ export function createRequestListener(options: ApiServerOptions) {
           pathParameters[name] = value;
         }
       }
-      const event = toApiEvent(req, rawPath, url.searchParams, body, match.route.resource, pathParameters);
+      const event = toApiEvent(req, rawPath, searchParams, body, match.route.resource, pathParameters);
       const handler = options.handlers[match.route.fn];
       const context = lambdaContext(event.requestContext.requestId, match.route.fn);
       if (isStreamingHandler(handler)) {

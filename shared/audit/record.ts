@@ -112,6 +112,38 @@ export interface AuditSource {
 /** The facts a route knows about its request; `auditRecord` keeps only what the schema allows. */
 export type AuditFacts = Partial<Omit<AuditRecord, 'v' | 'time' | 'action' | 'outcome' | 'status' | 'correlationId' | 'customer'>>;
 
+/** The record's own fields, in the order a record has them; a fact by one of these names takes its place. */
+const BASE_FIELDS = ['v', 'time', 'action', 'outcome', 'status', 'code', 'correlationId', 'customer'] as const;
+
+/** The schema's fields and the fields a record cannot be without, read through the lazy schema once. */
+let fields: { readonly shape: Record<string, z.ZodType>; readonly required: readonly string[] } | undefined;
+
+/**
+ * `toISOString()` of a date in the years 0000-9999: a valid instant with milliseconds by construction,
+ * which is what `time` allows (other years have 6 digits and a sign, and go through the schema).
+ */
+const ISO_INSTANT_LENGTH = 24;
+
+/** Keeps `value` in `record` if it fits `field` (an unknown field, or `undefined`, is left out). */
+function keep(record: Record<string, unknown>, shape: Record<string, z.ZodType>, field: string, value: unknown): void {
+  if (value === undefined) return;
+  const fieldSchema = shape[field];
+  if (fieldSchema === undefined) return;
+  const direct = DIRECT_FIELD_CHECKS.get(field);
+  if (direct !== undefined) {
+    if (direct(value)) record[field] = value;
+    return;
+  }
+  if (typeof value === 'string' && field !== 'time' && value.length <= MEMO_MAX_LENGTH) {
+    // The same issuer, client, user, patient and customer come back on every request of a session:
+    // each distinct string is checked against its field's schema once (no schema transforms strings).
+    if (fieldFits(field, fieldSchema, value)) record[field] = value;
+    return;
+  }
+  const parsed = fieldSchema.safeParse(value);
+  if (parsed.success) record[field] = parsed.data;
+}
+
 /**
  * Shapes one record. A fact that does not fit its field (too long, control characters, not a FHIR
  * type) is left out rather than written: the trail never carries free text from a request.
@@ -125,42 +157,33 @@ export function auditRecord(base: {
   readonly code?: string | undefined;
   readonly facts?: AuditFacts | undefined;
 }): AuditRecord {
-  const candidate: Record<string, unknown> = {
-    v: 1,
-    time: new Date(base.nowMs).toISOString(),
-    action: base.action,
-    outcome: base.status < 400 ? 'success' : 'failure',
-    status: base.status,
-    code: base.code,
-    correlationId: base.correlationId,
-    customer: base.customer,
-    ...base.facts,
-  };
-  const shape = AuditRecordSchema.shape as Record<string, z.ZodType>;
+  fields ??= { shape: AuditRecordSchema.shape as Record<string, z.ZodType>, required: REQUIRED_FIELDS.slice() };
+  const { shape, required } = fields;
+  const time = new Date(base.nowMs).toISOString();
+  const outcome = base.status < 400 ? 'success' : 'failure';
+  const facts = base.facts as Record<string, unknown> | undefined;
   const record: Record<string, unknown> = {};
-  for (const [field, value] of Object.entries(candidate)) {
-    if (value === undefined) continue;
-    const fieldSchema = shape[field];
-    if (fieldSchema === undefined) continue;
-    const direct = DIRECT_FIELD_CHECKS.get(field);
-    if (direct !== undefined) {
-      if (direct(value)) record[field] = value;
-      continue;
-    }
-    if (typeof value === 'string' && field !== 'time' && value.length <= MEMO_MAX_LENGTH) {
-      // The same issuer, client, user, patient and customer come back on every request of a session:
-      // each distinct string is checked against its field's schema once (no schema transforms strings).
-      if (fieldFits(field, fieldSchema, value)) record[field] = value;
-      continue;
-    }
-    const parsed = fieldSchema.safeParse(value);
-    if (parsed.success) record[field] = parsed.data;
+  if (facts !== undefined && BASE_FIELDS.some((field) => Object.hasOwn(facts, field))) {
+    // A fact named like a field of the record's own replaces it, in its place (as a spread would).
+    const candidate: Record<string, unknown> = { v: 1, time, action: base.action, outcome, status: base.status, code: base.code, correlationId: base.correlationId, customer: base.customer, ...facts };
+    for (const field of Object.keys(candidate)) keep(record, shape, field, candidate[field]);
+  } else {
+    record.v = 1;
+    if (time.length === ISO_INSTANT_LENGTH) record.time = time;
+    else keep(record, shape, 'time', time);
+    keep(record, shape, 'action', base.action);
+    keep(record, shape, 'outcome', outcome);
+    keep(record, shape, 'status', base.status);
+    keep(record, shape, 'code', base.code);
+    keep(record, shape, 'correlationId', base.correlationId);
+    keep(record, shape, 'customer', base.customer);
+    if (facts !== undefined) for (const field of Object.keys(facts)) keep(record, shape, field, facts[field]);
   }
   if (record.correlationId === undefined) record.correlationId = 'unknown';
   // Every field kept has passed its own schema and the object has no cross-field rule: parsing the
   // whole record again only re-does that work, per audited request. Only a missing required field
   // still needs the whole-object parse, which then throws as it always did.
-  if (REQUIRED_FIELDS.some((field) => record[field] === undefined)) return AuditRecordSchema.parse(record);
+  for (const field of required) if (record[field] === undefined) return AuditRecordSchema.parse(record);
   return record as AuditRecord;
 }
 

@@ -34,8 +34,8 @@ function entry(event: ApiEvent): Pending {
 
 /** Adds what the route learned to the request's audit record (later facts win). */
 export function noteAudit(event: ApiEvent, facts: AuditFacts): void {
-  const found = entry(event);
-  found.facts = { ...found.facts, ...facts };
+  // The request's own object (made by `entry`), added to in place.
+  Object.assign(entry(event).facts, facts);
 }
 
 /** What the route noted so far (metrics count the same facts, without who or which patient). */
@@ -130,12 +130,13 @@ export function recordsOf(
 ): AuditRecord[] {
   const found = pending.get(event) ?? { facts: {}, extra: [] };
   const correlationId = correlationIdOf(event);
-  const extra = [...found.extra];
+  let extra = found.extra;
   // A refresh the EHR refused ended the session: that is recorded too (once, if the refresher did not already).
-  if (action === 'refresh' && code === 'REFRESH_REJECTED') noteRefreshEnded(extra, status);
-  const records = extra.map((extra) =>
-    auditRecord({ nowMs, action: extra.action, status: extra.status, code: extra.code, correlationId, customer, facts: { ...found.facts, ...extra.facts } }),
-  );
+  if (action === 'refresh' && code === 'REFRESH_REJECTED') noteRefreshEnded((extra = [...extra]), status);
+  const records: AuditRecord[] = [];
+  for (const more of extra) {
+    records.push(auditRecord({ nowMs, action: more.action, status: more.status, code: more.code, correlationId, customer, facts: { ...found.facts, ...more.facts } }));
+  }
   records.push(auditRecord({ nowMs, action, status, code, correlationId, customer, facts: found.facts }));
   return records;
 }
@@ -154,6 +155,15 @@ export function writeAuditAfterResponse(event: ApiEvent): Promise<void> {
   return write ? write() : Promise.resolve();
 }
 
+/** Never silently lost: which request's records failed, with the correlation id (no user, no patient). */
+function writeFailed(logger: Logger, event: ApiEvent, records: readonly AuditRecord[], failure: unknown): void {
+  logger.error('audit records could not be written', {
+    cause: failure instanceof Error ? failure.name : typeof failure,
+    correlationId: correlationIdOf(event),
+    records: records.map((record) => ({ action: record.action, status: record.status, time: record.time })),
+  });
+}
+
 /**
  * The middy middleware: `action(event)` names what a request is (or `undefined` for requests that are
  * not audited, such as `GET /launch`). Registered outside the error mapping, so on failure it sees the
@@ -169,13 +179,6 @@ export function auditTrail(
     const named = action(event);
     if (named === undefined) return;
     let records: AuditRecord[] = [];
-    const failed = (failure: unknown) =>
-      // Never silently lost: which request's records failed, with the correlation id (no user, no patient).
-      logger.error('audit records could not be written', {
-        cause: failure instanceof Error ? failure.name : typeof failure,
-        correlationId: correlationIdOf(event),
-        records: records.map((record) => ({ action: record.action, status: record.status, time: record.time })),
-      });
     try {
       const deps = await getDeps();
       const code = error === undefined ? undefined : outcomeOf(toSmartError(error));
@@ -183,12 +186,13 @@ export function auditTrail(
       const sink = deps.audit;
       // Only plain FHIR records wait for the response: a refresh or session end stays synchronous.
       if (options.afterResponse && sink?.afterResponse && records.every((record) => record.action === 'fhir')) {
-        afterResponse.set(event, () => sink.write(records).catch(failed));
+        const written = records;
+        afterResponse.set(event, () => sink.write(written).catch((failure: unknown) => writeFailed(logger, event, written, failure)));
         return;
       }
       await sink?.write(records);
     } catch (failure) {
-      failed(failure);
+      writeFailed(logger, event, records, failure);
     }
   };
   return {

@@ -65,6 +65,25 @@ describe('audit records', () => {
     }
   });
 
+  it('keep the time exactly when its schema does: every instant of the years 0000-9999, and none beyond', () => {
+    const time = (AuditRecordSchema.shape as Record<string, { safeParse(value: unknown): { success: boolean } }>).time!;
+    const instants = [Date.UTC(0, 0, 1), Date.UTC(2024, 1, 29, 23, 59, 59, 999), NOW, Date.UTC(9999, 11, 31, 23, 59, 59, 999), Date.UTC(10000, 0, 1), -62167219200001];
+    for (let i = 0; i < 2000; i += 1) instants.push(Math.floor(Math.random() * 2.6e14) - 6.3e13);
+    for (const nowMs of instants) {
+      const iso = new Date(nowMs).toISOString();
+      if (time.safeParse(iso).success) expect(auditRecord({ nowMs, action: 'fhir', status: 200, correlationId: 'c', customer: 'acme' }).time).toBe(iso);
+      else expect(() => auditRecord({ nowMs, action: 'fhir', status: 200, correlationId: 'c', customer: 'acme' })).toThrow();
+    }
+  });
+
+  it('let a fact named like one of the record\'s own fields take its place, as before', () => {
+    const record = auditRecord({ nowMs: NOW, action: 'refresh', status: 401, code: 'SESSION_NOT_OPEN', correlationId: 'c', customer: 'acme', facts: { code: 'REFRESH_REJECTED', iss: 'https://ehr.example/fhir' } });
+    expect(Object.keys(record)).toEqual(['v', 'time', 'action', 'outcome', 'status', 'code', 'correlationId', 'customer', 'iss']);
+    expect(record.code).toBe('REFRESH_REJECTED');
+    const cleared = auditRecord({ nowMs: NOW, action: 'refresh', status: 401, code: 'SESSION_NOT_OPEN', correlationId: 'c', customer: 'acme', facts: { code: undefined } });
+    expect(cleared).not.toHaveProperty('code');
+  });
+
   it('are failures from status 400 on, with the error code', () => {
     expect(auditRecord({ nowMs: NOW, action: 'sign-in', status: 502, code: 'TOKEN_ENDPOINT_UNAVAILABLE', correlationId: 'c', customer: 'acme' })).toMatchObject({
       outcome: 'failure',
