@@ -135,6 +135,8 @@ function transformOncePerRun(): Plugin {
 
 /** The file that starts the run's one synth (test/infra/shared-synth.ts) and waits for it. */
 const SYNTH_TEST = 'test/infra/synth.test.ts';
+/** The file that runs the type check (`tsc -p .`) in a child process and waits for it. */
+const TYPECHECK_TEST = 'test/repo/typecheck.test.ts';
 
 /**
  * Vitest's order (projects in turn; within one, files it has not timed first, then the longest first,
@@ -160,7 +162,11 @@ class SynthFirstSequencer extends BaseSequencer {
     withSynthTest.forEach((spec, index) => {
       if (spec.project.name === 'infra' || spec.project.name === 'integration') after = index;
     });
-    return [...withSynthTest.slice(0, after + 1), ...readers, ...withSynthTest.slice(after + 1)];
+    const ordered = [...withSynthTest.slice(0, after + 1), ...readers, ...withSynthTest.slice(after + 1)];
+    // The type check first of all: its compiler and the synth's child keep both cores busy while the
+    // two workers wait on them, instead of the check holding up the whole run before it starts.
+    const typecheck = ordered.filter((spec) => file(spec) === TYPECHECK_TEST);
+    return [...typecheck, ...ordered.filter((spec) => !typecheck.includes(spec))];
   }
 }
 
