@@ -33,7 +33,10 @@ export const ASSUMED_WAITS_MS = { ehrCall: 100, dynamoCall: 5, kmsCall: 10, logs
 export const ASSUMED_UNITS = { sessionRead: 1, sessionWrite: 3, otherWrite: 1 } as const;
 
 export interface CostInputs {
-  /** The proxy's own CPU per request (ms, on this machine), averaged over read and search. */
+  /**
+   * The proxy's own CPU per request (ms, on this machine), averaged over read and search: the product
+   * as shipped, its session cache on (`session.proxyCacheSeconds` 5 s), so about no store read per request.
+   */
   readonly proxyCpuMs: number;
   /** CPU per sign-in (ms), an upper bound (includes the sandbox EHR). */
   readonly signInCpuMs: number;
@@ -44,6 +47,12 @@ export interface CostInputs {
   readonly signInEhrCalls: number;
   /** Log bytes (operational + audit) per proxied request. */
   readonly logBytesPerRequest: number;
+  /**
+   * The same proxied traffic with the session cache off (`proxyCacheSeconds: 0`): its own CPU and AWS
+   * calls per request (one `GetItem` each). The worst case of the shipped product too: every request
+   * the first of its session in its container, or more than the window after the last.
+   */
+  readonly cacheOff?: { readonly proxyCpuMs: number; readonly proxiedCalls: Readonly<Record<string, number>> } | undefined;
 }
 
 function lambdaSeconds(cpuMs: number, memoryMb: number, waitMs: number): number {
@@ -59,16 +68,20 @@ export function costModel(inputs: CostInputs) {
   const dynamoCalls = (c: Readonly<Record<string, number>>) => (c.GetItem ?? 0) + (c.PutItem ?? 0) + (c.DeleteItem ?? 0) + (c.UpdateItem ?? 0);
   const kmsCalls = (c: Readonly<Record<string, number>>) => (c.GenerateDataKey ?? 0) + (c.Decrypt ?? 0);
 
-  // Per 1M proxied requests: one API request, one proxy invocation, one EHR call, the store read, one audit PutLogEvents.
-  const proxySeconds = lambdaSeconds(inputs.proxyCpuMs, MEMORY_MB['fhir-proxy'], w.ehrCall + dynamoCalls(inputs.proxiedCalls) * w.dynamoCall + w.logsPut);
-  const proxied = {
-    apiGateway: p.restApiPerMillionRequests,
-    lambdaRequests: p.lambdaPerMillionRequests,
-    lambdaDuration: proxySeconds * (MEMORY_MB['fhir-proxy'] / 1024) * p.lambdaArmGbSecond * 1e6,
-    dynamo: (inputs.proxiedCalls.GetItem ?? 0) * ASSUMED_UNITS.sessionRead * p.dynamoReadPerMillionUnits,
-    kms: kmsCalls(inputs.proxiedCalls) * p.kmsPerTenThousandRequests * 100,
-    logs: (inputs.logBytesPerRequest * 1e6 / 1024 ** 3) * p.logsIngestionPerGb,
+  // Per 1M proxied requests: one API request, one proxy invocation, one EHR call, the store reads made, one audit PutLogEvents.
+  const perMillion = (cpuMs: number, calls: Readonly<Record<string, number>>) => {
+    const proxySeconds = lambdaSeconds(cpuMs, MEMORY_MB['fhir-proxy'], w.ehrCall + dynamoCalls(calls) * w.dynamoCall + w.logsPut);
+    return {
+      apiGateway: p.restApiPerMillionRequests,
+      lambdaRequests: p.lambdaPerMillionRequests,
+      lambdaDuration: proxySeconds * (MEMORY_MB['fhir-proxy'] / 1024) * p.lambdaArmGbSecond * 1e6,
+      dynamo: (calls.GetItem ?? 0) * ASSUMED_UNITS.sessionRead * p.dynamoReadPerMillionUnits,
+      kms: kmsCalls(calls) * p.kmsPerTenThousandRequests * 100,
+      logs: (inputs.logBytesPerRequest * 1e6 / 1024 ** 3) * p.logsIngestionPerGb,
+    };
   };
+  const proxied = perMillion(inputs.proxyCpuMs, inputs.proxiedCalls);
+  const proxiedCacheOff = inputs.cacheOff === undefined ? undefined : perMillion(inputs.cacheOff.proxyCpuMs, inputs.cacheOff.proxiedCalls);
 
   // Per 1,000 sign-ins: /launch and /callback (launch function), GET /sessions/{id} (sessions function).
   const signInWaitMs = inputs.signInEhrCalls * w.ehrCall + dynamoCalls(inputs.signInCalls) * w.dynamoCall + kmsCalls(inputs.signInCalls) * w.kmsCall + 2 * w.logsPut;
@@ -90,7 +103,10 @@ export function costModel(inputs: CostInputs) {
   return {
     prices: p,
     assumptions: { waitsMs: w, units: ASSUMED_UNITS, memoryMb: MEMORY_MB, inputs },
-    perMillionProxied: { ...rounded(proxied), total: round(sum(proxied)) },
+    perMillionProxied: { ...rounded(proxied), total: round(sum(proxied)), basis: 'as shipped: the proxy session cache on (session.proxyCacheSeconds 5 s)' },
+    ...(proxiedCacheOff === undefined
+      ? {}
+      : { perMillionProxiedCacheOff: { ...rounded(proxiedCacheOff), total: round(sum(proxiedCacheOff)), basis: 'session cache off (proxyCacheSeconds 0): one store read per request, the worst case' } }),
     perThousandSignIns: { ...rounded(signIn), total: round(sum(signIn)) },
     container: {
       task: '1 vCPU / 2 GB arm64 Fargate, always on',
@@ -107,13 +123,20 @@ export type CostModel = ReturnType<typeof costModel>;
 /** The README table (markdown). */
 export function costTable(model: CostModel): string {
   const m = model.perMillionProxied;
+  const off = 'perMillionProxiedCacheOff' in model ? model.perMillionProxiedCacheOff : undefined;
   const s = model.perThousandSignIns;
   const c = model.container;
   const $ = (v: number) => `$${v.toFixed(v < 0.1 ? 4 : 2)}`;
   return [
     `| | API Gateway REST | Lambda requests | Lambda duration (arm64) | DynamoDB on-demand | KMS | total |`,
     `|---|---|---|---|---|---|---|`,
-    `| 1M proxied requests (fhir-proxy ${MEMORY_MB['fhir-proxy']} MB) | ${$(m.apiGateway)} | ${$(m.lambdaRequests)} | ${$(m.lambdaDuration)} | ${$(m.dynamo)} | ${$(m.kms)} | **${$(m.total)}** (+ ${$(m.logs)} logs) |`,
+    // The total includes the logs' ingestion (CloudWatch), which has no column of its own.
+    `| 1M proxied requests (fhir-proxy ${MEMORY_MB['fhir-proxy']} MB), as shipped: session cache on | ${$(m.apiGateway)} | ${$(m.lambdaRequests)} | ${$(m.lambdaDuration)} | ${$(m.dynamo)} | ${$(m.kms)} | **${$(m.total)}** (incl. ${$(m.logs)} logs) |`,
+    ...(off === undefined
+      ? []
+      : [
+          `| 1M proxied requests, session cache off (\`proxyCacheSeconds: 0\`; the worst case: every request a store read) | ${$(off.apiGateway)} | ${$(off.lambdaRequests)} | ${$(off.lambdaDuration)} | ${$(off.dynamo)} | ${$(off.kms)} | **${$(off.total)}** (incl. ${$(off.logs)} logs) |`,
+        ]),
     `| 1,000 sign-ins (launch ${MEMORY_MB.launch} MB, sessions ${MEMORY_MB.sessions} MB) | ${$(s.apiGateway)} | ${$(s.lambdaRequests)} | ${$(s.lambdaDuration)} | ${$(s.dynamo)} | ${$(s.kms)} | **${$(s.total)}** |`,
     `| reference: ${c.task} | | | | | | ${$(c.perMonth)}/month, ${(c.proxiedRequestsPerMonthAt60PercentCpu / 1e6).toFixed(0)}M proxied requests/month at 60% CPU = ${$(c.perMillionProxiedAtThatLoad)} per 1M at that load |`,
   ].join('\n');

@@ -4,9 +4,12 @@
  * The local stack (the same handlers as Lambda, the streaming proxy handler included) runs in front of
  * the bundled sandbox EHR (in a child process: bench/sandbox-process.ts), next to a floor proxy (bench/floor.ts: one store read on the same table,
  * one AES-GCM decrypt with a cached key, one keep-alive forward, base URL replaced). The same HTTP
- * client (Node's fetch, keep-alive) calls the same FHIR server for the same data three ways,
- * alternating in rounds: directly with a sandbox access token, through the floor, and through the
- * product with a session:
+ * client (Node's fetch, keep-alive) calls the same FHIR server for the same data four ways,
+ * alternating in rounds: directly with a sandbox access token, through the floor, through the
+ * product with a session (`product`, as shipped: its proxy's session cache on, so a warm container
+ * skips the store read on all but about one request per session and window), and through a second
+ * local stack with the same config but `session.proxyCacheSeconds: 0` (`product-no-cache`: one store
+ * read and one unseal per request, the floor's essential work), signed in the same way:
  *   - read:     GET Patient/{id}
  *   - search50: GET Observation?patient={id}&_count=50 (a 50-entry searchset, links rewritten by the proxy)
  * each at concurrency 1 and `--concurrency`. For each: p50 / p95 latency, throughput, and process CPU
@@ -14,7 +17,8 @@
  * the client's, is subtracted to get each proxy's own CPU), the EHR process's CPU per request reported
  * apart, and GC pause time per request of both processes. Printed as ratios to the floor and to direct, written to
  * bench/results/latest.json (gitignored), and compared with the previous run's file.
- * Goals: product p50 <= 1.15x the floor, own CPU per request <= 1.2x the floor. A report, not a test.
+ * Goals: product p50 <= 1.15x the floor, own CPU per request <= 1.2x the floor, reported for both
+ * product modes. A report, not a test. The scaling sections measure the product as shipped only.
  *
  * Token lifecycle: a 100-request storm on an expired access token (token endpoint calls, goal
  * exactly 1), and DynamoDB/KMS calls per sign-in, per 100 proxied requests and per refresh.
@@ -24,7 +28,8 @@
  *          --cold-runs N (fresh processes per bundle for module load, default 3),
  *          --throughput-requests N (unused, kept for old command lines), --out FILE,
  *          --sections a,b (only these sections, e.g. `proxyOverhead` under `node --cpu-prof`; no cost model then),
- *          --modes a,b (proxyOverhead sends requests in these modes only, e.g. `product` for a profile of it alone).
+ *          --modes a,b (proxyOverhead sends requests in these modes only: direct, floor, product,
+ *          product-no-cache; e.g. `product-no-cache` for a profile of it alone).
  */
 import { closeSync, openSync, writeSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
@@ -113,14 +118,18 @@ export interface BenchContext {
   readonly patient: string;
   /** `{publicUrl}/sessions/{id}/fhir` and the binding cookie of that session. */
   readonly proxied: { readonly fhirBaseUrl: string; readonly cookie: string; readonly sessionId: string };
+  /** The same for the second stack, its proxy's session cache off (`session.proxyCacheSeconds: 0`): the `product-no-cache` mode. */
+  readonly proxiedNoCache: { readonly fhirBaseUrl: string; readonly cookie: string; readonly sessionId: string };
   /** The sandbox's FHIR base and an access token from a normal sign-in with the sandbox. */
   readonly direct: { readonly fhirBaseUrl: string; readonly accessToken: string };
   /** The reference proxy (bench/floor.ts) in front of the same sandbox, with the same token. */
   readonly floor: { readonly fhirBaseUrl: string; readonly cookie: string };
   /** Session-store calls the API made since the run started, by method, and `ms` spent in them (live counters). */
   readonly storeCalls: Readonly<Record<string, number>>;
-  /** Client connections each proxy has accepted so far (live counters; the product's: its FHIR requests' sockets). */
-  readonly connections: { floor(): number; product(): number };
+  /** The same for the second stack's API (cache off). */
+  readonly storeCallsNoCache: Readonly<Record<string, number>>;
+  /** Client connections each proxy has accepted so far (live counters; the products': their FHIR requests' sockets). */
+  readonly connections: { floor(): number; product(): number; 'product-no-cache'(): number };
   readonly options: Options;
 }
 
@@ -203,10 +212,19 @@ async function directToken(sandbox: SandboxProcess, patient: string): Promise<st
   return token.body.access_token;
 }
 
-/** A session through the API, signed in from the sandbox EHR page like a clinician. */
+/**
+ * A session through the API, signed in from the sandbox EHR page like a clinician. The EHR page's
+ * launch (`iss` and `launch`) is taken to `stack`'s `/launch`: the sandbox sends its launches to the
+ * first stack's, and the cache-off stack is signed in the same way from its own.
+ */
 async function proxiedSession(stack: LocalStack, sandbox: SandboxProcess, patient: string): Promise<BenchContext['proxied']> {
+  const ehrPage = `${sandbox.url}/ehr/launch?patient=${encodeURIComponent(patient)}`;
+  const launching = await fetch(ehrPage, { redirect: 'manual' });
+  await launching.arrayBuffer();
+  const launchAt = new URL(launching.headers.get('location') ?? '', ehrPage);
+  if (launching.status !== 302 && launching.status !== 303) throw new Error(`the sandbox EHR page answered ${launching.status}`);
   const browser = new BrowserClient();
-  const nav = await browser.navigate(`${sandbox.url}/ehr/launch?patient=${encodeURIComponent(patient)}`);
+  const nav = await browser.navigate(`${stack.apiUrl}${launchAt.pathname}${launchAt.search}`);
   const sessionId = nav.finalLocation ? /#session=([A-Za-z0-9_-]+)$/.exec(nav.finalLocation)?.[1] : undefined;
   if (!sessionId) throw new Error(`the launch did not reach the app: ${JSON.stringify(nav.hops.at(-1))}`);
   const binding = browser.cookies('localhost').get('__Host-smart-launch');
@@ -265,8 +283,19 @@ function sameKeepAlive(stack: LocalStack): () => number {
   return () => connections;
 }
 
-type Mode = 'direct' | 'floor' | 'product';
-const MODES: readonly Mode[] = ['direct', 'floor', 'product'];
+/**
+ * The ways a request is sent: `product` is the local stack as shipped (the proxy's session cache on,
+ * `session.proxyCacheSeconds` 5 s: a warm container reads the store about once per session and
+ * window); `product-no-cache` is a second local stack with the same config but
+ * `session.proxyCacheSeconds: 0`, one store read and one unseal per request, the floor's essential work.
+ */
+type Mode = 'direct' | 'floor' | 'product' | 'product-no-cache';
+const MODES: readonly Mode[] = ['direct', 'floor', 'product', 'product-no-cache'];
+/** The two product modes, each compared with the floor and with direct. */
+const PRODUCT_MODES = ['product', 'product-no-cache'] as const satisfies readonly Mode[];
+type ProductMode = (typeof PRODUCT_MODES)[number];
+/** The modes of the scaling sections: the product as shipped only (the cache does not change how a body is handled). */
+const SHIPPED_MODES: readonly Mode[] = ['direct', 'floor', 'product'];
 
 interface ModeMeasure {
   readonly latencyMs: Stats;
@@ -289,7 +318,7 @@ interface ModeMeasure {
 const gcMsSoFar = gcPauseMeter();
 
 /**
- * One scenario at one concurrency, the three modes alternating in rounds (the order rotating each
+ * One scenario at one concurrency, the modes alternating in rounds (the order rotating each
  * round, one warm-up round discarded): per-request latency, batch throughput, and process CPU time
  * per request. This process holds the client, the proxies and the store (the EHR runs in its own), so
  * the direct mode's CPU (the client's) is subtracted from the proxied modes' to get each proxy's own
@@ -305,12 +334,13 @@ const requestsPerMode = (iterations: number, concurrency: number) => (roundsOf(i
 async function measureModes(
   sandbox: SandboxProcess,
   scenario: Scenario,
-  targets: Record<Mode, Target>,
+  targets: Partial<Record<Mode, Target>>,
   concurrency: number,
   iterations: number,
   batchSize?: number,
   modes: readonly Mode[] = MODES,
 ): Promise<Record<Mode, ModeMeasure>> {
+  for (const mode of modes) if (targets[mode] === undefined) throw new Error(`no ${mode} target for ${scenario.name}`);
   const batch = batchSize ?? batchOf(concurrency);
   const rounds = roundsOf(iterations, batch);
   const acc = Object.fromEntries(MODES.map((m) => [m, { samples: [] as number[], ms: 0, cpuUs: 0, gcMs: 0, ehrCpuUs: 0, ehrGcMs: 0, count: 0, byRound: [] as number[] }])) as Record<
@@ -331,7 +361,7 @@ async function measureModes(
         Array.from({ length: concurrency }, async () => {
           while (remaining > 0) {
             remaining--;
-            samples.push(await once(targets[mode], scenario.check));
+            samples.push(await once(targets[mode]!, scenario.check));
           }
         }),
       );
@@ -372,9 +402,9 @@ async function measureModes(
 
 const ratio = (a: number, b: number) => (b > 0 ? Math.round((a / b) * 1000) / 1000 : NaN);
 
-/** Product own CPU / floor own CPU in each round, from the three modes' CPU in that same round. */
-function roundRatios(m: Record<Mode, ModeMeasure>): number[] {
-  return m.direct.cpuMsPerRequestByRound.map((direct, i) => ratio((m.product.cpuMsPerRequestByRound[i] ?? NaN) - direct, (m.floor.cpuMsPerRequestByRound[i] ?? NaN) - direct)).filter(Number.isFinite);
+/** A product mode's own CPU / the floor's own CPU in each round, from the modes' CPU in that same round. */
+function roundRatios(m: Record<Mode, ModeMeasure>, product: ProductMode): number[] {
+  return m.direct.cpuMsPerRequestByRound.map((direct, i) => ratio((m[product].cpuMsPerRequestByRound[i] ?? NaN) - direct, (m.floor.cpuMsPerRequestByRound[i] ?? NaN) - direct)).filter(Number.isFinite);
 }
 
 /** Smallest, median and largest of `values` (the spread of a per-round figure within one run). */
@@ -383,32 +413,34 @@ function spread(values: number[]): { rounds: number; min: number; median: number
   return { rounds: n, min, median: p50, max };
 }
 
-/** Ratios of the product to the floor and to direct (the goals: p50 <= 1.15x floor, own CPU <= 1.2x floor). */
-function ratiosOf(m: Record<Mode, ModeMeasure>) {
+/** Ratios of a product mode to the floor and to direct (the goals: p50 <= 1.15x floor, own CPU <= 1.2x floor). */
+function ratiosOf(m: Record<Mode, ModeMeasure>, product: ProductMode = 'product') {
+  const p = m[product];
   const toFloor = {
-    p50: ratio(m.product.latencyMs.p50, m.floor.latencyMs.p50),
-    p95: ratio(m.product.latencyMs.p95, m.floor.latencyMs.p95),
-    throughput: ratio(m.product.throughputRps, m.floor.throughputRps),
-    ownCpu: ratio(m.product.ownCpuMsPerRequest, m.floor.ownCpuMsPerRequest),
-    cpu: ratio(m.product.cpuMsPerRequest, m.floor.cpuMsPerRequest),
+    p50: ratio(p.latencyMs.p50, m.floor.latencyMs.p50),
+    p95: ratio(p.latencyMs.p95, m.floor.latencyMs.p95),
+    throughput: ratio(p.throughputRps, m.floor.throughputRps),
+    ownCpu: ratio(p.ownCpuMsPerRequest, m.floor.ownCpuMsPerRequest),
+    cpu: ratio(p.cpuMsPerRequest, m.floor.cpuMsPerRequest),
   };
   return {
     toFloor,
     toDirect: {
-      p50: ratio(m.product.latencyMs.p50, m.direct.latencyMs.p50),
-      p95: ratio(m.product.latencyMs.p95, m.direct.latencyMs.p95),
-      throughput: ratio(m.product.throughputRps, m.direct.throughputRps),
-      cpu: ratio(m.product.cpuMsPerRequest, m.direct.cpuMsPerRequest),
+      p50: ratio(p.latencyMs.p50, m.direct.latencyMs.p50),
+      p95: ratio(p.latencyMs.p95, m.direct.latencyMs.p95),
+      throughput: ratio(p.throughputRps, m.direct.throughputRps),
+      cpu: ratio(p.cpuMsPerRequest, m.direct.cpuMsPerRequest),
     },
     floorToDirect: { p50: ratio(m.floor.latencyMs.p50, m.direct.latencyMs.p50), cpu: ratio(m.floor.cpuMsPerRequest, m.direct.cpuMsPerRequest) },
     goals: { p50Within1_15xFloor: toFloor.p50 <= 1.15, ownCpuWithin1_2xFloor: toFloor.ownCpu <= 1.2 },
-    ownCpuToFloorByRound: spread(roundRatios(m)),
+    ownCpuToFloorByRound: spread(roundRatios(m, product)),
   };
 }
 
 /**
  * The proxy against its floor and against direct calls: a read and a 50-entry search, at concurrency
- * 1 and `--concurrency`, the three modes alternating in one run.
+ * 1 and `--concurrency`, the four modes alternating in one run. `ratios` are the product's as shipped
+ * (session cache on), `ratiosCacheOff` the cache-off stack's (one store read per request, as the floor).
  */
 const proxyOverhead: BenchSection = {
   name: 'proxyOverhead',
@@ -431,25 +463,37 @@ const proxyOverhead: BenchSection = {
         direct: { url: `${context.direct.fhirBaseUrl}/${scenario.path}`, headers: { authorization: `Bearer ${context.direct.accessToken}`, accept: 'application/fhir+json' } },
         floor: { url: `${context.floor.fhirBaseUrl}/${scenario.path}`, headers: { cookie: context.floor.cookie, accept: 'application/fhir+json' } },
         product: { url: `${context.proxied.fhirBaseUrl}/${scenario.path}`, headers: { cookie: context.proxied.cookie, accept: 'application/fhir+json' } },
+        'product-no-cache': { url: `${context.proxiedNoCache.fhirBaseUrl}/${scenario.path}`, headers: { cookie: context.proxiedNoCache.cookie, accept: 'application/fhir+json' } },
       };
       for (const concurrency of [...new Set([1, context.options.concurrency])]) {
-        const storeBefore = { ...context.storeCalls };
-        const connectionsBefore = { floor: context.connections.floor(), product: context.connections.product() };
+        const storeBefore = { product: { ...context.storeCalls }, 'product-no-cache': { ...context.storeCallsNoCache } };
+        const connectionsBefore = { floor: context.connections.floor(), product: context.connections.product(), 'product-no-cache': context.connections['product-no-cache']() };
         const measured = await measureModes(context.sandbox, scenario, targets, concurrency, context.options.iterations, undefined, context.options.modes);
         const productRequests = requestsPerMode(context.options.iterations, concurrency);
-        const storeDuring = Object.fromEntries(
-          Object.entries(context.storeCalls).map(([name, count]) => [name, Math.round(((count - (storeBefore[name] ?? 0)) / productRequests) * 1000) / 1000]),
-        );
+        // Each product mode has its own stack and store counters: calls during the case per request of that mode.
+        const storeDuring = (mode: ProductMode) => {
+          const now = mode === 'product' ? context.storeCalls : context.storeCallsNoCache;
+          return Object.fromEntries(Object.entries(now).map(([name, count]) => [name, Math.round(((count - (storeBefore[mode][name] ?? 0)) / productRequests) * 1000) / 1000]));
+        };
+        const store = { product: storeDuring('product'), 'product-no-cache': storeDuring('product-no-cache') };
         results[`${scenario.name}@c${concurrency}`] = {
           request: `GET {base}/${scenario.path.replace(context.patient, '{patient}')}`,
           concurrency,
           modes: measured,
-          ratios: ratiosOf(measured),
-          // Where the overhead goes: the session-store read every proxied request makes (dynalite here, DynamoDB in AWS).
-          sessionStoreCallsPerProxiedRequest: Object.fromEntries(Object.entries(storeDuring).filter(([name, v]) => name !== 'ms' && v > 0)),
-          sessionStoreMsPerProxiedRequest: storeDuring.ms ?? 0,
-          // New client connections each proxy accepted during the case (the same keep-alive on both: ideally `concurrency` or fewer).
-          clientConnections: { floor: context.connections.floor() - connectionsBefore.floor, product: context.connections.product() - connectionsBefore.product },
+          ratios: ratiosOf(measured, 'product'),
+          ratiosCacheOff: ratiosOf(measured, 'product-no-cache'),
+          // Where the overhead goes: the session-store reads of each product mode (dynalite here, DynamoDB in AWS),
+          // about 0 per request with the cache (one per session and window), 1 without it.
+          sessionStoreCallsPerProxiedRequest: Object.fromEntries(
+            PRODUCT_MODES.map((mode) => [mode, Object.fromEntries(Object.entries(store[mode]).filter(([name, v]) => name !== 'ms' && v > 0))]),
+          ) as Record<ProductMode, Record<string, number>>,
+          sessionStoreMsPerProxiedRequest: Object.fromEntries(PRODUCT_MODES.map((mode) => [mode, store[mode].ms ?? 0])) as Record<ProductMode, number>,
+          // New client connections each proxy accepted during the case (the same keep-alive on all: ideally `concurrency` or fewer).
+          clientConnections: {
+            floor: context.connections.floor() - connectionsBefore.floor,
+            product: context.connections.product() - connectionsBefore.product,
+            'product-no-cache': context.connections['product-no-cache']() - connectionsBefore['product-no-cache'],
+          },
         };
       }
     }
@@ -672,12 +716,12 @@ const bundleScaling: BenchSection = {
           bytes = body.length;
         },
       };
-      const targets: Record<Mode, Target> = {
+      const targets: Partial<Record<Mode, Target>> = {
         direct: { url: `${context.direct.fhirBaseUrl}/${scenario.path}`, headers: { authorization: `Bearer ${context.direct.accessToken}`, accept: 'application/fhir+json' } },
         floor: { url: `${context.floor.fhirBaseUrl}/${scenario.path}`, headers: { cookie: context.floor.cookie, accept: 'application/fhir+json' } },
         product: { url: `${context.proxied.fhirBaseUrl}/${scenario.path}`, headers: { cookie: context.proxied.cookie, accept: 'application/fhir+json' } },
       };
-      const measured = await measureModes(context.sandbox, scenario, targets, 1, Math.max(16, Math.floor(context.options.iterations / 3)));
+      const measured = await measureModes(context.sandbox, scenario, targets, 1, Math.max(16, Math.floor(context.options.iterations / 3)), undefined, SHIPPED_MODES);
       results[`_count=${count}`] = {
         entries,
         bytes,
@@ -764,14 +808,14 @@ const answerScaling: BenchSection = {
             },
           };
           const accept = kind === 'json' ? 'application/fhir+json' : '*/*';
-          const targets: Record<Mode, Target> = {
+          const targets: Partial<Record<Mode, Target>> = {
             direct: { url: `${context.direct.fhirBaseUrl}/${path}`, headers: { authorization: `Bearer ${context.direct.accessToken}`, accept } },
             floor: { url: `${context.floor.fhirBaseUrl}/${path}`, headers: { cookie: context.floor.cookie, accept } },
             product: { url: `${context.proxied.fhirBaseUrl}/${path}`, headers: { cookie: context.proxied.cookie, accept } },
           };
           // Fewer requests for the large answers: their CPU per request is large against the noise.
           const batch = size >= 1024 * 1024 ? 4 : 16;
-          const measured = await measureModes(context.sandbox, scenario, targets, 1, Math.max(batch * 2, Math.floor(context.options.iterations / (size >= 1024 * 1024 ? 8 : 3))), batch);
+          const measured = await measureModes(context.sandbox, scenario, targets, 1, Math.max(batch * 2, Math.floor(context.options.iterations / (size >= 1024 * 1024 ? 8 : 3))), batch, SHIPPED_MODES);
           results[`${kind}@${size >= 1024 * 1024 ? `${size / (1024 * 1024)}MB` : `${size / 1024}KB`}`] = {
             kind: kind === 'bin' ? 'Binary (raw bytes)' : 'FHIR JSON resource',
             bytes,
@@ -835,11 +879,14 @@ async function main(): Promise<void> {
   const dataDir = await mkdtemp(join(tmpdir(), 'smart-launch-bench-'));
   // The sandbox EHR runs in a child process (its CPU and GC are not the proxies'); it registers the
   // API's redirect URI before the API starts, so the API's port is chosen first.
+  // A second API, the same config but its proxy's session cache off, signs in at the same EHR client.
   const apiPort = await freeLoopbackPort();
   const apiUrl = `http://localhost:${apiPort}`;
+  const noCachePort = await freeLoopbackPort();
+  const noCacheUrl = `http://localhost:${noCachePort}`;
   const sandbox = await startSandboxProcess({
     clients: [
-      { clientId: LOCAL_CLIENT.clientId, clientAuth: 'client_secret_basic', clientSecret: LOCAL_CLIENT.clientSecret, redirectUris: [`${apiUrl}/callback`] },
+      { clientId: LOCAL_CLIENT.clientId, clientAuth: 'client_secret_basic', clientSecret: LOCAL_CLIENT.clientSecret, redirectUris: [`${apiUrl}/callback`, `${noCacheUrl}/callback`] },
       { clientId: LOCAL_PUBLIC_CLIENT, clientAuth: 'none', redirectUris: [`${apiUrl}/callback`] },
       { clientId: BENCH_CLIENT.clientId, clientAuth: 'client_secret_basic', clientSecret: BENCH_CLIENT.clientSecret, redirectUris: [BENCH_CLIENT.redirectUri] },
     ],
@@ -847,13 +894,25 @@ async function main(): Promise<void> {
     appLaunchUrl: `${apiUrl}/app/`,
   });
   let stack: LocalStack | undefined;
+  let noCacheStack: LocalStack | undefined;
   let floor: FloorProxy | undefined;
   try {
     stack = await startLocalStack({ port: apiPort, dataDir, sandbox: false, configure: (urls) => sampleConfig(urls.apiUrl, sandbox.fhirBaseUrl) });
     if (stack.apiUrl !== apiUrl) throw new Error(`the API listens at ${stack.apiUrl}, not ${apiUrl}`);
+    // Its own data folder (dynalite, keys, audit file), as a second deployment would have.
+    noCacheStack = await startLocalStack({
+      port: noCachePort,
+      dataDir: join(dataDir, 'no-cache'),
+      sandbox: false,
+      configure: (urls) => ({ ...(sampleConfig(urls.apiUrl, sandbox.fhirBaseUrl) as Record<string, unknown>), session: { proxyCacheSeconds: 0 } }),
+    });
+    if (noCacheStack.apiUrl !== noCacheUrl) throw new Error(`the cache-off API listens at ${noCacheStack.apiUrl}, not ${noCacheUrl}`);
+    if (noCacheStack.config.session.proxyCacheSeconds !== 0 || stack.config.session.proxyCacheSeconds === 0) throw new Error('the two stacks do not differ in session.proxyCacheSeconds alone');
     const patient = sandbox.patients[0]!.id;
     const storeCalls = countStoreCalls(stack.deps.store);
+    const storeCallsNoCache = countStoreCalls(noCacheStack.deps.store);
     const productConnections = sameKeepAlive(stack);
+    const noCacheConnections = sameKeepAlive(noCacheStack);
     const accessToken = await directToken(sandbox, patient);
     floor = await startFloorProxy({ client: stack.dynamo.client, tableName: stack.dynamo.tableName, upstreamBase: sandbox.fhirBaseUrl, accessToken });
     const context: BenchContext = {
@@ -861,10 +920,12 @@ async function main(): Promise<void> {
       sandbox,
       patient,
       proxied: await proxiedSession(stack, sandbox, patient),
+      proxiedNoCache: await proxiedSession(noCacheStack, sandbox, patient),
       direct: { fhirBaseUrl: sandbox.fhirBaseUrl, accessToken },
       floor: { fhirBaseUrl: `${floor.url}/${floor.sessionId}/fhir`, cookie: floor.cookie },
       storeCalls,
-      connections: { floor: (floor as FloorProxy).connections, product: productConnections },
+      storeCallsNoCache,
+      connections: { floor: (floor as FloorProxy).connections, product: productConnections, 'product-no-cache': noCacheConnections },
       options,
     };
     const sections: Record<string, unknown> = {};
@@ -881,12 +942,23 @@ async function main(): Promise<void> {
 
     // Module load of the Lambda bundles, in fresh processes (no stack needed).
     sections.coldStart = await coldStart(resolve(dirname(fileURLToPath(import.meta.url)), '..'), dirname(options.out), options.coldRuns);
-    const overheadCases = sections.proxyOverhead as Record<string, { modes: Record<Mode, ModeMeasure> }>;
-    const c1 = ['read@c1', 'search50@c1'].map((name) => overheadCases[name]?.modes.product.ownCpuMsPerRequest ?? NaN);
+    const overheadCases = sections.proxyOverhead as Record<string, { modes: Record<Mode, ModeMeasure>; sessionStoreCallsPerProxiedRequest: Record<ProductMode, Record<string, number>> }>;
+    const atC1 = (mode: ProductMode) => ['read@c1', 'search50@c1'].map((name) => overheadCases[name]?.modes[mode].ownCpuMsPerRequest ?? NaN);
+    const c1 = atC1('product');
+    const c1Off = atC1('product-no-cache');
+    // The cache-off stack's store calls per request in the same cases, as the DynamoDB calls they are (KMS: none, the data key is cached).
+    const offCalls: Record<string, number> = { GetItem: 0, PutItem: 0, DeleteItem: 0, UpdateItem: 0, GenerateDataKey: 0, Decrypt: 0 };
+    for (const name of ['read@c1', 'search50@c1']) {
+      for (const [method, perRequest] of Object.entries(overheadCases[name]?.sessionStoreCallsPerProxiedRequest['product-no-cache'] ?? {})) {
+        const api = DYNAMODB_CALL[method];
+        if (api !== undefined) offCalls[api] = (offCalls[api] ?? 0) + perRequest / 2;
+      }
+    }
     const lifecycle = sections.tokenLifecycle as { awsCallsPerSignIn: Record<string, number>; awsCallsPer100ProxiedRequests: Record<string, number> };
     const signIn = sections.signIn as { cpuMsPerSignInUpperBound: number; productEhrCallsPerSignIn: Record<string, number> };
     sections.costModel = costModel({
       proxyCpuMs: (c1[0]! + c1[1]!) / 2,
+      cacheOff: { proxyCpuMs: (c1Off[0]! + c1Off[1]!) / 2, proxiedCalls: offCalls },
       signInCpuMs: signIn.cpuMsPerSignInUpperBound,
       signInCalls: lifecycle.awsCallsPerSignIn,
       proxiedCalls: Object.fromEntries(Object.entries(lifecycle.awsCallsPer100ProxiedRequests).map(([k, v]) => [k, v / 100])),
@@ -898,9 +970,9 @@ async function main(): Promise<void> {
       generatedAt: new Date().toISOString(),
       environment: { node: process.version, platform: `${process.platform}/${process.arch}`, cpus: cpus().length, machineLoad: machineLoad() },
       setup:
-        'local stack (same handlers as Lambda, streaming FHIR proxy) + floor proxy (bench/floor.ts) + dynalite + client in the bench process, sandbox EHR in a child process; same fetch client, same server, same data; direct, floor and product alternating; CPU = process.cpuUsage() of the bench process, own CPU = minus the direct mode; EHR CPU and GC of both processes reported apart',
+        'local stack (same handlers as Lambda, streaming FHIR proxy) + a second local stack with the proxy session cache off (proxyCacheSeconds 0) + floor proxy (bench/floor.ts) + dynalite + client in the bench process, sandbox EHR in a child process; same fetch client, same server, same data; direct, floor, product (as shipped, cache on) and product-no-cache alternating; CPU = process.cpuUsage() of the bench process, own CPU = minus the direct mode; EHR CPU and GC of both processes reported apart',
       options: { iterations: options.iterations, concurrency: options.concurrency, throughputRequests: options.throughputRequests },
-      goal: 'product p50 <= 1.15x the floor and own CPU per request <= 1.2x the floor, every case',
+      goal: 'product p50 <= 1.15x the floor and own CPU per request <= 1.2x the floor, every case (reported for both product modes)',
       durationSeconds: Math.round((performance.now() - started) / 100) / 10,
       sections,
     };
@@ -914,6 +986,7 @@ async function main(): Promise<void> {
   } finally {
     await restoreLogs();
     await floor?.close();
+    await noCacheStack?.close();
     await stack?.close();
     await sandbox.close();
     await rm(dataDir, { recursive: true, force: true });
@@ -939,15 +1012,21 @@ async function freeLoopbackPort(): Promise<number> {
 /** The figures compared run to run: ratios and own CPU per request, per case. */
 function keyFigures(sections: Record<string, unknown>): Record<string, number> {
   const out: Record<string, number> = {};
-  const overhead = (sections.proxyOverhead ?? {}) as Record<string, { modes?: Record<Mode, ModeMeasure>; ratios?: ReturnType<typeof ratiosOf> }>;
+  // A run from before a mode existed has no figures for it: those lines are left out of the comparison.
+  const overhead = (sections.proxyOverhead ?? {}) as Record<string, { modes?: Partial<Record<Mode, ModeMeasure>>; ratios?: ReturnType<typeof ratiosOf>; ratiosCacheOff?: ReturnType<typeof ratiosOf> }>;
   for (const [name, r] of Object.entries(overhead)) {
     if (!r.modes || !r.ratios) continue;
     out[`${name} p50/floor`] = r.ratios.toFloor.p50;
     out[`${name} ownCpu/floor`] = r.ratios.toFloor.ownCpu;
     out[`${name} p50/direct`] = r.ratios.toDirect.p50;
-    out[`${name} product ownCpu ms`] = r.modes.product.ownCpuMsPerRequest;
-    out[`${name} floor ownCpu ms`] = r.modes.floor.ownCpuMsPerRequest;
-    if (r.modes.product.ehrCpuMsPerRequest !== undefined) out[`${name} ehr cpu ms`] = r.modes.direct.ehrCpuMsPerRequest;
+    if (r.ratiosCacheOff) {
+      out[`${name} no-cache p50/floor`] = r.ratiosCacheOff.toFloor.p50;
+      out[`${name} no-cache ownCpu/floor`] = r.ratiosCacheOff.toFloor.ownCpu;
+    }
+    if (r.modes.product) out[`${name} product ownCpu ms`] = r.modes.product.ownCpuMsPerRequest;
+    if (r.modes['product-no-cache']) out[`${name} no-cache ownCpu ms`] = r.modes['product-no-cache'].ownCpuMsPerRequest;
+    if (r.modes.floor) out[`${name} floor ownCpu ms`] = r.modes.floor.ownCpuMsPerRequest;
+    if (r.modes.direct?.ehrCpuMsPerRequest !== undefined) out[`${name} ehr cpu ms`] = r.modes.direct.ehrCpuMsPerRequest;
   }
   return out;
 }
@@ -962,7 +1041,7 @@ function deltas(previous: { generatedAt?: string; sections?: Record<string, unkn
     const old = before[name];
     if (old === undefined || !Number.isFinite(old)) continue;
     const change = old === 0 ? 0 : ((value - old) / Math.abs(old)) * 100;
-    lines.push(`  ${name.padEnd(30)} ${old.toFixed(3).padStart(8)} -> ${value.toFixed(3).padStart(8)}  (${change >= 0 ? '+' : ''}${change.toFixed(1)}%)`);
+    lines.push(`  ${name.padEnd(36)} ${old.toFixed(3).padStart(8)} -> ${value.toFixed(3).padStart(8)}  (${change >= 0 ? '+' : ''}${change.toFixed(1)}%)`);
   }
   return lines;
 }
@@ -977,28 +1056,39 @@ function printSummary(sections: Record<string, unknown>, out: string, seconds: n
     {
       modes: Record<Mode, ModeMeasure>;
       ratios: ReturnType<typeof ratiosOf>;
-      sessionStoreCallsPerProxiedRequest: Record<string, number>;
-      sessionStoreMsPerProxiedRequest: number;
-      clientConnections?: { floor: number; product: number };
+      ratiosCacheOff: ReturnType<typeof ratiosOf>;
+      sessionStoreCallsPerProxiedRequest: Record<ProductMode, Record<string, number>>;
+      sessionStoreMsPerProxiedRequest: Record<ProductMode, number>;
+      clientConnections: Record<'floor' | ProductMode, number>;
     }
   > | undefined;
   const overheadCases = overhead ?? {};
-  const lines = ['FHIR proxy vs its floor (bench/floor.ts) vs direct: same run, same client, modes alternating', ''];
-  lines.push('case           mode       p50 ms   p95 ms    req/s   cpu ms/req  own cpu ms/req  gc ms/req  ehr cpu ms/req  ehr gc ms/req');
+  const lines = [
+    'FHIR proxy vs its floor (bench/floor.ts) vs direct: same run, same client, modes alternating',
+    'product: as shipped, session cache on (proxyCacheSeconds 5); product-no-cache: proxyCacheSeconds 0, one store read per request like the floor',
+    '',
+  ];
+  lines.push('case           mode               p50 ms   p95 ms    req/s   cpu ms/req  own cpu ms/req  gc ms/req  ehr cpu ms/req  ehr gc ms/req');
   for (const [name, r] of Object.entries(overheadCases)) {
     for (const mode of MODES) {
       const m = r.modes[mode];
       lines.push(
-        `${name.padEnd(14)} ${mode.padEnd(8)} ${m.latencyMs.p50.toFixed(2).padStart(8)} ${m.latencyMs.p95.toFixed(2).padStart(8)} ${m.throughputRps.toFixed(1).padStart(8)} ${m.cpuMsPerRequest.toFixed(3).padStart(11)} ${(mode === 'direct' ? '' : m.ownCpuMsPerRequest.toFixed(3)).padStart(15)} ${m.gcMsPerRequest.toFixed(3).padStart(10)} ${m.ehrCpuMsPerRequest.toFixed(3).padStart(15)} ${m.ehrGcMsPerRequest.toFixed(3).padStart(14)}`,
+        `${name.padEnd(14)} ${mode.padEnd(16)} ${m.latencyMs.p50.toFixed(2).padStart(8)} ${m.latencyMs.p95.toFixed(2).padStart(8)} ${m.throughputRps.toFixed(1).padStart(8)} ${m.cpuMsPerRequest.toFixed(3).padStart(11)} ${(mode === 'direct' ? '' : m.ownCpuMsPerRequest.toFixed(3)).padStart(15)} ${m.gcMsPerRequest.toFixed(3).padStart(10)} ${m.ehrCpuMsPerRequest.toFixed(3).padStart(15)} ${m.ehrGcMsPerRequest.toFixed(3).padStart(14)}`,
       );
     }
-    const f = r.ratios.toFloor;
-    const d = r.ratios.toDirect;
+    for (const product of PRODUCT_MODES) {
+      const ratios = product === 'product' ? r.ratios : r.ratiosCacheOff;
+      const f = ratios.toFloor;
+      const d = ratios.toDirect;
+      lines.push(
+        `${''.padEnd(14)} ${product}/floor: p50 ${f.p50.toFixed(2)}x (goal <= 1.15: ${ratios.goals.p50Within1_15xFloor ? 'met' : 'NOT met'}), p95 ${f.p95.toFixed(2)}x, req/s ${f.throughput.toFixed(2)}x, own cpu ${f.ownCpu.toFixed(2)}x (goal <= 1.2: ${ratios.goals.ownCpuWithin1_2xFloor ? 'met' : 'NOT met'})`,
+        `${''.padEnd(16)} own cpu ${product}/floor round by round (${ratios.ownCpuToFloorByRound.rounds} rounds): min ${ratios.ownCpuToFloorByRound.min.toFixed(2)}x, median ${ratios.ownCpuToFloorByRound.median.toFixed(2)}x, max ${ratios.ownCpuToFloorByRound.max.toFixed(2)}x`,
+        `${''.padEnd(16)} ${product}/direct: p50 ${d.p50.toFixed(2)}x, p95 ${d.p95.toFixed(2)}x, req/s ${d.throughput.toFixed(2)}x`,
+        `${''.padEnd(16)} per ${product} request: session-store calls ${JSON.stringify(r.sessionStoreCallsPerProxiedRequest[product])}, ${r.sessionStoreMsPerProxiedRequest[product].toFixed(2)} ms in the store`,
+      );
+    }
     lines.push(
-      `${''.padEnd(14)} product/floor: p50 ${f.p50.toFixed(2)}x (goal <= 1.15: ${r.ratios.goals.p50Within1_15xFloor ? 'met' : 'NOT met'}), p95 ${f.p95.toFixed(2)}x, req/s ${f.throughput.toFixed(2)}x, own cpu ${f.ownCpu.toFixed(2)}x (goal <= 1.2: ${r.ratios.goals.ownCpuWithin1_2xFloor ? 'met' : 'NOT met'})`,
-      `${''.padEnd(14)} own cpu product/floor round by round (${r.ratios.ownCpuToFloorByRound.rounds} rounds): min ${r.ratios.ownCpuToFloorByRound.min.toFixed(2)}x, median ${r.ratios.ownCpuToFloorByRound.median.toFixed(2)}x, max ${r.ratios.ownCpuToFloorByRound.max.toFixed(2)}x`,
-      `${''.padEnd(14)} product/direct: p50 ${d.p50.toFixed(2)}x, p95 ${d.p95.toFixed(2)}x, req/s ${d.throughput.toFixed(2)}x; floor/direct p50 ${r.ratios.floorToDirect.p50.toFixed(2)}x`,
-      `${''.padEnd(14)} per proxied request: session-store calls ${JSON.stringify(r.sessionStoreCallsPerProxiedRequest)}, ${r.sessionStoreMsPerProxiedRequest.toFixed(2)} ms in the store${r.clientConnections ? `; new client connections: floor ${r.clientConnections.floor}, product ${r.clientConnections.product}` : ''}`,
+      `${''.padEnd(14)} floor/direct p50 ${r.ratios.floorToDirect.p50.toFixed(2)}x; new client connections: floor ${r.clientConnections.floor}, product ${r.clientConnections.product}, product-no-cache ${r.clientConnections['product-no-cache']}`,
     );
   }
   lines.push('', ...deltas(previous, sections));
