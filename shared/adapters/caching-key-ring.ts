@@ -17,7 +17,9 @@ interface Entry {
  * Keeps unwrapped data keys in this container's memory, bounded and short-lived, so a warm Lambda
  * calls KMS Decrypt at most once per session (and not at all for a session it just created).
  * Entries are keyed by the wrapped key *and* the encryption context, so a cached key is only ever
- * handed out for the exact context KMS accepted it with.
+ * handed out for the exact context KMS accepted it with. Concurrent misses for one key share one
+ * inner Decrypt (a burst of first requests makes one KMS call, not one each); a failed Decrypt is
+ * never remembered, and every caller waiting on it gets its error.
  */
 export class CachingKeyRing implements KeyRing {
   readonly #inner: KeyRing;
@@ -25,6 +27,8 @@ export class CachingKeyRing implements KeyRing {
   readonly #maxEntries: number;
   readonly #ttlMs: number;
   readonly #entries = new Map<string, Entry>();
+  /** Inner Decrypts under way, by the same id as the entries. */
+  readonly #pending = new Map<string, Promise<Uint8Array>>();
 
   constructor(inner: KeyRing, clock: Clock, options: CachingKeyRingOptions = {}) {
     this.#inner = inner;
@@ -49,9 +53,19 @@ export class CachingKeyRing implements KeyRing {
       return new Uint8Array(entry.plaintext);
     }
     this.#entries.delete(id);
-    const plaintext = await this.#inner.decryptDataKey(wrapped, context);
-    this.#remember(id, plaintext);
-    return plaintext;
+    let pending = this.#pending.get(id);
+    if (pending === undefined) {
+      pending = this.#inner
+        .decryptDataKey(wrapped, context)
+        .then((plaintext) => {
+          this.#remember(id, plaintext);
+          return plaintext;
+        })
+        .finally(() => this.#pending.delete(id));
+      this.#pending.set(id, pending);
+    }
+    // Every caller gets its own copy, as from the cache.
+    return new Uint8Array(await pending);
   }
 
   /** Number of keys held (for tests and metrics). */

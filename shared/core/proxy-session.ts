@@ -4,7 +4,7 @@ import type { CoreDeps } from './deps.js';
 import type { SessionRefresher } from './proxy/forward.js';
 import { refreshSkewMs } from './refresh.js';
 import { sessionKey } from './sealed-records.js';
-import { checkSessionId, openSession, sessionNotOpen, type OpenSession } from './session.js';
+import { checkBound, checkSessionId, openSession, sessionNotOpen, unsealSession, type OpenSession } from './session.js';
 
 /*
  * The FHIR proxy's way to open a session: through this container's `OpenSessionCache`
@@ -27,13 +27,15 @@ function servable(config: Config, session: OpenSession, nowMs: number): boolean 
 /**
  * `openSession` for the FHIR proxy: from this container's cache within `session.proxyCacheSeconds`
  * of the store read, else from the store (and then kept). The binding cookie is checked on every
- * request, served from the cache or not, with the same 401 `SESSION_NOT_OPEN`.
+ * request, served from the cache or not, with the same 401 `SESSION_NOT_OPEN`. Requests that miss
+ * together share one store read and one unseal (`OpenSessionCache.shareOpen`).
  */
 export async function openProxySession(sessionIdParam: string | undefined, cookieSecret: string | undefined, deps: CoreDeps): Promise<OpenSession> {
   const cache = deps.sessionCache;
   const windowMs = cacheWindowMs(deps);
   if (cache === undefined || windowMs <= 0) return openSession(sessionIdParam, cookieSecret, deps);
-  const key = sessionKey(checkSessionId(sessionIdParam));
+  const sessionId = checkSessionId(sessionIdParam);
+  const key = sessionKey(sessionId);
   const now = deps.clock.now();
   const kept = cache.get(key, now, windowMs);
   if (kept !== undefined && servable(deps.config, kept, now)) {
@@ -41,10 +43,18 @@ export async function openProxySession(sessionIdParam: string | undefined, cooki
     return kept;
   }
   cache.delete(key);
-  const session = await openSession(sessionIdParam, cookieSecret, deps);
-  // Counted from before the read: the window never outlasts what the store said by more than its length.
-  if (servable(deps.config, session, now)) cache.set(key, session, now, windowMs);
-  return session;
+  // Concurrent misses share one store read; each request checks its own binding cookie against the
+  // record (a wrong one answers 401 and never causes a Decrypt); those it admits share one unseal.
+  return cache.shareOpen(key, now, {
+    read: () => deps.store.getSession(key, Math.floor(now / 1000)),
+    check: (record) => checkBound(record, cookieSecret),
+    unseal: async (record, readAt) => {
+      const session = await unsealSession(sessionId, key, record, deps);
+      // Counted from before the read: the window never outlasts what the store said by more than its length.
+      if (servable(deps.config, session, readAt)) cache.set(key, session, readAt, windowMs);
+      return session;
+    },
+  });
 }
 
 /**

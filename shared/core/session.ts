@@ -3,7 +3,7 @@ import { bindingMatches } from './binding.js';
 import type { CoreDeps } from './deps.js';
 import { SmartError } from './errors.js';
 import { encryptionContext, openJson, sessionKey } from './sealed-records.js';
-import { OPAQUE_ID, SessionSecretsSchema, type OpenSession } from './records.js';
+import { OPAQUE_ID, SessionSecretsSchema, type OpenSession, type SessionRecord } from './records.js';
 import { fhirBaseUrl } from './urls.js';
 
 export type { OpenSession } from './records.js';
@@ -35,8 +35,24 @@ export async function openSession(sessionIdParam: string | undefined, cookieSecr
   const sessionId = checkSessionId(sessionIdParam);
   const key = sessionKey(sessionId);
   const record = await deps.store.getSession(key, Math.floor(deps.clock.now() / 1000));
+  return unsealSession(sessionId, key, checkBound(record, cookieSecret), deps);
+}
+
+/**
+ * The steps of `openSession` after the store read, for a caller that shares one read among several
+ * requests (the FHIR proxy): each request checks its own binding cookie, and only then unseals.
+ */
+export function checkBound(record: SessionRecord | undefined, cookieSecret: string | undefined): SessionRecord {
   if (!record) throw sessionNotOpen('unknown-or-expired');
   if (!bindingMatches(record.bindingHash, cookieSecret)) throw sessionNotOpen('not-bound');
+  return record;
+}
+
+/**
+ * Opens the sealed tokens of the record read under `key` (one data key unwrap, bound to that key's
+ * encryption context): only for a record `checkBound` accepted.
+ */
+export async function unsealSession(sessionId: string, key: string, record: SessionRecord, deps: CoreDeps): Promise<OpenSession> {
   const dataKey = await deps.keyRing.decryptDataKey(record.wrappedKey, encryptionContext(deps.config, key));
   const secrets = openJson(SessionSecretsSchema, dataKey, record.sealed, key);
   return { sessionId, record, secrets, dataKey };

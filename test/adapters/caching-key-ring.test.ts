@@ -260,6 +260,130 @@ describe('CachingKeyRing over KmsKeyRing (KMS mocked)', () => {
   });
 });
 
+describe('CachingKeyRing: concurrent misses share one Decrypt (single flight)', () => {
+  const client = new KMSClient({ region: 'us-east-1' });
+  const kms = mockClient(client);
+  const kmsKeyRing = new KmsKeyRing({ client, keyId: KEY_ID });
+  const plaintextA = new Uint8Array(randomBytes(32));
+  const wrappedA = new Uint8Array(randomBytes(184));
+
+  /** KMS answers each Decrypt only when the test says so: as KMS would, throttled, or with a 5xx. */
+  let held: Array<{ input: DecryptCommandInput; answer: (outcome: 'ok' | 'throttled' | 'internal') => void }>;
+  let clock: FixedClock;
+
+  beforeEach(() => {
+    kms.reset();
+    clock = new FixedClock();
+    held = [];
+    kms.on(DecryptCommand).callsFake(
+      (input: DecryptCommandInput) =>
+        new Promise((resolve, reject) => {
+          held.push({
+            input,
+            answer: (outcome) => {
+              if (outcome === 'throttled') reject(Object.assign(new Error('Rate exceeded'), { name: 'ThrottlingException', $metadata: { httpStatusCode: 400 } }));
+              else if (outcome === 'internal') reject(new KMSInternalException({ message: 'internal error', $metadata: { httpStatusCode: 500 } }));
+              else if (isDeepStrictEqual(new Uint8Array(input.CiphertextBlob ?? []), wrappedA) && isDeepStrictEqual({ ...input.EncryptionContext }, { ...CONTEXT_A })) {
+                resolve({ Plaintext: new Uint8Array(plaintextA), KeyId: KEY_ID });
+              } else reject(new InvalidCiphertextException({ message: 'invalid ciphertext', $metadata: {} }));
+            },
+          });
+        }),
+    );
+  });
+
+  /** Lets the pending calls reach the mock. */
+  const settle = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+  it('8 concurrent decrypts of one session’s wrapped key make one KMS Decrypt (docs/design.md §5: one Decrypt per session per warm container, including a burst)', async () => {
+    // Arrange
+    const keyRing = new CachingKeyRing(kmsKeyRing, clock);
+
+    // Act
+    const keys = Array.from({ length: 8 }, () => keyRing.decryptDataKey(new Uint8Array(wrappedA), { ...CONTEXT_A }));
+    await settle();
+    const inFlight = held.length;
+    for (const call of held) call.answer('ok');
+    const results = await Promise.all(keys);
+
+    // Assert
+    expect(inFlight).toBe(1);
+    expect(kms).toHaveReceivedCommandTimes(DecryptCommand, 1);
+    for (const key of results) expect(key).toEqual(plaintextA);
+    // Each caller has its own copy: zeroing one changes no other, nor what the cache serves next.
+    expect(new Set(results).size).toBe(8);
+    results[0]!.fill(0);
+    expect(results[1]).toEqual(plaintextA);
+    expect(await keyRing.decryptDataKey(wrappedA, CONTEXT_A)).toEqual(plaintextA);
+    expect(kms).toHaveReceivedCommandTimes(DecryptCommand, 1);
+    expect(keyRing.size).toBe(1);
+  });
+
+  it.each([
+    ['throttled', 'throttled'],
+    ['5xx', 'internal'],
+  ] as const)('a failed Decrypt (KMS %s) goes to every waiter as KEYRING_UNAVAILABLE, is not cached, and the next call asks KMS again', async (_what, outcome) => {
+    // Arrange
+    const keyRing = new CachingKeyRing(kmsKeyRing, clock);
+    const waiters = Array.from({ length: 5 }, () => caught(keyRing.decryptDataKey(wrappedA, CONTEXT_A)));
+    await settle();
+
+    // Act
+    for (const call of held) call.answer(outcome);
+    const errors = await Promise.all(waiters);
+    const next = keyRing.decryptDataKey(wrappedA, CONTEXT_A);
+    await settle();
+    held.at(-1)!.answer('ok');
+
+    // Assert
+    for (const error of errors) expect(error).toMatchObject({ code: 'KEYRING_UNAVAILABLE', status: 503 });
+    expect(await next).toEqual(plaintextA);
+    expect(kms).toHaveReceivedCommandTimes(DecryptCommand, 2);
+    expect(keyRing.size).toBe(1);
+  });
+
+  it('never shares a Decrypt under way with a call for the same wrapped key under another context: KMS is asked for each, and refuses the other (invariant 6)', async () => {
+    // Arrange
+    const keyRing = new CachingKeyRing(kmsKeyRing, clock);
+
+    // Act
+    const genuine = keyRing.decryptDataKey(wrappedA, CONTEXT_A);
+    const copied = caught(keyRing.decryptDataKey(wrappedA, CONTEXT_B));
+    await settle();
+    for (const call of held) call.answer('ok');
+
+    // Assert
+    expect(await genuine).toEqual(plaintextA);
+    expect(await copied).toMatchObject({ code: 'VAULT_INTEGRITY', status: 401 });
+    expect(kms).toHaveReceivedCommandTimes(DecryptCommand, 2);
+    expect(keyRing.size).toBe(1);
+  });
+
+  it('counts the TTL of a key decrypted for a burst from when KMS answered (clock port)', async () => {
+    // Arrange
+    const keyRing = new CachingKeyRing(kmsKeyRing, clock, { ttlMs: MINUTE });
+    const burst = [keyRing.decryptDataKey(wrappedA, CONTEXT_A), keyRing.decryptDataKey(wrappedA, CONTEXT_A)];
+    await settle();
+    clock.advance(10_000);
+    for (const call of held) call.answer('ok');
+    await Promise.all(burst);
+
+    // Act
+    clock.advance(MINUTE - 1);
+    await keyRing.decryptDataKey(wrappedA, CONTEXT_A);
+    const justBefore = kms.commandCalls(DecryptCommand).length;
+    clock.advance(1);
+    const after = keyRing.decryptDataKey(wrappedA, CONTEXT_A);
+    await settle();
+    held.at(-1)!.answer('ok');
+    await after;
+
+    // Assert
+    expect(justBefore).toBe(1);
+    expect(kms).toHaveReceivedCommandTimes(DecryptCommand, 2);
+  });
+});
+
 describe('CachingKeyRing over a counting key ring', () => {
   it('stays bounded at its default of 1000 entries', async () => {
     // Arrange

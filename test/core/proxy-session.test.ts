@@ -11,6 +11,7 @@ import { SmartError } from '../../shared/core/errors.js';
 import { sampleConfig, type TestDeps } from '../fakes/deps.js';
 import { json, type FakeEhr } from '../fakes/fake-ehr.js';
 import { harness, signIn } from '../fakes/launch-flow.js';
+import { MemorySessionStore } from '../fakes/memory-store.js';
 
 /**
  * The FHIR proxy's per-container session cache (`session.proxyCacheSeconds`, default 5 s): what it
@@ -159,6 +160,159 @@ describe('openProxySession: the proxy container\'s session cache', () => {
     await c.open();
     expect(set.mock.calls[0]?.[0]).toBe(sessionKey(c.sessionId));
     expect(set.mock.calls[0]?.[0]).not.toContain(c.sessionId);
+  });
+});
+
+/** A promise the test settles, and a way to wait until every request in flight is waiting on one. */
+function gate() {
+  let open!: () => void;
+  let fail!: (error: unknown) => void;
+  const passed = new Promise<void>((resolve, reject) => {
+    open = resolve;
+    fail = reject;
+  });
+  return { passed, open, fail };
+}
+const idle = async () => {
+  for (let i = 0; i < 5; i++) await new Promise<void>((resolve) => setImmediate(resolve));
+};
+
+describe('openProxySession: a burst of concurrent first requests (docs/design.md §5 budgets)', () => {
+  const wrong = () => randomBytes(32).toString('base64url');
+
+  it('8 concurrent misses share one store read and one unseal (one Decrypt), and all get the session', async () => {
+    const c = await proxyContainer();
+    const decrypts = c.decrypts();
+
+    const sessions = await Promise.all(Array.from({ length: 8 }, () => c.open()));
+
+    expect(c.reads).toHaveBeenCalledTimes(1);
+    expect(c.decrypts() - decrypts).toBe(1);
+    for (const session of sessions) expect(session).toBe(sessions[0]);
+    expect(sessions[0]!.secrets.accessToken).toBe(c.h.ehr.issued.accessTokens[0]);
+    expect(c.cache.size).toBe(1);
+    expect(c.cache.opening).toBe(0);
+    // The burst's session is kept: the next request within the window costs nothing.
+    await c.open();
+    expect(c.reads).toHaveBeenCalledTimes(1);
+  });
+
+  it('checks each request\'s own binding against the shared read: wrong or missing cookies get 401 SESSION_NOT_OPEN, the others are served (invariant 2)', async () => {
+    const c = await proxyContainer();
+    const decrypts = c.decrypts();
+    const cookies = [c.cookie, wrong(), c.cookie, undefined, c.cookie, 'garbage', c.cookie, c.cookie];
+
+    const results = await Promise.allSettled(cookies.map((cookie) => c.open(cookie)));
+
+    results.forEach((result, i) => {
+      if (cookies[i] === c.cookie) expect(result).toMatchObject({ status: 'fulfilled', value: { sessionId: c.sessionId } });
+      else expect(result).toMatchObject({ status: 'rejected', reason: { code: 'SESSION_NOT_OPEN', status: 401, details: { notOpen: 'not-bound' } } });
+    });
+    expect(c.reads).toHaveBeenCalledTimes(1);
+    expect(c.decrypts() - decrypts).toBe(1);
+  });
+
+  it('a burst of wrong or missing cookies only: one read, 401 SESSION_NOT_OPEN for each, no Decrypt at all, nothing kept (invariant 2)', async () => {
+    const c = await proxyContainer();
+    const decrypts = c.decrypts();
+
+    const results = await Promise.allSettled([wrong(), undefined, wrong(), 'garbage'].map((cookie) => c.open(cookie)));
+
+    for (const result of results) expect(result).toMatchObject({ status: 'rejected', reason: { code: 'SESSION_NOT_OPEN', details: { notOpen: 'not-bound' } } });
+    expect(c.reads).toHaveBeenCalledTimes(1);
+    expect(c.decrypts() - decrypts).toBe(0);
+    expect(c.cache.size).toBe(0);
+    expect(c.cache.opening).toBe(0);
+    // The bound browser then opens it with its own read.
+    await expect(c.open()).resolves.toMatchObject({ sessionId: c.sessionId });
+    expect(c.reads).toHaveBeenCalledTimes(2);
+  });
+
+  it('a store read that fails goes to every request sharing it, is not kept, and the next request reads again', async () => {
+    const c = await proxyContainer();
+    const read = gate();
+    c.reads.mockImplementationOnce(async () => {
+      await read.passed;
+      throw new SmartError('STORE_UNAVAILABLE', 'the session store did not answer');
+    });
+
+    const burst = Array.from({ length: 4 }, () => c.open().catch((error: unknown) => error));
+    await idle();
+    read.open();
+    const errors = await Promise.all(burst);
+
+    for (const error of errors) expect(error).toMatchObject({ code: 'STORE_UNAVAILABLE' });
+    expect(new Set(errors).size).toBe(1);
+    expect(c.reads).toHaveBeenCalledTimes(1);
+    expect(c.cache.size).toBe(0);
+    expect(c.cache.opening).toBe(0);
+    await expect(c.open()).resolves.toMatchObject({ sessionId: c.sessionId });
+    expect(c.reads).toHaveBeenCalledTimes(2);
+  });
+
+  it('an unseal that fails (the key service unavailable) goes to every admitted request, is not kept, and the next request tries again', async () => {
+    const c = await proxyContainer();
+    const decrypts = c.decrypts();
+    const decrypt = vi.spyOn(c.h.deps.keyRing, 'decryptDataKey').mockRejectedValueOnce(new SmartError('KEYRING_UNAVAILABLE', 'the key service did not answer'));
+
+    const results = await Promise.allSettled([c.cookie, c.cookie, wrong(), c.cookie].map((cookie) => c.open(cookie)));
+
+    expect(results.map((r) => (r.status === 'rejected' ? (r.reason as SmartError).code : 'served'))).toEqual(['KEYRING_UNAVAILABLE', 'KEYRING_UNAVAILABLE', 'SESSION_NOT_OPEN', 'KEYRING_UNAVAILABLE']);
+    expect(decrypt).toHaveBeenCalledTimes(1);
+    expect(c.cache.size).toBe(0);
+    expect(c.cache.opening).toBe(0);
+    await expect(c.open()).resolves.toMatchObject({ sessionId: c.sessionId });
+    expect(decrypt).toHaveBeenCalledTimes(2);
+    expect(c.reads).toHaveBeenCalledTimes(2);
+    expect(c.decrypts() - decrypts).toBe(1);
+  });
+
+  it('a request arriving while the shared unseal runs joins it; the window is counted from before the shared read', async () => {
+    const c = await proxyContainer({ proxyCacheSeconds: 5 });
+    const read = gate();
+    const unseal = gate();
+    const store = c.h.deps.store;
+    c.reads.mockImplementationOnce(async (...args) => {
+      await read.passed;
+      return MemorySessionStore.prototype.getSession.apply(store, args);
+    });
+    const keyRing = c.h.deps.keyRing;
+    const decryptDataKey = keyRing.decryptDataKey.bind(keyRing);
+    vi.spyOn(keyRing, 'decryptDataKey').mockImplementationOnce(async (...args) => {
+      await unseal.passed;
+      return decryptDataKey(...args);
+    });
+
+    const first = c.open();
+    await idle();
+    c.h.deps.clock.advance(2_000);
+    read.open();
+    await idle();
+    const joined = c.open();
+    await idle();
+    unseal.open();
+    const [a, b] = await Promise.all([first, joined]);
+
+    expect(b).toBe(a);
+    expect(c.reads).toHaveBeenCalledTimes(1);
+    expect(c.decrypts()).toBe(1);
+    // 5 s from before the read: 2 s went by during it, so the session is kept 3 s more, not 5.
+    c.h.deps.clock.advance(2_999);
+    await c.open();
+    expect(c.reads).toHaveBeenCalledTimes(1);
+    c.h.deps.clock.advance(1);
+    await c.open();
+    expect(c.reads).toHaveBeenCalledTimes(2);
+  });
+
+  it('with proxyCacheSeconds 0, each of 8 concurrent requests reads the store (as documented for that mode)', async () => {
+    const c = await proxyContainer({ proxyCacheSeconds: 0 });
+
+    await Promise.all(Array.from({ length: 8 }, () => c.open()));
+
+    expect(c.reads).toHaveBeenCalledTimes(8);
+    expect(c.cache.size).toBe(0);
+    expect(c.cache.opening).toBe(0);
   });
 });
 

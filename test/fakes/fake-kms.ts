@@ -10,7 +10,13 @@ export const KMS_KEY_ID = 'arn:aws:kms:us-east-1:111111111111:key/0b5c2d1e-1111-
  * context it was made with (otherwise InvalidCiphertextException), so handlers run unchanged while
  * every call is counted.
  */
-export function behaveLikeKms(stub: AwsStub<ServiceInputTypes, ServiceOutputTypes, KMSClientResolvedConfig>): void {
+export function behaveLikeKms(
+  stub: AwsStub<ServiceInputTypes, ServiceOutputTypes, KMSClientResolvedConfig>,
+  options: {
+    /** Awaited by each Decrypt before it answers: lets a test hold KMS while requests pile up, or fail it. */
+    readonly beforeDecrypt?: () => Promise<void>;
+  } = {},
+): void {
   const issued = new Map<string, { plaintext: Uint8Array; context: string }>();
   stub.on(GenerateDataKeyCommand).callsFake((input: { EncryptionContext?: Record<string, string> }) => {
     const plaintext = new Uint8Array(randomBytes(32));
@@ -18,7 +24,8 @@ export function behaveLikeKms(stub: AwsStub<ServiceInputTypes, ServiceOutputType
     issued.set(Buffer.from(blob).toString('base64'), { plaintext, context: JSON.stringify(input.EncryptionContext) });
     return { KeyId: KMS_KEY_ID, Plaintext: plaintext, CiphertextBlob: blob };
   });
-  stub.on(DecryptCommand).callsFake((input: { CiphertextBlob: Uint8Array; EncryptionContext?: Record<string, string> }) => {
+  stub.on(DecryptCommand).callsFake(async (input: { CiphertextBlob: Uint8Array; EncryptionContext?: Record<string, string> }) => {
+    await options.beforeDecrypt?.();
     const entry = issued.get(Buffer.from(input.CiphertextBlob).toString('base64'));
     if (!entry || entry.context !== JSON.stringify(input.EncryptionContext)) {
       throw Object.assign(new Error('InvalidCiphertextException'), { name: 'InvalidCiphertextException' });

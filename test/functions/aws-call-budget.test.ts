@@ -40,10 +40,21 @@ const dynamoMock: AwsStub<ServiceInputTypes, ServiceOutputTypes, DynamoDBClientR
 const kms = new KMSClient({ region: 'us-east-1' });
 const kmsMock = mockClient(kms);
 
+/** DynamoDB commands sent to the table and not yet answered. */
+let dynamoInFlight = 0;
+
 function forwardDynamo(): void {
   for (const Command of [GetItemCommand, PutItemCommand, DeleteItemCommand, UpdateItemCommand] as const) {
     // eslint-disable-next-line @typescript-eslint/no-explicit-any
-    dynamoMock.on(Command as any).callsFake((input: any) => table().client.send(new (Command as any)(input)));
+    dynamoMock.on(Command as any).callsFake(async (input: any) => {
+      dynamoInFlight += 1;
+      try {
+        // eslint-disable-next-line @typescript-eslint/no-explicit-any
+        return await table().client.send(new (Command as any)(input));
+      } finally {
+        dynamoInFlight -= 1;
+      }
+    });
   }
 }
 
@@ -233,6 +244,144 @@ describe('AWS calls per operation (docs/design.md §5)', () => {
     kmsMock.resetHistory();
     expect((await handlers.buffered(event(), lambdaContext)).statusCode).toBe(200);
     expect(counts()).toEqual({ GenerateDataKey: 0, Decrypt: 0, GetItem: 1, PutItem: 0, DeleteItem: 0, UpdateItem: 0 });
+  });
+
+  describe('a burst of concurrent first requests on a warm container that has not opened the session (a chart loading)', () => {
+    /** KMS Decrypt held until the test answers it, so the burst's requests all meet it under way. */
+    function heldKms() {
+      const waiting: Array<{ resolve: () => void; reject: (error: unknown) => void }> = [];
+      let holding = true;
+      behaveLikeKms(kmsMock, {
+        beforeDecrypt: () => (holding ? new Promise<void>((resolve, reject) => waiting.push({ resolve, reject })) : Promise.resolve()),
+      });
+      return {
+        waiting,
+        hold() {
+          holding = true;
+        },
+        /** Answers every Decrypt under way (and those to come) as KMS would, or fails those under way with `error`. */
+        release(error?: unknown) {
+          holding = false;
+          for (const call of waiting.splice(0)) {
+            if (error === undefined) call.resolve();
+            else call.reject(error);
+          }
+        },
+      };
+    }
+
+    /** Waits (on the event loop, no timer) until `reads` reads were sent and answered and a Decrypt is held. */
+    async function piledUp(kmsHeld: { waiting: unknown[] }, reads: number) {
+      for (let turns = 0; !(dynamoMock.commandCalls(GetItemCommand).length >= reads && dynamoInFlight === 0 && kmsHeld.waiting.length > 0); turns++) {
+        if (turns > 100_000) throw new Error('the burst never reached KMS');
+        await new Promise<void>((resolve) => setImmediate(resolve));
+      }
+      for (let i = 0; i < 10; i++) await new Promise<void>((resolve) => setImmediate(resolve));
+    }
+
+    const withoutCorrelationId = (body: string | undefined) => body?.replace(/\(correlation id [^)]*\)/, '');
+
+    async function burstSetup(options: { sessionCache: boolean; proxyCacheSeconds?: number }) {
+      const h = await harness();
+      const burstKms = heldKms();
+      burstKms.release();
+      const { sessionId, cookies } = await signIn(h, container(h).getDeps);
+      const proxyContainer = container(h, { sessionCache: options.sessionCache });
+      const deps = await proxyContainer.getDeps();
+      const getDeps = () =>
+        Promise.resolve<CoreDeps>(options.proxyCacheSeconds === undefined ? deps : { ...deps, config: { ...deps.config, session: { ...deps.config.session, proxyCacheSeconds: options.proxyCacheSeconds } } });
+      burstKms.hold();
+      const proxy = createFhirProxyHandler(getDeps);
+      const request = (cookie: Record<string, string> = cookies) =>
+        proxy(
+          apiEvent({ resource: '/sessions/{id}/fhir/{proxy+}', path: `/sessions/${sessionId}/fhir/Patient/123`, pathParameters: { id: sessionId, proxy: 'Patient/123' }, cookies: cookie }),
+          lambdaContext,
+        );
+      dynamoMock.resetHistory();
+      kmsMock.resetHistory();
+      return { h, kms: burstKms, request, cookies };
+    }
+
+    it('8 concurrent proxied requests with the session cache on: exactly one GetItem and one KMS Decrypt (docs/design.md §5 KMS and DynamoDB budgets)', async () => {
+      const b = await burstSetup({ sessionCache: true });
+
+      const burst = Array.from({ length: 8 }, () => b.request());
+      await piledUp(b.kms, 1);
+      b.kms.release();
+      const results = await Promise.all(burst);
+
+      for (const result of results) expect(result.statusCode).toBe(200);
+      expect(counts()).toEqual({ GenerateDataKey: 0, Decrypt: 1, GetItem: 1, PutItem: 0, DeleteItem: 0, UpdateItem: 0 });
+    });
+
+    it('8 concurrent proxied requests with proxyCacheSeconds 0: one GetItem each (that mode\'s one read per request), still one KMS Decrypt (docs/design.md §5 KMS budget)', async () => {
+      const b = await burstSetup({ sessionCache: true, proxyCacheSeconds: 0 });
+
+      const burst = Array.from({ length: 8 }, () => b.request());
+      await piledUp(b.kms, 8);
+      b.kms.release();
+      const results = await Promise.all(burst);
+
+      for (const result of results) expect(result.statusCode).toBe(200);
+      expect(counts()).toEqual({ GenerateDataKey: 0, Decrypt: 1, GetItem: 8, PutItem: 0, DeleteItem: 0, UpdateItem: 0 });
+    });
+
+    it('requests with a wrong or missing cookie in the burst get 401 SESSION_NOT_OPEN, the bound ones are served: one GetItem, one Decrypt (invariant 2)', async () => {
+      const b = await burstSetup({ sessionCache: true });
+      const foreign = { [BINDING_COOKIE]: 'C'.repeat(43) };
+      const cookies: Array<Record<string, string>> = [b.cookies, foreign, b.cookies, {}, b.cookies, foreign, b.cookies, b.cookies];
+
+      const burst = cookies.map((cookie) => b.request(cookie));
+      await piledUp(b.kms, 1);
+      b.kms.release();
+      const results = await Promise.all(burst);
+
+      results.forEach((result, i) => {
+        if (cookies[i] === b.cookies) expect(result.statusCode).toBe(200);
+        else {
+          expect(result.statusCode).toBe(401);
+          expect(result.body).toContain('SESSION_NOT_OPEN');
+        }
+      });
+      expect(counts()).toEqual({ GenerateDataKey: 0, Decrypt: 1, GetItem: 1, PutItem: 0, DeleteItem: 0, UpdateItem: 0 });
+    });
+
+    it('a burst of wrong or missing cookies only: 401 SESSION_NOT_OPEN for each, one GetItem, no KMS Decrypt at all (invariant 2)', async () => {
+      const b = await burstSetup({ sessionCache: true });
+
+      const results = await Promise.all(([{ [BINDING_COOKIE]: 'C'.repeat(43) }, {}, { [BINDING_COOKIE]: 'D'.repeat(43) }, {}] as Array<Record<string, string>>).map((cookie) => b.request(cookie)));
+
+      for (const result of results) {
+        expect(result.statusCode).toBe(401);
+        expect(result.body).toContain('SESSION_NOT_OPEN');
+      }
+      expect(counts()).toEqual({ GenerateDataKey: 0, Decrypt: 0, GetItem: 1, PutItem: 0, DeleteItem: 0, UpdateItem: 0 });
+    });
+
+    it.each([
+      ['throttled', Object.assign(new Error('Rate exceeded'), { name: 'ThrottlingException', $metadata: { httpStatusCode: 400 } })],
+      ['5xx', Object.assign(new Error('internal error'), { name: 'KMSInternalException', $metadata: { httpStatusCode: 500 } })],
+    ])('a failing Decrypt (KMS %s) in a burst: every request gets the same 503 KEYRING_UNAVAILABLE, nothing is kept, the next request tries again (one more Decrypt)', async (_what, error) => {
+      const b = await burstSetup({ sessionCache: true });
+
+      const burst = Array.from({ length: 8 }, () => b.request());
+      await piledUp(b.kms, 1);
+      b.kms.release(error);
+      const results = await Promise.all(burst);
+
+      for (const result of results) {
+        expect(result.statusCode).toBe(503);
+        expect(result.body).toContain('KEYRING_UNAVAILABLE');
+        // The same answer for each (only the request's own correlation id differs).
+        expect(withoutCorrelationId(result.body)).toBe(withoutCorrelationId(results[0]!.body));
+      }
+      expect(counts()).toEqual({ GenerateDataKey: 0, Decrypt: 1, GetItem: 1, PutItem: 0, DeleteItem: 0, UpdateItem: 0 });
+
+      dynamoMock.resetHistory();
+      kmsMock.resetHistory();
+      expect((await b.request()).statusCode).toBe(200);
+      expect(counts()).toEqual({ GenerateDataKey: 0, Decrypt: 1, GetItem: 1, PutItem: 0, DeleteItem: 0, UpdateItem: 0 });
+    });
   });
 
   it('a refresh costs one read and two conditional writes (lease, result), and no KMS call in a warm container', async () => {
