@@ -59,8 +59,14 @@ export class OpenSessionCache {
     return undefined;
   }
 
-  /** Keeps a session as read (or just stored) at `nowMs`; drops entries past `ttlMs` and, over the bound, the oldest. */
+  /**
+   * Keeps a session as read (or just stored) at `nowMs`; drops entries past `ttlMs` and, over the
+   * bound, the oldest. A session older than the one kept (a store read that began before this
+   * container's refresh stored a newer revision, and ended after it) never replaces it.
+   */
   set(key: string, session: OpenSession, nowMs: number, ttlMs: number): void {
+    const kept = this.#entries.get(key);
+    if (kept !== undefined && kept.session.record.revision > session.record.revision) return;
     // The per-request flags describe the request that produced this session, not the session.
     const { refreshNotStored: _notStored, waitedForRefresh: _waited, ...plain } = session;
     this.#entries.delete(key);

@@ -341,6 +341,18 @@ describe('OpenSessionCache bounds', () => {
     expect(cache.size).toBe(1);
   });
 
+  it('never replaces a kept revision with an older one (a read that began before this container\'s refresh and ended after it)', () => {
+    const cache = new OpenSessionCache();
+    const revision = (session: OpenSession, n: number): OpenSession => ({ ...session, record: { ...session.record, revision: n } });
+    cache.set('a', revision(fakeSession('a'), 2), 1_000, 5_000);
+
+    cache.set('a', revision(fakeSession('a'), 1), 1_500, 5_000);
+    expect(cache.get('a', 1_600, 5_000)?.record.revision).toBe(2);
+
+    cache.set('a', revision(fakeSession('a'), 3), 1_700, 5_000);
+    expect(cache.get('a', 1_800, 5_000)?.record.revision).toBe(3);
+  });
+
   it('keeps no per-request flag of the request that stored a session', () => {
     const cache = new OpenSessionCache();
     cache.set('a', { ...fakeSession('a'), waitedForRefresh: true, refreshNotStored: true }, 0, 5_000);
