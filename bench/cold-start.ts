@@ -72,10 +72,13 @@ export async function coldStart(root: string, outDir: string, runs: number): Pro
     sizes[name] = size.index;
     chunkSizes[name] = size.chunks;
   }
-  // As in Lambda: a region, the function's settings, and the execution environment (tracing on unless turned off).
+  // As in Lambda: a region, the function's settings, and the execution environment (tracing on unless
+  // turned off). LAMBDA_TASK_ROOT: the X-Ray SDK sets up its Lambda mode at load (facade segment,
+  // local sampling) only where the runtime sets it.
   const lambdaEnv = {
     AWS_REGION: 'us-east-1',
     AWS_EXECUTION_ENV: 'AWS_Lambda_nodejs22.x',
+    LAMBDA_TASK_ROOT: '/var/task',
     AWS_LAMBDA_FUNCTION_NAME: 'cold-start-bench',
     AWS_XRAY_CONTEXT_MISSING: 'IGNORE_ERROR',
     LOG_LEVEL: 'INFO',
