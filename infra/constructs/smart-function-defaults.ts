@@ -1,5 +1,6 @@
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { Duration } from 'aws-cdk-lib';
 import type { BuildOptions, Metafile } from 'esbuild';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
@@ -72,11 +73,12 @@ export const ESM_REQUIRE_BANNER =
 export const EXTERNAL_MODULES = ['@aws-sdk/*'];
 
 /**
- * Packages replaced in the bundles by a stand-in (esbuild `alias`, resolved from the project root):
- * only what the functions bundle and never run. `semver`: the X-Ray SDK's AWS SDK v2 patcher
- * imports it at load, for a version check the v3 clients never reach (`unbundled-semver.ts`).
+ * Packages replaced in the bundles by a stand-in (esbuild `alias`; absolute paths, beside this file,
+ * whatever the project root): only what the functions bundle and never run. `semver`: the X-Ray
+ * SDK's AWS SDK v2 patcher imports it at load, for a version check the v3 clients never reach
+ * (`unbundled-semver.ts`).
  */
-export const BUNDLE_ALIASES: Readonly<Record<string, string>> = { semver: './infra/constructs/unbundled-semver.ts' };
+export const BUNDLE_ALIASES: Readonly<Record<string, string>> = { semver: fileURLToPath(new URL('./unbundled-semver.ts', import.meta.url)) };
 
 /** esbuild target matching a `nodejsNN.x` runtime (`node24`). */
 export function esbuildTarget(runtime: lambda.Runtime): string {
@@ -121,7 +123,7 @@ export function functionBundleOptions(entry: string, projectRoot: string, target
   };
 }
 
-const STAND_INS = new Set(Object.values(BUNDLE_ALIASES).map((path) => path.replace(/^\.\//, '')));
+const STAND_INS = new Set(Object.values(BUNDLE_ALIASES));
 
 /**
  * Removes the source map of every chunk built from dependencies only (`node_modules`), and the
@@ -139,7 +141,7 @@ export function unmapDependencyChunks(metafile: Metafile, projectRoot: string): 
   for (const [file, output] of Object.entries(metafile.outputs)) {
     if (!/(^|\/)chunk-[^/]+\.mjs$/.test(file)) continue;
     const inputs = Object.keys(output.inputs);
-    if (inputs.length === 0 || !inputs.every((input) => /(^|\/)node_modules\//.test(input) || STAND_INS.has(input))) continue;
+    if (inputs.length === 0 || !inputs.every((input) => /(^|\/)node_modules\//.test(input) || STAND_INS.has(resolve(projectRoot, input)))) continue;
     const path = resolve(projectRoot, file);
     writeFileSync(path, readFileSync(path, 'utf8').replace(/\n\/\/# sourceMappingURL=[^\n]*\n?$/, '\n'));
     rmSync(`${path}.map`, { force: true });
