@@ -1,7 +1,8 @@
 /**
- * Cold start: each function bundled as the CDK app bundles it (esbuild, ESM, minified, source maps,
- * code splitting, the AWS SDK left out as the Lambda runtime provides it;
- * infra/constructs/smart-function-defaults.ts `functionBundleOptions`), then
+ * Cold start: each function bundled as the CDK app bundles it (esbuild, ESM, minified, source maps
+ * but none for the chunks of dependencies only, code splitting, the AWS SDK left out as the Lambda
+ * runtime provides it; infra/constructs/smart-function-defaults.ts `functionBundleOptions` and
+ * `unmapDependencyChunks`), then
  * module load timed in fresh Node processes (`--enable-source-maps` as the functions run), against a
  * bare handler bundled the same way that imports the same AWS SDK clients. Alternating, median of N.
  */
@@ -10,7 +11,7 @@ import { mkdir, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import { build } from 'esbuild';
-import { functionBundleOptions } from '../infra/constructs/smart-function-defaults.js';
+import { functionBundleOptions, unmapDependencyChunks } from '../infra/constructs/smart-function-defaults.js';
 
 const FUNCTIONS = ['launch', 'sessions', 'fhir-proxy', 'jwks'] as const;
 
@@ -27,7 +28,8 @@ export const handler = async () => ({ statusCode: 200, body: String(clients.leng
 /** Bundles as the construct does into `outDir` (`index.mjs` and the chunks `import()` loads); the handler's size and the chunks' total. */
 async function bundle(root: string, outDir: string, entry: string): Promise<{ index: number; chunks: number }> {
   await rm(outDir, { recursive: true, force: true });
-  await build({ ...functionBundleOptions(entry, root, 'node22'), outdir: outDir, logLevel: 'error' });
+  const { metafile } = await build({ ...functionBundleOptions(entry, root, 'node22'), outdir: outDir, logLevel: 'error' });
+  unmapDependencyChunks(metafile!, root);
   let chunks = 0;
   for (const name of await readdir(outDir)) if (name.startsWith('chunk-') && name.endsWith('.mjs')) chunks += (await stat(join(outDir, name))).size;
   return { index: (await stat(join(outDir, 'index.mjs'))).size, chunks };
@@ -70,10 +72,13 @@ export async function coldStart(root: string, outDir: string, runs: number): Pro
     sizes[name] = size.index;
     chunkSizes[name] = size.chunks;
   }
-  // As in Lambda: a region, the function's settings, and the execution environment (tracing on unless turned off).
+  // As in Lambda: a region, the function's settings, and the execution environment (tracing on unless
+  // turned off). LAMBDA_TASK_ROOT: the X-Ray SDK sets up its Lambda mode at load (facade segment,
+  // local sampling) only where the runtime sets it.
   const lambdaEnv = {
     AWS_REGION: 'us-east-1',
     AWS_EXECUTION_ENV: 'AWS_Lambda_nodejs22.x',
+    LAMBDA_TASK_ROOT: '/var/task',
     AWS_LAMBDA_FUNCTION_NAME: 'cold-start-bench',
     AWS_XRAY_CONTEXT_MISSING: 'IGNORE_ERROR',
     LOG_LEVEL: 'INFO',

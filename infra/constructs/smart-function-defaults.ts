@@ -1,5 +1,8 @@
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { Duration } from 'aws-cdk-lib';
-import type { BuildOptions } from 'esbuild';
+import type { BuildOptions, Metafile } from 'esbuild';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import type { FunctionName } from '../../shared/http/routes.js';
@@ -69,6 +72,14 @@ export const ESM_REQUIRE_BANNER =
 /** The AWS SDK v3 ships with the Node.js Lambda runtimes: leave it out of the bundle. */
 export const EXTERNAL_MODULES = ['@aws-sdk/*'];
 
+/**
+ * Packages replaced in the bundles by a stand-in (esbuild `alias`; absolute paths, beside this file,
+ * whatever the project root): only what the functions bundle and never run. `semver`: the X-Ray
+ * SDK's AWS SDK v2 patcher imports it at load, for a version check the v3 clients never reach
+ * (`unbundled-semver.ts`).
+ */
+export const BUNDLE_ALIASES: Readonly<Record<string, string>> = { semver: fileURLToPath(new URL('./unbundled-semver.ts', import.meta.url)) };
+
 /** esbuild target matching a `nodejsNN.x` runtime (`node24`). */
 export function esbuildTarget(runtime: lambda.Runtime): string {
   const match = /^nodejs(\d+)\.x$/.exec(runtime.name);
@@ -82,9 +93,12 @@ export function esbuildTarget(runtime: lambda.Runtime): string {
  *
  * Code splitting: what a function loads only by `import()` is a chunk file of its own
  * (`chunk-<hash>.mjs` and its map), read, compiled and source-mapped only when that import runs.
- * That is the Powertools Tracer with the X-Ray SDK (about 120 KB with semver and cls-hooked,
+ * That is the Powertools Tracer with the X-Ray SDK (about 90 KB with cls-hooked,
  * `shared/ops/tracing.ts`): with tracing off, it used to be compiled and its map parsed at every
  * cold start and never run (about 10-15 ms of a bundle's own 80-100 ms of load CPU).
+ *
+ * The metafile is asked for so that `unmapDependencyChunks` can find the chunks made of
+ * dependencies only, whose maps it removes after the build.
  */
 export function functionBundleOptions(entry: string, projectRoot: string, target: string): BuildOptions {
   return {
@@ -103,6 +117,35 @@ export function functionBundleOptions(entry: string, projectRoot: string, target
     sourcemap: true,
     sourcesContent: false,
     external: [...EXTERNAL_MODULES],
+    alias: { ...BUNDLE_ALIASES },
+    metafile: true,
     logLevel: 'warning',
   };
+}
+
+const STAND_INS = new Set(Object.values(BUNDLE_ALIASES));
+
+/**
+ * Removes the source map of every chunk built from dependencies only (`node_modules`), and the
+ * chunk's `sourceMappingURL` comment, after the build (esbuild maps every output file or none):
+ * `index.mjs` and any chunk holding the project's own code keep theirs. With `--enable-source-maps`,
+ * Node reads and parses a loaded file's map and scans its generated source's lines when it loads it;
+ * for the tracer chunk (the Powertools Tracer and the X-Ray SDK, loaded where tracing is on) that
+ * was about 2-4 ms of CPU at every such cold start. The price: a stack frame inside those
+ * dependencies stays minified (file, line and column of the chunk); the project's frames are still
+ * mapped. The stand-ins of `BUNDLE_ALIASES` count as dependencies. Returns the chunks unmapped, as
+ * the metafile names them.
+ */
+export function unmapDependencyChunks(metafile: Metafile, projectRoot: string): string[] {
+  const unmapped: string[] = [];
+  for (const [file, output] of Object.entries(metafile.outputs)) {
+    if (!/(^|\/)chunk-[^/]+\.mjs$/.test(file)) continue;
+    const inputs = Object.keys(output.inputs);
+    if (inputs.length === 0 || !inputs.every((input) => /(^|\/)node_modules\//.test(input) || STAND_INS.has(resolve(projectRoot, input)))) continue;
+    const path = resolve(projectRoot, file);
+    writeFileSync(path, readFileSync(path, 'utf8').replace(/\n\/\/# sourceMappingURL=[^\n]*\n?$/, '\n'));
+    rmSync(`${path}.map`, { force: true });
+    unmapped.push(file);
+  }
+  return unmapped;
 }

@@ -14,6 +14,7 @@ import {
   DEFAULT_SIZING,
   esbuildTarget,
   functionBundleOptions,
+  unmapDependencyChunks,
   type FunctionSizing,
 } from './smart-function-defaults.js';
 
@@ -33,7 +34,8 @@ export interface SmartFunctionProps extends Omit<PolicyTargets, 'logGroupArn'> {
 /**
  * Bundles one handler with esbuild's JS API, in the synthesizing process: `index.mjs` (ESM, minified),
  * `index.mjs.map` (no sources content) and the chunks only `import()` loads (`chunk-<hash>.mjs` and
- * maps: `functionBundleOptions`) in the asset folder CDK gives it.
+ * maps: `functionBundleOptions`) in the asset folder CDK gives it; a chunk made of dependencies only
+ * ships without its map (`unmapDependencyChunks`).
  *
  * Why not `NodejsFunction`: with esbuild installed in the project it runs, for every function, one
  * after the other, a synchronous `npx --no-install esbuild` (a package-manager process costing about
@@ -54,7 +56,8 @@ class EsbuildBundling implements ILocalBundling {
   constructor(readonly options: BuildOptions) {}
 
   tryBundle(outputDir: string): boolean {
-    buildSync({ ...this.options, outdir: outputDir });
+    const { metafile } = buildSync({ ...this.options, outdir: outputDir });
+    if (metafile) unmapDependencyChunks(metafile, this.options.absWorkingDir ?? process.cwd());
     return true;
   }
 }

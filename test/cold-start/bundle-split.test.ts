@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
@@ -10,8 +10,10 @@ import { SAMPLE_TEMPLATE, sharedSynth } from '../infra/shared-synth.js';
  * Cold start: a function's bundle is split, so what it loads only by `import()` (the Powertools
  * Tracer and the X-Ray SDK under it, `shared/ops/tracing.ts`) is a chunk of its own, compiled and
  * source-mapped only where tracing is on. In one file, it was compiled and its map parsed at every
- * cold start with tracing off too (bench/cold-start.ts measures it). Checked on the assets of the
- * run's one real `cdk synth` (shared-synth.ts): the files a deployment uploads.
+ * cold start with tracing off too (bench/cold-start.ts measures it). The chunks made of dependencies
+ * only ship without a map (Node parses a loaded file's map at load with `--enable-source-maps`).
+ * Checked on the assets of the run's one real `cdk synth` (shared-synth.ts): the files a deployment
+ * uploads.
  */
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 // Inside the project, so the bundle's `@aws-sdk/*` imports resolve from node_modules as the runtime's do.
@@ -20,6 +22,11 @@ afterAll(() => rmSync(scratch, { recursive: true, force: true }));
 
 /** A tracer module in a source map's `sources` (relative to the map: the synth writes inside node_modules). */
 const TRACER = /(^|\/)(aws-xray-sdk-core|cls-hooked|@aws-lambda-powertools\/tracer)\//;
+/**
+ * The tracer's modules in a chunk's code, which has no map (`unmapDependencyChunks`): the X-Ray SDK's
+ * bundled package.json, cls-hooked's error text, the Powertools Tracer's user-agent feature name.
+ */
+const TRACER_CODE = ['"aws-xray-sdk-core"', 'cls-hooked', '@aws-lambda-powertools/tracer'];
 
 /** Each function's asset folder of the synthesized template, by function name. */
 let assets: Record<string, string>;
@@ -68,7 +75,19 @@ describe('a function bundle loads the tracer only where it traces', () => {
     expect(sourcesOf(join(dir, 'index.mjs')).filter((source) => TRACER.test(source))).toEqual([]);
     // ...and they are bundled, in a chunk of their own.
     const chunks = readdirSync(dir).filter((file) => /^chunk-[\w-]+\.mjs$/.test(file));
-    expect(chunks.some((chunk) => sourcesOf(join(dir, chunk)).some((source) => TRACER.test(source)))).toBe(true);
+    const tracerChunks = chunks.filter((chunk) => TRACER_CODE.every((marker) => readFileSync(join(dir, chunk), 'utf8').includes(marker)));
+    expect(tracerChunks).toHaveLength(1);
+  });
+
+  it.each(['launch', 'sessions', 'fhir-proxy', 'jwks'])('%s: index.mjs is source-mapped; the chunks of dependencies only are not', (name) => {
+    const dir = assets[name]!;
+    expect(readFileSync(join(dir, 'index.mjs'), 'utf8')).toMatch(/\n\/\/# sourceMappingURL=index\.mjs\.map\n?$/);
+    expect(sourcesOf(join(dir, 'index.mjs')).some((source) => /(^|\/)shared\//.test(source))).toBe(true);
+    // The tracer's chunk among them: its map cost Node a parse at every cold start with tracing on.
+    for (const chunk of readdirSync(dir).filter((file) => /^chunk-[\w-]+\.mjs$/.test(file))) {
+      expect(existsSync(join(dir, `${chunk}.map`)), chunk).toBe(false);
+      expect(readFileSync(join(dir, chunk), 'utf8'), chunk).not.toMatch(/\/\/# sourceMappingURL=/);
+    }
   });
 
   it('loads without its dynamic chunks where tracing is off, and needs them where it is on', async () => {
