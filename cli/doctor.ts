@@ -2,6 +2,7 @@ import { spawn } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { cryptoRandom, fetchHttpClient, systemClock } from '../shared/adapters/system.js';
+import { parseDeployableConfigText } from '../shared/config/cookie-site.js';
 import { ConfigError, parseConfigText, type Config, type ConfigMode, type IssuerConfig } from '../shared/config/schema.js';
 import { buildAuthorizeForm, buildAuthorizeUrl, createPkce, scopeIncludes, type AuthorizeRequest } from '../shared/core/authorize.js';
 import {
@@ -428,7 +429,7 @@ export async function doctorMain(argv: readonly string[], io: DoctorIo): Promise
   let text: string;
   try {
     text = await readFile(values.config, 'utf8');
-    config = parseConfigText(text, mode, values.config);
+    config = mode === 'aws' ? parseDeployableConfigText(text, values.config) : parseConfigText(text, mode, values.config);
   } catch (error) {
     io.stderr(error instanceof ConfigError ? `${error.message}\n` : `cannot read ${values.config}: ${(error as Error).message}\n`);
     return 2;

@@ -16,6 +16,7 @@ import { LocalSigner } from '../shared/adapters/local-signer.js';
 import { cryptoRandom, fetchHttpClient, systemClock } from '../shared/adapters/system.js';
 import { toAuditEvent } from '../shared/audit/audit-event.js';
 import type { AuditSink, AuditSource } from '../shared/audit/record.js';
+import { parseDeployableConfigText } from '../shared/config/cookie-site.js';
 import { ENV } from '../shared/config/env.js';
 import { ConfigError, parseConfig, parseConfigText, type Config } from '../shared/config/schema.js';
 import type { CoreDeps } from '../shared/core/deps.js';
@@ -93,7 +94,7 @@ interface Wired {
 async function wire(values: Record<string, string | boolean | undefined>, mode: Mode, operationId: string): Promise<Wired> {
   const configPath = values.config as string | undefined;
   if (mode === 'aws') {
-    const config = parseConfigText(await readFile(required(configPath, '--config FILE (with --mode aws)'), 'utf8'), 'aws', configPath as string);
+    const config = parseDeployableConfigText(await readFile(required(configPath, '--config FILE (with --mode aws)'), 'utf8'), configPath as string);
     const table = required((values.table as string | undefined) ?? process.env[ENV.tableName], `--table NAME (or $${ENV.tableName})`);
     const keyId = required((values['kms-key'] as string | undefined) ?? process.env[ENV.kmsKeyId], `--kms-key ARN (or $${ENV.kmsKeyId})`);
     const store = new DynamoSessionStore({ client: new DynamoDBClient({}), tableName: table });

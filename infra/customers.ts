@@ -1,7 +1,8 @@
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { basename, isAbsolute, join, resolve } from 'node:path';
 import { z } from 'zod';
-import { ConfigError, parseConfigText, type Config } from '../shared/config/schema.js';
+import { parseDeployableConfigText } from '../shared/config/cookie-site.js';
+import { ConfigError, type Config } from '../shared/config/schema.js';
 
 /**
  * Customer files: `customers/<name>.json` is the customer config (the shared zod schema, validated
@@ -157,7 +158,7 @@ export function loadCustomers(options: LoadCustomersOptions): CustomerStackSourc
   for (const file of files) {
     let config: Config | undefined;
     try {
-      config = parseConfigText(readFileSync(file, 'utf8'), 'aws', file);
+      config = parseDeployableConfigText(readFileSync(file, 'utf8'), file);
     } catch (error) {
       if (!(error instanceof ConfigError)) throw error;
       problems.push(`${file}:`, ...error.problems.map((p) => `  - ${p}`));

@@ -34,7 +34,7 @@ export interface FunctionOverrides {
 export type ApiOverrides = Omit<LaunchApiProps, 'customer' | 'functions' | 'logsKey' | 'basePath' | 'appOrigin'>;
 
 export interface SmartLaunchProps {
-  /** The customer config, already validated for AWS (`parseConfigText(text, 'aws', source)`). */
+  /** The customer config, already validated for deployment (`parseDeployableConfigText(text, source)`, shared/config/cookie-site.ts). */
   readonly config: Config;
   /** Folder holding `functions/`, `package-lock.json` and `node_modules/` (default: this repository). */
   readonly projectRoot?: string;

@@ -1,5 +1,4 @@
 import * as z from 'zod';
-import { getDomain } from 'tldts';
 
 /**
  * The customer configuration: one JSON file per customer, validated by this one schema in the
@@ -42,44 +41,6 @@ const SECRET_ARN = /^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:.+$/
 export function secretArnParts(arn: string): { region: string; account: string; name: string } | undefined {
   const match = /^arn:aws[a-z-]*:secretsmanager:([a-z0-9-]+):(\d{12}):secret:(.+)$/.exec(arn);
   return match ? { region: match[1]!, account: match[2]!, name: match[3]! } : undefined;
-}
-
-/**
- * The site (scheme-less registrable domain) a browser files a host under, for the cookie rules: the
- * Public Suffix List as browsers apply it, private section included (each `*.github.io`,
- * `*.cloudfront.net` or execute-api host is a site of its own), through tldts, which ships the list.
- * IP addresses, `localhost` and bare suffixes are their own site.
- */
-export function siteOf(hostname: string): string {
-  const host = hostname.toLowerCase().replace(/\.$/, '');
-  return getDomain(host, { allowPrivateDomains: true }) ?? host;
-}
-
-/**
- * Why the browser-binding cookie cannot reach `/sessions` for this `publicUrl`/`app.url` pair, or
- * undefined when it can. The cookie is host-only on publicUrl's host (`__Host-`); the app calls the
- * session routes with `fetch(…, { credentials: 'include' })`. From another site, `SameSite=Lax` is
- * never sent, and `SameSite=None` is `Partitioned` (CHIPS): stored under the top-level site of the
- * `/callback` navigation (the API's own site in a top-level launch), so a page on the app's site
- * never sees it. Locally both run on localhost, which is one site.
- */
-export function cookieSiteProblem(publicUrl: string, appUrl: string): string | undefined {
-  let api: string;
-  let app: string;
-  try {
-    api = siteOf(new URL(publicUrl).hostname);
-    app = siteOf(new URL(appUrl).hostname);
-  } catch {
-    return undefined; // the URLs themselves are reported invalid elsewhere
-  }
-  if (api === app) return undefined;
-  return (
-    `app.url (site ${app}) and publicUrl (site ${api}) are on different sites, so the browser-binding cookie set on ` +
-    `publicUrl's host never reaches the app's calls to /sessions (SameSite=Lax is not sent cross-site; SameSite=None is ` +
-    `Partitioned into the API's own site) and every session call would answer SESSION_NOT_BOUND. Fix: serve publicUrl from ` +
-    `a custom domain on the app's site (e.g. https://smart.${app}, "customDomain" in the stack options), or serve the app ` +
-    `on publicUrl's site; "cookie.browserBinding": false also works but drops the binding of the session to the browser`
-  );
 }
 
 /** The FHIR write interactions a customer may enable per issuer (`issuers[].writes`). */
@@ -243,14 +204,17 @@ export const SESSION_DEFAULTS = {
   proxyCacheSeconds: 5,
 } as const;
 
-const configSchemas = new Map<ConfigMode, ReturnType<typeof buildConfigSchema>>();
+/** The schema `configSchema` returns, for rules added on top of it (cookie-site.ts). */
+export type ConfigSchema = ReturnType<typeof buildConfigSchema>;
+
+const configSchemas = new Map<ConfigMode, ConfigSchema>();
 
 /**
  * The config schema of a mode, built at its first use and kept: zod builds a schema's machinery when
  * it is constructed (about 2.5 ms for this one, against 0.2 ms to run it), and the schema holds no
  * state between parses (defaults come out as fresh objects, refinements keep theirs per call).
  */
-export function configSchema(mode: ConfigMode): ReturnType<typeof buildConfigSchema> {
+export function configSchema(mode: ConfigMode): ConfigSchema {
   let schema = configSchemas.get(mode);
   if (schema === undefined) {
     schema = buildConfigSchema(mode);
@@ -310,10 +274,6 @@ function buildConfigSchema(mode: ConfigMode) {
       if (defaults.length > 1) {
         ctx.addIssue({ code: 'custom', path: ['issuers'], message: 'at most one issuer may be "default": true' });
       }
-      if (mode === 'aws' && config.cookie.browserBinding) {
-        const problem = cookieSiteProblem(config.publicUrl, config.app.url);
-        if (problem) ctx.addIssue({ code: 'custom', path: ['app', 'url'], message: problem });
-      }
       const seen = new Set<string>();
       config.issuers.forEach((issuer, index) => {
         if (seen.has(issuer.iss)) {
@@ -342,9 +302,13 @@ function jsonPath(path: readonly PropertyKey[]): string {
   return path.reduce<string>((acc, part) => (typeof part === 'number' ? `${acc}[${part}]` : `${acc}.${String(part)}`), '$');
 }
 
-/** Validates a parsed config; every problem is reported at once, each with its JSON path. */
-export function parseConfig(value: unknown, mode: ConfigMode, source = '(inline)'): Config {
-  const result = configSchema(mode).safeParse(value);
+/**
+ * Validates a parsed config against `schema` (`configSchema(mode)`, or that schema with rules of its
+ * own added: `parseDeployableConfig` in cookie-site.ts); every problem is reported at once, each
+ * with its JSON path.
+ */
+export function parseConfigWith(schema: ConfigSchema, value: unknown, source: string): Config {
+  const result = schema.safeParse(value);
   if (!result.success) {
     throw new ConfigError(
       source,
@@ -354,13 +318,25 @@ export function parseConfig(value: unknown, mode: ConfigMode, source = '(inline)
   return Object.freeze(result.data);
 }
 
-/** Parses the text of a config file (JSON), reporting a syntax error like any other problem. */
-export function parseConfigText(text: string, mode: ConfigMode, source: string): Config {
-  let value: unknown;
+/**
+ * Validates a parsed config; every problem is reported at once, each with its JSON path. In 'aws'
+ * mode, what a function checks of the config it was deployed with: the rules needing the Public
+ * Suffix List run before deployment only (`parseDeployableConfig`, cookie-site.ts).
+ */
+export function parseConfig(value: unknown, mode: ConfigMode, source = '(inline)'): Config {
+  return parseConfigWith(configSchema(mode), value, source);
+}
+
+/** The JSON of a config file, a syntax error reported like any other problem. */
+export function configJson(text: string, source: string): unknown {
   try {
-    value = JSON.parse(text);
+    return JSON.parse(text);
   } catch (error) {
     throw new ConfigError(source, [`$: not valid JSON (${(error as Error).message})`]);
   }
-  return parseConfig(value, mode, source);
+}
+
+/** Parses the text of a config file (JSON), reporting a syntax error like any other problem. */
+export function parseConfigText(text: string, mode: ConfigMode, source: string): Config {
+  return parseConfig(configJson(text, source), mode, source);
 }

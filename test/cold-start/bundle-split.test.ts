@@ -5,6 +5,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SAMPLE_TEMPLATE, sharedSynth } from '../infra/shared-synth.js';
+import { importsOf, resolveSpecifier, ROOT } from '../repo/import-graph.js';
 
 /*
  * Cold start: a function's bundle is split, so what it loads only by `import()` (the Powertools
@@ -104,4 +105,41 @@ describe('a function bundle loads the tracer only where it traces', () => {
     expect(await importInFreshProcess(join(dir, 'index.mjs'), { AWS_EXECUTION_ENV: 'AWS_Lambda_nodejs22.x', POWERTOOLS_TRACE_ENABLED: 'false' })).toBe('function');
     await expect(importInFreshProcess(join(dir, 'index.mjs'), { AWS_EXECUTION_ENV: 'AWS_Lambda_nodejs22.x' })).rejects.toThrow(/chunk-/);
   }, 60_000);
+});
+
+/*
+ * The Public Suffix List (tldts, about 126 KB of each index.mjs) is needed by one rule only, the
+ * cookie-site rule (shared/config/cookie-site.ts), checked where a config is validated for deployment
+ * (synth, doctor): a config that fails it never synthesizes. The functions parse their config without
+ * it, and neither the list nor the rule's module may come back into a bundle.
+ */
+/** tldts's option names, kept by minification: in its code, not in ours. */
+const TLDTS_CODE = ['extractHostname', 'mixedInputs'];
+
+describe('a function bundle leaves the Public Suffix List to synth', () => {
+  it.each(['launch', 'sessions', 'fhir-proxy', 'jwks'])('%s: neither tldts nor the cookie-site rule is in any file of the bundle', (name) => {
+    const dir = assets[name]!;
+    expect(sourcesOf(join(dir, 'index.mjs')).filter((source) => /(^|\/)(tldts(-core)?\/|shared\/config\/cookie-site\.ts$)/.test(source))).toEqual([]);
+    for (const file of readdirSync(dir).filter((f) => f.endsWith('.mjs'))) {
+      const code = readFileSync(join(dir, file), 'utf8');
+      expect(TLDTS_CODE.filter((marker) => code.includes(marker)), file).toEqual([]);
+    }
+  });
+
+  it('the runtime wiring and the handlers do not import tldts or cookie-site.ts, directly or through other files', () => {
+    const entries = ['shared/runtime/aws-deps.ts', ...['launch', 'sessions', 'fhir-proxy', 'jwks'].map((name) => `functions/${name}/handler.ts`)];
+    const seen = new Set<string>();
+    const pending = [...entries];
+    while (pending.length > 0) {
+      const file = pending.pop()!;
+      if (seen.has(file) || !existsSync(join(ROOT, file))) continue;
+      seen.add(file);
+      pending.push(...importsOf(readFileSync(join(ROOT, file), 'utf8')).map((specifier) => resolveSpecifier(file, specifier)));
+    }
+    expect(seen.has('shared/runtime/aws-deps.ts')).toBe(true);
+    expect(seen.has('shared/config/schema.ts')).toBe(true);
+    expect([...seen].filter((file) => file === 'shared/config/cookie-site.ts')).toEqual([]);
+    const tldts = [...seen].filter((file) => /(?:from|import)\s*\(?\s*['"]tldts(?:-core)?['"]/.test(readFileSync(join(ROOT, file), 'utf8')));
+    expect(tldts).toEqual([]);
+  });
 });

@@ -7,6 +7,8 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { PROJECT_ROOT, SmartLaunch } from '../../infra/constructs/smart-launch.js';
 import { addCustomerStacks, environmentFromProcess } from '../../infra/customer-stacks.js';
 import { CustomerFilesError, loadCustomers } from '../../infra/customers.js';
+import { cookieSiteProblem, parseDeployableConfigText } from '../../shared/config/cookie-site.js';
+import { ConfigError, parseConfigText } from '../../shared/config/schema.js';
 import { awsConfig, resourcesOf, SECRET_ARN, testApp } from './helpers.js';
 import { importsOf, resolveSpecifier, ROOT } from '../repo/import-graph.js';
 
@@ -115,6 +117,20 @@ describe('customer files', () => {
     expect(problems).toContain('  - $.issuers: at most one issuer may be "default": true');
     // The secret itself is never echoed back.
     expect(problems.join('\n')).not.toContain('s3cr3t-in-clear');
+  });
+
+  it('refuses, at synth, a publicUrl and app.url on different sites with the cookie-site rule\'s message; the functions\' parse leaves it to synth', () => {
+    const text = customerFile('acme', { publicUrl: 'https://abc123.execute-api.us-east-1.amazonaws.com/prod' });
+    const file = write('acme.json', text);
+    // Act
+    const problems = problemsOf(() => loadCustomers({ dir }));
+    // Assert: the same problem, at the same path, as the rule reports anywhere (cookie-site.ts).
+    expect(problems[0]).toBe(`${file}:`);
+    expect(problems[1]).toBe(`  - $.app.url: ${cookieSiteProblem('https://abc123.execute-api.us-east-1.amazonaws.com/prod', 'https://app.acme.example/')}`);
+    expect(problems[1]).toMatch(/^ {2}- \$\.app\.url: app\.url \(site acme\.example\) and publicUrl \(site abc123\.execute-api\.us-east-1\.amazonaws\.com\) are on different sites, .*SESSION_NOT_BOUND/);
+    expect(() => parseDeployableConfigText(text, file)).toThrow(ConfigError);
+    // A function parses the config it was deployed with, which synth validated: no Public Suffix List there.
+    expect(parseConfigText(text, 'aws', file).publicUrl).toBe('https://abc123.execute-api.us-east-1.amazonaws.com/prod');
   });
 
   it('reports the problems of all invalid files at once, and rejects a customer defined twice', () => {

@@ -14,7 +14,8 @@ import { CustomerFilesError, loadCustomers } from '../../infra/customers.js';
 import { SmartLaunchStack } from '../../infra/stacks/smart-launch-stack.js';
 import { templateProblems } from '../../infra/template-checks.js';
 import { streamingCapBytes } from '../../functions/fhir-proxy/streaming.js';
-import { ConfigError, parseConfig, PROXY_DEFAULTS, siteOf } from '../../shared/config/schema.js';
+import { parseDeployableConfig, siteOf } from '../../shared/config/cookie-site.js';
+import { ConfigError, parseConfig, PROXY_DEFAULTS } from '../../shared/config/schema.js';
 import { ENV } from '../../shared/config/env.js';
 import { awsConfig, resourcesOf, sampleCustomerStack, testApp } from './helpers.js';
 
@@ -239,7 +240,8 @@ describe('cookie sites: where publicUrl and app.url may live (aws)', () => {
   });
   const problems = (value: unknown, mode: 'aws' | 'local' = 'aws'): string[] => {
     try {
-      parseConfig(value, mode, '(test)');
+      if (mode === 'aws') parseDeployableConfig(value, '(test)');
+      else parseConfig(value, mode, '(test)');
       return [];
     } catch (error) {
       return [...(error as ConfigError).problems];

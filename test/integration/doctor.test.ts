@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { doctorMain } from '../../cli/doctor.js';
+import { cookieSiteProblem } from '../../shared/config/cookie-site.js';
 import { binMain } from '../../cli/main.js';
 import { startSandbox, type Sandbox, type SandboxQuirks } from '../../local/sandbox/index.js';
 import { sandboxSigningKey } from '../fixtures/keys.js';
@@ -215,6 +216,18 @@ describe('smart-launch doctor against the sandbox EHR', () => {
     expect(code).toBe(2);
     expect(err).toContain('$.publicUrl: publicUrl must use https in a deployed stack');
     expect(err).toContain('$.issuers: issuers must list at least one EHR');
+  });
+
+  it('refuses, in aws mode, an app on another site than publicUrl with the message synth gives (the cookie-site rule)', async () => {
+    const file = join(dir, 'sites.json');
+    const publicUrl = 'https://abc123.execute-api.us-east-1.amazonaws.com/prod';
+    await writeFile(file, JSON.stringify({ customer: 'x', publicUrl, app: { url: 'https://app.acme.example/' }, issuers: [{ iss: 'https://ehr.acme.example/fhir', clientId: 'a', clientAuth: 'none', scope: 'launch' }] }));
+    let err = '';
+
+    const code = await doctorMain(['--config', file], { stdout: () => undefined, stderr: (t) => (err += t) });
+
+    expect(code).toBe(2);
+    expect(err).toContain(`  - $.app.url: ${cookieSiteProblem(publicUrl, 'https://app.acme.example/')}`);
   });
 
   it('answers usage errors with exit code 2', async () => {
