@@ -45,7 +45,7 @@ export async function openProxySession(sessionIdParam: string | undefined, cooki
   cache.delete(key);
   // Concurrent misses share one store read; each request checks its own binding cookie against the
   // record (a wrong one answers 401 and never causes a Decrypt); those it admits share one unseal.
-  return cache.shareOpen(key, now, {
+  return cache.shareOpen(key, now, windowMs, {
     read: () => deps.store.getSession(key, Math.floor(now / 1000)),
     check: (record) => checkBound(record, cookieSecret),
     unseal: async (record, readAt) => {

@@ -87,11 +87,14 @@ export class OpenSessionCache {
    * refuses never waits for an unseal, and never starts one), and the callers it accepts share one
    * `unseal`, started by the first of them. A failed read or unseal goes to every caller that shares
    * it and is not kept: the next caller starts again. `unseal` gets the clock time from before the
-   * read, from which the caller counts the window of what it keeps.
+   * read, from which the caller counts the window of what it keeps. A read that began `ttlMs` or
+   * more ago (a slow store) is not joined: a caller never gets what the store said longer ago than
+   * the window, as it would not from the cache.
    */
   async shareOpen(
     key: string,
     nowMs: number,
+    ttlMs: number,
     steps: {
       readonly read: () => Promise<SessionRecord | undefined>;
       readonly check: (record: SessionRecord | undefined) => SessionRecord;
@@ -99,7 +102,7 @@ export class OpenSessionCache {
     },
   ): Promise<OpenSession> {
     let shared = this.#opens.get(key);
-    if (shared === undefined) {
+    if (shared === undefined || nowMs - shared.startedAt >= ttlMs || nowMs < shared.startedAt) {
       const created: SharedOpen = { startedAt: nowMs, record: steps.read(), waiting: 0, opened: false };
       created.record.catch(() => this.#drop(key, created));
       this.#opens.set(key, created);

@@ -305,6 +305,33 @@ describe('openProxySession: a burst of concurrent first requests (docs/design.md
     expect(c.reads).toHaveBeenCalledTimes(2);
   });
 
+  it('a store read that began a whole window ago is not joined: a slow read never serves what the store said longer ago than proxyCacheSeconds', async () => {
+    const c = await proxyContainer({ proxyCacheSeconds: 5 });
+    const read = gate();
+    const store = c.h.deps.store;
+    c.reads.mockImplementationOnce(async (...args) => {
+      await read.passed;
+      return MemorySessionStore.prototype.getSession.apply(store, args);
+    });
+
+    const first = c.open();
+    await idle();
+    c.h.deps.clock.advance(4_999);
+    const joined = c.open();
+    await idle();
+    expect(c.reads).toHaveBeenCalledTimes(1);
+    c.h.deps.clock.advance(1);
+    const late = c.open();
+    await idle();
+    expect(c.reads).toHaveBeenCalledTimes(2);
+    read.open();
+    const [a, b, d] = await Promise.all([first, joined, late]);
+
+    expect(b).toBe(a);
+    expect(d).not.toBe(a);
+    expect(d.record.key).toBe(a.record.key);
+  });
+
   it('with proxyCacheSeconds 0, each of 8 concurrent requests reads the store (as documented for that mode)', async () => {
     const c = await proxyContainer({ proxyCacheSeconds: 0 });
 
