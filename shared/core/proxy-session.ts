@@ -1,10 +1,9 @@
 import type { Config } from '../config/schema.js';
-import { bindingMatches } from './binding.js';
 import type { CoreDeps } from './deps.js';
 import type { SessionRefresher } from './proxy/forward.js';
-import { refreshSkewMs } from './refresh.js';
+import { accessTokenFresh } from './refresh.js';
 import { sessionKey } from './sealed-records.js';
-import { checkBound, checkSessionId, openSession, sessionNotOpen, unsealSession, type OpenSession } from './session.js';
+import { checkBound, checkSessionId, openSession, unsealSession, type OpenSession } from './session.js';
 
 /*
  * The FHIR proxy's way to open a session: through this container's `OpenSessionCache`
@@ -21,7 +20,7 @@ function cacheWindowMs(deps: CoreDeps): number {
  * and `ensureFreshSession` would hand its access token back unchanged (not due for renewal).
  */
 function servable(config: Config, session: OpenSession, nowMs: number): boolean {
-  return session.record.expiresAt > Math.floor(nowMs / 1000) && session.secrets.accessTokenExpiresAt - nowMs > refreshSkewMs(config, session.secrets);
+  return session.record.expiresAt > Math.floor(nowMs / 1000) && accessTokenFresh(config, session.secrets, nowMs);
 }
 
 /**
@@ -39,7 +38,7 @@ export async function openProxySession(sessionIdParam: string | undefined, cooki
   const now = deps.clock.now();
   const kept = cache.get(key, now, windowMs);
   if (kept !== undefined && servable(deps.config, kept, now)) {
-    if (!bindingMatches(kept.record.bindingHash, cookieSecret)) throw sessionNotOpen('not-bound');
+    checkBound(kept.record, cookieSecret);
     return kept;
   }
   cache.delete(key);

@@ -86,6 +86,11 @@ export function refreshSkewMs(config: Config, secrets: Pick<SessionSecrets, 'acc
   return Math.min(configured, Math.floor(lifetime / 4));
 }
 
+/** Whether the access token is still good for more than the renewal skew at `nowMs` (`ensureFreshSession` hands it back unchanged). */
+export function accessTokenFresh(config: Config, secrets: Pick<SessionSecrets, 'accessTokenExpiresAt' | 'obtainedAt'>, nowMs: number): boolean {
+  return secrets.accessTokenExpiresAt - nowMs > refreshSkewMs(config, secrets);
+}
+
 const FIRST_BACKOFF_MS = 25;
 /** What a waiter tells its client when the lease holder's refresh failed. */
 const WAITER_RETRY_AFTER_SECONDS = 5;
@@ -106,7 +111,7 @@ export async function ensureFreshSession(
 ): Promise<OpenSession> {
   const { secrets } = session;
   const now = deps.clock.now();
-  if (!options.force && secrets.accessTokenExpiresAt - now > refreshSkewMs(deps.config, secrets)) return session;
+  if (!options.force && accessTokenFresh(deps.config, secrets, now)) return session;
   // A token obtained after this request began is as fresh as forcing would make it: requests of one
   // storm that read the session just after its refresh completed use it instead of renewing again.
   if (options.force && options.requestStartedAt !== undefined && (secrets.obtainedAt ?? 0) >= options.requestStartedAt) return session;
