@@ -4,7 +4,8 @@
  * runtime provides it; infra/constructs/smart-function-defaults.ts `functionBundleOptions` and
  * `unmapDependencyChunks`), then
  * module load timed in fresh Node processes (`--enable-source-maps` as the functions run), against a
- * bare handler bundled the same way that imports the same AWS SDK clients. Alternating, median of N.
+ * bare handler bundled the same way that imports the same AWS SDK clients as that function.
+ * Alternating, median of N.
  */
 import { execFile } from 'node:child_process';
 import { mkdir, readdir, rm, stat, writeFile } from 'node:fs/promises';
@@ -13,17 +14,42 @@ import { promisify } from 'node:util';
 import { build } from 'esbuild';
 import { functionBundleOptions, unmapDependencyChunks } from '../infra/constructs/smart-function-defaults.js';
 
-const FUNCTIONS = ['launch', 'sessions', 'fhir-proxy', 'jwks'] as const;
+/**
+ * The AWS SDK clients each function imports at load: `shared/runtime/aws-deps.ts` (the three
+ * functions that serve sessions) or `shared/runtime/aws-signer.ts` alone (jwks). Each function is
+ * measured against a bare handler importing exactly its clients: jwks against one importing all four
+ * would look cheaper than it is.
+ */
+const ALL_CLIENTS = ['DynamoDB', 'KMS', 'SecretsManager', 'CloudWatchLogs'] as const;
+type Client = (typeof ALL_CLIENTS)[number];
+const FUNCTION_CLIENTS = {
+  launch: ALL_CLIENTS,
+  sessions: ALL_CLIENTS,
+  'fhir-proxy': ALL_CLIENTS,
+  jwks: ['KMS'],
+} as const satisfies Record<string, readonly Client[]>;
+type FunctionName = keyof typeof FUNCTION_CLIENTS;
+const FUNCTIONS = Object.keys(FUNCTION_CLIENTS) as FunctionName[];
 
-/** The AWS SDK clients the functions import (shared/runtime/aws-deps.ts, aws-signer.ts). */
-const BARE_HANDLER = `
-import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
-import { KMSClient } from '@aws-sdk/client-kms';
-import { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
-import { CloudWatchLogsClient } from '@aws-sdk/client-cloudwatch-logs';
-const clients = [DynamoDBClient, KMSClient, SecretsManagerClient, CloudWatchLogsClient];
-export const handler = async () => ({ statusCode: 200, body: String(clients.length) });
-`;
+const MODULES: Record<Client, string> = {
+  DynamoDB: '@aws-sdk/client-dynamodb',
+  KMS: '@aws-sdk/client-kms',
+  SecretsManager: '@aws-sdk/client-secrets-manager',
+  CloudWatchLogs: '@aws-sdk/client-cloudwatch-logs',
+};
+const modulePath = (client: Client) => MODULES[client];
+
+/** The bare handler of a set of clients: `bare` for all four, `bare-kms` for KMS alone. */
+const bareName = (clients: readonly Client[]) => (clients.length === ALL_CLIENTS.length ? 'bare' : `bare-${clients.map((c) => c.toLowerCase()).join('-')}`);
+
+function bareHandler(clients: readonly Client[]): string {
+  return [
+    ...clients.map((c) => `import { ${c}Client } from '${modulePath(c)}';`),
+    `const clients = [${clients.map((c) => `${c}Client`).join(', ')}];`,
+    'export const handler = async () => ({ statusCode: 200, body: String(clients.length) });',
+    '',
+  ].join('\n');
+}
 
 /** Bundles as the construct does into `outDir` (`index.mjs` and the chunks `import()` loads); the handler's size and the chunks' total. */
 async function bundle(root: string, outDir: string, entry: string): Promise<{ index: number; chunks: number }> {
@@ -41,16 +67,16 @@ interface Load {
   readonly cpuMs: number;
 }
 
-/** The AWS SDK clients of the bare handler, imported before the bundle when only the bundle's own load is measured. */
-const SDK_PRELOAD = ['@aws-sdk/client-dynamodb', '@aws-sdk/client-kms', '@aws-sdk/client-secrets-manager', '@aws-sdk/client-cloudwatch-logs'].map((m) => `await import(${JSON.stringify(m)});`).join(' ');
+/** The AWS SDK clients of a bare handler, imported before the bundle when only the bundle's own load is measured. */
+const sdkPreload = (clients: readonly Client[]) => clients.map((c) => `await import(${JSON.stringify(modulePath(c))});`).join(' ');
 
 /**
  * Wall and CPU milliseconds to import the module in a fresh process (the process's own start
- * excluded); with `ownOnly`, after the AWS SDK clients were imported, so only the bundle's own code
+ * excluded); with `preload`, after those AWS SDK clients were imported, so only the bundle's own code
  * is timed (steadier on a loaded machine than the difference of two whole loads).
  */
-async function load(file: string, env: Record<string, string>, ownOnly = false): Promise<Load> {
-  const script = `${ownOnly ? SDK_PRELOAD : ''} const c = process.cpuUsage(); const t = performance.now(); await import(${JSON.stringify(file)}); const w = performance.now() - t; const u = process.cpuUsage(c); process.stdout.write(JSON.stringify({ wallMs: w, cpuMs: (u.user + u.system) / 1000 }));`;
+async function load(file: string, env: Record<string, string>, preload?: readonly Client[]): Promise<Load> {
+  const script = `${preload ? sdkPreload(preload) : ''} const c = process.cpuUsage(); const t = performance.now(); await import(${JSON.stringify(file)}); const w = performance.now() - t; const u = process.cpuUsage(c); process.stdout.write(JSON.stringify({ wallMs: w, cpuMs: (u.user + u.system) / 1000 }));`;
   // Run from the bundle's folder, so the SDK clients resolve as the bundle's own imports do.
   const { stdout } = await promisify(execFile)(process.execPath, ['--enable-source-maps', '--input-type=module', '-e', script], { env: { ...process.env, ...env }, cwd: dirname(file) });
   return JSON.parse(stdout) as Load;
@@ -61,12 +87,19 @@ const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floo
 export async function coldStart(root: string, outDir: string, runs: number): Promise<Record<string, unknown>> {
   const dir = join(outDir, 'cold-start');
   await mkdir(dir, { recursive: true });
-  const bareEntry = join(dir, 'bare-entry.mjs');
-  await writeFile(bareEntry, BARE_HANDLER);
-  const files: Record<string, string> = { bare: join(dir, 'bare', 'index.mjs') };
+  /** Each bundle measured, with the clients of its bare handler. */
+  const measured = new Map<string, { entry: string; clients: readonly Client[]; bare: string }>();
+  for (const clients of new Set(Object.values(FUNCTION_CLIENTS))) {
+    const name = bareName(clients);
+    const entry = join(dir, `${name}-entry.mjs`);
+    await writeFile(entry, bareHandler(clients));
+    measured.set(name, { entry, clients, bare: name });
+  }
+  for (const f of FUNCTIONS) measured.set(f, { entry: join(root, 'functions', f, 'handler.ts'), clients: FUNCTION_CLIENTS[f], bare: bareName(FUNCTION_CLIENTS[f]) });
+  const files: Record<string, string> = {};
   const sizes: Record<string, number> = {};
   const chunkSizes: Record<string, number> = {};
-  for (const [name, entry] of [['bare', bareEntry], ...FUNCTIONS.map((f) => [f, join(root, 'functions', f, 'handler.ts')])] as const) {
+  for (const [name, { entry }] of measured) {
     files[name] = join(dir, name, 'index.mjs');
     const size = await bundle(root, join(dir, name), entry);
     sizes[name] = size.index;
@@ -93,7 +126,7 @@ export async function coldStart(root: string, outDir: string, runs: number): Pro
     for (let i = 0; i < runs; i++) {
       for (const [name, file] of Object.entries(files)) {
         samples[name]!.push(await load(file, env));
-        own[name]!.push(await load(file, env, true));
+        own[name]!.push(await load(file, env, measured.get(name)!.clients));
       }
     }
     const wall = (name: string) => median(samples[name]!.map((s) => s.wallMs));
@@ -103,9 +136,9 @@ export async function coldStart(root: string, outDir: string, runs: number): Pro
         name,
         {
           loadMs: Math.round(wall(name) * 10) / 10,
-          ratioToBare: Math.round((wall(name) / wall('bare')) * 100) / 100,
+          ratioToBare: Math.round((wall(name) / wall(measured.get(name)!.bare)) * 100) / 100,
           cpuMs: Math.round(cpu(name) * 10) / 10,
-          cpuRatioToBare: Math.round((cpu(name) / cpu('bare')) * 100) / 100,
+          cpuRatioToBare: Math.round((cpu(name) / cpu(measured.get(name)!.bare)) * 100) / 100,
           /** CPU of the bundle's own code: imported after the AWS SDK clients (the bare handler's is about 0). */
           ownCpuMs: Math.round(median(own[name]!.map((s) => s.cpuMs)) * 10) / 10,
         },
@@ -116,6 +149,8 @@ export async function coldStart(root: string, outDir: string, runs: number): Pro
     bundleBytes: sizes,
     /** The chunks only `import()` loads (the Powertools Tracer and X-Ray SDK: read only with tracing on). */
     chunkBytes: chunkSizes,
+    /** The bare handler each bundle is measured against (the same AWS SDK clients). */
+    bareOf: Object.fromEntries([...measured].map(([name, m]) => [name, m.bare])),
     ...result,
     goal: 'module load <= 1.2x the bare handler',
     signInColdFunctions:

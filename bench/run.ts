@@ -1028,7 +1028,32 @@ function keyFigures(sections: Record<string, unknown>): Record<string, number> {
     if (r.modes.floor) out[`${name} floor ownCpu ms`] = r.modes.floor.ownCpuMsPerRequest;
     if (r.modes.direct?.ehrCpuMsPerRequest !== undefined) out[`${name} ehr cpu ms`] = r.modes.direct.ehrCpuMsPerRequest;
   }
+  const cold = sections.coldStart as ColdStart | undefined;
+  for (const [tracing, loads] of [['tracing on', cold?.tracingOn], ['tracing off', cold?.tracingOff]] as const) {
+    for (const [name, l] of Object.entries(loads ?? {})) {
+      if (name.startsWith('bare')) continue;
+      out[`cold ${name} ${tracing} cpu/bare`] = l.cpuRatioToBare;
+      if (l.ownCpuMs !== undefined) out[`cold ${name} ${tracing} own cpu ms`] = l.ownCpuMs;
+    }
+  }
   return out;
+}
+
+/** A bundle's module load in the cold-start section (bench/cold-start.ts). */
+interface ColdLoad {
+  loadMs: number;
+  ratioToBare: number;
+  cpuMs: number;
+  cpuRatioToBare: number;
+  ownCpuMs?: number;
+}
+
+interface ColdStart {
+  bundleBytes: Record<string, number>;
+  /** Absent in runs from before each function had the bare handler of its own clients. */
+  bareOf?: Record<string, string>;
+  tracingOn: Record<string, ColdLoad>;
+  tracingOff: Record<string, ColdLoad>;
 }
 
 /** Lines comparing this run's key figures with the previous run's JSON (same file, before it is overwritten). */
@@ -1145,15 +1170,16 @@ function printSummary(sections: Record<string, unknown>, out: string, seconds: n
       lines.push(`  ${name.padEnd(10)} ${(r.bytes / 1024).toFixed(0).padStart(6)} KB: product ${r.productOwnCpuMs.toFixed(3).padStart(8)} ms (${r.productOwnCpuMsPerMb.toFixed(3)} ms/MB), floor ${r.floorOwnCpuMs.toFixed(3).padStart(8)} ms, ${r.ownCpuToFloor.toFixed(2)}x`);
     }
   }
-  type Load = { loadMs: number; ratioToBare: number; cpuMs: number; cpuRatioToBare: number; ownCpuMs?: number };
-  const cold = sections.coldStart as { bundleBytes: Record<string, number>; tracingOn: Record<string, Load>; tracingOff: Record<string, Load> } | undefined;
+  const cold = sections.coldStart as ColdStart | undefined;
   if (cold) {
     lines.push('', 'Cold start: module load of each Lambda bundle vs a bare handler importing the same AWS SDK clients (median, fresh processes)');
     for (const [name, bytes] of Object.entries(cold.bundleBytes)) {
       const on = cold.tracingOn[name]!;
       const off = cold.tracingOff[name]!;
-      const both = (l: Load) => `${l.loadMs.toFixed(0).padStart(5)} ms (${l.ratioToBare.toFixed(2)}x), cpu ${l.cpuMs.toFixed(0).padStart(5)} ms (${l.cpuRatioToBare.toFixed(2)}x)${l.ownCpuMs === undefined ? '' : `, own ${l.ownCpuMs.toFixed(0)} ms`}`;
-      lines.push(`  ${name.padEnd(11)} ${(bytes / 1024).toFixed(0).padStart(5)} KB  tracing on ${both(on)}  tracing off ${both(off)}`);
+      const both = (l: ColdLoad) => `${l.loadMs.toFixed(0).padStart(5)} ms (${l.ratioToBare.toFixed(2)}x), cpu ${l.cpuMs.toFixed(0).padStart(5)} ms (${l.cpuRatioToBare.toFixed(2)}x)${l.ownCpuMs === undefined ? '' : `, own ${l.ownCpuMs.toFixed(0)} ms`}`;
+      const against = cold.bareOf?.[name];
+      const label = against === undefined || against === name ? name : `${name} (vs ${against})`;
+      lines.push(`  ${label.padEnd(20)} ${(bytes / 1024).toFixed(0).padStart(5)} KB  tracing on ${both(on)}  tracing off ${both(off)}`);
     }
   }
   const cost = sections.costModel as CostModel | undefined;
