@@ -10,6 +10,7 @@ import { sessionsMain } from '../../cli/ops.js';
 import { DynamoSessionStore } from '../../shared/adapters/dynamo-session-store.js';
 import { cryptoRandom } from '../../shared/adapters/system.js';
 import { AuditRecordSchema } from '../../shared/audit/record.js';
+import { cookieSiteProblem } from '../../shared/config/cookie-site.js';
 import { encryptionContext, sealJson, sessionKey } from '../../shared/core/sealed-records.js';
 import type { SessionSecrets } from '../../shared/core/records.js';
 import { awsConfig } from '../infra/helpers.js';
@@ -126,6 +127,26 @@ describe('smart-launch sessions end --mode aws', () => {
       expect(ddb).toHaveReceivedCommandWith(ScanCommand, { FilterExpression: '#kind = :session AND #iss = :iss', ExpressionAttributeValues: { ':session': { S: 'session' }, ':iss': { S: portal.iss } } });
       expect(await sessionsMain(['end', '--all', '--mode', 'aws', '--config', configPath, '--kms-key', KEY_ARN], io)).toBe(2);
       expect(kms).toHaveReceivedCommandTimes(DecryptCommand, 0);
+    } finally {
+      ddb.restore();
+      kms.restore();
+    }
+  });
+
+  it('refuses a config whose app is on another site than publicUrl with the message synth gives, before any AWS call (the cookie-site rule)', async () => {
+    const file = join(dir, 'other-site.json');
+    const appUrl = 'https://app.elsewhere.example/';
+    await writeFile(file, JSON.stringify({ ...config, app: { ...config.app, url: appUrl } }));
+    const ddb = mockClient(DynamoDBClient);
+    const kms = mockClient(KMSClient);
+    let err = '';
+    try {
+      const code = await sessionsMain(['end', '--all', '--mode', 'aws', '--config', file, '--table', 'sessions', '--kms-key', KEY_ARN], { stdout: () => undefined, stderr: (t) => void (err += t) });
+
+      expect(code).toBe(2);
+      expect(err).toContain(`  - $.app.url: ${cookieSiteProblem(config.publicUrl, appUrl)}`);
+      expect(ddb.calls()).toHaveLength(0);
+      expect(kms.calls()).toHaveLength(0);
     } finally {
       ddb.restore();
       kms.restore();
