@@ -7,7 +7,7 @@ import {
   type AttributeValue,
   type DynamoDBClient,
 } from '@aws-sdk/client-dynamodb';
-import * as z from 'zod';
+import * as z from '../config/zod.js';
 import { SmartError } from '../core/errors.js';
 import type { RefreshLease, RefreshResult, SessionStore, TakeTransactionResult } from '../core/ports.js';
 import type { SessionRecord, StoredRecord, TransactionRecord } from '../core/records.js';
@@ -335,15 +335,15 @@ const S = builtOnFirstUse(() =>
   z.object({ S: z.string() }),
 );
 const NonEmptyS = builtOnFirstUse(() =>
-  z.object({ S: z.string().min(1) }),
+  z.object({ S: z.string().check(z.minLength(1)) }),
 );
 /** An integer as DynamoDB writes it (a number attribute's decimal text), at most 15 digits. */
 const IntegerN = builtOnFirstUse(() =>
-  z.object({ N: z.string().regex(INTEGER) }).transform((v) => Number(v.N)),
+  z.pipe(z.object({ N: z.string().check(z.regex(INTEGER)) }), z.transform((v: { N: string }) => Number(v.N))),
 );
 // The SDK hands back views into a shared pooled buffer: copy, so callers own plain bytes.
 const B = builtOnFirstUse(() =>
-  z.object({ B: z.instanceof(Uint8Array) }).transform((v) => new Uint8Array(v.B)),
+  z.pipe(z.object({ B: z.instanceof(Uint8Array) }), z.transform((v: { B: Uint8Array<ArrayBuffer> }) => new Uint8Array(v.B))),
 );
 
 const HttpUrl = builtOnFirstUse(() =>
@@ -354,22 +354,28 @@ const EndpointsSchema = builtOnFirstUse(() =>
   z.object({
     authorizationEndpoint: HttpUrl,
     tokenEndpoint: HttpUrl,
-    issuer: z.string().min(1).optional(),
-    jwksUri: HttpUrl.optional(),
-    revocationEndpoint: HttpUrl.optional(),
-    issParameterSupported: z.boolean().optional(),
+    issuer: z.optional(z.string().check(z.minLength(1))),
+    jwksUri: z.optional(HttpUrl),
+    revocationEndpoint: z.optional(HttpUrl),
+    issParameterSupported: z.optional(z.boolean()),
   }),
 );
 
 const EndpointsJson = builtOnFirstUse(() =>
-  S.transform((v, ctx): unknown => {
-    try {
-      return JSON.parse(v.S) as unknown;
-    } catch {
-      ctx.addIssue({ code: 'custom', message: 'endpoints is not JSON' });
-      return z.NEVER;
-    }
-  }).pipe(EndpointsSchema),
+  z.pipe(
+    z.pipe(
+      S,
+      z.transform((v: { S: string }, ctx): unknown => {
+        try {
+          return JSON.parse(v.S) as unknown;
+        } catch {
+          ctx.issues.push({ code: 'custom', message: 'endpoints is not JSON', input: v });
+          return z.NEVER;
+        }
+      }),
+    ),
+    EndpointsSchema,
+  ),
 );
 
 const CommonItemSchema = builtOnFirstUse(() =>
@@ -387,18 +393,18 @@ const CommonItemSchema = builtOnFirstUse(() =>
 );
 
 const TransactionItemSchema = builtOnFirstUse(() =>
-  CommonItemSchema.extend({
+  z.extend(CommonItemSchema, {
     kind: z.object({ S: z.literal('txn') }),
     sessionKey: NonEmptyS,
   }),
 );
 
 const SessionItemSchema = builtOnFirstUse(() =>
-  CommonItemSchema.extend({
+  z.extend(CommonItemSchema, {
     kind: z.object({ S: z.literal('session') }),
     revision: IntegerN,
-    leaseId: NonEmptyS.optional(),
-    leaseUntil: IntegerN.optional(),
+    leaseId: z.optional(NonEmptyS),
+    leaseUntil: z.optional(IntegerN),
   }),
 );
 
@@ -476,7 +482,7 @@ function parseSession(item: Item): SessionRecord {
   return { ...commonRecord(parsed.data), revision: parsed.data.revision, leaseUntil: parsed.data.leaseUntil };
 }
 
-function malformed(kind: string, error: z.ZodError): SmartError {
+function malformed(kind: string, error: z.core.$ZodError): SmartError {
   // Only the paths of the failing attributes are kept: zod's messages can quote stored values.
   const fields = [...new Set(error.issues.map((issue) => String(issue.path[0] ?? '(item)')))].join(',');
   return new SmartError('VAULT_INTEGRITY', `stored ${kind} record has an unexpected shape`, {

@@ -3,7 +3,7 @@ import { chmod, link, mkdir, readFile, unlink, writeFile } from 'node:fs/promise
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { calculateJwkThumbprint, type JWK } from 'jose';
-import * as z from 'zod';
+import * as z from '../config/zod.js';
 import { KEY_TYPE_OF, publishableJwks } from '../core/client-assertion.js';
 import { SmartError } from '../core/errors.js';
 import type { AssertionSigningKey, ClientAssertionAlg, ClientSigner, PublicJwk, Random } from '../core/ports.js';
@@ -21,7 +21,7 @@ const StoredKeySchema = z.object({
   status: z.enum(['current', 'next']),
   privateJwk: z.looseObject({ kty: z.string(), d: z.string() }),
 });
-const KeyFileSchema = z.object({ v: z.literal(1), keys: z.array(StoredKeySchema).min(1) });
+const KeyFileSchema = z.object({ v: z.literal(1), keys: z.array(StoredKeySchema).check(z.minLength(1)) });
 type KeyFile = z.infer<typeof KeyFileSchema>;
 
 interface LoadedKey {

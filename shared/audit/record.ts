@@ -1,4 +1,4 @@
-import * as z from 'zod';
+import * as z from '../config/zod.js';
 import { builtOnFirstUse } from '../core/lazy.js';
 import { boundedMemo } from '../core/memo.js';
 
@@ -19,9 +19,9 @@ export type AuditAction = (typeof AUDIT_ACTIONS)[number];
 /** Why a session ended without a logout by its user. */
 export const SESSION_END_CAUSES = ['operator', 'refresh-rejected', 'backchannel-logout'] as const;
 
-const Bounded = (max: number) => z.string().min(1).max(max);
+const Bounded = (max: number) => z.string().check(z.minLength(1), z.maxLength(max));
 /** No control characters, no whitespace: what a reference, a URL or an id can hold, nothing more. */
-const Token = (max: number) => Bounded(max).regex(/^[\x21-\x7e]+$/);
+const Token = (max: number) => Bounded(max).check(z.regex(/^[\x21-\x7e]+$/));
 
 export const AuditRecordSchema = builtOnFirstUse(() =>
   z.strictObject({
@@ -31,33 +31,33 @@ export const AuditRecordSchema = builtOnFirstUse(() =>
     action: z.enum(AUDIT_ACTIONS),
     outcome: z.enum(['success', 'failure']),
     /** HTTP status answered to the caller. */
-    status: z.number().int().min(100).max(599),
+    status: z.number().check(z.int(), z.gte(100), z.lte(599)),
     /** Stable error code on failure. */
-    code: z.string().regex(/^[A-Z][A-Z0-9_]{1,63}$/).optional(),
+    code: z.optional(z.string().check(z.regex(/^[A-Z][A-Z0-9_]{1,63}$/))),
     correlationId: Token(128),
     customer: Token(64),
     /** Exact issuer (FHIR base URL) of the session. */
-    iss: Token(2048).optional(),
-    clientId: Token(256).optional(),
+    iss: z.optional(Token(2048)),
+    clientId: z.optional(Token(256)),
     /** The `fhirUser` claim of the id_token (a FHIR reference to the user). */
-    fhirUser: Token(2048).optional(),
+    fhirUser: z.optional(Token(2048)),
     /** Id of the launch's patient, as the EHR's token response gave it. */
-    patient: Token(256).optional(),
-    launchMode: z.enum(['ehr', 'standalone']).optional(),
+    patient: z.optional(Token(256)),
+    launchMode: z.optional(z.enum(['ehr', 'standalone'])),
     /** FHIR RESTful interaction (`read`, `search-type`, …) of a proxied request. */
-    interaction: z.string().regex(/^[a-z-]{1,32}$/).optional(),
-    resourceType: z.string().regex(/^[A-Z][A-Za-z]{0,63}$/).optional(),
+    interaction: z.optional(z.string().check(z.regex(/^[a-z-]{1,32}$/))),
+    resourceType: z.optional(z.string().check(z.regex(/^[A-Z][A-Za-z]{0,63}$/))),
     /** Status the EHR answered a proxied request with. */
-    upstreamStatus: z.number().int().min(100).max(599).optional(),
-    cause: z.enum(SESSION_END_CAUSES).optional(),
-    revocation: z.enum(['revoked', 'failed', 'not-offered']).optional(),
+    upstreamStatus: z.optional(z.number().check(z.int(), z.gte(100), z.lte(599))),
+    cause: z.optional(z.enum(SESSION_END_CAUSES)),
+    revocation: z.optional(z.enum(['revoked', 'failed', 'not-offered'])),
   }),
 );
 export type AuditRecord = z.infer<typeof AuditRecordSchema>;
 
 /** The fields a record cannot be without (their schema refuses `undefined`). */
 const REQUIRED_FIELDS: readonly string[] = builtOnFirstUse(() =>
-  Object.entries(AuditRecordSchema.shape as Record<string, z.ZodType>)
+  Object.entries(AuditRecordSchema.shape as Record<string, z.ZodMiniType>)
     .filter(([, schema]) => !schema.safeParse(undefined).success)
     .map(([field]) => field),
 );
@@ -67,7 +67,7 @@ const REQUIRED_FIELDS: readonly string[] = builtOnFirstUse(() =>
  * field, keyed by the value itself (the same string on every request of a session, its hash kept).
  */
 const fitsByField = new Map<string, (value: string) => boolean>();
-function fieldFits(field: string, fieldSchema: z.ZodType, value: string): boolean {
+function fieldFits(field: string, fieldSchema: z.ZodMiniType, value: string): boolean {
   let fits = fitsByField.get(field);
   if (fits === undefined) {
     fits = boundedMemo(1024, (candidate) => fieldSchema.safeParse(candidate).success);
@@ -116,7 +116,7 @@ export type AuditFacts = Partial<Omit<AuditRecord, 'v' | 'time' | 'action' | 'ou
 const BASE_FIELDS = ['v', 'time', 'action', 'outcome', 'status', 'code', 'correlationId', 'customer'] as const;
 
 /** The schema's fields and the fields a record cannot be without, read through the lazy schema once. */
-let fields: { readonly shape: Record<string, z.ZodType>; readonly required: readonly string[] } | undefined;
+let fields: { readonly shape: Record<string, z.ZodMiniType>; readonly required: readonly string[] } | undefined;
 
 /**
  * `toISOString()` of a date in the years 0000-9999: a valid instant with milliseconds by construction,
@@ -125,7 +125,7 @@ let fields: { readonly shape: Record<string, z.ZodType>; readonly required: read
 const ISO_INSTANT_LENGTH = 24;
 
 /** Keeps `value` in `record` if it fits `field` (an unknown field, or `undefined`, is left out). */
-function keep(record: Record<string, unknown>, shape: Record<string, z.ZodType>, field: string, value: unknown): void {
+function keep(record: Record<string, unknown>, shape: Record<string, z.ZodMiniType>, field: string, value: unknown): void {
   if (value === undefined) return;
   const fieldSchema = shape[field];
   if (fieldSchema === undefined) return;
@@ -157,7 +157,7 @@ export function auditRecord(base: {
   readonly code?: string | undefined;
   readonly facts?: AuditFacts | undefined;
 }): AuditRecord {
-  fields ??= { shape: AuditRecordSchema.shape as Record<string, z.ZodType>, required: REQUIRED_FIELDS.slice() };
+  fields ??= { shape: AuditRecordSchema.shape as Record<string, z.ZodMiniType>, required: REQUIRED_FIELDS.slice() };
   const { shape, required } = fields;
   const time = new Date(base.nowMs).toISOString();
   const outcome = base.status < 400 ? 'success' : 'failure';

@@ -1,5 +1,6 @@
 import { getDomain } from 'tldts';
 import { configJson, configSchema, parseConfigWith, type Config, type ConfigSchema } from './schema.js';
+import * as z from './zod.js';
 
 /*
  * The cookie-site rule, checked where a config is validated for deployment (the CDK app at synth,
@@ -54,11 +55,13 @@ let deployable: ConfigSchema | undefined;
  * its problem is reported with the others, at `$.app.url`, in one ConfigError.
  */
 function deployableSchema(): ConfigSchema {
-  deployable ??= configSchema('aws').superRefine((config, ctx) => {
-    if (!config.cookie.browserBinding) return;
-    const problem = cookieSiteProblem(config.publicUrl, config.app.url);
-    if (problem) ctx.addIssue({ code: 'custom', path: ['app', 'url'], message: problem });
-  });
+  deployable ??= configSchema('aws').check(
+    z.superRefine((config, ctx) => {
+      if (!config.cookie.browserBinding) return;
+      const problem = cookieSiteProblem(config.publicUrl, config.app.url);
+      if (problem) ctx.addIssue({ code: 'custom', path: ['app', 'url'], message: problem });
+    }),
+  );
   return deployable;
 }
 

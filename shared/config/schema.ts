@@ -1,4 +1,4 @@
-import * as z from 'zod';
+import * as z from './zod.js';
 
 /**
  * The customer configuration: one JSON file per customer, validated by this one schema in the
@@ -30,10 +30,12 @@ function urlIssues(value: string, mode: ConfigMode, what: string): string | unde
 }
 
 const secureUrl = (mode: ConfigMode, what: string) =>
-  z.string().superRefine((value, ctx) => {
-    const issue = urlIssues(value, mode, what);
-    if (issue) ctx.addIssue({ code: 'custom', message: issue });
-  });
+  z.string().check(
+    z.superRefine((value, ctx) => {
+      const issue = urlIssues(value, mode, what);
+      if (issue) ctx.addIssue({ code: 'custom', message: issue });
+    }),
+  );
 
 const SECRET_ARN = /^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:.+$/;
 
@@ -105,94 +107,95 @@ export function signingAlgsOf(config: { readonly issuers: readonly { readonly cl
 
 function issuerSchema(mode: ConfigMode) {
   return z
-    .object({
-      iss: secureUrl(mode, 'iss').refine((v) => !v.includes('?'), 'iss must not have a query string'),
-      clientId: z.string().min(1, 'clientId must not be empty').max(512),
+    .strictObject({
+      iss: secureUrl(mode, 'iss').check(z.refine((v) => !v.includes('?'), 'iss must not have a query string')),
+      clientId: z.string().check(z.minLength(1, 'clientId must not be empty'), z.maxLength(512)),
       clientAuth: z.enum(['none', 'client_secret_basic', 'private_key_jwt']),
-      clientSecret: z.string().min(1).optional(),
+      clientSecret: z.optional(z.string().check(z.minLength(1))),
       scope: z
         .string()
-        .trim()
-        .min(1, 'scope must not be empty')
-        .refine((v) => !/[\s]{2,}|[^\x21-\x7e ]/.test(v), 'scope must be space-separated printable ASCII scope tokens'),
-      default: z.boolean().optional(),
+        .check(
+          z.trim(),
+          z.minLength(1, 'scope must not be empty'),
+          z.refine((v) => !/[\s]{2,}|[^\x21-\x7e ]/.test(v), 'scope must be space-separated printable ASCII scope tokens'),
+        ),
+      default: z.optional(z.boolean()),
       /**
        * `private_key_jwt` only: the JWS algorithm of this EHR's client assertions (SMART-CAUTH-09).
        * RS384 (the default) signs with the RSA key, ES384 with the P-384 key; register the JWKS URL
        * and this algorithm at the EHR. A launch refuses an EHR whose discovery lists
        * `token_endpoint_auth_signing_alg_values_supported` without it.
        */
-      signingAlg: z.enum(SIGNING_ALGS).optional(),
+      signingAlg: z.optional(z.enum(SIGNING_ALGS)),
       /**
        * Quirk: send `client_id` in the body of authenticated token, refresh and revocation requests
        * too (a confidential client normally omits it: SMART-TOKEN-01, RFC 6749 §2.3.1). For EHRs that
        * refuse a refresh or revocation without it although the client authenticated (default false).
        */
-      sendClientIdWithAuth: z.boolean().optional(),
+      sendClientIdWithAuth: z.optional(z.boolean()),
       /**
        * Quirk: the scope syntax this EHR accepts (SMART-SCOPE-02). `v1` rewrites `.rs` → `.read`,
        * `.cud` → `.write`, `.cruds` → `.*` (granular scopes cannot be expressed and are refused);
        * `v2` rewrites the other way; `auto` (the default) uses v1 when discovery advertises
        * `permission-v1` without `permission-v2`, v2 for the reverse, and the scope as written otherwise.
        */
-      scopeSyntax: z.enum(['auto', 'v1', 'v2']).optional(),
+      scopeSyntax: z.optional(z.enum(['auto', 'v1', 'v2'])),
       /**
        * Quirk: how the browser is sent to the authorization endpoint (SMART-AUTHZ-10). `GET` always;
        * `POST` always (an auto-submitting form; needs `authorize-post`); `auto` (the default) posts
        * when the GET URL would exceed 2000 characters and the EHR advertises `authorize-post`.
        */
-      authorizeMethod: z.enum(['auto', 'GET', 'POST']).optional(),
+      authorizeMethod: z.optional(z.enum(['auto', 'GET', 'POST'])),
       /**
        * Quirk: the OpenID Connect issuer of an EHR whose discovery names none (SMART v1 servers found
        * through the CapabilityStatement, SMART-DISC-07): its `/.well-known/openid-configuration` gives
        * the JWKS that verifies id_tokens. Used only when discovery lacks `issuer` or `jwks_uri`.
        */
-      openidIssuer: secureUrl(mode, 'openidIssuer').optional(),
+      openidIssuer: z.optional(secureUrl(mode, 'openidIssuer')),
       /** FHIR writes through the proxy (create, update, patch, delete, state-changing operations): off unless enabled here. */
-      writes: z
-        .object({
+      writes: z.optional(
+        z.strictObject({
           enabled: z.boolean(),
           /** Which write interactions are forwarded when enabled (default: all four). */
-          interactions: z.array(z.enum(WRITE_INTERACTIONS)).min(1).optional(),
-        })
-        .strict()
-        .optional(),
+          interactions: z.optional(z.array(z.enum(WRITE_INTERACTIONS)).check(z.minLength(1))),
+        }),
+      ),
       /** FHIR proxy tuning for this EHR; every member has a default (`PROXY_DEFAULTS`). */
-      proxy: z
-        .object({
+      proxy: z.optional(
+        z.strictObject({
           /** How long one FHIR request may take at the EHR (answer 504 after). */
-          timeoutSeconds: z.number().int().min(1).max(900).optional(),
+          timeoutSeconds: z.optional(z.number().check(z.int(), z.gte(1), z.lte(900))),
           /** Largest request body forwarded; API Gateway hands Lambda the body base64-encoded within 6 MB. */
-          maxRequestKilobytes: z.number().int().min(1).max(4096).optional(),
+          maxRequestKilobytes: z.optional(z.number().check(z.int(), z.gte(1), z.lte(4096))),
           /** Largest EHR answer delivered (streamed answers; buffered answers stop at 4 MB). */
-          maxResponseMegabytes: z.number().int().min(1).max(190).optional(),
+          maxResponseMegabytes: z.optional(z.number().check(z.int(), z.gte(1), z.lte(190))),
           /** Refuse requests the granted scopes do not permit before contacting the EHR. */
-          enforceScopes: z.boolean().optional(),
+          enforceScopes: z.optional(z.boolean()),
           /** In patient-level sessions, refuse requests that plainly name another patient. */
-          confineToPatient: z.boolean().optional(),
-        })
-        .strict()
-        .optional(),
+          confineToPatient: z.optional(z.boolean()),
+        }),
+      ),
     })
-    .strict()
-    .superRefine((issuer, ctx) => {
-      if (issuer.clientAuth === 'client_secret_basic' && issuer.clientSecret === undefined) {
-        ctx.addIssue({ code: 'custom', path: ['clientSecret'], message: 'clientSecret is required when clientAuth is "client_secret_basic"' });
-      }
-      if (issuer.clientAuth !== 'client_secret_basic' && issuer.clientSecret !== undefined) {
-        ctx.addIssue({ code: 'custom', path: ['clientSecret'], message: `clientSecret must be absent when clientAuth is "${issuer.clientAuth}"` });
-      }
-      if (issuer.signingAlg !== undefined && issuer.clientAuth !== 'private_key_jwt') {
-        ctx.addIssue({ code: 'custom', path: ['signingAlg'], message: `signingAlg applies only to clientAuth "private_key_jwt" (this issuer uses "${issuer.clientAuth}")` });
-      }
-      if (issuer.clientSecret !== undefined && mode === 'aws' && !SECRET_ARN.test(issuer.clientSecret)) {
-        ctx.addIssue({
-          code: 'custom',
-          path: ['clientSecret'],
-          message: 'in a deployed stack clientSecret must be a Secrets Manager secret ARN, never the secret itself',
-        });
-      }
-    });
+    .check(
+      z.superRefine((issuer, ctx) => {
+        if (issuer.clientAuth === 'client_secret_basic' && issuer.clientSecret === undefined) {
+          ctx.addIssue({ code: 'custom', path: ['clientSecret'], message: 'clientSecret is required when clientAuth is "client_secret_basic"' });
+        }
+        if (issuer.clientAuth !== 'client_secret_basic' && issuer.clientSecret !== undefined) {
+          ctx.addIssue({ code: 'custom', path: ['clientSecret'], message: `clientSecret must be absent when clientAuth is "${issuer.clientAuth}"` });
+        }
+        if (issuer.signingAlg !== undefined && issuer.clientAuth !== 'private_key_jwt') {
+          ctx.addIssue({ code: 'custom', path: ['signingAlg'], message: `signingAlg applies only to clientAuth "private_key_jwt" (this issuer uses "${issuer.clientAuth}")` });
+        }
+        if (issuer.clientSecret !== undefined && mode === 'aws' && !SECRET_ARN.test(issuer.clientSecret)) {
+          ctx.addIssue({
+            code: 'custom',
+            path: ['clientSecret'],
+            message: 'in a deployed stack clientSecret must be a Secrets Manager secret ARN, never the secret itself',
+          });
+        }
+      }),
+    );
 }
 
 export const SESSION_DEFAULTS = {
@@ -224,64 +227,67 @@ export function configSchema(mode: ConfigMode): ConfigSchema {
 }
 
 function buildConfigSchema(mode: ConfigMode) {
+  const minutes = (min: number, max: number, byDefault: number) => z._default(z.number().check(z.int(), z.gte(min), z.lte(max)), byDefault);
   return z
-    .object({
+    .strictObject({
       customer: z
         .string()
-        .regex(/^[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?$/, 'customer must be 1-40 lowercase letters, digits or inner hyphens'),
-      publicUrl: secureUrl(mode, 'publicUrl')
-        .refine((v) => !v.includes('?'), 'publicUrl must not have a query string')
-        .transform((v) => v.replace(/\/+$/, '')),
-      app: z.object({ url: secureUrl(mode, 'app.url') }).strict(),
-      issuers: z.array(issuerSchema(mode)).min(1, 'issuers must list at least one EHR'),
-      session: z
-        .object({
+        .check(z.regex(/^[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?$/, 'customer must be 1-40 lowercase letters, digits or inner hyphens')),
+      publicUrl: z.pipe(
+        secureUrl(mode, 'publicUrl').check(z.refine((v) => !v.includes('?'), 'publicUrl must not have a query string')),
+        z.transform((v: string) => v.replace(/\/+$/, '')),
+      ),
+      app: z.strictObject({ url: secureUrl(mode, 'app.url') }),
+      issuers: z.array(issuerSchema(mode)).check(z.minLength(1, 'issuers must list at least one EHR')),
+      session: z._default(
+        z.strictObject({
           /** Absolute lifetime of a session record; refreshing never extends it. */
-          lifetimeMinutes: z.number().int().min(5).max(7 * 24 * 60).default(SESSION_DEFAULTS.lifetimeMinutes),
+          lifetimeMinutes: minutes(5, 7 * 24 * 60, SESSION_DEFAULTS.lifetimeMinutes),
           /** A session unused this long after its access token expired ends (it is not refreshed). */
-          idleTimeoutMinutes: z.number().int().min(1).max(7 * 24 * 60).default(SESSION_DEFAULTS.idleTimeoutMinutes),
+          idleTimeoutMinutes: minutes(1, 7 * 24 * 60, SESSION_DEFAULTS.idleTimeoutMinutes),
           /** How long a started launch waits for the EHR to call back. */
-          transactionMinutes: z.number().int().min(1).max(60).default(SESSION_DEFAULTS.transactionMinutes),
+          transactionMinutes: minutes(1, 60, SESSION_DEFAULTS.transactionMinutes),
           /** Refresh this long before the access token expires. */
-          refreshSkewSeconds: z.number().int().min(0).max(600).default(SESSION_DEFAULTS.refreshSkewSeconds),
+          refreshSkewSeconds: minutes(0, 600, SESSION_DEFAULTS.refreshSkewSeconds),
           /**
            * How long one refresh may hold the session's lease. A lease left by a crashed invocation
            * blocks refreshes this long at most; the token endpoint call is bounded below it.
            */
-          refreshLeaseSeconds: z.number().int().min(3).max(60).default(SESSION_DEFAULTS.refreshLeaseSeconds),
+          refreshLeaseSeconds: minutes(3, 60, SESSION_DEFAULTS.refreshLeaseSeconds),
           /**
            * How long a FHIR proxy container serves a session it opened without reading the store
            * again (0: never). A session ended elsewhere stays usable there this long, for its bound
            * browser only (docs/design.md, "One sign in again signal").
            */
-          proxyCacheSeconds: z.number().int().min(0).max(60).default(SESSION_DEFAULTS.proxyCacheSeconds),
-        })
-        .strict()
-        .default(SESSION_DEFAULTS),
-      cookie: z
-        .object({
+          proxyCacheSeconds: minutes(0, 60, SESSION_DEFAULTS.proxyCacheSeconds),
+        }),
+        SESSION_DEFAULTS,
+      ),
+      cookie: z._default(
+        z.strictObject({
           /** `None` (sent with `Partitioned`) for apps embedded in an EHR iframe; `Lax` otherwise. */
-          sameSite: z.enum(['Lax', 'None']).default('Lax'),
+          sameSite: z._default(z.enum(['Lax', 'None']), 'Lax'),
           /** Turn off only for browsers that block cookies in EHR iframes: then a session id alone opens the session. */
-          browserBinding: z.boolean().default(true),
-        })
-        .strict()
-        .default({ sameSite: 'Lax', browserBinding: true }),
+          browserBinding: z._default(z.boolean(), true),
+        }),
+        { sameSite: 'Lax', browserBinding: true },
+      ),
     })
-    .strict()
-    .superRefine((config, ctx) => {
-      const defaults = config.issuers.filter((i) => i.default === true);
-      if (defaults.length > 1) {
-        ctx.addIssue({ code: 'custom', path: ['issuers'], message: 'at most one issuer may be "default": true' });
-      }
-      const seen = new Set<string>();
-      config.issuers.forEach((issuer, index) => {
-        if (seen.has(issuer.iss)) {
-          ctx.addIssue({ code: 'custom', path: ['issuers', index, 'iss'], message: `iss "${issuer.iss}" is listed twice` });
+    .check(
+      z.superRefine((config, ctx) => {
+        const defaults = config.issuers.filter((i) => i.default === true);
+        if (defaults.length > 1) {
+          ctx.addIssue({ code: 'custom', path: ['issuers'], message: 'at most one issuer may be "default": true' });
         }
-        seen.add(issuer.iss);
-      });
-    });
+        const seen = new Set<string>();
+        config.issuers.forEach((issuer, index) => {
+          if (seen.has(issuer.iss)) {
+            ctx.addIssue({ code: 'custom', path: ['issuers', index, 'iss'], message: `iss "${issuer.iss}" is listed twice` });
+          }
+          seen.add(issuer.iss);
+        });
+      }),
+    );
 }
 
 export type Config = z.output<ReturnType<typeof configSchema>>;

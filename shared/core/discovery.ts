@@ -1,4 +1,4 @@
-import * as z from 'zod';
+import * as z from '../config/zod.js';
 import type { ConfigMode } from '../config/schema.js';
 import { fetchJson } from './ehr/http.js';
 import { SmartError } from './errors.js';
@@ -19,19 +19,19 @@ const stringList = builtOnFirstUse(() =>
 /** The fields of `.well-known/smart-configuration` we rely on (SMART-DISC-02/03); others are ignored. */
 const SmartConfigurationSchema = builtOnFirstUse(() =>
   z.object({
-    issuer: z.string().optional(),
-    jwks_uri: z.string().optional(),
+    issuer: z.optional(z.string()),
+    jwks_uri: z.optional(z.string()),
     authorization_endpoint: z.string({ error: 'authorization_endpoint is required for launches' }),
     token_endpoint: z.string({ error: 'token_endpoint is required' }),
-    revocation_endpoint: z.string().optional(),
-    end_session_endpoint: z.string().optional(),
+    revocation_endpoint: z.optional(z.string()),
+    end_session_endpoint: z.optional(z.string()),
     grant_types_supported: stringList,
     capabilities: stringList,
     code_challenge_methods_supported: stringList,
-    token_endpoint_auth_methods_supported: stringList.optional(),
-    token_endpoint_auth_signing_alg_values_supported: stringList.optional(),
-    scopes_supported: stringList.optional(),
-    authorization_response_iss_parameter_supported: z.boolean().optional(),
+    token_endpoint_auth_methods_supported: z.optional(stringList),
+    token_endpoint_auth_signing_alg_values_supported: z.optional(stringList),
+    scopes_supported: z.optional(stringList),
+    authorization_response_iss_parameter_supported: z.optional(z.boolean()),
   }),
 );
 
@@ -88,7 +88,7 @@ function checkEndpoint(value: string, field: string, mode: ConfigMode, fhirBase?
 }
 
 /** A zod failure as `DISCOVERY_INVALID` naming the first offending field (SMART-DISC-02). */
-function invalidDocument(error: z.ZodError, what: string): SmartError {
+function invalidDocument(error: z.core.$ZodError, what: string): SmartError {
   const first = error.issues[0];
   const field = first?.path.join('.') || 'document';
   return new SmartError('DISCOVERY_INVALID', `${what} field "${field}" is missing or has the wrong type`, { details: { field } });
@@ -170,20 +170,18 @@ export function capabilityStatementUrl(iss: string): string {
 export const OAUTH_URIS_EXTENSION = 'http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris';
 
 const UriExtension = builtOnFirstUse(() =>
-  z.object({ url: z.string(), valueUri: z.string().optional(), valueUrl: z.string().optional() }),
+  z.object({ url: z.string(), valueUri: z.optional(z.string()), valueUrl: z.optional(z.string()) }),
 );
 const CapabilityStatementSchema = builtOnFirstUse(() =>
   z.object({
     resourceType: z.literal('CapabilityStatement'),
-    rest: z
-      .array(
+    rest: z.optional(
+      z.array(
         z.object({
-          security: z
-            .object({ extension: z.array(z.object({ url: z.string(), extension: z.array(UriExtension).optional() })).optional() })
-            .optional(),
+          security: z.optional(z.object({ extension: z.optional(z.array(z.object({ url: z.string(), extension: z.optional(z.array(UriExtension)) }))) })),
         }),
-      )
-      .optional(),
+      ),
+    ),
   }),
 );
 
@@ -240,7 +238,7 @@ export function openidConfigurationUrl(issuer: string): string {
 }
 
 const OpenidConfigurationSchema = builtOnFirstUse(() =>
-  z.object({ issuer: z.string(), jwks_uri: z.string(), end_session_endpoint: z.string().optional() }),
+  z.object({ issuer: z.string(), jwks_uri: z.string(), end_session_endpoint: z.optional(z.string()) }),
 );
 
 /**

@@ -1,5 +1,5 @@
 import { timingSafeEqual } from 'node:crypto';
-import * as z from 'zod';
+import * as z from '../config/zod.js';
 import type { CoreDeps } from './deps.js';
 import { randomToken, sha256Base64url } from './crypto.js';
 import { SmartError } from './errors.js';
@@ -32,8 +32,8 @@ export const handoffKey = (code: string) => `hof#${sha256Base64url(code)}`;
 const HandoffSecretsSchema = builtOnFirstUse(() =>
   z.object({
     v: z.literal(1),
-    bindingSecret: z.string().regex(OPAQUE_ID),
-    challenge: z.string().regex(OPAQUE_ID),
+    bindingSecret: z.string().check(z.regex(OPAQUE_ID)),
+    challenge: z.string().check(z.regex(OPAQUE_ID)),
   }),
 );
 

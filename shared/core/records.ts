@@ -1,4 +1,4 @@
-import * as z from 'zod';
+import * as z from '../config/zod.js';
 import { FHIR_ID, TokenResponseSchema } from './token.js';
 import { builtOnFirstUse } from './lazy.js';
 import { boundedMemo } from './memo.js';
@@ -66,10 +66,10 @@ export interface SessionRecord extends StoredRecord {
 export const TransactionSecretsSchema = builtOnFirstUse(() =>
   z.object({
     v: z.literal(1),
-    sessionId: z.string().regex(OPAQUE_ID),
-    codeVerifier: z.string().min(43).max(128),
-    nonce: z.string().optional(),
-    launch: z.string().optional(),
+    sessionId: z.string().check(z.regex(OPAQUE_ID)),
+    codeVerifier: z.string().check(z.minLength(43), z.maxLength(128)),
+    nonce: z.optional(z.string()),
+    launch: z.optional(z.string()),
     scope: z.string(),
     redirectUri: z.string(),
   }),
@@ -77,19 +77,22 @@ export const TransactionSecretsSchema = builtOnFirstUse(() =>
 export type TransactionSecrets = z.infer<typeof TransactionSecretsSchema>;
 
 export const LaunchContextSchema = builtOnFirstUse(() =>
-  TokenResponseSchema.pick({
-    patient: true,
-    encounter: true,
-    fhirContext: true,
-    need_patient_banner: true,
-    smart_style_url: true,
-    intent: true,
-    tenant: true,
-  }).extend({
-    fhirUser: z.string().optional(),
-    /** Whether sign-in read the launch's patient through the grant ('verified'), or had no patient or scope to check. */
-    patientAccess: z.enum(['verified', 'not-checked']).optional(),
-  }),
+  z.extend(
+    z.pick(TokenResponseSchema, {
+      patient: true,
+      encounter: true,
+      fhirContext: true,
+      need_patient_banner: true,
+      smart_style_url: true,
+      intent: true,
+      tenant: true,
+    }),
+    {
+      fhirUser: z.optional(z.string()),
+      /** Whether sign-in read the launch's patient through the grant ('verified'), or had no patient or scope to check. */
+      patientAccess: z.optional(z.enum(['verified', 'not-checked'])),
+    },
+  ),
 );
 export type LaunchContext = z.infer<typeof LaunchContextSchema>;
 
@@ -98,12 +101,12 @@ export const SessionSecretsSchema = builtOnFirstUse(() =>
   z.object({
     v: z.literal(1),
     accessToken: z.string(),
-    refreshToken: z.string().optional(),
-    idToken: z.string().optional(),
+    refreshToken: z.optional(z.string()),
+    idToken: z.optional(z.string()),
     /** Epoch milliseconds. */
     accessTokenExpiresAt: z.number(),
     /** Epoch milliseconds when the current access token was obtained. */
-    obtainedAt: z.number().optional(),
+    obtainedAt: z.optional(z.number()),
     scope: z.string(),
     launchMode: z.enum(['ehr', 'standalone']),
     context: LaunchContextSchema,

@@ -1,5 +1,5 @@
 import { hkdfSync } from 'node:crypto';
-import type { z } from 'zod';
+import type * as z from '../config/zod.js';
 import type { Config } from '../config/schema.js';
 import { open, seal, sha256Base64url } from './crypto.js';
 import { SmartError } from './errors.js';
@@ -48,7 +48,7 @@ export function sealJson(dataKey: Uint8Array, value: unknown, recordKey: string,
 const exactChecks = new Map<unknown, (value: unknown) => unknown>([[SessionSecretsSchema, checkedSessionSecrets]]);
 
 /** Opens and validates sealed JSON; a record that decrypts but does not parse is treated as tampered. */
-export function openJson<T>(schema: z.ZodType<T>, dataKey: Uint8Array, sealed: Uint8Array, recordKey: string): T {
+export function openJson<T>(schema: z.ZodMiniType<T>, dataKey: Uint8Array, sealed: Uint8Array, recordKey: string): T {
   const plaintext = open(dataKey, sealed, recordKey);
   let value: unknown;
   try {

@@ -1,4 +1,4 @@
-import * as z from 'zod';
+import * as z from '../config/zod.js';
 import { builtOnFirstUse } from './lazy.js';
 
 /*
@@ -9,7 +9,7 @@ import { builtOnFirstUse } from './lazy.js';
 /** A FHIR logical id (FHIR R4 `id` datatype), so context values can never smuggle a path. */
 export const FHIR_ID = /^[A-Za-z0-9\-.]{1,64}$/;
 const FhirId = builtOnFirstUse(() =>
-  z.string().regex(FHIR_ID),
+  z.string().check(z.regex(FHIR_ID)),
 );
 
 const FhirContextItem = builtOnFirstUse(() =>
@@ -17,15 +17,17 @@ const FhirContextItem = builtOnFirstUse(() =>
     z.string(),
     z
       .object({
-        reference: z.string().optional(),
-        canonical: z.string().optional(),
-        identifier: z.record(z.string(), z.unknown()).optional(),
-        type: z.string().optional(),
-        role: z.string().min(1).optional(),
+        reference: z.optional(z.string()),
+        canonical: z.optional(z.string()),
+        identifier: z.optional(z.record(z.string(), z.unknown())),
+        type: z.optional(z.string()),
+        role: z.optional(z.string().check(z.minLength(1))),
       })
-      .refine((item) => item.reference !== undefined || item.canonical !== undefined || item.identifier !== undefined, {
-        message: 'each fhirContext item needs reference, canonical or identifier',
-      }),
+      .check(
+        z.refine((item) => item.reference !== undefined || item.canonical !== undefined || item.identifier !== undefined, {
+          message: 'each fhirContext item needs reference, canonical or identifier',
+        }),
+      ),
   ]),
 );
 
@@ -39,12 +41,13 @@ const FhirContextItem = builtOnFirstUse(() =>
 export const MAX_EXPIRES_IN_SECONDS = 24 * 60 * 60;
 
 const ExpiresIn = builtOnFirstUse(() =>
-  z.preprocess(
-    (value) => {
+  // What `preprocess` is: a transform piped into the schema.
+  z.pipe(
+    z.transform((value: unknown) => {
       const number = typeof value === 'string' && /^\d{1,400}$/.test(value) ? Number(value) : value;
       return typeof number === 'number' && number > MAX_EXPIRES_IN_SECONDS && (Number.isInteger(number) || number === Number.POSITIVE_INFINITY) ? MAX_EXPIRES_IN_SECONDS : number;
-    },
-    z.number().int().positive(),
+    }),
+    z.number().check(z.int(), z.gt(0)),
   ),
 );
 
@@ -54,19 +57,19 @@ const ExpiresIn = builtOnFirstUse(() =>
  */
 export const TokenResponseSchema = builtOnFirstUse(() =>
   z.object({
-    access_token: z.string().min(1),
-    token_type: z.string().refine((t) => t.toLowerCase() === 'bearer', 'token_type must be "Bearer"'),
-    expires_in: ExpiresIn.optional(),
-    scope: z.string().optional(),
-    refresh_token: z.string().min(1).optional(),
-    id_token: z.string().min(1).optional(),
-    patient: FhirId.optional(),
-    encounter: FhirId.optional(),
-    fhirContext: z.array(FhirContextItem).optional(),
-    need_patient_banner: z.boolean().optional(),
-    smart_style_url: z.url().optional(),
-    intent: z.string().optional(),
-    tenant: z.string().optional(),
+    access_token: z.string().check(z.minLength(1)),
+    token_type: z.string().check(z.refine((t) => t.toLowerCase() === 'bearer', 'token_type must be "Bearer"')),
+    expires_in: z.optional(ExpiresIn),
+    scope: z.optional(z.string()),
+    refresh_token: z.optional(z.string().check(z.minLength(1))),
+    id_token: z.optional(z.string().check(z.minLength(1))),
+    patient: z.optional(FhirId),
+    encounter: z.optional(FhirId),
+    fhirContext: z.optional(z.array(FhirContextItem)),
+    need_patient_banner: z.optional(z.boolean()),
+    smart_style_url: z.optional(z.url()),
+    intent: z.optional(z.string()),
+    tenant: z.optional(z.string()),
   }),
 );
 export type TokenResponse = z.infer<typeof TokenResponseSchema>;

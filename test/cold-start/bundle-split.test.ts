@@ -143,3 +143,31 @@ describe('a function bundle leaves the Public Suffix List to synth', () => {
     expect(tldts).toEqual([]);
   });
 });
+
+/*
+ * The functions' schemas use `zod/mini` (shared/config/zod.ts): the classic API attaches its
+ * chainable methods to every schema it builds and is about 60 KB more of each index.mjs to compile
+ * at every cold start. The CDK app, the local stack and the tools may keep it; nothing a function
+ * loads may bring it back, nor a locale other than the English one the error messages are in.
+ */
+/** Constructor names of classic zod, kept by minification (mini's are `ZodMini…`, the core's `$Zod…`). */
+const ZOD_CLASSIC_CODE = ['"ZodString"', '"ZodObject"', '"ZodType"'];
+
+describe('a function bundle carries zod/mini, not classic zod', () => {
+  it.each(['launch', 'sessions', 'fhir-proxy', 'jwks'])('%s: no classic zod and no locale but English in any file of the bundle', (name) => {
+    const dir = assets[name]!;
+    const zodSources = sourcesOf(join(dir, 'index.mjs')).filter((source) => /(^|\/)node_modules\/zod\//.test(source));
+    expect(zodSources.filter((source) => /\/zod\/(v4\/classic\/|index\.js$|v4\/index\.js$)/.test(source))).toEqual([]);
+    expect(zodSources.filter((source) => /\/zod\/v4\/locales\//.test(source) && !source.endsWith('/zod/v4/locales/en.js'))).toEqual([]);
+    for (const file of readdirSync(dir).filter((f) => f.endsWith('.mjs'))) {
+      const code = readFileSync(join(dir, file), 'utf8');
+      expect(ZOD_CLASSIC_CODE.filter((marker) => code.includes(marker)), file).toEqual([]);
+    }
+  });
+
+  it('launch: its schemas are in index.mjs, built from zod/mini', () => {
+    const sources = sourcesOf(join(assets.launch!, 'index.mjs'));
+    expect(sources.some((source) => /\/zod\/v4\/mini\/schemas\.js$/.test(source))).toBe(true);
+    expect(sources.some((source) => /\/zod\/v4\/locales\/en\.js$/.test(source))).toBe(true);
+  });
+});

@@ -9,10 +9,10 @@ import { builtOnFirstUse } from '../../shared/core/lazy.js';
  */
 const built = vi.hoisted(() => ({ count: 0 }));
 
-vi.mock('zod', async (importOriginal) => {
+vi.mock('zod/mini', async (importOriginal) => {
   const real = await importOriginal<Record<string, unknown>>();
   const counted: Record<string, unknown> = { ...real };
-  for (const name of ['object', 'strictObject', 'string', 'url', 'array', 'union', 'preprocess', 'literal', 'enum', 'number', 'boolean', 'record', 'instanceof']) {
+  for (const name of ['object', 'strictObject', 'string', 'url', 'array', 'union', 'pipe', 'transform', 'literal', 'enum', 'number', 'boolean', 'record', 'instanceof']) {
     const builder = real[name] as (...args: unknown[]) => unknown;
     counted[name] = (...args: unknown[]) => {
       built.count += 1;

@@ -1,4 +1,4 @@
-import * as z from 'zod';
+import * as z from '../../config/zod.js';
 import { SmartError } from '../errors.js';
 import type { Clock, HttpClient } from '../ports.js';
 import { TokenResponseSchema, type TokenResponse } from '../token.js';
@@ -17,7 +17,7 @@ function retryAfter(value: string | null): number | undefined {
 }
 
 const OAuthErrorSchema = builtOnFirstUse(() =>
-  z.object({ error: z.string(), error_description: z.string().optional() }),
+  z.object({ error: z.string(), error_description: z.optional(z.string()) }),
 );
 
 /**
