@@ -1,5 +1,6 @@
 import { base64url, decodeJwt } from 'jose';
-import { signingAlgOf, type IssuerConfig } from '../config/schema.js';
+import type { IssuerConfig } from '../config/schema.js';
+import { signingAlgOf } from '../config/signing-algs.js';
 import { randomToken } from './crypto.js';
 import { SmartError, safeList } from './errors.js';
 import type { ClientAssertionAlg, ClientSigner, PublicJwk, Random } from './ports.js';

@@ -170,4 +170,8 @@ describe('a function bundle carries zod/mini, not classic zod', () => {
     expect(sources.some((source) => /\/zod\/v4\/mini\/schemas\.js$/.test(source))).toBe(true);
     expect(sources.some((source) => /\/zod\/v4\/locales\/en\.js$/.test(source))).toBe(true);
   });
+
+  it('jwks: no zod at all (it parses no config: the signing algorithms come from a module without a schema)', () => {
+    expect(sourcesOf(join(assets.jwks!, 'index.mjs')).filter((source) => /(^|\/)node_modules\/zod\/|shared\/config\/(schema|zod)\.ts$/.test(source))).toEqual([]);
+  });
 });
