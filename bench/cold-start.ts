@@ -5,7 +5,8 @@
  * `unmapDependencyChunks`), then
  * module load timed in fresh Node processes (`--enable-source-maps` as the functions run), against a
  * bare handler bundled the same way that imports the same AWS SDK clients as that function.
- * Alternating, median of N.
+ * Alternating: in each of N rounds every bundle and bare handler is loaded once, the ratio to the
+ * bare handler is taken within the round, and the median of the N ratios is reported.
  */
 import { execFile } from 'node:child_process';
 import { mkdir, readdir, rm, stat, writeFile } from 'node:fs/promises';
@@ -131,14 +132,24 @@ export async function coldStart(root: string, outDir: string, runs: number): Pro
     }
     const wall = (name: string) => median(samples[name]!.map((s) => s.wallMs));
     const cpu = (name: string) => median(samples[name]!.map((s) => s.cpuMs));
+    // A ratio per round (the bundle and its bare handler loaded moments apart), then the median of
+    // those: the machine's load drifts over a run, and a ratio of two medians taken from different
+    // moments carries that drift (the bare handler's median moved by up to 40 ms between two
+    // sections of one run), which pairing cancels.
+    const paired = (name: string, of: (l: Load) => number) => {
+      const bare = samples[measured.get(name)!.bare]!;
+      return median(samples[name]!.map((s, i) => of(s) / of(bare[i]!)));
+    };
     result[label] = Object.fromEntries(
       Object.keys(files).map((name) => [
         name,
         {
           loadMs: Math.round(wall(name) * 10) / 10,
-          ratioToBare: Math.round((wall(name) / wall(measured.get(name)!.bare)) * 100) / 100,
+          /** Median of the per-round ratios of wall time to the bare handler's (not the ratio of the medians). */
+          ratioToBare: Math.round(paired(name, (l) => l.wallMs) * 100) / 100,
           cpuMs: Math.round(cpu(name) * 10) / 10,
-          cpuRatioToBare: Math.round((cpu(name) / cpu(measured.get(name)!.bare)) * 100) / 100,
+          /** Median of the per-round ratios of CPU time to the bare handler's. */
+          cpuRatioToBare: Math.round(paired(name, (l) => l.cpuMs) * 100) / 100,
           /** CPU of the bundle's own code: imported after the AWS SDK clients (the bare handler's is about 0). */
           ownCpuMs: Math.round(median(own[name]!.map((s) => s.cpuMs)) * 10) / 10,
         },
