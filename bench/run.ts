@@ -1034,6 +1034,7 @@ function keyFigures(sections: Record<string, unknown>): Record<string, number> {
       if (name.startsWith('bare')) continue;
       out[`cold ${name} ${tracing} cpu/bare`] = l.cpuRatioToBare;
       if (l.ownCpuMs !== undefined) out[`cold ${name} ${tracing} own cpu ms`] = l.ownCpuMs;
+      if (l.ownCpuRatioToBare !== undefined) out[`cold ${name} ${tracing} own-based ratio`] = l.ownCpuRatioToBare;
     }
   }
   return out;
@@ -1046,6 +1047,8 @@ interface ColdLoad {
   cpuMs: number;
   cpuRatioToBare: number;
   ownCpuMs?: number;
+  /** The ratio to the bare handler read from the own CPU (bench/cold-start.ts). */
+  ownCpuRatioToBare?: number;
 }
 
 interface ColdStart {
@@ -1172,11 +1175,14 @@ function printSummary(sections: Record<string, unknown>, out: string, seconds: n
   }
   const cold = sections.coldStart as ColdStart | undefined;
   if (cold) {
-    lines.push('', 'Cold start: module load of each Lambda bundle vs a bare handler importing the same AWS SDK clients (median, fresh processes)');
+    lines.push('', 'Cold start: module load of each Lambda bundle vs a bare handler importing the same AWS SDK clients (median, fresh processes;');
+    lines.push('  ratios: median of per-round ratios; own: CPU of the bundle after the SDK clients, and the ratio read from it)');
     for (const [name, bytes] of Object.entries(cold.bundleBytes)) {
       const on = cold.tracingOn[name]!;
       const off = cold.tracingOff[name]!;
-      const both = (l: ColdLoad) => `${l.loadMs.toFixed(0).padStart(5)} ms (${l.ratioToBare.toFixed(2)}x), cpu ${l.cpuMs.toFixed(0).padStart(5)} ms (${l.cpuRatioToBare.toFixed(2)}x)${l.ownCpuMs === undefined ? '' : `, own ${l.ownCpuMs.toFixed(0)} ms`}`;
+      const both = (l: ColdLoad) =>
+        `${l.loadMs.toFixed(0).padStart(5)} ms (${l.ratioToBare.toFixed(2)}x), cpu ${l.cpuMs.toFixed(0).padStart(5)} ms (${l.cpuRatioToBare.toFixed(2)}x)` +
+        `${l.ownCpuMs === undefined ? '' : `, own ${l.ownCpuMs.toFixed(0).padStart(3)} ms`}${l.ownCpuRatioToBare === undefined ? '' : ` (${l.ownCpuRatioToBare.toFixed(2)}x)`}`;
       const against = cold.bareOf?.[name];
       const label = against === undefined || against === name ? name : `${name} (vs ${against})`;
       lines.push(`  ${label.padEnd(20)} ${(bytes / 1024).toFixed(0).padStart(5)} KB  tracing on ${both(on)}  tracing off ${both(off)}`);
