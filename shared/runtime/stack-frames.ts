@@ -112,8 +112,8 @@ function render(frame: Frame, mapped?: { file: string; line: number; column: num
  * `error`'s stack frames (at most `MAX_FRAMES`), each in the source its file's map names
  * (`fn (shared/core/launch.ts:123:45)`); a frame whose file has no map, or whose position the map
  * does not cover, stays as generated (`index.mjs:1:23456`), and `node:` frames as they are. The
- * function name is the generated one: minified for a function (`Xe`), kept for a method
- * (`DynamoSessionStore.get`). (Node's `SourceMap.findEntry` carries a name over to the entries after
+ * function name is the generated one: minified for a function or class (`Xe`, `Ks.get`), not for a
+ * method or property (`get`). (Node's `SourceMap.findEntry` carries a name over to the entries after
  * it that have none, so a name read from the map could be another function's.) Never throws.
  */
 export function mappedFrames(error: Error): string[] {
