@@ -3,7 +3,8 @@
  * but none for the chunks of dependencies only, code splitting, the AWS SDK left out as the Lambda
  * runtime provides it; infra/constructs/smart-function-defaults.ts `functionBundleOptions` and
  * `unmapDependencyChunks`), then
- * module load timed in fresh Node processes (`--enable-source-maps` as the functions run), against a
+ * module load timed in fresh Node processes (without `--enable-source-maps`, as the functions run:
+ * an error's frames are mapped when it is logged, `shared/runtime/stack-frames.ts`), against a
  * bare handler bundled the same way that imports the same AWS SDK clients as that function.
  * Alternating: in each of N rounds every bundle and bare handler is loaded once, the ratio to the
  * bare handler is taken within the round, and the median of the N ratios is reported.
@@ -79,7 +80,7 @@ const sdkPreload = (clients: readonly Client[]) => clients.map((c) => `await imp
 async function load(file: string, env: Record<string, string>, preload?: readonly Client[]): Promise<Load> {
   const script = `${preload ? sdkPreload(preload) : ''} const c = process.cpuUsage(); const t = performance.now(); await import(${JSON.stringify(file)}); const w = performance.now() - t; const u = process.cpuUsage(c); process.stdout.write(JSON.stringify({ wallMs: w, cpuMs: (u.user + u.system) / 1000 }));`;
   // Run from the bundle's folder, so the SDK clients resolve as the bundle's own imports do.
-  const { stdout } = await promisify(execFile)(process.execPath, ['--enable-source-maps', '--input-type=module', '-e', script], { env: { ...process.env, ...env }, cwd: dirname(file) });
+  const { stdout } = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', script], { env: { ...process.env, ...env }, cwd: dirname(file) });
   return JSON.parse(stdout) as Load;
 }
 

@@ -128,12 +128,12 @@ const STAND_INS = new Set(Object.values(BUNDLE_ALIASES));
 /**
  * Removes the source map of every chunk built from dependencies only (`node_modules`), and the
  * chunk's `sourceMappingURL` comment, after the build (esbuild maps every output file or none):
- * `index.mjs` and any chunk holding the project's own code keep theirs. With `--enable-source-maps`,
- * Node reads and parses a loaded file's map and scans its generated source's lines when it loads it;
- * for the tracer chunk (the Powertools Tracer and the X-Ray SDK, loaded where tracing is on) that
- * was about 2-4 ms of CPU at every such cold start. The price: a stack frame inside those
- * dependencies stays minified (file, line and column of the chunk); the project's frames are still
- * mapped. The stand-ins of `BUNDLE_ALIASES` count as dependencies. Returns the chunks unmapped, as
+ * `index.mjs` and any chunk holding the project's own code keep theirs. With `--enable-source-maps`
+ * (which the functions no longer run with), Node read and parsed a loaded file's map and scanned its
+ * generated source's lines when it loaded it; for the tracer chunk (the Powertools Tracer and the
+ * X-Ray SDK, loaded where tracing is on) that was about 2-4 ms of CPU at every such cold start. The
+ * price: a logged frame inside those dependencies stays minified (file, line and column of the
+ * chunk); the project's frames are still mapped (`shared/runtime/stack-frames.ts`). The stand-ins of `BUNDLE_ALIASES` count as dependencies. Returns the chunks unmapped, as
  * the metafile names them.
  */
 export function unmapDependencyChunks(metafile: Metafile, projectRoot: string): string[] {

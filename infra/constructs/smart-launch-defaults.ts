@@ -1,6 +1,6 @@
 /**
  * Lambda caps the whole environment of a function at 4 KB (names and values). The validated config
- * travels in one variable; the rest (table name, key ARN, NODE_OPTIONS, service name) fits in the
+ * travels in one variable; the rest (table name, key ARN, service name) fits in the
  * remainder with room to spare.
  */
 export const CONFIG_ENVIRONMENT_BUDGET_BYTES = 3400;

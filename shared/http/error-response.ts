@@ -1,6 +1,7 @@
 import type { MiddlewareObj } from '@middy/core';
 import type { Logger } from '@aws-lambda-powertools/logger';
 import { operationOutcomeOf, SmartError, toSmartError } from '../core/errors.js';
+import { mappedFrames } from '../runtime/stack-frames.js';
 import { correlationIdOf, type ApiEvent, type ApiResult } from './api-event.js';
 import { escapeHtml, htmlResponse, jsonResponse, BASE_HEADERS } from './responses.js';
 
@@ -54,10 +55,18 @@ export function renderError(error: SmartError, format: ErrorFormat, correlationI
   }
 }
 
-function describeCause(cause: unknown): Record<string, string> | undefined {
+/**
+ * What the log line says of an error's cause. An unexpected error's (`INTERNAL`, a bug) also carries
+ * where it was thrown: its stack's frames in the TypeScript sources (`mappedFrames`: function names
+ * and file positions only, never the stack's message line). Refusals (known codes) carry none.
+ */
+function describeCause(cause: unknown, internal: boolean): Record<string, unknown> | undefined {
   if (cause === undefined) return undefined;
   if (cause instanceof SmartError) return { code: cause.code, message: cause.message };
-  if (cause instanceof Error) return { name: cause.name, message: cause.message.slice(0, 300) };
+  if (cause instanceof Error) {
+    const described = { name: cause.name, message: cause.message.slice(0, 300) };
+    return internal ? { ...described, frames: mappedFrames(cause) } : described;
+  }
   return { type: typeof cause };
 }
 
@@ -74,7 +83,7 @@ export function errorResponse(format: ErrorFormat, logger: Logger): MiddlewareOb
         status: error.status,
         reason: error.message,
         ...(error.details ? { details: error.details } : {}),
-        ...(error.cause !== undefined ? { cause: describeCause(error.cause) } : {}),
+        ...(error.cause !== undefined ? { cause: describeCause(error.cause, error.code === 'INTERNAL') } : {}),
       };
       if (error.status >= 500) logger.error('request failed', entry);
       else logger.warn('request refused', entry);

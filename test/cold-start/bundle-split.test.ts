@@ -12,8 +12,8 @@ import { importsOf, resolveSpecifier, ROOT } from '../repo/import-graph.js';
  * Tracer and the X-Ray SDK under it, `shared/ops/tracing.ts`) is a chunk of its own, compiled and
  * source-mapped only where tracing is on. In one file, it was compiled and its map parsed at every
  * cold start with tracing off too (bench/cold-start.ts measures it). The chunks made of dependencies
- * only ship without a map (Node parses a loaded file's map at load with `--enable-source-maps`).
- * Checked on the assets of the run's one real `cdk synth` (shared-synth.ts): the files a deployment
+ * only ship without a map (they hold no frame of the project's own code to map). The bundles are
+ * loaded as Lambda runs them, without `--enable-source-maps`. Checked on the assets of the run's one real `cdk synth` (shared-synth.ts): the files a deployment
  * uploads.
  */
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -63,7 +63,7 @@ function staticallyLoaded(dir: string): Set<string> {
 async function importInFreshProcess(file: string, env: Record<string, string>): Promise<string> {
   const clean = Object.fromEntries(Object.entries(process.env).filter(([name]) => !/^(AWS_|POWERTOOLS_|_X_AMZN|LAMBDA_)/.test(name)));
   const script = `const m = await import(${JSON.stringify(file)}); process.stdout.write(typeof m.handler);`;
-  const { stdout } = await promisify(execFile)(process.execPath, ['--enable-source-maps', '--input-type=module', '-e', script], {
+  const { stdout } = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', script], {
     cwd: dirname(file),
     env: { ...clean, AWS_REGION: 'us-east-1', AWS_LAMBDA_FUNCTION_NAME: 'f', AWS_XRAY_CONTEXT_MISSING: 'IGNORE_ERROR', ...env },
   });
@@ -84,7 +84,7 @@ describe('a function bundle loads the tracer only where it traces', () => {
     const dir = assets[name]!;
     expect(readFileSync(join(dir, 'index.mjs'), 'utf8')).toMatch(/\n\/\/# sourceMappingURL=index\.mjs\.map\n?$/);
     expect(sourcesOf(join(dir, 'index.mjs')).some((source) => /(^|\/)shared\//.test(source))).toBe(true);
-    // The tracer's chunk among them: its map cost Node a parse at every cold start with tracing on.
+    // The tracer's chunk among them: with `--enable-source-maps`, its map cost a parse at every cold start with tracing on.
     for (const chunk of readdirSync(dir).filter((file) => /^chunk-[\w-]+\.mjs$/.test(file))) {
       expect(existsSync(join(dir, `${chunk}.map`)), chunk).toBe(false);
       expect(readFileSync(join(dir, chunk), 'utf8'), chunk).not.toMatch(/\/\/# sourceMappingURL=/);

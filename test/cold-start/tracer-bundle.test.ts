@@ -76,7 +76,7 @@ describe('the tracer, bundled as the functions bundle it', () => {
     const clean = Object.fromEntries(Object.entries(process.env).filter(([name]) => !/^(AWS_|POWERTOOLS_|_X_AMZN|LAMBDA_|_HANDLER)/.test(name)));
     const requestId = 'bundled-trace-request';
     const script = `const m = await import(${JSON.stringify(join(scratch, 'index.mjs'))}); process.stdout.write(String(await m.run(${JSON.stringify(ehrUrl)}, ${JSON.stringify(awsUrl)}, ${JSON.stringify(requestId)})));`;
-    const { stdout } = await promisify(execFile)(process.execPath, ['--enable-source-maps', '--input-type=module', '-e', script], {
+    const { stdout } = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', script], {
       cwd: scratch,
       env: {
         ...clean,

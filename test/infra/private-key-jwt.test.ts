@@ -124,7 +124,7 @@ describe('private_key_jwt in the CDK stack (AWS-06, SMART-CAUTH-08)', () => {
       expect(variables[ENV.signingKeyEs384], fn).toEqual(keyRef('ClientAssertionES384'));
       expect(variables[ENV.signingKeysNext], fn).toBeUndefined();
       if (fn === 'jwks') {
-        expect(Object.keys(variables).sort()).toEqual([ENV.signingKeyEs384, ENV.signingKeyRs384, 'NODE_OPTIONS', 'POWERTOOLS_SERVICE_NAME', ENV.metricNamespace].sort());
+        expect(Object.keys(variables).sort()).toEqual([ENV.signingKeyEs384, ENV.signingKeyRs384, 'POWERTOOLS_SERVICE_NAME', ENV.metricNamespace].sort());
         expect(variables[ENV.metricNamespace]).toBe('SmartLaunch/jwt-health');
       } else {
         expect(variables[ENV.config]).toBeDefined();

@@ -86,7 +86,6 @@ describe('functions', () => {
         // SMART-REG-04: the JWKS function sees the assertion key ids only (none without private_key_jwt)
         // and the metric namespace it counts an unreadable key in: no config, no table, no token key.
         expect(Object.keys((p.Environment as { Variables: Record<string, unknown> }).Variables).sort()).toEqual([
-          'NODE_OPTIONS',
           'POWERTOOLS_SERVICE_NAME',
           ENV.metricNamespace,
         ]);
@@ -97,13 +96,23 @@ describe('functions', () => {
       expect(p.Handler).toBe('index.handler');
       const variables = (p.Environment as { Variables: Record<string, unknown> }).Variables;
       expect(Object.keys(variables).sort()).toEqual(
-        [ENV.config, ENV.tableName, ENV.kmsKeyId, ENV.integrationTimeoutMs, ENV.auditLogGroup, 'NODE_OPTIONS', 'POWERTOOLS_SERVICE_NAME'].sort(),
+        [ENV.config, ENV.tableName, ENV.kmsKeyId, ENV.integrationTimeoutMs, ENV.auditLogGroup, 'POWERTOOLS_SERVICE_NAME'].sort(),
       );
-      expect(variables.NODE_OPTIONS).toBe('--enable-source-maps');
       // The functions re-validate the config at cold start: it must pass the same AWS schema.
       expect(parseConfigText(variables[ENV.config] as string, 'aws', 'env')).toEqual(config);
       expect(variables[ENV.tableName]).toEqual({ Ref: expect.stringMatching(/SessionTable/) });
       expect(variables[ENV.kmsKeyId]).toEqual({ 'Fn::GetAtt': [expect.stringMatching(/KeysTokens/), 'Arn'] });
+    }
+  });
+
+  it('runs no function with --enable-source-maps (no NODE_OPTIONS): no cold start reads and parses the bundle map', () => {
+    // The maps still ship; an unexpected error's log line maps its frames when it is written (test/cold-start/stack-frames.test.ts).
+    const functions = Object.values(resourcesOf(template, 'AWS::Lambda::Function'));
+    expect(functions.length).toBe(4);
+    for (const fn of functions) {
+      const variables = (fn.Properties!.Environment as { Variables: Record<string, unknown> }).Variables;
+      expect(variables.NODE_OPTIONS).toBeUndefined();
+      expect(JSON.stringify(variables)).not.toContain('source-maps');
     }
   });
 
