@@ -158,9 +158,9 @@ export async function coldStart(root: string, outDir: string, runs: number): Pro
           /**
            * The ratio read from the own CPU: (bare handler's load + this bundle's own - the bare
            * handler's own) / bare handler's load. The whole-load ratio of one run scatters by about
-           * +-0.07 here (the same bundle measured three ways in one loop of 15 rounds read 425, 449 and
-           * 473 ms); the own CPU is measured with the SDK clients already loaded, so it carries none of
-           * their scatter.
+           * +-0.07 here (launch's code loaded three ways in one loop of 15 rounds read 425, 473 and
+           * 449 ms, the reverse of their order by own CPU); the own CPU is measured with the SDK
+           * clients already loaded, so it carries none of their scatter.
            */
           ownCpuRatioToBare: Math.round(((cpu(bareOf(name)) + ownCpu(name) - ownCpu(bareOf(name))) / cpu(bareOf(name))) * 100) / 100,
         },
