@@ -133,8 +133,8 @@ const STAND_INS = new Set(Object.values(BUNDLE_ALIASES));
  * generated source's lines when it loaded it; for the tracer chunk (the Powertools Tracer and the
  * X-Ray SDK, loaded where tracing is on) that was about 2-4 ms of CPU at every such cold start. The
  * price: a logged frame inside those dependencies stays minified (file, line and column of the
- * chunk); the project's frames are still mapped (`shared/runtime/stack-frames.ts`). The stand-ins of `BUNDLE_ALIASES` count as dependencies. Returns the chunks unmapped, as
- * the metafile names them.
+ * chunk); the project's frames are still mapped (`shared/runtime/stack-frames.ts`). The stand-ins
+ * of `BUNDLE_ALIASES` count as dependencies. Returns the chunks unmapped, as the metafile names them.
  */
 export function unmapDependencyChunks(metafile: Metafile, projectRoot: string): string[] {
   const unmapped: string[] = [];
