@@ -25,7 +25,8 @@
  * Every section's result lands under `sections.<name>` in the JSON.
  *
  * Options: --iterations N (requests per case and mode, default 200), --concurrency N (default 8),
- *          --cold-runs N (fresh processes per bundle for module load, default 3),
+ *          --cold-runs N (rounds of fresh processes per bundle for module load, default 15; with 3,
+ *          one bundle's whole-load ratio read 1.26x where 15-round runs read 1.10-1.16x),
  *          --throughput-requests N (unused, kept for old command lines), --out FILE,
  *          --sections a,b (only these sections, e.g. `proxyOverhead` under `node --cpu-prof`; no cost model then),
  *          --modes a,b (proxyOverhead sends requests in these modes only: direct, floor, product,
@@ -97,7 +98,7 @@ function parseOptions(argv: readonly string[]): Options {
     iterations: value('iterations', 200),
     concurrency: value('concurrency', 8),
     throughputRequests: value('throughput-requests', 200),
-    coldRuns: value('cold-runs', 3),
+    coldRuns: value('cold-runs', 15),
     out: outIndex >= 0 ? resolve(argv[outIndex + 1] ?? '') : join(here, 'results', sectionsIndex >= 0 ? 'partial.json' : 'latest.json'),
     sections: sectionsIndex >= 0 ? (argv[sectionsIndex + 1] ?? '').split(',').filter((name) => name !== '') : undefined,
     modes: modesIndex >= 0 ? (argv[modesIndex + 1] ?? '').split(',').filter((name): name is Mode => (MODES as readonly string[]).includes(name)) : MODES,
