@@ -39,14 +39,13 @@ const MODULES: Record<Client, string> = {
   SecretsManager: '@aws-sdk/client-secrets-manager',
   CloudWatchLogs: '@aws-sdk/client-cloudwatch-logs',
 };
-const modulePath = (client: Client) => MODULES[client];
 
 /** The bare handler of a set of clients: `bare` for all four, `bare-kms` for KMS alone. */
 const bareName = (clients: readonly Client[]) => (clients.length === ALL_CLIENTS.length ? 'bare' : `bare-${clients.map((c) => c.toLowerCase()).join('-')}`);
 
 function bareHandler(clients: readonly Client[]): string {
   return [
-    ...clients.map((c) => `import { ${c}Client } from '${modulePath(c)}';`),
+    ...clients.map((c) => `import { ${c}Client } from '${MODULES[c]}';`),
     `const clients = [${clients.map((c) => `${c}Client`).join(', ')}];`,
     'export const handler = async () => ({ statusCode: 200, body: String(clients.length) });',
     '',
@@ -70,7 +69,7 @@ interface Load {
 }
 
 /** The AWS SDK clients of a bare handler, imported before the bundle when only the bundle's own load is measured. */
-const sdkPreload = (clients: readonly Client[]) => clients.map((c) => `await import(${JSON.stringify(modulePath(c))});`).join(' ');
+const sdkPreload = (clients: readonly Client[]) => clients.map((c) => `await import(${JSON.stringify(MODULES[c])});`).join(' ');
 
 /**
  * Wall and CPU milliseconds to import the module in a fresh process (the process's own start
